@@ -58,6 +58,7 @@ __all__ = [
     "box_iou",
     "box_iobb",
     "heatmap_boxes_in_frame",
+    "threshold_levels",
     "LocalizationEvaluator",
 ]
 
@@ -186,6 +187,30 @@ def heatmap_boxes_in_frame(
     return _boxes_at_levels(
         _upsampled_normalized(np.asarray(heatmap), tuple(original_size)), levels, min_area
     )
+
+
+def threshold_levels(threshold: ThresholdSpec, classes: Sequence[str]) -> list[tuple[float, ...]]:
+    """A threshold spec (float, sequence of levels, mapping class -> float or levels, or "wang2017") -> one tuple
+    of levels per class of `classes`, in that order."""
+
+    def as_levels(value: float | Sequence[float] | str) -> tuple[float, ...]:
+        if isinstance(value, str):
+            if value.lower() != "wang2017":
+                raise ValueError(f"unknown threshold mode {value!r} (use a number, a mapping or 'wang2017')")
+            return WANG2017_THRESHOLDS
+        if np.isscalar(value):
+            return (float(value),)
+        levels = tuple(float(v) for v in value)
+        if not levels:
+            raise ValueError("a threshold needs at least one level")
+        return levels
+
+    if isinstance(threshold, Mapping):
+        unknown, missing = set(threshold) - set(classes), set(classes) - set(threshold)
+        if unknown or missing:
+            raise ValueError(f"per-class thresholds: unknown {sorted(unknown)}, missing {sorted(missing)}")
+        return [as_levels(threshold[name]) for name in classes]
+    return [as_levels(threshold)] * len(classes)
 
 
 @dataclass
@@ -330,33 +355,8 @@ class LocalizationEvaluator:
         for i in range(len(image_id)):
             self.add(image_id[i], heatmaps[i], boxes[i], original_size[i], splits[i])
 
-    # ------------------------------------------------------------------ thresholds
     def _levels(self, threshold: ThresholdSpec) -> list[tuple[float, ...]]:
-        """Threshold spec -> one tuple of levels per boxed class."""
-
-        def as_levels(value: float | Sequence[float]) -> tuple[float, ...]:
-            if isinstance(value, str):
-                if value.lower() != "wang2017":
-                    raise ValueError(
-                        f"unknown threshold mode {value!r} (use a number, a mapping or 'wang2017')"
-                    )
-                return WANG2017_THRESHOLDS
-            if np.isscalar(value):
-                return (float(value),)
-            levels = tuple(float(v) for v in value)
-            if not levels:
-                raise ValueError("a threshold needs at least one level")
-            return levels
-
-        if isinstance(threshold, Mapping):
-            unknown = set(threshold) - set(self.boxed_classes)
-            missing = set(self.boxed_classes) - set(threshold)
-            if unknown or missing:
-                raise ValueError(
-                    f"per-class thresholds: unknown {sorted(unknown)}, missing {sorted(missing)}"
-                )
-            return [as_levels(threshold[name]) for name in self.boxed_classes]
-        return [as_levels(threshold)] * len(self.boxed_classes)
+        return threshold_levels(threshold, self.boxed_classes)
 
     # ------------------------------------------------------------------ core
     def _selected(self, split: str | None) -> list[_Image]:
