@@ -319,3 +319,11 @@ def test_evaluate_module_matches_python_api(monkeypatch):
     tuned = metric.compute(**inputs(tuning_evaluator()), tune_grid=[0.3, 0.5, 0.7], per_class=True, **options)
     assert tuned == tuning_evaluator().tune_and_evaluate(grid=(0.3, 0.5, 0.7), per_class=True)
     assert tuned["thresholds"] == {"A": 0.5, "B": 0.3}
+
+
+def test_tuning_grid_is_sorted_and_deduplicated():
+    # Same data as the global-tuning test, grid given out of order with a duplicate: the same choice (0.3).
+    result = tuning_evaluator().tune(grid=(0.7, 0.3, 0.5, 0.3), per_class=False)
+    assert result["grid"] == [0.3, 0.5, 0.7]
+    assert result["objective_values"]["global"] == pytest.approx([6 / 7, 11 / 14, 15 / 28])
+    assert result["thresholds"] == {"A": 0.3, "B": 0.3}

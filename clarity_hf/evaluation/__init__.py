@@ -5,6 +5,7 @@ and overlay figures. The same metrics load offline as `evaluate` modules from `m
 from pathlib import Path
 
 from .classification import AurocResult, auroc_per_class, bootstrap_auroc, compute_auroc
+from .figures import overlay_grid, overlay_heatmap, save_overlay_grid
 from .localization import (
     DEFAULT_THRESHOLD_GRID,
     IOBB_THRESHOLDS,
@@ -18,6 +19,7 @@ from .localization import (
     heatmap_boxes_in_frame,
     xywh_to_xyxy,
 )
+from .report import PUBLISHED_RESULTS, build_report, load_report, render_markdown, write_report
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
@@ -49,6 +51,14 @@ __all__ = [
     "box_iou",
     "heatmap_boxes_in_frame",
     "xywh_to_xyxy",
+    "overlay_grid",
+    "overlay_heatmap",
+    "save_overlay_grid",
+    "PUBLISHED_RESULTS",
+    "build_report",
+    "load_report",
+    "render_markdown",
+    "write_report",
     "metric_path",
     "METRICS_DIR",
 ]

@@ -470,10 +470,10 @@ class LocalizationEvaluator:
         """Choose the heatmap threshold on `split` from `grid`, globally or per class.
 
         The objective is the mean accuracy over `iou_thresholds` (T(IoU) 0.1 ... 0.7): per class when `per_class`,
-        else its macro mean over the classes. Ties go to the grid value with fewer false positives per image (per
-        class, per image carrying the class), then to the lower value.
+        else its macro mean over the classes. Ties (to 12 decimals) go to the grid value with fewer false positives
+        per image (per class: per image carrying the class), then to the lower value. The grid is sorted.
         """
-        grid = [float(t) for t in grid]
+        grid = sorted({float(t) for t in grid})
         if not grid:
             raise ValueError("the threshold grid is empty")
         images = self._selected(split)
@@ -493,7 +493,7 @@ class LocalizationEvaluator:
                 for r in results
             ]
             keys = [
-                (-(v if np.isfinite(v) else -np.inf), f if np.isfinite(f) else np.inf, i)
+                (-round(v, 12) if np.isfinite(v) else np.inf, f if np.isfinite(f) else np.inf, i)
                 for i, (v, f) in enumerate(zip(values, fps))
             ]
             return min(keys)[2], values
