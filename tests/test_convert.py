@@ -21,6 +21,7 @@ from clarity_hf.convert import (
     LAYOUT_HF_VIT_4,
     LAYOUT_HF_VIT_5,
     convert_dino_checkpoint,
+    convert_dino_state_dict,
     detect_layout,
     load_dino_state_dict,
 )
@@ -190,11 +191,6 @@ def test_official_dino_pth_with_weights_only(dino, tmp_path):
     assert report.layout == LAYOUT_DINO and report.unused_keys == ["head.last_layer.weight_g"]
     _assert_same_hidden_states(model, dino)
 
-    # The bare backbone state dict (DINO's released `dino_deitsmall16_pretrain.pth`) as safetensors too.
-    save_file(official, str(tmp_path / "backbone.safetensors"))
-    model = convert_dino_checkpoint(tmp_path / "backbone.safetensors", _single_token_config())
-    _assert_same_hidden_states(model, dino)
-
     # weights_only=True: a pickle with an arbitrary class is refused with a clear error.
     torch.save({"model": official, "extra": _NotAllowed()}, tmp_path / "unsafe.pth")
     with pytest.raises(ValueError, match=r"unsafe\.pth.*weights_only=True"):
@@ -238,19 +234,20 @@ def test_512_conversion_resamples_positions_and_initialises_class_tokens(dino):
     assert outputs.logits.shape == (1, 14) and outputs.heatmaps.shape == (1, 14, 32, 32)
     assert torch.isfinite(outputs.logits).all() and torch.isfinite(outputs.heatmaps).all()
 
-    # Seeded: the same seed gives the same class tokens and heads, another seed different ones.
-    again = convert_dino_checkpoint(sd5, config, seed=3)
+    # Seeded: the same seed gives the same class tokens and heads, another seed other class tokens.
+    again = convert_dino_checkpoint(sd5, config, seed=3, atlas=None)
     assert torch.equal(again.clarity.embeddings.class_tokens, embeddings.class_tokens)
     assert torch.equal(again.token_classifier.weight, model.token_classifier.weight)
-    other = convert_dino_checkpoint(sd5, config, seed=4)
-    assert not torch.equal(other.clarity.embeddings.class_tokens, embeddings.class_tokens)
+    other, _ = convert_dino_state_dict(sd5, config, seed=4)
+    assert not torch.equal(other["clarity.embeddings.class_tokens"], embeddings.class_tokens.data)
 
 
 def test_trunc_normal_class_token_init(dino):
     config = ClarityConfig(class_token_init="trunc_normal", class_token_init_std=0.02)
-    model = convert_dino_checkpoint(dino["sd5"], config, atlas=None)
-    tokens = model.clarity.embeddings.class_tokens.data
-    positions = model.clarity.embeddings.class_position_embeddings.data
+    converted, report = convert_dino_state_dict(dino["sd5"], config)
+    assert report.class_token_init.startswith("trunc_normal")
+    tokens = converted["clarity.embeddings.class_tokens"]
+    positions = converted["clarity.embeddings.class_position_embeddings"]
     cls_token = dino["sd5"]["embeddings.cls_token"]
     assert abs(tokens.std().item() - 0.02) < 0.002 and abs(positions.std().item() - 0.02) < 0.002
     # Not derived from the CLS token: each class token is uncorrelated with it.
@@ -299,6 +296,7 @@ def test_clear_errors(dino, tmp_path):
 
 
 def test_cli_writes_a_loadable_model(dino, tmp_path):
+    # The bare backbone state dict (as DINO's released `dino_deitsmall16_pretrain.pth`), here as safetensors.
     save_file(_official_dino(dino["sd5"]), str(tmp_path / "dino.safetensors"))
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     try:
