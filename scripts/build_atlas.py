@@ -6,6 +6,7 @@
 """
 
 import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         "--preview", type=Path, default=None, help="optionally write an 8-bit PNG of the atlas"
     )
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     atlas = build_lung_atlas(args.masks, size=args.size, region=args.region, blur_sigma=args.blur_sigma)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ official DINO / timm `.pth` (read with `torch.load(weights_only=True)`).
 """
 
 import argparse
-import logging
 from pathlib import Path
 
 from clarity_hf import ClarityConfig
@@ -32,7 +31,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = {}
     if args.class_token_init is not None:
         overrides["class_token_init"] = args.class_token_init

@@ -3,7 +3,7 @@
 
 CLARiTy's SegmentCAM foreground head G is trained against an anatomical prior (lungs + heart). When a dataset has no
 per-image masks, the model uses a population atlas stored as its `anatomical_prior` buffer. The atlas shipped with
-the package (`lung_atlas_64.npy`) is built by `scripts/build_atlas.py` from the 518 V7 Labs lung masks in
+the package (`lung_atlas_64.npy`) is built by `scripts/build_atlas.py` from the 517 V7 Labs lung mask images (435 non-empty) in
 `shared/anatomy/semantic_masks_v7labs_lungs.zip` as follows, per mask:
 
 1. decode as 8-bit grayscale (PNG or JPEG, any size) and binarise at half the mask's maximum value, which is robust
@@ -23,6 +23,7 @@ atlas pixels, in [0, 1]. Masks are read in sorted name order, so the result is d
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from collections.abc import Iterator
 from importlib import resources
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
 
 ATLAS_FILENAME = "lung_atlas_64.npy"
 MASK_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -117,7 +120,7 @@ def build_lung_atlas(
         raise ValueError(f"size must be positive, got {size}")
     work_size = -(-max(work_size, size) // size) * size
     total = np.zeros((size, size), dtype=np.float64)
-    used = 0
+    used = skipped = 0
     for name, data in _iter_mask_files(zip_or_dir, limit):
         try:
             image = Image.open(io.BytesIO(data))
@@ -126,6 +129,7 @@ def build_lung_atlas(
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise ValueError(f"cannot read mask {name}: {error}") from error
         if mask.mean() < min_area_fraction:
+            skipped += 1
             continue
         resized = Image.fromarray(mask).resize((work_size, work_size), Image.Resampling.NEAREST)
         mask = np.asarray(resized, dtype=bool)
@@ -135,6 +139,7 @@ def build_lung_atlas(
         used += 1
     if used == 0:
         raise ValueError(f"no usable lung masks in {zip_or_dir} (all empty or below {min_area_fraction:.0%})")
+    logger.info("atlas from %d masks of %s (%d skipped as empty)", used, zip_or_dir, skipped)
     atlas = total / used
     if blur_sigma > 0:
         from scipy.ndimage import gaussian_filter
