@@ -1,0 +1,685 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""PyTorch CLARiTy: a ViT with one class token per pathology, SegmentCAM with an anatomical prior, attention
+pooling, an orthogonal class-token loss and multi-label distillation (arXiv 2512.16700).
+
+One forward pass, top to bottom:
+    pixel_values (B,3,S,S)
+      -> ClarityEmbeddings: patches (B,N,D), C class tokens with their own positions -> (B,C+N,D)
+      -> ClarityEncoder: pre-norm blocks through scaled_dot_product_attention; the last K blocks also return the
+         C class-token attention rows (B,H,C,N), never a full (L,L) attention -> class maps A (B,C,h,w)
+      -> final LayerNorm -> class tokens (B,C,D) and patch tokens (B,N,D)
+    ClarityForMultiLabelLocalization:
+      token logits      per-class linear on the class tokens                             (B,C)
+      SegmentCAM        S = conv class head on the patch grid (B,C,h,w); G = sigmoid foreground head (B,1,h,w)
+                        trained against the anatomical prior (per-image masks, else the shipped atlas)
+      attention pooling softmax over patches of S/tau (gated by G) weights patch tokens -> LN -> per-class linear
+      heatmaps          H = normalise(sqrt(A * relu(S))) * G                              (B,C,h,w)
+      losses            BCE (token + pooled), distillation, orthogonal class tokens, foreground BCE + Dice
+
+Imports only torch, transformers and the sibling configuration file, so that the file runs from the Hub.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+from .configuration_clarity import ClarityConfig
+
+CLARITY_AUTO_MAP = {
+    "AutoConfig": "configuration_clarity.ClarityConfig",
+    "AutoModel": "modeling_clarity.ClarityForMultiLabelLocalization",
+    "AutoModelForImageClassification": "modeling_clarity.ClarityForMultiLabelLocalization",
+    "AutoModelForObjectDetection": "modeling_clarity.ClarityForMultiLabelLocalization",
+}
+
+
+@dataclass
+class ClarityModelOutput(ModelOutput):
+    """
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_labels + num_patches, hidden_size)`):
+            Output of the final LayerNorm; the first `num_labels` tokens are the class tokens.
+        class_token_states (`torch.FloatTensor` of shape `(batch_size, num_labels, hidden_size)`): the class tokens.
+        patch_token_states (`torch.FloatTensor` of shape `(batch_size, num_patches, hidden_size)`): the patch tokens.
+        class_attentions (`torch.FloatTensor` of shape `(batch_size, num_labels, grid, grid)`):
+            Class-to-patch attention, fused over heads and averaged over the last `num_attention_map_layers` blocks.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*): embeddings + every block's output.
+        attentions (`tuple(torch.FloatTensor)`, *optional*): every block's full attention (B,H,L,L) (eager).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    class_token_states: torch.FloatTensor | None = None
+    patch_token_states: torch.FloatTensor | None = None
+    class_attentions: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class ClarityMultiLabelLocalizationOutput(ModelOutput):
+    """
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): weighted sum of the loss terms below.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`): the combined logits (pre-sigmoid).
+        heatmaps (`torch.FloatTensor` of shape `(batch_size, num_labels, grid, grid)`): class heatmaps in [0, 1].
+        class_attentions (`torch.FloatTensor` of shape `(batch_size, num_labels, grid, grid)`): raw class maps A.
+        foreground (`torch.FloatTensor` of shape `(batch_size, 1, grid, grid)`, *optional*): SegmentCAM's G.
+        segment_maps (`torch.FloatTensor` of shape `(batch_size, num_labels, grid, grid)`, *optional*): S.
+        token_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`): logits of the class tokens.
+        pooled_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*): attention pooling.
+        classification_loss, distillation_loss, orthogonal_loss, foreground_loss (`torch.FloatTensor`, *optional*):
+            each loss term, unweighted, in float32.
+        hidden_states, attentions: as in [`ClarityModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    heatmaps: torch.FloatTensor | None = None
+    class_attentions: torch.FloatTensor | None = None
+    foreground: torch.FloatTensor | None = None
+    segment_maps: torch.FloatTensor | None = None
+    token_logits: torch.FloatTensor | None = None
+    pooled_logits: torch.FloatTensor | None = None
+    classification_loss: torch.FloatTensor | None = None
+    distillation_loss: torch.FloatTensor | None = None
+    orthogonal_loss: torch.FloatTensor | None = None
+    foreground_loss: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def drop_path(input: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Stochastic depth per sample (as in timm and transformers' ViT-family models)."""
+    if drop_prob == 0.0 or not training:
+        return input
+    keep_prob = 1 - drop_prob
+    shape = (input.shape[0],) + (1,) * (input.ndim - 1)
+    random_tensor = keep_prob + torch.rand(shape, dtype=input.dtype, device=input.device)
+    return input.div(keep_prob) * random_tensor.floor_()
+
+
+class ClarityDropPath(nn.Module):
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return drop_path(hidden_states, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+class ClarityPatchEmbeddings(nn.Module):
+    """(B, 3, H, W) pixels -> (B, N, D) patch embeddings with a strided convolution."""
+
+    def __init__(self, config: ClarityConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.num_channels = config.num_channels
+        self.projection = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.dim() != 4 or pixel_values.shape[1] != self.num_channels:
+            raise ValueError(
+                f"pixel_values must have shape (batch, {self.num_channels}, height, width), got {tuple(pixel_values.shape)}"
+            )
+        height, width = pixel_values.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"image size ({height}x{width}) is not a multiple of the patch size {self.patch_size}"
+            )
+        return self.projection(pixel_values).flatten(2).transpose(1, 2)  # (B, N, D)
+
+
+class ClarityEmbeddings(nn.Module):
+    """C class tokens (each with its own position embedding) followed by the patch tokens."""
+
+    def __init__(self, config: ClarityConfig):
+        super().__init__()
+        self.num_class_tokens = config.num_labels
+        self.grid_size = config.image_size // config.patch_size
+        self.class_tokens = nn.Parameter(torch.zeros(1, config.num_labels, config.hidden_size))
+        self.class_position_embeddings = nn.Parameter(torch.zeros(1, config.num_labels, config.hidden_size))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, self.grid_size**2, config.hidden_size))
+        self.patch_embeddings = ClarityPatchEmbeddings(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
+        """Patch position embeddings for a (height x width) patch grid: bicubic resampling in float32."""
+        if height == self.grid_size and width == self.grid_size:
+            return self.position_embeddings
+        dim = self.position_embeddings.shape[-1]
+        grid = self.position_embeddings.reshape(1, self.grid_size, self.grid_size, dim).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid.float(), size=(height, width), mode="bicubic", align_corners=False)
+        return grid.to(self.position_embeddings.dtype).permute(0, 2, 3, 1).reshape(1, height * width, dim)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        batch_size = pixel_values.shape[0]
+        patch_size = self.patch_embeddings.patch_size
+        grid_h, grid_w = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
+        patches = self.patch_embeddings(pixel_values.to(self.patch_embeddings.projection.weight.dtype))
+        patches = patches + self.interpolate_pos_encoding(grid_h, grid_w)  # (B, N, D)
+        class_tokens = (self.class_tokens + self.class_position_embeddings).expand(
+            batch_size, -1, -1
+        )  # (B, C, D)
+        return self.dropout(torch.cat([class_tokens, patches], dim=1))  # (B, C+N, D)
+
+
+class ClaritySelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection.
+
+    The fast path runs `scaled_dot_product_attention` for every token and, when the class maps are wanted, computes
+    the softmax of the C class-token query rows only: (B, H, C, L) instead of (B, H, L, L). The eager path (used for
+    `output_attentions`, patch-affinity refinement and as the reference in tests) materialises all rows.
+    """
+
+    def __init__(self, config: ClarityConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        num_class_tokens: int,
+        return_class_attention: bool = False,
+        return_full_attention: bool = False,
+        eager: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        batch_size, seq_len, dim = hidden_states.shape
+        qkv = self.qkv(hidden_states).reshape(batch_size, seq_len, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, d)
+        dropout = self.attention_dropout if self.training else 0.0
+        class_attention = full_attention = None
+        if eager or return_full_attention:
+            scores = torch.matmul(query, key.transpose(-1, -2)) * self.scale  # (B, H, L, L)
+            probs = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+            full_attention = probs
+            context = torch.matmul(F.dropout(probs, p=dropout, training=self.training), value)
+            if return_class_attention:
+                class_attention = probs[:, :, :num_class_tokens, num_class_tokens:]  # (B, H, C, N)
+        else:
+            context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)  # (B, H, L, d)
+            if return_class_attention:
+                class_query = query[:, :, :num_class_tokens] * self.scale  # (B, H, C, d)
+                class_scores = torch.matmul(class_query, key.transpose(-1, -2))  # (B, H, C, L)
+                class_attention = class_scores.softmax(dim=-1, dtype=torch.float32)[..., num_class_tokens:]
+        context = context.transpose(1, 2).reshape(batch_size, seq_len, dim)
+        output = self.proj_dropout(self.proj(context))
+        return output, class_attention, full_attention if return_full_attention else None
+
+
+class ClarityMLP(nn.Module):
+    def __init__(self, config: ClarityConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.act(self.fc1(hidden_states))))
+
+
+class ClarityLayer(nn.Module):
+    """A pre-norm ViT block: x + attn(norm1(x)), then x + mlp(norm2(x)), with stochastic depth."""
+
+    def __init__(self, config: ClarityConfig, drop_path_rate: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = ClaritySelfAttention(config)
+        self.drop_path = ClarityDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = ClarityMLP(config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        num_class_tokens: int,
+        return_class_attention: bool = False,
+        return_full_attention: bool = False,
+        eager: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        attention_output, class_attention, full_attention = self.attention(
+            self.norm1(hidden_states), num_class_tokens, return_class_attention, return_full_attention, eager
+        )
+        hidden_states = hidden_states + self.drop_path(attention_output)
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
+        return hidden_states, class_attention, full_attention
+
+
+class ClarityEncoder(nn.Module):
+    def __init__(self, config: ClarityConfig):
+        super().__init__()
+        self.config = config
+        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        self.layers = nn.ModuleList([ClarityLayer(config, rate) for rate in rates])
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        num_class_tokens: int,
+        num_map_layers: int,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        eager: bool = False,
+        patch_affinity: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], tuple | None, tuple | None]:
+        """Returns the last hidden states, the class attention (B,H,C,N) of each map layer, the patch-to-patch
+        attention (B,H,N,N) of each map layer (only with `patch_affinity`), and the optional hidden states /
+        attentions tuples."""
+        first_map_layer = len(self.layers) - num_map_layers
+        class_attentions, patch_affinities = [], []
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for index, layer in enumerate(self.layers):
+            is_map_layer = index >= first_map_layer
+            need_full = output_attentions or (patch_affinity and is_map_layer)
+            args = (hidden_states, num_class_tokens, is_map_layer, need_full, eager)
+            if self.gradient_checkpointing and self.training:
+                hidden_states, class_attention, full_attention = torch.utils.checkpoint.checkpoint(
+                    layer, *args, use_reentrant=False
+                )
+            else:
+                hidden_states, class_attention, full_attention = layer(*args)
+            if is_map_layer:
+                class_attentions.append(class_attention)
+                if patch_affinity:
+                    patch_affinities.append(full_attention[:, :, num_class_tokens:, num_class_tokens:])
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states + (hidden_states,)
+            if output_attentions:
+                all_attentions = all_attentions + (full_attention,)
+        return hidden_states, class_attentions, patch_affinities, all_hidden_states, all_attentions
+
+
+class ClarityPerClassLinear(nn.Module):
+    """One linear classifier per class: (B, C, D) -> (B, C), logit_c = <x_c, w_c> + b_c."""
+
+    def __init__(self, num_classes: int, hidden_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_classes, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(num_classes))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return (features * self.weight).sum(dim=-1) + self.bias
+
+
+class ClaritySegmentCAM(nn.Module):
+    """SegmentCAM: a conv class head S (B,C,h,w) and a conv foreground head G (B,1,h,w) on the patch grid."""
+
+    def __init__(self, config: ClarityConfig):
+        super().__init__()
+        kernel = config.segment_cam_kernel_size
+        self.class_head = nn.Conv2d(config.hidden_size, config.num_labels, kernel, padding=kernel // 2)
+        self.foreground_head = None
+        if config.use_anatomical_prior:
+            self.foreground_head = nn.Sequential(
+                nn.Conv2d(config.hidden_size, config.foreground_hidden_size, 3, padding=1),
+                nn.GELU(),
+                nn.Conv2d(config.foreground_hidden_size, 1, 1),
+            )
+
+    def forward(self, patch_grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        segment_maps = self.class_head(patch_grid)  # (B, C, h, w)
+        foreground = (
+            torch.sigmoid(self.foreground_head(patch_grid)) if self.foreground_head is not None else None
+        )
+        return segment_maps, foreground
+
+
+def default_anatomical_prior(size: int) -> torch.Tensor:
+    """A smooth analytic thorax prior (two lung fields and the heart) of shape (1, 1, size, size) in [0, 1].
+
+    It is only the initial value of the model's `anatomical_prior` buffer: the DINO conversion replaces it with the
+    population atlas built from real lung masks, and the buffer is saved with the weights.
+    """
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+
+    def ellipse(cx: float, cy: float, rx: float, ry: float) -> torch.Tensor:
+        distance = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
+        return torch.sigmoid((1.0 - distance) * 8.0)
+
+    lungs = torch.maximum(ellipse(0.32, 0.48, 0.15, 0.30), ellipse(0.68, 0.48, 0.15, 0.30))
+    heart = ellipse(0.55, 0.62, 0.14, 0.12)
+    return torch.maximum(lungs, heart)[None, None]
+
+
+def minmax_normalize(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(B, C, h, w) -> per (image, class) min-max normalised to [0, 1]; a constant map becomes zeros."""
+    flat = maps.flatten(2)
+    low = flat.min(dim=-1, keepdim=True).values
+    high = flat.max(dim=-1, keepdim=True).values
+    return ((flat - low) / (high - low).clamp_min(eps)).reshape(maps.shape)
+
+
+def orthogonal_class_token_loss(class_tokens: torch.Tensor) -> torch.Tensor:
+    """Mean squared off-diagonal cosine similarity of the L2-normalised class tokens (B, C, D), per image."""
+    tokens = F.normalize(class_tokens.float(), dim=-1)
+    gram = tokens @ tokens.transpose(1, 2)  # (B, C, C)
+    num_classes = gram.shape[-1]
+    off_diagonal = ~torch.eye(num_classes, dtype=torch.bool, device=gram.device)
+    return gram[:, off_diagonal].pow(2).mean()
+
+
+def foreground_loss(foreground: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """BCE + soft Dice of G (B, 1, h, w) against the prior M (B, 1, h, w), both in [0, 1], in float32."""
+    foreground, target = foreground.float().clamp(1e-6, 1 - 1e-6), target.float()
+    bce = F.binary_cross_entropy(foreground, target)
+    intersection = (foreground * target).flatten(1).sum(-1)
+    dice = 1 - (2 * intersection + eps) / (foreground.flatten(1).sum(-1) + target.flatten(1).sum(-1) + eps)
+    return bce + dice.mean()
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0, kind: str = "soft"
+) -> torch.Tensor:
+    """Multi-label distillation: soft tau^2 * BCE(sigmoid(z_s/tau), sigmoid(z_t/tau)); hard BCE(z_s, z_t > 0)."""
+    student_logits, teacher_logits = student_logits.float(), teacher_logits.detach().float()
+    if kind == "hard":
+        return F.binary_cross_entropy_with_logits(student_logits, (teacher_logits > 0).float())
+    targets = torch.sigmoid(teacher_logits / temperature)
+    return temperature**2 * F.binary_cross_entropy_with_logits(student_logits / temperature, targets)
+
+
+class ClarityPreTrainedModel(PreTrainedModel):
+    config_class = ClarityConfig
+    config: ClarityConfig
+    base_model_prefix = "clarity"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["ClarityEmbeddings", "ClarityLayer"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            nn.init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, ClarityEmbeddings):
+            for parameter in (
+                module.class_tokens,
+                module.class_position_embeddings,
+                module.position_embeddings,
+            ):
+                nn.init.trunc_normal_(parameter, mean=0.0, std=std)
+        elif isinstance(module, ClarityPerClassLinear):
+            nn.init.trunc_normal_(module.weight, mean=0.0, std=std)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, ClarityForMultiLabelLocalization) and module.anatomical_prior is not None:
+            if not getattr(module.anatomical_prior, "_is_hf_initialized", False):
+                module.anatomical_prior.copy_(default_anatomical_prior(module.anatomical_prior.shape[-1]))
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Every auto class resolves to the same model, so that AutoModel, AutoModelForImageClassification and
+        # AutoModelForObjectDetection all load a saved folder with trust_remote_code=True.
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **CLARITY_AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @property
+    def pathologies(self) -> list[str]:
+        """The label names, in logit order."""
+        return [self.config.id2label[i] for i in range(self.config.num_labels)]
+
+
+class ClarityModel(ClarityPreTrainedModel):
+    """The CLARiTy backbone: embeddings, encoder and final LayerNorm; returns class tokens, patch tokens and the
+    class attention maps."""
+
+    def __init__(self, config: ClarityConfig):
+        super().__init__(config)
+        self.embeddings = ClarityEmbeddings(config)
+        self.encoder = ClarityEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> ClarityPatchEmbeddings:
+        return self.embeddings.patch_embeddings
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ClarityModelOutput | tuple:
+        config = self.config
+        output_attentions = output_attentions if output_attentions is not None else config.output_attentions
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        num_classes = config.num_labels
+        grid_h = pixel_values.shape[-2] // config.patch_size
+        grid_w = pixel_values.shape[-1] // config.patch_size
+
+        embeddings = self.embeddings(pixel_values)  # (B, C+N, D)
+        hidden_states, class_attentions, affinities, all_hidden, all_attentions = self.encoder(
+            embeddings,
+            num_class_tokens=num_classes,
+            num_map_layers=config.num_attention_map_layers,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            eager=config.attn_implementation_maps == "eager",
+            patch_affinity=config.use_patch_affinity_refinement,
+        )
+        sequence_output = self.layernorm(hidden_states)  # (B, C+N, D)
+
+        # Class maps: fuse heads, then average the last K layers -> (B, C, N).
+        stacked = torch.stack(class_attentions)  # (K, B, H, C, N)
+        fused = stacked.amax(dim=2) if config.attention_map_head_fusion == "max" else stacked.mean(dim=2)
+        class_maps = fused.mean(dim=0)  # (B, C, N)
+        if affinities:
+            # MCTformer refinement: propagate the class maps along the patch-to-patch affinity.
+            affinity = torch.stack(affinities).float().mean(dim=(0, 2))  # (B, N, N)
+            class_maps = class_maps @ affinity
+        class_maps = class_maps.reshape(-1, num_classes, grid_h, grid_w)  # (B, C, h, w)
+
+        output = ClarityModelOutput(
+            last_hidden_state=sequence_output,
+            class_token_states=sequence_output[:, :num_classes],
+            patch_token_states=sequence_output[:, num_classes:],
+            class_attentions=class_maps,
+            hidden_states=all_hidden,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    @torch.no_grad()
+    def get_last_selfattention(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """DINO's idiom: the full attention (B, H, L, L) of the last block, tokens ordered [class tokens, patches]."""
+        hidden_states = self.embeddings(pixel_values)
+        num_classes = self.config.num_labels
+        for layer in self.encoder.layers[:-1]:
+            hidden_states = layer(hidden_states, num_classes)[0]
+        return self.encoder.layers[-1](hidden_states, num_classes, return_full_attention=True)[2]
+
+
+class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
+    """CLARiTy with its heads: multi-label logits for the C pathologies and one heatmap per pathology."""
+
+    def __init__(self, config: ClarityConfig):
+        super().__init__(config)
+        self.clarity = ClarityModel(config)
+        self.token_classifier = ClarityPerClassLinear(config.num_labels, config.hidden_size)
+        self.segment_cam = ClaritySegmentCAM(config) if config.use_segment_cam else None
+        if config.use_attention_pooling:
+            self.pooled_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            self.pooled_classifier = ClarityPerClassLinear(config.num_labels, config.hidden_size)
+        else:
+            self.pooled_norm = self.pooled_classifier = None
+        if config.use_segment_cam and config.use_anatomical_prior:
+            size = config.anatomical_prior_size
+            self.register_buffer("anatomical_prior", default_anatomical_prior(size), persistent=True)
+        else:
+            self.anatomical_prior = None
+        pos_weight = torch.tensor(config.pos_weight, dtype=torch.float32) if config.pos_weight else None
+        self.register_buffer("pos_weight", pos_weight, persistent=False)
+        self.post_init()
+
+    def get_last_selfattention(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.clarity.get_last_selfattention(pixel_values)
+
+    @torch.no_grad()
+    def set_anatomical_prior(self, prior: torch.Tensor) -> None:
+        """Replace the population atlas (any (H, W) map in [0, 1]; resampled to the buffer's size)."""
+        if self.anatomical_prior is None:
+            raise ValueError(
+                "this model has no anatomical prior (use_segment_cam and use_anatomical_prior are off)"
+            )
+        prior = torch.as_tensor(prior, dtype=torch.float32)
+        if prior.dim() != 2 or prior.min() < 0 or prior.max() > 1:
+            raise ValueError(f"the prior must be a 2-D map in [0, 1], got shape {tuple(prior.shape)}")
+        size = self.anatomical_prior.shape[-1]
+        resized = F.interpolate(prior[None, None], size=(size, size), mode="bilinear", align_corners=False)
+        self.anatomical_prior.copy_(resized.to(self.anatomical_prior))
+
+    def _foreground_target(self, anatomy_masks: torch.Tensor | None, batch_size: int, size) -> torch.Tensor:
+        """Per-image masks (B,1,H,W) or (B,H,W) when given, else the atlas, as area fractions on the grid."""
+        if anatomy_masks is not None:
+            masks = anatomy_masks.float()
+            masks = masks[:, None] if masks.dim() == 3 else masks
+            return F.adaptive_avg_pool2d(masks, size)  # (B, 1, h, w)
+        atlas = F.interpolate(self.anatomical_prior.float(), size=size, mode="bilinear", align_corners=False)
+        return atlas.expand(batch_size, -1, -1, -1)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        teacher_logits: torch.Tensor | None = None,
+        anatomy_masks: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ClarityMultiLabelLocalizationOutput | tuple:
+        r"""
+        labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*): multi-hot targets.
+        teacher_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*): the frozen teacher's
+            logits on the same augmented view, for the distillation term.
+        anatomy_masks (`torch.FloatTensor` of shape `(batch_size, 1, height, width)`, *optional*): per-image
+            anatomical masks (lungs + heart) in [0, 1]; without them the model's atlas is the foreground target.
+        """
+        config = self.config
+        return_dict = return_dict if return_dict is not None else config.return_dict
+        outputs = self.clarity(
+            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
+        class_tokens = outputs.class_token_states  # (B, C, D)
+        patch_tokens = outputs.patch_token_states  # (B, N, D)
+        class_maps = outputs.class_attentions  # (B, C, h, w)
+        batch_size, num_classes, grid_h, grid_w = class_maps.shape
+
+        token_logits = self.token_classifier(class_tokens)  # (B, C)
+
+        segment_maps = foreground = None
+        if self.segment_cam is not None:
+            patch_grid = patch_tokens.transpose(1, 2).reshape(batch_size, -1, grid_h, grid_w)  # (B, D, h, w)
+            segment_maps, foreground = self.segment_cam(patch_grid)  # (B, C, h, w), (B, 1, h, w)
+
+        pooled_logits = None
+        if self.pooled_classifier is not None:
+            # Per-class softmax over patches of S/tau (or of log A without SegmentCAM), gated by G.
+            if segment_maps is not None:
+                scores = segment_maps.flatten(2).float() / config.pooling_temperature  # (B, C, N)
+            else:
+                scores = class_maps.flatten(2).float().clamp_min(1e-8).log() / config.pooling_temperature
+            if foreground is not None:
+                scores = scores + foreground.flatten(2).float().clamp_min(1e-6).log()
+            weights = scores.softmax(dim=-1).to(patch_tokens.dtype)  # (B, C, N)
+            pooled = weights @ patch_tokens  # (B, C, D)
+            pooled_logits = self.pooled_classifier(self.pooled_norm(pooled))  # (B, C)
+
+        if config.logit_combination == "token" or pooled_logits is None:
+            logits = token_logits
+        elif config.logit_combination == "pooled":
+            logits = pooled_logits
+        else:
+            logits = (token_logits + pooled_logits) / 2
+
+        # Heatmaps H = normalise(sqrt(A * relu(S))) * G, in float32.
+        if segment_maps is not None and config.heatmap_source == "segment_cam":
+            raw = torch.sqrt(class_maps.float() * F.relu(segment_maps.float()) + 1e-12)
+        else:
+            raw = class_maps.float()
+        heatmaps = minmax_normalize(raw)
+        if foreground is not None:
+            heatmaps = heatmaps * foreground.float()
+
+        loss = classification = distill = orthogonal = fg_loss = None
+        if labels is not None or teacher_logits is not None:
+            loss = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
+            if labels is not None:
+                labels = labels.float()
+                classification = F.binary_cross_entropy_with_logits(
+                    token_logits.float(), labels, pos_weight=self.pos_weight
+                )
+                loss = loss + config.class_token_loss_weight * classification
+                if pooled_logits is not None:
+                    pooled_term = F.binary_cross_entropy_with_logits(
+                        pooled_logits.float(), labels, pos_weight=self.pos_weight
+                    )
+                    classification = classification + pooled_term
+                    loss = loss + config.pooled_loss_weight * pooled_term
+            if teacher_logits is not None and config.distillation_loss_weight > 0:
+                distill = distillation_loss(
+                    logits, teacher_logits, config.distillation_temperature, config.distillation_type
+                )
+                loss = loss + config.distillation_loss_weight * distill
+            if config.orthogonal_loss_weight > 0 and num_classes > 1:
+                orthogonal = orthogonal_class_token_loss(class_tokens)
+                loss = loss + config.orthogonal_loss_weight * orthogonal
+            if foreground is not None and config.foreground_loss_weight > 0:
+                target = self._foreground_target(anatomy_masks, batch_size, (grid_h, grid_w))
+                fg_loss = foreground_loss(foreground, target)
+                loss = loss + config.foreground_loss_weight * fg_loss
+
+        output = ClarityMultiLabelLocalizationOutput(
+            loss=loss,
+            logits=logits,
+            heatmaps=heatmaps,
+            class_attentions=class_maps,
+            foreground=foreground,
+            segment_maps=segment_maps,
+            token_logits=token_logits,
+            pooled_logits=pooled_logits,
+            classification_loss=classification,
+            distillation_loss=distill,
+            orthogonal_loss=orthogonal,
+            foreground_loss=fg_loss,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "ClarityPreTrainedModel",
+    "ClarityModel",
+    "ClarityForMultiLabelLocalization",
+    "ClarityModelOutput",
+    "ClarityMultiLabelLocalizationOutput",
+    "CLARITY_AUTO_MAP",
+]
