@@ -382,11 +382,7 @@ def _load_unit_gray(item, index: int, do_rescale: bool, scaling: str) -> np.ndar
         if is_dicom:
             return _read_dicom_file(path, name, scaling)
         return _array_to_unit_gray(_read_image_file(path, name), name, do_rescale, scaling)
-    if (
-        type(item).__module__.startswith("pydicom")
-        and hasattr(item, "PixelData")
-        or (type(item).__name__ in ("Dataset", "FileDataset") and type(item).__module__.startswith("pydicom"))
-    ):
+    if type(item).__module__.startswith("pydicom") and type(item).__name__ in ("Dataset", "FileDataset"):
         return _dicom_to_unit_gray(item, name, scaling)
     if isinstance(item, Image.Image):
         try:
@@ -519,7 +515,8 @@ class ClarityImageProcessor(BaseImageProcessor):
     window (Window Center / Width, VOI LUT Function LINEAR, LINEAR_EXACT or SIGMOID) maps straight to [0, 1], else
     the range that Bits Stored can hold (signed or unsigned, through slope / intercept) maps to [0, 1] (12-bit data
     by 4095, 16-bit by 65535). MONOCHROME1 images are inverted last so that bone is bright, as in MONOCHROME2.
-    Colour DICOMs are converted to luma. Multi-frame DICOMs are rejected.
+    Colour DICOMs are converted to luma. Multi-frame DICOMs are rejected. DICOM data are always mapped to [0, 1] this
+    way, whatever `do_rescale` says.
 
     Bad inputs (empty, smaller than 2x2, NaN / inf, wrong rank or channel count, missing / unreadable /
     non-image files, corrupt DICOMs, unsupported types) raise a `ValueError` that names the input (its path, or

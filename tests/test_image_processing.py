@@ -120,6 +120,19 @@ def test_real_dicom_matches_its_decoded_pixels(processor):
     np.testing.assert_allclose(unit(processor, DICOM), unit(processor, Image.fromarray(stored)), atol=1e-6)
 
 
+def test_pydicom_dataset_and_jpeg_inputs(processor, tmp_path):
+    ds, _ = read_dicom()
+    torch.testing.assert_close(
+        processor(ds, return_tensors="pt")["pixel_values"],
+        processor(DICOM, return_tensors="pt")["pixel_values"],
+    )
+    path = tmp_path / "nih.jpg"
+    Image.open(NIH_PNG).save(path, quality=95)
+    jpeg, png = unit(processor, str(path)), unit(processor, str(NIH_PNG))
+    assert jpeg.shape == png.shape == (1, 224, 224)
+    assert np.abs(jpeg - png).mean() < 0.01 and np.corrcoef(jpeg.ravel(), png.ravel())[0, 1] > 0.99
+
+
 def test_real_rgb_png_is_grayscale(processor, nih_array):
     rgb = np.asarray(Image.open(TBX_PNG))
     out = unit(processor, str(TBX_PNG), do_resize=False)[0]
