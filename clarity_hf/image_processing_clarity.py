@@ -97,16 +97,16 @@ def heatmap_to_boxes(heatmap: np.ndarray, threshold: float, normalize: bool = Tr
     if not mask.any() or (normalize and values.max() <= 0):
         return np.zeros((0, 4), dtype=np.float32), np.zeros((0,), dtype=np.float32)
     labeled, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    indices = np.arange(1, count + 1)
+    areas = np.bincount(labeled.ravel(), minlength=count + 1)[1:]
+    peaks = ndimage.maximum(values, labels=labeled, index=indices)
     boxes, scores = [], []
-    for index, region in enumerate(ndimage.find_objects(labeled), start=1):
-        if region is None:
-            continue
-        component = labeled[region] == index
-        if int(component.sum()) < min_area:
+    for region, area, peak in zip(ndimage.find_objects(labeled), areas, np.atleast_1d(peaks)):
+        if region is None or area < min_area:
             continue
         ys, xs = region
         boxes.append((xs.start, ys.start, xs.stop, ys.stop))
-        scores.append(float(values[region][component].max()))
+        scores.append(float(peak))
     if not boxes:
         return np.zeros((0, 4), dtype=np.float32), np.zeros((0,), dtype=np.float32)
     order = np.argsort(-np.asarray(scores), kind="stable")

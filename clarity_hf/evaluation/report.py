@@ -1,0 +1,329 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Markdown + JSON evaluation report: several models (CLARiTy, baselines, ablations) as rows, side by side with the
+paper's published rows.
+
+A report is a plain, JSON-serialisable dict (NaN is written as `null`):
+
+```
+{
+  "title": str, "clarity_hf_version": str, "metadata": {...},
+  "models": {
+    name: {
+      "classification": AurocResult | None,            # clarity_hf.evaluation.classification
+      "localization": LocalizationResult | None,       # the reported (eval-split) result
+      "tuning": {"objective", "per_class", "grid", "tune_split", "eval_split", "thresholds",
+                 "objective_values", "tune"} | None,   # present when a TuningResult was given
+      "notes": str,
+    }
+  },
+  "published": PUBLISHED_RESULTS,                       # or None
+}
+```
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypedDict
+
+from .classification import AurocResult
+from .localization import LocalizationResult, TuningResult
+
+__all__ = [
+    "PUBLISHED_RESULTS",
+    "ModelEntry",
+    "build_report",
+    "render_markdown",
+    "write_report",
+    "load_report",
+]
+
+# The paper's published rows, encoded once. Source: clarity-spec.md section 1 -- second-hand figures from a
+# third-party document quoting the tables of arXiv 2512.16700 (CLARiTy), rounded; treat them as targets. Localization
+# accuracy is macro over the 8 boxed classes, per ground-truth box, on half of the 880 boxed images after tuning the
+# heatmap-to-box step on the other half.
+PUBLISHED_RESULTS: dict[str, Any] = {
+    "source": (
+        "arXiv 2512.16700 (Statheros, Wang, Klein 2025), tables as quoted second-hand and rounded by a third-party "
+        "document (clarity-spec.md section 1); not re-measured"
+    ),
+    "iou_thresholds": [0.1, 0.2, 0.3, 0.4, 0.5],
+    "rows": [
+        {"model": "CLARiTy-S-16-512", "mean_auroc": 0.818, "iou_macro": [0.81, 0.69, 0.59, 0.47, 0.32]},
+        {"model": "ConvNeXtV2-B, 512 (the likely teacher)", "mean_auroc": 0.825, "iou_macro": None},
+        {
+            "model": "Li et al. 2022 (CNN-ViT hybrid)",
+            "mean_auroc": None,
+            "iou_macro": [0.64, 0.53, 0.40, 0.31, 0.24],
+        },
+        {"model": "PCAN (Zhu et al. 2022)", "mean_auroc": None, "iou_macro": [0.78, 0.57, 0.36, 0.21, 0.10]},
+        {
+            "model": "Wang et al. 2017 (ResNet-50)",
+            "mean_auroc": 0.745,
+            "iou_macro": [0.568, 0.373, 0.221, 0.116, 0.062],
+        },
+    ],
+}
+
+
+class ModelEntry(TypedDict, total=False):
+    """What a caller gives per model; every key is optional."""
+
+    classification: AurocResult
+    localization: LocalizationResult | TuningResult
+    notes: str
+
+
+def _jsonable(value: Any) -> Any:
+    """Deep copy with tuples as lists, numpy scalars as Python numbers and NaN / inf as None."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _split_localization(localization: Mapping | None) -> tuple[Mapping | None, dict | None]:
+    """A LocalizationResult or a TuningResult -> (reported result, tuning summary or None)."""
+    if localization is None or "iou" in localization:
+        return localization, None
+    tuning = {key: localization[key] for key in localization if key != "eval"}
+    return localization["eval"], tuning
+
+
+def build_report(
+    models: Mapping[str, ModelEntry],
+    title: str = "CLARiTy evaluation",
+    include_published: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Collect the results of several models into one JSON-serialisable report dict (schema in the module doc).
+
+    Args:
+        models: model name -> {"classification": AurocResult, "localization": LocalizationResult or TuningResult,
+            "notes": str}; the order is kept as the row order.
+        title: the report's title.
+        include_published: add the paper's published rows (`PUBLISHED_RESULTS`).
+        metadata: free-form facts about the run (dataset, split, preset, ...), shown at the top.
+    """
+    from .. import __version__
+
+    entries = {}
+    for name, entry in models.items():
+        localization, tuning = _split_localization(entry.get("localization"))
+        entries[name] = {
+            "classification": entry.get("classification"),
+            "localization": localization,
+            "tuning": tuning,
+            "notes": entry.get("notes", ""),
+        }
+    return _jsonable(
+        {
+            "title": title,
+            "clarity_hf_version": __version__,
+            "metadata": dict(metadata or {}),
+            "models": entries,
+            "published": PUBLISHED_RESULTS if include_published else None,
+        }
+    )
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _fmt_ci(stats: Mapping | None, key: str = "auroc", low: str = "ci_low", high: str = "ci_high") -> str:
+    if not stats or stats.get(key) is None:
+        return "n/a"
+    if stats.get(low) is None:
+        return _fmt(stats[key])
+    return f"{_fmt(stats[key])} [{_fmt(stats[low])}, {_fmt(stats[high])}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _threshold_text(model: Mapping) -> str:
+    localization = model.get("localization")
+    if not localization:
+        return "n/a"
+    levels = {tuple(v) for v in localization["heatmap_thresholds"].values()}
+    text = (
+        ", ".join("/".join(_fmt(v, 2) for v in level) for level in sorted(levels))
+        if len(levels) == 1
+        else "per class"
+    )
+    return text + (" (tuned)" if model.get("tuning") else "")
+
+
+def _summary_section(report: Mapping) -> list[str]:
+    models = report["models"]
+    thresholds: list[float] = []
+    for model in models.values():
+        for t in (model.get("localization") or {}).get("iou", {}).get("thresholds", []):
+            if t not in thresholds:
+                thresholds.append(t)
+    published = report.get("published")
+    for t in (published or {}).get("iou_thresholds", []):
+        if t not in thresholds:
+            thresholds.append(t)
+    thresholds.sort()
+    header = ["model", "mean AUROC [95% CI]"] + [f"T(IoU)={t:g}" for t in thresholds]
+    header += ["FP/image", "heatmap threshold"]
+    rows = []
+    for name, model in models.items():
+        classification = model.get("classification")
+        auroc = (
+            _fmt_ci(classification, "mean_auroc", "mean_ci_low", "mean_ci_high") if classification else "n/a"
+        )
+        localization = model.get("localization") or {}
+        by_t = dict(
+            zip(
+                localization.get("iou", {}).get("thresholds", []),
+                localization.get("iou", {}).get("macro", []),
+            )
+        )
+        fp = localization.get("false_positives", {}).get("per_image")
+        rows.append(
+            [name, auroc] + [_fmt(by_t.get(t)) for t in thresholds] + [_fmt(fp, 2), _threshold_text(model)]
+        )
+    if published:
+        for row in published["rows"]:
+            by_t = dict(zip(published["iou_thresholds"], row["iou_macro"] or []))
+            cells = [_published(by_t.get(t)) for t in thresholds]
+            rows.append(
+                [f"{row['model']} (published)", _published(row["mean_auroc"])] + cells + ["n/a", "n/a"]
+            )
+    lines = ["## Summary", ""]
+    lines += _table(header, rows)
+    lines += [
+        "",
+        "Localization: accuracy per ground-truth box, macro over the boxed classes that have boxes in the evaluated "
+        "split (eval half when tuned). Mean AUROC over the classes with both label values.",
+    ]
+    if published:
+        lines += ["", f"Published rows: {published['source']}. Numbers shown as given."]
+    return lines
+
+
+def _published(value: Any) -> str:
+    """A published number with the precision it was given at (two or three decimals)."""
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" if round(value, 2) == value else f"{value:.3f}"
+
+
+def _auroc_section(report: Mapping) -> list[str]:
+    models = {n: m["classification"] for n, m in report["models"].items() if m.get("classification")}
+    if not models:
+        return []
+    classes: list[str] = []
+    for result in models.values():
+        classes += [c for c in result["class_names"] if c not in classes]
+    rows = [[c] + [_fmt_ci(result["per_class"].get(c)) for result in models.values()] for c in classes]
+    rows.append(
+        ["**mean**"]
+        + [_fmt_ci(result, "mean_auroc", "mean_ci_low", "mean_ci_high") for result in models.values()]
+    )
+    lines = ["## Per-class AUROC [95% bootstrap CI]", ""]
+    lines += _table(["class"] + list(models), rows)
+    notes = []
+    for name, result in models.items():
+        excluded = result.get("excluded_classes") or []
+        notes.append(
+            f"- {name}: {result['n_images']} images, {result['n_bootstrap']} bootstrap replicates (seed "
+            f"{result['seed']}, {result['confidence']:.0%} percentile interval)"
+            + (f"; excluded from the mean (one label value): {', '.join(excluded)}" if excluded else "")
+        )
+    return lines + [""] + notes
+
+
+def _localization_section(name: str, model: Mapping) -> list[str]:
+    result = model.get("localization")
+    if not result:
+        return []
+    lines = [f"## Localization: {name}", ""]
+    split = result.get("split")
+    lines.append(
+        f"Split: {split if split is not None else 'all'}; images: {result['n_images']}, "
+        f"ground-truth boxes: {sum(result['n_gt_boxes'].values())}, predicted boxes: {result['n_predicted_boxes']}; "
+        f"heatmap threshold: {_threshold_text(model)}."
+    )
+    tuning = model.get("tuning")
+    if tuning:
+        chosen = ", ".join(f"{c} {_fmt(t, 2)}" for c, t in tuning["thresholds"].items())
+        lines.append(
+            f"Tuned on split `{tuning['tune_split']}` ({'per class' if tuning['per_class'] else 'global'}, "
+            f"objective: {tuning['objective']}): {chosen}."
+        )
+    fp = result["false_positives"]
+    for key, title in (("iou", "T(IoU)"), ("iobb", "T(IoBB)")):
+        table = result[key]
+        header = ["class", "GT boxes"] + [f"{title}={t:g}" for t in table["thresholds"]]
+        if key == "iou":
+            header.append("FP/image")
+        rows = []
+        for c in result["classes"]:
+            row = [c, str(result["n_gt_boxes"][c])] + [_fmt(v) for v in table["per_class"][c]]
+            rows.append(row + ([_fmt(fp["per_class"][c], 2)] if key == "iou" else []))
+        macro = ["**macro**", str(sum(result["n_gt_boxes"].values()))] + [_fmt(v) for v in table["macro"]]
+        rows.append(macro + ([_fmt(fp["per_image"], 2)] if key == "iou" else []))
+        lines += ["", *_table(header, rows)]
+    lines += ["", f"False positives: {fp['criterion']}; {fp['total']} in total."]
+    if model.get("notes"):
+        lines += ["", f"Notes: {model['notes']}"]
+    return lines
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """The report dict -> a Markdown document (summary with published rows, per-class AUROC, per-model
+    localization tables at every T(IoU) and T(IoBB))."""
+    lines = [f"# {report['title']}", ""]
+    metadata = report.get("metadata") or {}
+    for key, value in metadata.items():
+        lines.append(f"- {key}: {value}")
+    lines.append(f"- clarity_hf version: {report.get('clarity_hf_version', 'unknown')}")
+    lines += ["", *_summary_section(report)]
+    auroc = _auroc_section(report)
+    if auroc:
+        lines += ["", *auroc]
+    for name, model in report["models"].items():
+        section = _localization_section(name, model)
+        if section:
+            lines += ["", *section]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    output_dir: str | Path,
+    models: Mapping[str, ModelEntry],
+    title: str = "CLARiTy evaluation",
+    include_published: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+    basename: str = "report",
+) -> dict[str, Path]:
+    """Build the report and write `<basename>.json` and `<basename>.md` into `output_dir`; returns their paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = build_report(models, title=title, include_published=include_published, metadata=metadata)
+    json_path, md_path = output_dir / f"{basename}.json", output_dir / f"{basename}.md"
+    json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    md_path.write_text(render_markdown(report), encoding="utf-8")
+    return {"json": json_path, "markdown": md_path}
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """Read a report JSON written by [`write_report`] (NaN values come back as None)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,189 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Report (JSON round trip, Markdown with the numbers and the published rows) and the overlay figure grid."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clarity_hf.evaluation.classification import compute_auroc
+from clarity_hf.evaluation.figures import (
+    GT_COLOR,
+    HEADER_HEIGHT,
+    LABEL_WIDTH,
+    PRED_COLOR,
+    jet_colormap,
+    overlay_grid,
+    overlay_heatmap,
+    save_overlay_grid,
+)
+from clarity_hf.evaluation.localization import LocalizationEvaluator
+from clarity_hf.evaluation.report import (
+    PUBLISHED_RESULTS,
+    build_report,
+    load_report,
+    render_markdown,
+    write_report,
+)
+
+
+def box(label, x, y, w, h):
+    return {"label": label, "x": x, "y": y, "w": w, "h": h}
+
+
+def localization_results():
+    """Classes A, B; one tune and one eval image (10x10).
+
+    tune: A GT (0, 0, 2, 2), heatmap 1.0 there -> exact at any threshold; B GT (0, 0, 4, 2), heatmap 1.0 on cols 0-1
+          and 0.35 on cols 2-3 of rows 0-1 -> exact at 0.3, IoU 0.5 at 0.5. Grid (0.3, 0.5): 0.3 wins.
+    eval: A GT (2, 2, 6, 6) and heatmap 1.0 on rows 2-5 x cols 2-3 -> at 0.3 box (2, 2, 4, 6), IoU 8/16 = 0.5:
+          found at T 0.1-0.4 -> A = (1, 1, 1, 1, 0, 0, 0); IoBB 1 -> all 1. No B box on eval -> B is n/a.
+    """
+    evaluator = LocalizationEvaluator(class_names=("A", "B"), boxed_classes=("A", "B"))
+    tune = np.zeros((2, 10, 10), dtype=np.float32)
+    tune[0, 0:2, 0:2] = 1.0
+    tune[1, 0:2, 0:2] = 1.0
+    tune[1, 0:2, 2:4] = 0.35
+    evaluator.add("t", tune, [box("A", 0, 0, 2, 2), box("B", 0, 0, 4, 2)], (10, 10), "tune")
+    ev = np.zeros((2, 10, 10), dtype=np.float32)
+    ev[0, 2:6, 2:4] = 1.0
+    evaluator.add("e", ev, [box("A", 2, 2, 4, 4)], (10, 10), "eval")
+    tuned = evaluator.tune_and_evaluate(grid=(0.3, 0.5))
+    fixed = evaluator.compute(0.5, split="eval")
+    return tuned, fixed
+
+
+def models():
+    # AUROC: positives 0.8, 0.4 vs negatives 0.5, 0.1 -> 3 of 4 pairs ordered = 0.75 (class A); class B all 0 -> NaN.
+    scores = np.array([[0.8, 0.1], [0.4, 0.2], [0.5, 0.3], [0.1, 0.4]])
+    labels = np.array([[1, 0], [1, 0], [0, 0], [0, 0]])
+    tuned, fixed = localization_results()
+    return {
+        "CLARiTy-test": {
+            "classification": compute_auroc(scores, labels, class_names=["A", "B"], n_bootstrap=20),
+            "localization": tuned,
+            "notes": "synthetic",
+        },
+        "baseline-fixed-0.5": {"localization": fixed},
+    }
+
+
+def test_report_json_round_trips(tmp_path):
+    paths = write_report(tmp_path, models(), title="Test report", metadata={"dataset": "toy"})
+    assert paths["json"].name == "report.json" and paths["markdown"].name == "report.md"
+    loaded = load_report(paths["json"])
+    assert loaded == build_report(models(), title="Test report", metadata={"dataset": "toy"})
+    assert json.loads(json.dumps(loaded, allow_nan=False)) == loaded  # strictly valid JSON, no NaN
+    model = loaded["models"]["CLARiTy-test"]
+    assert model["classification"]["per_class"]["A"]["auroc"] == 0.75
+    assert model["classification"]["per_class"]["B"]["auroc"] is None  # NaN -> null
+    assert model["tuning"]["thresholds"] == {"A": 0.3, "B": 0.3}
+    assert model["localization"]["split"] == "eval"
+    assert model["localization"]["iou"]["per_class"]["A"] == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert model["localization"]["iou"]["per_class"]["B"] == [None] * 7
+    assert loaded["models"]["baseline-fixed-0.5"]["tuning"] is None
+    assert loaded["published"] == PUBLISHED_RESULTS
+
+
+def test_markdown_contains_the_numbers_and_published_rows():
+    markdown = render_markdown(build_report(models(), title="Test report"))
+    assert markdown.startswith("# Test report")
+    # summary row of the tuned model: AUROC 0.750 (only class A defined), macro T(IoU) = A's row
+    summary = next(line for line in markdown.splitlines() if line.startswith("| CLARiTy-test |"))
+    cells = [c.strip() for c in summary.strip("|").split("|")]
+    assert cells[1].startswith("0.750")
+    assert cells[2:9] == ["1.000", "1.000", "1.000", "1.000", "0.000", "0.000", "0.000"]
+    assert cells[9] == "0.00"  # FP / image
+    assert cells[10] == "0.30 (tuned)"
+    # the published rows, as given, side by side
+    clarity = next(
+        line for line in markdown.splitlines() if line.startswith("| CLARiTy-S-16-512 (published)")
+    )
+    assert [c.strip() for c in clarity.strip("|").split("|")][1:7] == [
+        "0.818",
+        "0.81",
+        "0.69",
+        "0.59",
+        "0.47",
+        "0.32",
+    ]
+    wang = next(line for line in markdown.splitlines() if line.startswith("| Wang et al. 2017"))
+    assert "0.568" in wang and "0.062" in wang and "0.745" in wang
+    assert "second-hand" in markdown
+    # per-class AUROC table and the NaN class
+    assert "## Per-class AUROC" in markdown
+    assert "excluded from the mean (one label value): B" in markdown
+    # per-model localization tables at every T(IoU) and T(IoBB)
+    assert "## Localization: CLARiTy-test" in markdown and "## Localization: baseline-fixed-0.5" in markdown
+    assert "T(IoU)=0.7" in markdown and "T(IoBB)=0.9" in markdown and "T(IoBB)=0.25" in markdown
+    assert "Tuned on split `tune` (global" in markdown
+
+
+def test_jet_colormap_endpoints():
+    np.testing.assert_array_equal(
+        jet_colormap(np.array([0.0, 0.5, 1.0])), [[0, 0, 128], [128, 255, 128], [128, 0, 0]]
+    )
+
+
+def test_overlay_heatmap_blends():
+    image = np.full((4, 4), 100, dtype=np.uint8)
+    heat = np.zeros((2, 2), dtype=np.float32)  # constant -> normalised to 0 -> jet(0) = (0, 0, 128)
+    out = np.asarray(overlay_heatmap(image, heat, alpha=0.5))
+    assert out.shape == (4, 4, 3)
+    np.testing.assert_array_equal(out[0, 0], [50, 50, 114])  # 0.5 * 100 + 0.5 * (0, 0, 128)
+
+
+def test_overlay_grid_size_and_box_colours(tmp_path):
+    # Two 100x100 images, rows A and B, tile 100 -> scale 1, no offset.
+    # Image 0, class A: GT (10, 10, 30, 30) -> xyxy (10, 10, 40, 40); heatmap 1.0 on rows/cols 60-89 -> pred
+    # (60, 60, 90, 90). The outlines pass through (10, 25) in GT colour and (60, 75) in the predicted colour.
+    images = [np.full((100, 100), 90, dtype=np.uint8), Image.new("L", (100, 100), 40)]
+    heat0 = np.zeros((2, 100, 100), dtype=np.float32)
+    heat0[0, 60:90, 60:90] = 1.0
+    heat1 = np.zeros((2, 7, 7), dtype=np.float32)  # low-resolution heatmaps are fine too
+    boxes = [[box("A", 10, 10, 30, 30)], []]
+    grid = overlay_grid(
+        images, [heat0, heat1], boxes, class_names=("A", "B"), classes=("A", "B"), tile_size=100
+    )
+    assert grid.size == (LABEL_WIDTH + 2 * 100, HEADER_HEIGHT + 2 * 100)
+    assert grid.getpixel((LABEL_WIDTH + 10, HEADER_HEIGHT + 25)) == GT_COLOR
+    assert grid.getpixel((LABEL_WIDTH + 60, HEADER_HEIGHT + 75)) == PRED_COLOR
+    assert grid.getpixel((LABEL_WIDTH + 89, HEADER_HEIGHT + 75)) == PRED_COLOR  # right edge x1 - 1 = 89
+    path = save_overlay_grid(
+        tmp_path / "fig" / "grid.png", images, [heat0, heat1], boxes, ("A", "B"), ("A", "B"), tile_size=64
+    )
+    with Image.open(path) as saved:
+        assert saved.format == "PNG"
+        assert saved.size == (LABEL_WIDTH + 2 * 64, HEADER_HEIGHT + 2 * 64)
+
+
+def test_overlay_grid_scales_non_square_images():
+    # A 200 (high) x 100 (wide) image in a 100 tile: scale 0.5, 50 wide, x offset 25. GT (0, 0, 100, 200) fills
+    # the scaled image: its left edge lands at x = 25, its top at y = 0.
+    grid = overlay_grid(
+        [np.zeros((200, 100), dtype=np.uint8)],
+        [np.zeros((1, 4, 2), dtype=np.float32)],
+        [[box("A", 0, 0, 100, 200)]],
+        class_names=("A",),
+        classes=("A",),
+        tile_size=100,
+    )
+    assert grid.size == (LABEL_WIDTH + 100, HEADER_HEIGHT + 100)
+    assert grid.getpixel((LABEL_WIDTH + 25, HEADER_HEIGHT + 50)) == GT_COLOR
+    assert grid.getpixel((LABEL_WIDTH + 10, HEADER_HEIGHT + 50)) == (0, 0, 0)  # padding
+
+
+@pytest.mark.parametrize("bad", [{"A": 0.5}, "otsu"])
+def test_overlay_grid_rejects_bad_thresholds(bad):
+    with pytest.raises(ValueError):
+        overlay_grid([np.zeros((8, 8))], [np.zeros((2, 2, 2))], None, ("A", "B"), ("A", "B"), threshold=bad)
+
+
+def test_published_numbers_keep_their_precision():
+    markdown = render_markdown(build_report({}, include_published=True))
+    li = next(line for line in markdown.splitlines() if line.startswith("| Li et al. 2022"))
+    assert "| 0.40 |" in li  # given as 0.40, not 0.4
+    pcan = next(line for line in markdown.splitlines() if line.startswith("| PCAN"))
+    assert "| 0.10 |" in pcan
+    assert "published" not in render_markdown(build_report({}, include_published=False))

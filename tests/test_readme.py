@@ -1,0 +1,29 @@
+"""The README starts with the two set-up commands, and CI runs the README's test command."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_starts_with_exactly_two_setup_commands():
+    text = (ROOT / "README.md").read_text()
+    assert text.index("```bash") < text.index("\n\n", text.index("# clarity_hf") + 1) + 3
+    commands = readme_commands()
+    assert len(commands) == 2
+    assert commands[0].endswith("clarity-demo") and "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    test_command = readme_commands()[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    # CI calls the same install steps and the same pytest invocation (plus reporting flags).
+    steps = [step.strip().replace("pip install", "python -m pip install -q") for step in test_command.split("&&")]
+    ci_line = next(line for line in ci.splitlines() if "pytest" in line)
+    for step in steps:
+        assert step in ci_line, step
