@@ -6,12 +6,14 @@ Importing the package registers CLARiTy with the transformers auto classes, so t
 
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForObjectDetection,
 )
 
 from .configuration_clarity import CLARITY_PRESETS, NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES, ClarityConfig
+from .image_processing_clarity import ClarityImageProcessor
 from .modeling_clarity import (
     ClarityForMultiLabelLocalization,
     ClarityModel,
@@ -27,9 +29,11 @@ def _register_auto_classes() -> None:
     AutoConfig.register("clarity", ClarityConfig, exist_ok=True)
     for auto_class in (AutoModel, AutoModelForImageClassification, AutoModelForObjectDetection):
         auto_class.register(ClarityConfig, ClarityForMultiLabelLocalization, exist_ok=True)
+    AutoImageProcessor.register(ClarityConfig, slow_image_processor_class=ClarityImageProcessor, exist_ok=True)
     # save_pretrained copies the Hub code files next to the weights and writes `auto_map`.
     ClarityConfig.register_for_auto_class()
     ClarityForMultiLabelLocalization.register_for_auto_class("AutoModel")
+    ClarityImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
 _register_auto_classes()
@@ -37,6 +41,7 @@ _register_auto_classes()
 __all__ = [
     "ClarityConfig",
     "ClarityForMultiLabelLocalization",
+    "ClarityImageProcessor",
     "ClarityModel",
     "ClarityModelOutput",
     "ClarityMultiLabelLocalizationOutput",

@@ -11,8 +11,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForObjectDetection
 
-from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
+from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization, ClarityImageProcessor
 from clarity_hf.modeling_clarity import CLARITY_AUTO_MAP
+
+NIH_PNG = Path(__file__).resolve().parent / "fixtures" / "00000001_000.png"
 
 REMOTE_LOAD = textwrap.dedent(
     """
@@ -30,13 +32,26 @@ REMOTE_LOAD = textwrap.dedent(
     except ImportError:
         pass
     import torch
-    from transformers import AutoModel
-    folder, out = sys.argv[1], sys.argv[2]
+    from transformers import AutoImageProcessor, AutoModel
+    folder, out, image = sys.argv[1], sys.argv[2], sys.argv[3]
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
     pixel_values = torch.load(folder + "/pixel_values.pt")
     with torch.no_grad():
         output = model(pixel_values)
-    torch.save({"logits": output.logits, "heatmaps": output.heatmaps, "class": type(model).__name__}, out)
+        processed = processor(image, return_tensors="pt")["pixel_values"]
+        heatmaps = processor.post_process_heatmaps(model(processed), target_sizes=[(512, 512)])[0]
+    torch.save(
+        {
+            "logits": output.logits,
+            "heatmaps": output.heatmaps,
+            "class": type(model).__name__,
+            "processor": type(processor).__name__,
+            "processed": processed,
+            "image_heatmaps": heatmaps,
+        },
+        out,
+    )
     model.save_pretrained(folder + "/resaved")
     """
 )
@@ -53,6 +68,7 @@ def saved_tiny_model(tmp_path: Path) -> tuple[ClarityForMultiLabelLocalization, 
     model = ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).eval()
     folder = tmp_path / "clarity-tiny"
     model.save_pretrained(folder)
+    ClarityImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
     pixel_values = torch.randn(2, 3, 64, 64)
     torch.save(pixel_values, folder / "pixel_values.pt")
     return model, folder, pixel_values
@@ -61,7 +77,16 @@ def saved_tiny_model(tmp_path: Path) -> tuple[ClarityForMultiLabelLocalization, 
 def test_saved_folder_layout(tmp_path):
     _, folder, _ = saved_tiny_model(tmp_path)
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "configuration_clarity.py", "modeling_clarity.py"} <= names
+    assert {
+        "config.json",
+        "model.safetensors",
+        "configuration_clarity.py",
+        "modeling_clarity.py",
+        "image_processing_clarity.py",
+        "preprocessor_config.json",
+    } <= names
+    processor_config = json.loads((folder / "preprocessor_config.json").read_text())
+    assert processor_config["auto_map"] == {"AutoImageProcessor": "image_processing_clarity.ClarityImageProcessor"}
     assert not any(name.endswith(".bin") for name in names)
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == CLARITY_AUTO_MAP
@@ -88,7 +113,7 @@ def test_remote_code_load_in_fresh_process_is_bit_identical(tmp_path):
     workdir.mkdir()
     result_file = tmp_path / "remote.pt"
     subprocess.run(
-        [sys.executable, str(script), str(folder), str(result_file)],
+        [sys.executable, str(script), str(folder), str(result_file), str(NIH_PNG)],
         cwd=workdir,
         env=clean_env(),
         check=True,
@@ -101,6 +126,11 @@ def test_remote_code_load_in_fresh_process_is_bit_identical(tmp_path):
         local = model(pixel_values)
     assert torch.equal(remote["logits"], local.logits)
     assert torch.equal(remote["heatmaps"], local.heatmaps)
+    # the remote processor gives the same pixels as the package's, and heatmaps come back at the image size
+    assert remote["processor"] == "ClarityImageProcessor"
+    local_pixels = ClarityImageProcessor.from_pretrained(folder)(str(NIH_PNG), return_tensors="pt")["pixel_values"]
+    assert torch.equal(remote["processed"], local_pixels)
+    assert remote["image_heatmaps"].shape == (14, 512, 512)
     # save -> load -> save gives bit-identical weights
     first = load_file(folder / "model.safetensors")
     second = load_file(folder / "resaved" / "model.safetensors")
