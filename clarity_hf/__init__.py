@@ -29,7 +29,9 @@ def _register_auto_classes() -> None:
     AutoConfig.register("clarity", ClarityConfig, exist_ok=True)
     for auto_class in (AutoModel, AutoModelForImageClassification, AutoModelForObjectDetection):
         auto_class.register(ClarityConfig, ClarityForMultiLabelLocalization, exist_ok=True)
-    AutoImageProcessor.register(ClarityConfig, slow_image_processor_class=ClarityImageProcessor, exist_ok=True)
+    AutoImageProcessor.register(
+        ClarityConfig, slow_image_processor_class=ClarityImageProcessor, exist_ok=True
+    )
     # save_pretrained copies the Hub code files next to the weights and writes `auto_map`.
     ClarityConfig.register_for_auto_class()
     ClarityForMultiLabelLocalization.register_for_auto_class("AutoModel")

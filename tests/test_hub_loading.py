@@ -86,7 +86,9 @@ def test_saved_folder_layout(tmp_path):
         "preprocessor_config.json",
     } <= names
     processor_config = json.loads((folder / "preprocessor_config.json").read_text())
-    assert processor_config["auto_map"] == {"AutoImageProcessor": "image_processing_clarity.ClarityImageProcessor"}
+    assert processor_config["auto_map"] == {
+        "AutoImageProcessor": "image_processing_clarity.ClarityImageProcessor"
+    }
     assert not any(name.endswith(".bin") for name in names)
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == CLARITY_AUTO_MAP
@@ -128,7 +130,9 @@ def test_remote_code_load_in_fresh_process_is_bit_identical(tmp_path):
     assert torch.equal(remote["heatmaps"], local.heatmaps)
     # the remote processor gives the same pixels as the package's, and heatmaps come back at the image size
     assert remote["processor"] == "ClarityImageProcessor"
-    local_pixels = ClarityImageProcessor.from_pretrained(folder)(str(NIH_PNG), return_tensors="pt")["pixel_values"]
+    local_pixels = ClarityImageProcessor.from_pretrained(folder)(str(NIH_PNG), return_tensors="pt")[
+        "pixel_values"
+    ]
     assert torch.equal(remote["processed"], local_pixels)
     assert remote["image_heatmaps"].shape == (14, 512, 512)
     # save -> load -> save gives bit-identical weights

@@ -23,7 +23,9 @@ def test_ci_runs_the_readme_test_command():
     test_command = readme_commands()[1]
     ci = (ROOT / ".ci" / "run").read_text()
     # CI calls the same install steps and the same pytest invocation (plus reporting flags).
-    steps = [step.strip().replace("pip install", "python -m pip install -q") for step in test_command.split("&&")]
+    steps = [
+        step.strip().replace("pip install", "python -m pip install -q") for step in test_command.split("&&")
+    ]
     ci_line = next(line for line in ci.splitlines() if "pytest" in line)
     for step in steps:
         assert step in ci_line, step
