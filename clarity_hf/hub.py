@@ -42,7 +42,8 @@ import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, ModelCard, ModelCardData
 
 from .configuration_clarity import NIH_PATHOLOGIES, ClarityConfig
-from .pipeline_clarity import CUSTOM_PIPELINES, PIPELINE_TASK, ClarityLocalizationPipeline, load_xray
+from .pipeline_clarity import CUSTOM_PIPELINES, ClarityLocalizationPipeline
+from .visualization import decode_for_display
 
 logger = logging.getLogger(__name__)
 
@@ -593,11 +594,11 @@ def _write_examples(
     examples_dir = folder / "examples"
     for index, source in enumerate(example_images):
         source = Path(source)
-        image = load_xray(source)
+        image = decode_for_display(pipe.image_processor, source)
         examples_dir.mkdir(exist_ok=True)
         relative = f"examples/{index:02d}_{source.stem}.png"
         image.save(folder / relative)
-        prediction = pipe(image, return_heatmaps=False)
+        prediction = pipe(str(source), return_heatmaps=False)
         outputs.append({"path": relative, "title": source.stem, "scores": prediction["scores"]})
     return outputs
 
@@ -635,6 +636,8 @@ def save_for_hub(
 
     is_clarity_processor = type(processor).__name__ == "ClarityImageProcessor"
     if is_clarity_processor:
+        if getattr(processor, "id2label", None) is None:
+            processor.id2label = {int(k): v for k, v in model.config.id2label.items()}
         type(processor).register_for_auto_class("AutoImageProcessor")
     processor.save_pretrained(folder)
     if is_clarity_processor:

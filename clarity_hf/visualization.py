@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["jet_colormap", "overlay_heatmap"]
+__all__ = ["decode_for_display", "jet_colormap", "overlay_heatmap"]
 
 
 def jet_colormap(values: np.ndarray) -> np.ndarray:
@@ -22,6 +22,15 @@ def jet_colormap(values: np.ndarray) -> np.ndarray:
     green = np.clip(1.5 - np.abs(4.0 * values - 2.0), 0.0, 1.0)
     blue = np.clip(1.5 - np.abs(4.0 * values - 1.0), 0.0, 1.0)
     return np.round(np.stack([red, green, blue], axis=-1) * 255).astype(np.uint8)
+
+
+def decode_for_display(image_processor, image) -> Image.Image:
+    """Any input the `ClarityImageProcessor` reads (PNG/JPEG/DICOM path, PIL image, array) -> the 8-bit grayscale
+    image the model sees before resizing and normalisation, at its original size (DICOM windowing, MONOCHROME1
+    inversion and bit-depth scaling exactly as the processor applies them)."""
+    pixels = image_processor(images=image, do_resize=False, do_normalize=False, return_tensors="np")["pixel_values"]
+    gray = np.clip(np.asarray(pixels[0, 0], dtype=np.float32), 0.0, 1.0)
+    return Image.fromarray(np.round(gray * 255).astype(np.uint8), mode="L")
 
 
 def _box_coordinates(box) -> tuple[float, float, float, float]:
