@@ -2,6 +2,7 @@
 """Hub export: files, model card from the evaluation JSON, upload to a loopback Hub stand-in, the custom pipeline in
 a fresh process without clarity_hf, and the refusal of pickle checkpoints."""
 
+import importlib.util
 import json
 import os
 import re
@@ -78,6 +79,14 @@ def test_export_writes_every_file(export):
         assert not outside, f"{name} imports {outside}"
     dicom_example = Image.open(folder / "examples/01_siim_pneumothorax_example.png")
     assert dicom_example.mode == "L" and min(dicom_example.size) > 64
+
+
+def _cli():
+    """scripts/push_to_hub.py as a module (its `main(argv)` runs in this process)."""
+    spec = importlib.util.spec_from_file_location("push_to_hub_script", REPO_ROOT / "scripts" / "push_to_hub.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _table_rows(text: str, first_cell: str) -> list[list[str]]:
@@ -256,13 +265,8 @@ def test_pickle_checkpoint_is_refused(export, tmp_path):
         load_for_inference(pickled)
     with pytest.raises(UnsafeCheckpointError, match=message):
         push_to_hub(pickled, "test-org/never", endpoint="http://127.0.0.1:9")
-    run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts/push_to_hub.py"), "--model", str(pickled), "--repo-id", "a/b",
-         "--dry-run", "--out", str(tmp_path / "out")],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
-        timeout=120,
-    )
-    assert run.returncode != 0 and "refusing to load the pickle checkpoint(s) pytorch_model.bin" in run.stderr
+    with pytest.raises(UnsafeCheckpointError, match=message):
+        _cli().main(["--model", str(pickled), "--repo-id", "a/b", "--dry-run", "--out", str(tmp_path / "out")])
     # Safetensors next to a stray pickle: only the safetensors weights are read.
     both = tmp_path / "both"
     both.mkdir()
@@ -275,21 +279,16 @@ def test_pickle_checkpoint_is_refused(export, tmp_path):
         push_to_hub(both, "test-org/never", endpoint="http://127.0.0.1:9")
 
 
-def test_dry_run_cli_lists_the_upload(export, tmp_path):
+def test_dry_run_cli_lists_the_upload(export, tmp_path, capsys):
     folder, _, _ = export
     out = tmp_path / "cli_export"
-    run = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts/push_to_hub.py"), "--model", str(folder), "--repo-id",
-         "test-org/clarity-tiny", "--results", str(folder / "eval_results.json"), "--dry-run", "--out", str(out)],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    listed = dict(
-        (m.group(2), int(m.group(1))) for m in re.finditer(r"^\s+(\d+)\s+(\S+)$", run.stdout, flags=re.M)
-    )
+    argv = ["--model", str(folder), "--repo-id", "test-org/clarity-tiny", "--results"]
+    argv += [str(folder / "eval_results.json"), "--dry-run", "--out", str(out)]
+    assert _cli().main(argv) == 0
+    stdout = capsys.readouterr().out
+    listed = {m.group(2): int(m.group(1)) for m in re.finditer(r"^\s+(\d+)\s+(\S+)$", stdout, flags=re.M)}
     assert listed == dict(describe_folder(out))
-    assert "would upload" in run.stdout and "model.safetensors" in listed
+    assert "would upload" in stdout and "model.safetensors" in listed
     assert json.loads((out / "eval_results.json").read_text()) == json.loads((folder / "eval_results.json").read_text())
     np.testing.assert_array_equal(
         np.frombuffer((out / "model.safetensors").read_bytes()[-64:], np.uint8),
