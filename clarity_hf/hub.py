@@ -90,7 +90,10 @@ PAPER_RESULTS: dict[str, dict[str, Any]] = {
         "iou_accuracy": {0.1: 0.81, 0.2: 0.69, 0.3: 0.59, 0.4: 0.47, 0.5: 0.32},
     },
     "ConvNeXtV2-B 512 (teacher, paper)": {"mean_auroc": 0.825, "iou_accuracy": {}},
-    "Li et al. 2022": {"mean_auroc": None, "iou_accuracy": {0.1: 0.64, 0.2: 0.53, 0.3: 0.40, 0.4: 0.31, 0.5: 0.24}},
+    "Li et al. 2022": {
+        "mean_auroc": None,
+        "iou_accuracy": {0.1: 0.64, 0.2: 0.53, 0.3: 0.40, 0.4: 0.31, 0.5: 0.24},
+    },
     "PCAN (Zhu et al. 2022)": {
         "mean_auroc": None,
         "iou_accuracy": {0.1: 0.78, 0.2: 0.57, 0.3: 0.36, 0.4: 0.21, 0.5: 0.10},
@@ -128,7 +131,9 @@ class UnsafeCheckpointError(ValueError):
 
 # ---------------------------------------------------------------------------------------------------- safetensors
 def _pickle_files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(PICKLE_SUFFIXES))
+    return sorted(
+        p.name for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(PICKLE_SUFFIXES)
+    )
 
 
 def check_safetensors_only(folder: str | Path) -> Path:
@@ -153,13 +158,17 @@ def check_safetensors_only(folder: str | Path) -> Path:
             )
         raise FileNotFoundError(f"{folder}: no model.safetensors (no *.safetensors file) in this folder")
     if pickles:
-        logger.warning("%s: ignoring pickle file(s) %s; only the safetensors weights are read", folder, pickles)
+        logger.warning(
+            "%s: ignoring pickle file(s) %s; only the safetensors weights are read", folder, pickles
+        )
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no config.json")
     return folder
 
 
-def resolve_model_folder(folder_or_repo: str | Path, revision: str | None = None, token: str | None = None) -> Path:
+def resolve_model_folder(
+    folder_or_repo: str | Path, revision: str | None = None, token: str | None = None
+) -> Path:
     """A local folder as is, or a Hub repo id downloaded with `snapshot_download` restricted to config, code,
     safetensors and card files (pickle files are never downloaded); then [`check_safetensors_only`]."""
     path = Path(folder_or_repo)
@@ -231,7 +240,9 @@ def load_results(results: str | Path | Mapping[str, Any] | None) -> dict[str, An
     results = dict(results)
     version = results.get("schema_version", RESULTS_SCHEMA_VERSION)
     if version != RESULTS_SCHEMA_VERSION:
-        raise ValueError(f"{source}: schema_version {version} is not supported (expected {RESULTS_SCHEMA_VERSION})")
+        raise ValueError(
+            f"{source}: schema_version {version} is not supported (expected {RESULTS_SCHEMA_VERSION})"
+        )
     classification = results.get("classification")
     if classification is not None:
         for key in ("per_class", "mean_auroc"):
@@ -289,7 +300,11 @@ def _classification_summary(classification: Mapping[str, Any], model_name: str) 
         if paper["mean_auroc"] is not None:
             rows.append(f"| {name} | {_fmt(paper['mean_auroc'])} |")
     excluded = classification.get("excluded_classes") or []
-    note = f"\n\nLeft out of the mean (a single label value in the test set): {', '.join(excluded)}." if excluded else ""
+    note = (
+        f"\n\nLeft out of the mean (a single label value in the test set): {', '.join(excluded)}."
+        if excluded
+        else ""
+    )
     return "\n".join(rows) + note
 
 
@@ -300,7 +315,9 @@ def _accuracy_table(table: Mapping[str, Any], classes: Sequence[str], kind: str,
     for name in classes:
         values = table["per_class"][name]
         rows.append(f"| {name} | " + " | ".join(_fmt(v, 3) for v in values) + " |")
-    rows.append("| **Macro (this checkpoint)** | " + " | ".join(f"**{_fmt(v)}**" for v in table["macro"]) + " |")
+    rows.append(
+        "| **Macro (this checkpoint)** | " + " | ".join(f"**{_fmt(v)}**" for v in table["macro"]) + " |"
+    )
     if paper:
         for name, figures in PAPER_RESULTS.items():
             accuracy = {round(float(k), 3): v for k, v in figures["iou_accuracy"].items()}
@@ -340,7 +357,9 @@ def _localization_section(localization: Mapping[str, Any] | None) -> str:
 def _eval_results(results: Mapping[str, Any], model_name: str) -> list[EvalResult]:
     evaluation = results.get("evaluation", {})
     dataset_name = evaluation.get("dataset_name", NIH_DATASET_NAME)
-    dataset_type = evaluation.get("dataset_id") or ("synthetic" if evaluation.get("synthetic") else "nih-chestxray14")
+    dataset_type = evaluation.get("dataset_id") or (
+        "synthetic" if evaluation.get("synthetic") else "nih-chestxray14"
+    )
     split = evaluation.get("split", "test")
     common = {"dataset_type": dataset_type, "dataset_name": dataset_name, "dataset_split": split}
     eval_results = []
@@ -408,7 +427,9 @@ def _training_section(results: Mapping[str, Any] | None) -> str:
     if training.get("description"):
         lines.append(str(training["description"]))
     if training.get("dataset_name"):
-        dataset = training["dataset_name"] + (f" (`{training['dataset_id']}`)" if training.get("dataset_id") else "")
+        dataset = training["dataset_name"] + (
+            f" (`{training['dataset_id']}`)" if training.get("dataset_id") else ""
+        )
         lines.append(f"Training data: {dataset}.")
     recipe = training.get("recipe") or {}
     if recipe:
@@ -430,7 +451,9 @@ def _widget(example_outputs: Sequence[Mapping[str, Any]], repo_id: str | None) -
             {
                 "src": src,
                 "example_title": example["title"],
-                "output": {"data": [{"label": label, "score": round(float(score), 4)} for label, score in top]},
+                "output": {
+                    "data": [{"label": label, "score": round(float(score), 4)} for label, score in top]
+                },
             }
         )
     return widget
@@ -450,14 +473,22 @@ def render_model_card(
     widget outputs from `example_outputs` ({"path", "title", "scores"}, the model's predictions at export time).
     """
     results = load_results(results)
-    model_name = model_name or (results or {}).get("model_name") or (repo_id or DEFAULT_REPO_ID).split("/")[-1]
+    model_name = (
+        model_name or (results or {}).get("model_name") or (repo_id or DEFAULT_REPO_ID).split("/")[-1]
+    )
     training = (results or {}).get("training") or {}
     evaluation = (results or {}).get("evaluation") or {}
     synthetic = bool(training.get("synthetic_only"))
     datasets = [d for d in (training.get("dataset_id"), evaluation.get("dataset_id")) if d]
     base_model = training.get("base_model", DEFAULT_BASE_MODEL)
     eval_results = _eval_results(results, model_name) if results else None
-    tags = ["medical-imaging", "chest-xray", "weakly-supervised-localization", "vision-transformer", "clarity"]
+    tags = [
+        "medical-imaging",
+        "chest-xray",
+        "weakly-supervised-localization",
+        "vision-transformer",
+        "clarity",
+    ]
     if synthetic:
         tags.append("synthetic-data")
     card_data = ModelCardData(
@@ -484,17 +515,22 @@ def render_model_card(
         status_line = "This checkpoint has **not been evaluated**: the card reports no measured results."
         results_intro = "No evaluation JSON was given to the export, so no measured figure is reported."
     else:
-        where = evaluation.get("dataset_name", NIH_DATASET_NAME) + f", split `{evaluation.get('split', 'test')}`"
+        where = (
+            evaluation.get("dataset_name", NIH_DATASET_NAME) + f", split `{evaluation.get('split', 'test')}`"
+        )
         status_line = f"Measured results below are on {where}" + (
-            " (synthetic test images: they say nothing about real chest X-rays)." if evaluation.get("synthetic") else "."
+            " (synthetic test images: they say nothing about real chest X-rays)."
+            if evaluation.get("synthetic")
+            else "."
         )
         results_intro = f"All figures of this checkpoint are read from its evaluation JSON (`eval_results.json`): {where}."
     classification = (results or {}).get("classification")
     if classification is not None:
         n_images = classification.get("n_images", "")
         classification_summary = _classification_summary(classification, model_name)
-        classification_table = f"### Classification: per-class AUROC on {n_images} images\n\n" + _classification_table(
-            classification
+        classification_table = (
+            f"### Classification: per-class AUROC on {n_images} images\n\n"
+            + _classification_table(classification)
         )
     else:
         classification_summary = ""
@@ -543,12 +579,20 @@ def render_dataset_card(
         if "labels" in first.column_names:
             label_counts = {}
             for name, split in dataset.items():
-                labels = np.asarray(split.with_format("numpy")["labels"], dtype=np.float32).reshape(split.num_rows, -1)
+                labels = np.asarray(split.with_format("numpy")["labels"], dtype=np.float32).reshape(
+                    split.num_rows, -1
+                )
                 label_counts[name] = {label: int(v) for label, v in zip(label_names, labels.sum(0))}
     split_sizes = dict(split_sizes or {})
     total = sum(split_sizes.values())
     size_category = (
-        "n<1K" if total < 1_000 else "1K<n<10K" if total < 10_000 else "10K<n<100K" if total < 100_000 else "100K<n<1M"
+        "n<1K"
+        if total < 1_000
+        else "1K<n<10K"
+        if total < 10_000
+        else "10K<n<100K"
+        if total < 100_000
+        else "100K<n<1M"
     )
     card_data = DatasetCardData(
         pretty_name=pretty_name,
@@ -571,7 +615,10 @@ def render_dataset_card(
         splits = list(label_counts)
         label_table = "\n".join(
             ["| label | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
-            + [f"| {label} | " + " | ".join(str(label_counts[s].get(label, 0)) for s in splits) + " |" for label in label_names]
+            + [
+                f"| {label} | " + " | ".join(str(label_counts[s].get(label, 0)) for s in splits) + " |"
+                for label in label_names
+            ]
         )
     else:
         label_table = "Label counts were not computed for this export."
@@ -624,7 +671,9 @@ def save_for_hub(
     folder.mkdir(parents=True, exist_ok=True)
     stale = _pickle_files(folder)
     if stale:
-        raise UnsafeCheckpointError(f"{folder}: already holds pickle file(s) {stale}; export into a clean directory")
+        raise UnsafeCheckpointError(
+            f"{folder}: already holds pickle file(s) {stale}; export into a clean directory"
+        )
     results = load_results(results)
 
     model.config.custom_pipelines = json.loads(json.dumps(CUSTOM_PIPELINES))
@@ -646,7 +695,9 @@ def save_for_hub(
         auto_map = processor_config.setdefault("auto_map", {})
         auto_map["AutoImageProcessor"] = "image_processing_clarity.ClarityImageProcessor"
         path.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n")
-    for name in HUB_CODE_FILES:  # processor.save_pretrained may copy its file again: keep the package's version
+    for (
+        name
+    ) in HUB_CODE_FILES:  # processor.save_pretrained may copy its file again: keep the package's version
         shutil.copyfile(PACKAGE_DIR / name, folder / name)
 
     example_outputs = []
@@ -694,7 +745,9 @@ def push_to_hub(
     folder = check_safetensors_only(folder)
     pickles = _pickle_files(folder)
     if pickles:
-        raise UnsafeCheckpointError(f"{folder}: refusing to upload pickle file(s) {pickles}; publish safetensors only")
+        raise UnsafeCheckpointError(
+            f"{folder}: refusing to upload pickle file(s) {pickles}; publish safetensors only"
+        )
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
     if revision is not None and revision != "main" and not create_pr:
@@ -708,4 +761,3 @@ def push_to_hub(
         create_pr=create_pr,
         ignore_patterns=[f"*{suffix}" for suffix in PICKLE_SUFFIXES] + [".cache/*"],
     )
-

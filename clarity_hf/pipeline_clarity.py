@@ -77,7 +77,9 @@ class ClarityLocalizationPipeline(Pipeline):
         outputs = self.model(pixel_values=pixel_values)
         return {"logits": outputs.logits, "heatmaps": outputs.heatmaps, "original_sizes": original_sizes}
 
-    def postprocess(self, model_outputs, threshold=0.5, heatmap_threshold=None, classes=None, return_heatmaps=True):
+    def postprocess(
+        self, model_outputs, threshold=0.5, heatmap_threshold=None, classes=None, return_heatmaps=True
+    ):
         id2label = self.model.config.id2label
         labels = [id2label[i] for i in range(self.model.config.num_labels)]
         outputs = {"logits": model_outputs["logits"], "heatmaps": model_outputs["heatmaps"]}
@@ -97,7 +99,11 @@ class ClarityLocalizationPipeline(Pipeline):
                 continue
             xmin, ymin, xmax, ymax = box
             boxes.append(
-                {"label": label, "score": score, "box": {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax}}
+                {
+                    "label": label,
+                    "score": score,
+                    "box": {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax},
+                }
             )
         result = {"scores": scores, "boxes": boxes}
         if return_heatmaps:

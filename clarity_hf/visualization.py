@@ -28,7 +28,9 @@ def decode_for_display(image_processor, image) -> Image.Image:
     """Any input the `ClarityImageProcessor` reads (PNG/JPEG/DICOM path, PIL image, array) -> the 8-bit grayscale
     image the model sees before resizing and normalisation, at its original size (DICOM windowing, MONOCHROME1
     inversion and bit-depth scaling exactly as the processor applies them)."""
-    pixels = image_processor(images=image, do_resize=False, do_normalize=False, return_tensors="np")["pixel_values"]
+    pixels = image_processor(images=image, do_resize=False, do_normalize=False, return_tensors="np")[
+        "pixel_values"
+    ]
     gray = np.clip(np.asarray(pixels[0, 0], dtype=np.float32), 0.0, 1.0)
     return Image.fromarray(np.round(gray * 255).astype(np.uint8), mode="L")
 
@@ -60,7 +62,8 @@ def overlay_heatmap(
         raise ValueError(f"overlay_heatmap expects a 2-D heatmap, got shape {heatmap.shape}")
     if heatmap.shape != (base.height, base.width):
         heatmap = np.asarray(
-            Image.fromarray(heatmap, mode="F").resize((base.width, base.height), Image.BILINEAR), dtype=np.float32
+            Image.fromarray(heatmap, mode="F").resize((base.width, base.height), Image.BILINEAR),
+            dtype=np.float32,
         )
     heatmap = np.clip(np.nan_to_num(heatmap), 0.0, 1.0)
     weight = (alpha * heatmap)[..., None]

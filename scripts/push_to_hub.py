@@ -17,11 +17,15 @@ from clarity_hf.hub import describe_folder, push_to_hub, resolve_model_folder, s
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="trained model folder (safetensors) or Hub id")
     parser.add_argument("--repo-id", required=True, help="target Hub repo, e.g. org/clarity-s-16-512")
     parser.add_argument("--results", default=None, help="evaluation JSON for the model card")
-    parser.add_argument("--examples", nargs="*", default=[], help="example images (PNG/JPEG/DICOM) for the card")
+    parser.add_argument(
+        "--examples", nargs="*", default=[], help="example images (PNG/JPEG/DICOM) for the card"
+    )
     parser.add_argument("--out", default=None, help="export folder (default: a temporary directory)")
     parser.add_argument("--model-name", default=None)
     parser.add_argument("--revision", default=None, help="branch to commit to")

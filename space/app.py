@@ -39,7 +39,9 @@ def get_pipeline():
     if _PIPELINE is None:
         model = os.environ.get(DEFAULT_MODEL_ENV)
         if not model:
-            raise RuntimeError(f"no model: pass --model or set {DEFAULT_MODEL_ENV} to a model folder or Hub id")
+            raise RuntimeError(
+                f"no model: pass --model or set {DEFAULT_MODEL_ENV} to a model folder or Hub id"
+            )
         set_model(model)
     return _PIPELINE
 

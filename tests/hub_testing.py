@@ -49,7 +49,11 @@ class HubStandIn:
                 path = self.path.split("?")[0]
                 if path == "/api/repos/create":
                     data = json.loads(body)
-                    repo = f"{data.get('organization') or 'user'}/{data['name']}" if "/" not in data["name"] else data["name"]
+                    repo = (
+                        f"{data.get('organization') or 'user'}/{data['name']}"
+                        if "/" not in data["name"]
+                        else data["name"]
+                    )
                     stand_in.repos[repo] = {**data, "authorization": self.headers.get("authorization")}
                     return self._reply(200, {"url": f"http://{self.headers['Host']}/{repo}", "name": repo})
                 if path == "/api/validate-yaml":
@@ -60,7 +64,12 @@ class HubStandIn:
                     files = json.loads(body)["files"]
                     return self._reply(
                         200,
-                        {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+                        {
+                            "files": [
+                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                for f in files
+                            ]
+                        },
                     )
                 match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/branch/(.+)", path)
                 if match:
@@ -77,8 +86,14 @@ class HubStandIn:
                     }
                     query = self.path.split("?", 1)[1] if "?" in self.path else ""
                     stand_in.commits.append(
-                        {"repo": match.group(1), "revision": match.group(2), "header": header, "files": files,
-                         "query": query, "other_keys": [i["key"] for i in lines if i["key"] not in ("header", "file")]}
+                        {
+                            "repo": match.group(1),
+                            "revision": match.group(2),
+                            "header": header,
+                            "files": files,
+                            "query": query,
+                            "other_keys": [i["key"] for i in lines if i["key"] not in ("header", "file")],
+                        }
                     )
                     host = self.headers["Host"]
                     return self._reply(
@@ -86,14 +101,18 @@ class HubStandIn:
                         {
                             "commitUrl": f"http://{host}/{match.group(1)}/commit/{'0' * 40}",
                             "commitOid": "0" * 40,
-                            "pullRequestUrl": f"http://{host}/{match.group(1)}/discussions/1" if "create_pr=1" in query else None,
+                            "pullRequestUrl": f"http://{host}/{match.group(1)}/discussions/1"
+                            if "create_pr=1" in query
+                            else None,
                         },
                     )
                 return self._reply(404, {"error": f"not implemented: POST {self.path}"})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def __enter__(self) -> HubStandIn:
         self.thread.start()
@@ -143,7 +162,10 @@ def make_results(seed: int = 0, synthetic_only: bool = True) -> dict:
     iobb_thresholds = [0.1, 0.25, 0.5, 0.75, 0.9]
 
     def table(thresholds):
-        values = {name: sorted(rng.uniform(0, 1, len(thresholds)).tolist(), reverse=True) for name in NIH_BOXED_PATHOLOGIES}
+        values = {
+            name: sorted(rng.uniform(0, 1, len(thresholds)).tolist(), reverse=True)
+            for name in NIH_BOXED_PATHOLOGIES
+        }
         macro = np.mean(list(values.values()), axis=0).tolist()
         return {"thresholds": thresholds, "per_class": values, "macro": macro}
 
@@ -158,7 +180,12 @@ def make_results(seed: int = 0, synthetic_only: bool = True) -> dict:
             "description": "A few steps on the CPU, for tests.",
             "recipe": {"optimizer": "AdamW", "learning_rate": float(rng.uniform(1e-4, 1e-3)), "epochs": 1},
         },
-        "evaluation": {"dataset_name": "synthetic test set", "dataset_id": None, "split": "test", "synthetic": True},
+        "evaluation": {
+            "dataset_name": "synthetic test set",
+            "dataset_id": None,
+            "split": "test",
+            "synthetic": True,
+        },
         "classification": {
             "class_names": list(NIH_PATHOLOGIES),
             "per_class": per_class,
@@ -181,7 +208,12 @@ def make_results(seed: int = 0, synthetic_only: bool = True) -> dict:
             "n_predicted_boxes": 77,
             "iou": table(iou_thresholds),
             "iobb": table(iobb_thresholds),
-            "false_positives": {"criterion": "IoU <= 0.1", "per_image": float(rng.uniform(0, 3)), "per_class": {}, "total": 9},
+            "false_positives": {
+                "criterion": "IoU <= 0.1",
+                "per_image": float(rng.uniform(0, 3)),
+                "per_class": {},
+                "total": 9,
+            },
         },
     }
 
@@ -198,6 +230,11 @@ def make_tiny_export(folder: Path, results: dict | None, example_images=()) -> t
     model = ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).eval()
     processor = ClarityImageProcessor(size=64)
     files = save_for_hub(
-        model, processor, folder, results=results, example_images=example_images, repo_id="test-org/clarity-tiny"
+        model,
+        processor,
+        folder,
+        results=results,
+        example_images=example_images,
+        repo_id="test-org/clarity-tiny",
     )
     return files, model

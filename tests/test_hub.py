@@ -8,14 +8,13 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hub_testing import REPO_ROOT, HubStandIn, make_results, make_tiny_export, real_fixtures
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from hub_testing import REPO_ROOT, HubStandIn, make_results, make_tiny_export, real_fixtures
 from PIL import Image
 
 from clarity_hf import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
@@ -49,8 +48,17 @@ def export(tmp_path_factory, results):
 def test_export_writes_every_file(export):
     folder, files, _ = export
     names = {p.relative_to(folder).as_posix() for p in files}
-    expected = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "eval_results.json"}
-    expected |= set(HUB_CODE_FILES) | {"examples/00_00000001_000.png", "examples/01_siim_pneumothorax_example.png"}
+    expected = {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+        "eval_results.json",
+    }
+    expected |= set(HUB_CODE_FILES) | {
+        "examples/00_00000001_000.png",
+        "examples/01_siim_pneumothorax_example.png",
+    }
     assert expected <= names
     assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in names)
     config = json.loads((folder / "config.json").read_text())
@@ -73,8 +81,22 @@ def test_export_writes_every_file(export):
     for name in HUB_CODE_FILES:
         imports = re.findall(r"^\s*(?:from|import) ([\w.]+)", (folder / name).read_text(), flags=re.M)
         outside = {i.split(".")[0] for i in imports if not i.startswith(".")} - {
-            "torch", "transformers", "numpy", "PIL", "dataclasses", "copy", "os", "math", "pathlib", "typing",
-            "collections", "json", "warnings", "__future__", "pydicom", "scipy",
+            "torch",
+            "transformers",
+            "numpy",
+            "PIL",
+            "dataclasses",
+            "copy",
+            "os",
+            "math",
+            "pathlib",
+            "typing",
+            "collections",
+            "json",
+            "warnings",
+            "__future__",
+            "pydicom",
+            "scipy",
         }
         assert not outside, f"{name} imports {outside}"
     dicom_example = Image.open(folder / "examples/01_siim_pneumothorax_example.png")
@@ -83,7 +105,9 @@ def test_export_writes_every_file(export):
 
 def _cli():
     """scripts/push_to_hub.py as a module (its `main(argv)` runs in this process)."""
-    spec = importlib.util.spec_from_file_location("push_to_hub_script", REPO_ROOT / "scripts" / "push_to_hub.py")
+    spec = importlib.util.spec_from_file_location(
+        "push_to_hub_script", REPO_ROOT / "scripts" / "push_to_hub.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -116,8 +140,12 @@ def test_card_parses_and_metadata_validates(export, results):
     by_name = {r.metric_name: r.metric_value for r in eval_results}
     assert by_name["Mean AUROC (14 classes)"] == round(results["classification"]["mean_auroc"], 4)
     for pathology in NIH_PATHOLOGIES:
-        assert by_name[f"AUROC {pathology}"] == round(results["classification"]["per_class"][pathology]["auroc"], 4)
-    for t, value in zip(results["localization"]["iou"]["thresholds"], results["localization"]["iou"]["macro"]):
+        assert by_name[f"AUROC {pathology}"] == round(
+            results["classification"]["per_class"][pathology]["auroc"], 4
+        )
+    for t, value in zip(
+        results["localization"]["iou"]["thresholds"], results["localization"]["iou"]["macro"]
+    ):
         assert by_name[f"Localization accuracy T(IoU)={t:g} (macro)"] == round(value, 4)
     assert {r.task_type for r in eval_results} == {"image-classification", "object-detection"}
     # Widget: the example images with the model's own predictions as static outputs.
@@ -129,7 +157,9 @@ def test_card_parses_and_metadata_validates(export, results):
     ]
     scores = pipe(str(FIXTURES["png"]), return_heatmaps=False)["scores"]
     top = sorted(scores.items(), key=lambda item: -item[1])[:5]
-    assert [(d["label"], d["score"]) for d in widget[0]["output"]["data"]] == [(k, round(v, 4)) for k, v in top]
+    assert [(d["label"], d["score"]) for d in widget[0]["output"]["data"]] == [
+        (k, round(v, 4)) for k, v in top
+    ]
 
 
 def test_card_tables_hold_the_json_numbers(export, results):
@@ -152,8 +182,12 @@ def test_card_tables_hold_the_json_numbers(export, results):
     for pathology in NIH_BOXED_PATHOLOGIES:
         rows = _table_rows(text, pathology)
         assert len(rows) == 3  # AUROC, IoU, IoBB tables
-        assert [float(v) for v in rows[1][1:]] == pytest.approx(localization["iou"]["per_class"][pathology], abs=5e-4)
-        assert [float(v) for v in rows[2][1:]] == pytest.approx(localization["iobb"]["per_class"][pathology], abs=5e-4)
+        assert [float(v) for v in rows[1][1:]] == pytest.approx(
+            localization["iou"]["per_class"][pathology], abs=5e-4
+        )
+        assert [float(v) for v in rows[2][1:]] == pytest.approx(
+            localization["iobb"]["per_class"][pathology], abs=5e-4
+        )
     macro_rows = _table_rows(text, "Macro (this checkpoint)")
     assert [float(v) for v in macro_rows[0][1:]] == pytest.approx(localization["iou"]["macro"], abs=5e-4)
     assert [float(v) for v in macro_rows[1][1:]] == pytest.approx(localization["iobb"]["macro"], abs=5e-4)
@@ -231,10 +265,16 @@ def test_pipeline_loads_in_fresh_process_without_clarity_hf(export, tmp_path):
         "                  'heatmaps': list(out['heatmaps'].shape), 'max': float(out['heatmaps'].max())}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONNOUSERSITE": "1"})
+    env.update(
+        {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONNOUSERSITE": "1"}
+    )
     run = subprocess.run(
         [sys.executable, str(script), str(folder), str(FIXTURES["png"])],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
@@ -266,7 +306,9 @@ def test_pickle_checkpoint_is_refused(export, tmp_path):
     with pytest.raises(UnsafeCheckpointError, match=message):
         push_to_hub(pickled, "test-org/never", endpoint="http://127.0.0.1:9")
     with pytest.raises(UnsafeCheckpointError, match=message):
-        _cli().main(["--model", str(pickled), "--repo-id", "a/b", "--dry-run", "--out", str(tmp_path / "out")])
+        _cli().main(
+            ["--model", str(pickled), "--repo-id", "a/b", "--dry-run", "--out", str(tmp_path / "out")]
+        )
     # Safetensors next to a stray pickle: only the safetensors weights are read.
     both = tmp_path / "both"
     both.mkdir()
@@ -289,7 +331,9 @@ def test_dry_run_cli_lists_the_upload(export, tmp_path, capsys):
     listed = {m.group(2): int(m.group(1)) for m in re.finditer(r"^\s+(\d+)\s+(\S+)$", stdout, flags=re.M)}
     assert listed == dict(describe_folder(out))
     assert "would upload" in stdout and "model.safetensors" in listed
-    assert json.loads((out / "eval_results.json").read_text()) == json.loads((folder / "eval_results.json").read_text())
+    assert json.loads((out / "eval_results.json").read_text()) == json.loads(
+        (folder / "eval_results.json").read_text()
+    )
     np.testing.assert_array_equal(
         np.frombuffer((out / "model.safetensors").read_bytes()[-64:], np.uint8),
         np.frombuffer((folder / "model.safetensors").read_bytes()[-64:], np.uint8),

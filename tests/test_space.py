@@ -57,9 +57,14 @@ def test_predict_on_real_fixtures(app, kind):
     assert (pixels[..., 0] != pixels[..., 2]).mean() > 0.01
     first = boxes[0]["box"]
     assert tuple(pixels[int(first["ymin"]), int((first["xmin"] + first["xmax"]) / 2)]) == (0, 255, 0)
-    # A higher threshold keeps only hotter pixels: each box shrinks into one of the lower threshold's boxes or less area.
+    # A higher heatmap threshold keeps only hotter pixels: the boxes cover less area.
     _, _, tight = app.predict(str(path), "Pneumothorax", 0.9)
-    area = lambda bs: sum((b["box"]["xmax"] - b["box"]["xmin"]) * (b["box"]["ymax"] - b["box"]["ymin"]) for b in bs)  # noqa: E731
+
+    def area(found):
+        return sum(
+            (b["box"]["xmax"] - b["box"]["xmin"]) * (b["box"]["ymax"] - b["box"]["ymin"]) for b in found
+        )
+
     assert 0 < area(tight) < area(boxes)
 
 
@@ -80,10 +85,18 @@ def test_app_answers_gradio_client(model_dir):
     pytest.importorskip("gradio")
     gradio_client = pytest.importorskip("gradio_client")
     port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     process = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "space" / "app.py"), "--model", str(model_dir), "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120
