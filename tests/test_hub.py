@@ -338,3 +338,24 @@ def test_dry_run_cli_lists_the_upload(export, tmp_path, capsys):
         np.frombuffer((out / "model.safetensors").read_bytes()[-64:], np.uint8),
         np.frombuffer((folder / "model.safetensors").read_bytes()[-64:], np.uint8),
     )
+
+
+def test_dataset_card_renders_the_given_facts(tmp_path):
+    from huggingface_hub import DatasetCard
+
+    from clarity_hf.hub import render_dataset_card
+
+    rng = np.random.default_rng(7)
+    sizes = {"train": int(rng.integers(1000, 5000)), "test": int(rng.integers(100, 900))}
+    counts = {split: {name: int(rng.integers(0, 99)) for name in NIH_PATHOLOGIES} for split in sizes}
+    card = render_dataset_card(split_sizes=sizes, label_counts=counts, features={"image": "Image()"})
+    card.save(tmp_path / "README.md")
+    loaded = DatasetCard.load(tmp_path / "README.md")
+    assert loaded.data.license == "other" and "chest-xray" in loaded.data.tags
+    assert loaded.data.size_categories == ["1K<n<10K"]
+    for split, rows in sizes.items():
+        assert f"| {split} | {rows} |" in loaded.text
+    for name in NIH_PATHOLOGIES:
+        (row,) = _table_rows(loaded.text, name)
+        assert [int(v) for v in row[1:]] == [counts["train"][name], counts["test"][name]]
+    assert "Wang" in loaded.text and "NLP" in loaded.text and "Not for clinical use" in loaded.text
