@@ -1,0 +1,240 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Test helpers for the Hub export: a tiny exported model, an evaluation JSON, and a loopback stand-in for the few Hub API endpoints that `HfApi.create_repo` / `create_branch` / `upload_folder`
+call, for tests: it records every request and keeps the committed files in memory."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+
+
+class HubStandIn:
+    def __init__(self):
+        self.requests: list[tuple[str, str]] = []
+        self.repos: dict[str, dict] = {}
+        self.commits: list[dict] = []
+        self.branches: list[tuple[str, str]] = []
+        self.validated_yaml: list[dict] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _reply(self, status: int, payload: dict) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def do_GET(self):
+                stand_in.requests.append(("GET", self.path))
+                self._reply(404, {"error": f"not implemented: GET {self.path}"})
+
+            def do_POST(self):
+                stand_in.requests.append(("POST", self.path))
+                body = self._body()
+                path = self.path.split("?")[0]
+                if path == "/api/repos/create":
+                    data = json.loads(body)
+                    repo = (
+                        f"{data.get('organization') or 'user'}/{data['name']}"
+                        if "/" not in data["name"]
+                        else data["name"]
+                    )
+                    stand_in.repos[repo] = {**data, "authorization": self.headers.get("authorization")}
+                    return self._reply(200, {"url": f"http://{self.headers['Host']}/{repo}", "name": repo})
+                if path == "/api/validate-yaml":
+                    stand_in.validated_yaml.append(json.loads(body))
+                    return self._reply(200, {"errors": [], "warnings": []})
+                match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/preupload/(.+)", path)
+                if match:
+                    files = json.loads(body)["files"]
+                    return self._reply(
+                        200,
+                        {
+                            "files": [
+                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                for f in files
+                            ]
+                        },
+                    )
+                match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/branch/(.+)", path)
+                if match:
+                    stand_in.branches.append((match.group(1), match.group(2)))
+                    return self._reply(200, {})
+                match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/(.+)", path)
+                if match:
+                    lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+                    header = next(item["value"] for item in lines if item["key"] == "header")
+                    files = {
+                        item["value"]["path"]: base64.b64decode(item["value"]["content"])
+                        for item in lines
+                        if item["key"] == "file"
+                    }
+                    query = self.path.split("?", 1)[1] if "?" in self.path else ""
+                    stand_in.commits.append(
+                        {
+                            "repo": match.group(1),
+                            "revision": match.group(2),
+                            "header": header,
+                            "files": files,
+                            "query": query,
+                            "other_keys": [i["key"] for i in lines if i["key"] not in ("header", "file")],
+                        }
+                    )
+                    host = self.headers["Host"]
+                    return self._reply(
+                        200,
+                        {
+                            "commitUrl": f"http://{host}/{match.group(1)}/commit/{'0' * 40}",
+                            "commitOid": "0" * 40,
+                            "pullRequestUrl": f"http://{host}/{match.group(1)}/discussions/1"
+                            if "create_pr=1" in query
+                            else None,
+                        },
+                    )
+                return self._reply(404, {"error": f"not implemented: POST {self.path}"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> HubStandIn:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------------- tiny export
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("CLARITY_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def real_fixtures() -> dict[str, Path]:
+    """The real chest X-rays in shared/realdata: one NIH PNG (512 x 512) and one DICOM."""
+    root = shared_dir() / "realdata"
+    return {
+        "png": root / "nih" / "00000001_000.png",
+        "dicom": root / "dicom" / "siim_pneumothorax_example.dcm",
+    }
+
+
+def make_results(seed: int = 0, synthetic_only: bool = True) -> dict:
+    """An evaluation JSON in the schema of clarity_hf.hub (AurocResult / LocalizationResult dicts) with random,
+    non-round figures, so that a card that reproduces them cannot have typed them."""
+    from clarity_hf import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
+
+    rng = np.random.default_rng(seed)
+    per_class = {}
+    for name in NIH_PATHOLOGIES:
+        auroc = float(rng.uniform(0.55, 0.95))
+        per_class[name] = {
+            "auroc": auroc,
+            "ci_low": auroc - float(rng.uniform(0.01, 0.05)),
+            "ci_high": auroc + float(rng.uniform(0.01, 0.04)),
+            "n_positive": int(rng.integers(5, 500)),
+            "n_negative": int(rng.integers(500, 5000)),
+        }
+    mean = float(np.mean([v["auroc"] for v in per_class.values()]))
+    iou_thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    iobb_thresholds = [0.1, 0.25, 0.5, 0.75, 0.9]
+
+    def table(thresholds):
+        values = {
+            name: sorted(rng.uniform(0, 1, len(thresholds)).tolist(), reverse=True)
+            for name in NIH_BOXED_PATHOLOGIES
+        }
+        macro = np.mean(list(values.values()), axis=0).tolist()
+        return {"thresholds": thresholds, "per_class": values, "macro": macro}
+
+    return {
+        "schema_version": 1,
+        "model_name": "clarity-tiny-test",
+        "training": {
+            "synthetic_only": synthetic_only,
+            "dataset_name": "clarity_hf synthetic chest X-rays" if synthetic_only else "NIH ChestX-ray14",
+            "dataset_id": None,
+            "base_model": None,
+            "description": "A few steps on the CPU, for tests.",
+            "recipe": {"optimizer": "AdamW", "learning_rate": float(rng.uniform(1e-4, 1e-3)), "epochs": 1},
+        },
+        "evaluation": {
+            "dataset_name": "synthetic test set",
+            "dataset_id": None,
+            "split": "test",
+            "synthetic": True,
+        },
+        "classification": {
+            "class_names": list(NIH_PATHOLOGIES),
+            "per_class": per_class,
+            "mean_auroc": mean,
+            "mean_ci_low": mean - 0.02,
+            "mean_ci_high": mean + 0.02,
+            "n_classes_in_mean": 14,
+            "excluded_classes": [],
+            "n_images": 321,
+            "n_bootstrap": 100,
+            "seed": 0,
+            "confidence": 0.95,
+        },
+        "localization": {
+            "split": "eval",
+            "classes": list(NIH_BOXED_PATHOLOGIES),
+            "heatmap_thresholds": {name: [0.45] for name in NIH_BOXED_PATHOLOGIES},
+            "n_images": 40,
+            "n_gt_boxes": {name: 5 for name in NIH_BOXED_PATHOLOGIES},
+            "n_predicted_boxes": 77,
+            "iou": table(iou_thresholds),
+            "iobb": table(iobb_thresholds),
+            "false_positives": {
+                "criterion": "IoU <= 0.1",
+                "per_image": float(rng.uniform(0, 3)),
+                "per_class": {},
+                "total": 9,
+            },
+        },
+    }
+
+
+def make_tiny_export(folder: Path, results: dict | None, example_images=()) -> tuple[list[Path], object]:
+    """Export a random clarity-tiny model (seeded) with the ClarityImageProcessor at 64 px into `folder`."""
+    import torch
+
+    from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
+    from clarity_hf.hub import save_for_hub
+    from clarity_hf.image_processing_clarity import ClarityImageProcessor
+
+    torch.manual_seed(0)
+    model = ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).eval()
+    processor = ClarityImageProcessor(size=64)
+    files = save_for_hub(
+        model,
+        processor,
+        folder,
+        results=results,
+        example_images=example_images,
+        repo_id="test-org/clarity-tiny",
+    )
+    return files, model
