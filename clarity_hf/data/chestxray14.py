@@ -59,7 +59,9 @@ logger = logging.getLogger(__name__)
 NO_FINDING = "No Finding"
 LABEL_ALIASES = {"Infiltrate": "Infiltration", "Pleural Thickening": "Pleural_Thickening"}
 OFFICIAL_TEST_FRACTION = 25596 / 112120
-METADATA_COLUMNS = 11  # image, labels, follow-up, patient, age, sex, view, width, height, spacing x, spacing y
+METADATA_COLUMNS = (
+    11  # image, labels, follow-up, patient, age, sex, view, width, height, spacing x, spacing y
+)
 BBOX_COLUMNS = 6  # image, label, x, y, w, h
 
 
@@ -133,13 +135,17 @@ def read_metadata(path: Path, problems: _Problems) -> dict[str, _Row]:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or not header or "image" not in header[0].lower():
-            raise ValueError(f"{path.name}:1: expected the Data_Entry header (Image Index, Finding Labels, ...)")
+            raise ValueError(
+                f"{path.name}:1: expected the Data_Entry header (Image Index, Finding Labels, ...)"
+            )
         for line, row in enumerate(reader, start=2):
             if _is_blank(row):
                 continue
             where = f"{path.name}:{line}"
             if len(row) < METADATA_COLUMNS or any(cell.strip() for cell in row[METADATA_COLUMNS:]):
-                problems("malformed_row", f"{where}: malformed row, expected {METADATA_COLUMNS} columns: {row}")
+                problems(
+                    "malformed_row", f"{where}: malformed row, expected {METADATA_COLUMNS} columns: {row}"
+                )
                 continue
             image_id = row[0].strip()
             labels = [0.0] * len(NIH_PATHOLOGIES)
@@ -186,7 +192,9 @@ def read_boxes(path: Path, rows: dict[str, _Row], problems: _Problems) -> int:
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or not header or "image" not in header[0].lower():
-            raise ValueError(f"{path.name}:1: expected the BBox_List header (Image Index, Finding Label, ...)")
+            raise ValueError(
+                f"{path.name}:1: expected the BBox_List header (Image Index, Finding Label, ...)"
+            )
         for line, row in enumerate(reader, start=2):
             if _is_blank(row):
                 continue
@@ -214,7 +222,9 @@ def read_boxes(path: Path, rows: dict[str, _Row], problems: _Problems) -> int:
     return kept
 
 
-def read_split_list(source: str | os.PathLike | Iterable[str], rows: dict[str, _Row], problems: _Problems) -> list[str]:
+def read_split_list(
+    source: str | os.PathLike | Iterable[str], rows: dict[str, _Row], problems: _Problems
+) -> list[str]:
     """Image names of a split list (a file path, or an iterable of names), checked against the metadata."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
@@ -250,14 +260,14 @@ def index_images(root: Path) -> dict[str, str]:
             for entry in entries:
                 if entry.name.lower().endswith(".png") and entry.is_file():
                     if entry.name in index and index[entry.name] != entry.path:
-                        raise ValueError(f"image {entry.name} found twice: {index[entry.name]} and {entry.path}")
+                        raise ValueError(
+                            f"image {entry.name} found twice: {index[entry.name]} and {entry.path}"
+                        )
                     index[entry.name] = entry.path
     return index
 
 
-def _fallback_split(
-    rows: dict[str, _Row], test_fraction: float, seed: int
-) -> tuple[list[str], list[str]]:
+def _fallback_split(rows: dict[str, _Row], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     patients: dict[str, list[str]] = {}
     for name, row in rows.items():
         patients.setdefault(row.patient_id, []).append(name)
@@ -303,7 +313,14 @@ def split_validation(
     return train, validation
 
 
-def _check_patients(splits: dict[str, list[str]], rows: dict[str, _Row], problems: _Problems, source: str) -> None:
+def _report_dropped_boxes(row: _Row, report: BuildReport) -> None:
+    for box in row.boxes:
+        report.add("box_of_skipped_image", f"{box['label']} box of skipped image {row.image_id}")
+
+
+def _check_patients(
+    splits: dict[str, list[str]], rows: dict[str, _Row], problems: _Problems, source: str
+) -> None:
     """No patient may have images in two splits; in skip mode, the patient's non-test images are dropped."""
     owner: dict[str, str] = {}
     for split in ("test", "train_val"):
@@ -319,6 +336,8 @@ def _check_patients(splits: dict[str, list[str]], rows: dict[str, _Row], problem
             "patient_in_two_splits",
             f"{source}: patient {patient} has images in both train_val and test (e.g. {names[0]})",
         )
+        for name in names:
+            _report_dropped_boxes(rows[name], problems.report)
     if conflicted:
         splits["train_val"] = [n for n in splits["train_val"] if rows[n].patient_id not in conflicted]
 
@@ -359,8 +378,12 @@ def build_chestxray14(
     root = Path(root)
     report = BuildReport()
     problems = _Problems(skip_missing, report)
-    metadata_path = Path(metadata_file) if metadata_file else _find_file(root, ["Data_Entry_2017*.csv*"], "metadata")
-    bbox_path = Path(bbox_file) if bbox_file else _find_file(root, ["BBox_List_2017*.csv*"], "box list", False)
+    metadata_path = (
+        Path(metadata_file) if metadata_file else _find_file(root, ["Data_Entry_2017*.csv*"], "metadata")
+    )
+    bbox_path = (
+        Path(bbox_file) if bbox_file else _find_file(root, ["BBox_List_2017*.csv*"], "box list", False)
+    )
     rows = read_metadata(metadata_path, problems)
     if bbox_path is None:
         report.notes.append(f"no BBox_List_2017.csv in {root}: no boxes")
@@ -373,12 +396,17 @@ def build_chestxray14(
         for name in list(rows):
             if name not in image_paths:
                 problems("missing_image", f"{metadata_path.name}: image file {name} not found under {root}")
+                _report_dropped_boxes(rows[name], report)
                 del rows[name]
 
-    train_val_list = train_val_list if train_val_list is not None else _find_file(
-        root, ["train_val_list.txt*"], "train_val list", False
+    train_val_list = (
+        train_val_list
+        if train_val_list is not None
+        else _find_file(root, ["train_val_list.txt*"], "train_val list", False)
     )
-    test_list = test_list if test_list is not None else _find_file(root, ["test_list.txt*"], "test list", False)
+    test_list = (
+        test_list if test_list is not None else _find_file(root, ["test_list.txt*"], "test list", False)
+    )
     if train_val_list is None and test_list is None:
         message = (
             f"no official split lists (train_val_list.txt / test_list.txt) in {root}: using the deterministic "
@@ -404,13 +432,16 @@ def build_chestxray14(
         for name in rows:
             if name not in listed:
                 problems("image_in_no_split", f"{metadata_path.name}: {name} is in neither split list")
+                _report_dropped_boxes(rows[name], report)
     splits = {"train_val": train_val, "test": test}
     _check_patients(splits, rows, problems, "split lists")
 
     kept = set(splits["train_val"]) | set(splits["test"])
     boxed = [name for name in rows if rows[name].boxes and name in kept]
     halves = stratified_group_split(
-        [rows[n].patient_id for n in boxed], [[b["label"] for b in rows[n].boxes] for n in boxed], box_split_seed
+        [rows[n].patient_id for n in boxed],
+        [[b["label"] for b in rows[n].boxes] for n in boxed],
+        box_split_seed,
     )
     box_split = dict(zip(boxed, halves))
 
