@@ -50,6 +50,7 @@ from .features import (
     BuildReport,
     attach_metadata,
     clarity_features,
+    dataset_from_columns,
     make_metadata,
     stratified_group_split,
 )
@@ -124,7 +125,7 @@ def _parse_int(text: str) -> int:
 
 
 def _is_blank(row: Sequence[str]) -> bool:
-    return all(not cell.strip() for cell in row)
+    return not "".join(row).strip()
 
 
 def read_metadata(path: Path, problems: _Problems) -> dict[str, _Row]:
@@ -485,4 +486,4 @@ def _to_dataset(
         columns["pixel_spacing"].append(row.pixel_spacing)
         columns["boxes"].append(row.boxes)
         columns["box_split"].append(box_split.get(name, ""))
-    return Dataset.from_dict(columns, features=features)
+    return dataset_from_columns(columns, features)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, DatasetDict, Features, Image, List, Value
+from datasets import Dataset, DatasetDict, DatasetInfo, Features, Image, List, Value
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,20 @@ BOX_FEATURE = {
     "w": Value("float32"),
     "h": Value("float32"),
 }
+
+
+def dataset_from_columns(columns: dict[str, list[Any]], features: Features) -> Dataset:
+    """`Dataset.from_dict(columns, features=features)`, but built straight as an Arrow table (much faster for
+    100k rows: no per-value Python encoding). `Image` columns take path strings, `{"bytes", "path"}` dicts or None.
+    """
+    import pyarrow as pa
+
+    prepared = dict(columns)
+    for name, feature in features.items():
+        if isinstance(feature, Image):
+            prepared[name] = [{"bytes": None, "path": v} if isinstance(v, str) else v for v in columns[name]]
+    table = pa.Table.from_pydict({name: prepared[name] for name in features}, schema=features.arrow_schema)
+    return Dataset(table, info=DatasetInfo(features=features))
 
 
 def clarity_features(

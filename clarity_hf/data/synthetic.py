@@ -48,11 +48,17 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, DatasetDict
+from datasets import DatasetDict
 from PIL import Image
 
 from ..configuration_clarity import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
-from .features import attach_metadata, clarity_features, make_metadata, stratified_group_split
+from .features import (
+    attach_metadata,
+    clarity_features,
+    dataset_from_columns,
+    make_metadata,
+    stratified_group_split,
+)
 
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 NIH_COUNTS = {
@@ -539,7 +545,7 @@ def build_synthetic_cxr(
             )
             for i, half in zip(boxed, halves):
                 columns["box_split"][i] = half
-        result[split] = attach_metadata(Dataset.from_dict(columns, features=features), metadata)
+        result[split] = attach_metadata(dataset_from_columns(columns, features), metadata)
     return result
 
 
