@@ -5,7 +5,7 @@ Writes `--num-images` synthetic 1024x1024 8-bit PNGs (rendered by the synthetic 
 compress like real radiographs rather than flat test patterns), caches them at `--image-size`, then times reading
 `--batches` batches of `--batch-size` decoded images both ways: (a) open + decode the original PNG + grayscale +
 resize to the model size (what training does without a cache), (b) read the row from the Parquet cache + decode
-the small PNG. Prints both rates and the ratio. Not a test; nothing is asserted.
+the small image (PNG and raw PGM caches). Prints the rates and the ratios. Not a test; nothing is asserted.
 
     python scripts/benchmark_data.py --num-images 64 --image-size 224
 """
@@ -61,7 +61,12 @@ def main() -> None:
         dataset = attach_metadata(
             Dataset.from_dict(rows, features=clarity_features(14)), make_metadata([], "bench")
         )
-        cached = build_cache(dataset, root / "cache", image_size=args.image_size, progress=False)["train"]
+        caches = {
+            fmt: build_cache(
+                dataset, root / fmt, image_size=args.image_size, progress=False, image_format=fmt
+            )["train"]
+            for fmt in ("png", "pgm")
+        }
         rng = np.random.default_rng(0)
         batches = [rng.choice(args.num_images, args.batch_size) for _ in range(args.batches)]
 
@@ -71,13 +76,15 @@ def main() -> None:
                     with Image.open(rows["image"][i]) as image:
                         image.convert("L").resize((args.image_size,) * 2, Image.BILINEAR)
 
-        def from_cache() -> None:
+        def from_cache(cached: Dataset) -> None:
             for batch in batches:
                 for image in cached[[int(i) for i in batch]]["image"]:
                     np.asarray(image)
 
         timings = {}
-        for name, fn in (("original 1024px PNG", original), (f"cache {args.image_size}px", from_cache)):
+        runs = [("original 1024px PNG", original)]
+        runs += [(f"cache {args.image_size}px {fmt}", lambda c=c: from_cache(c)) for fmt, c in caches.items()]
+        for name, fn in runs:
             fn()  # warm the page cache
             start = time.perf_counter()
             fn()
@@ -86,7 +93,8 @@ def main() -> None:
         for name, seconds in timings.items():
             print(f"{name:>22}: {images / seconds:8.0f} images/s")
         values = list(timings.values())
-        print(f"speed-up of the cache: {values[0] / values[1]:.1f}x")
+        for name, seconds in list(timings.items())[1:]:
+            print(f"speed-up of the {name}: {values[0] / seconds:.1f}x")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-proc", type=int, default=1, help="worker processes")
     parser.add_argument("--shard-size", type=int, default=1000, help="rows per Parquet shard")
     parser.add_argument("--resample", default="lanczos", choices=["lanczos", "box", "bicubic"])
+    parser.add_argument(
+        "--image-format", default="png", choices=["png", "pgm"], help="pgm: raw, fastest reads"
+    )
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0, help="seed of the validation carve")
     parser.add_argument(
@@ -64,6 +67,7 @@ def main(argv=None) -> None:
         shard_size=args.shard_size,
         resample=args.resample,
         skip_missing=args.skip_missing,
+        image_format=args.image_format,
     )
     if args.push_to_hub:
         push_to_hub(cached, args.push_to_hub, private=not args.public)

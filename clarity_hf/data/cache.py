@@ -1,7 +1,8 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """Preprocessing cache: resize every image once and store the data set as Parquet shards.
 
-Training then reads small 8-bit grayscale PNGs (224 or 512 px) instead of decoding 1024x1024 originals. The cache
+Training then reads small 8-bit grayscale images (224 or 512 px; raw PGM bytes by default, or PNG) instead of
+decoding 1024x1024 originals. The cache
 keeps every column of the source (same features); only `image` (and `anatomy_mask`) change. `boxes`,
 `original_size` and the box-frame rule are untouched, so boxes stay in their source frame (see
 `clarity_hf.data.features.get_box_frame`).
@@ -61,9 +62,14 @@ def resize_for_cache(image: Any, image_size: int, resample: str = "lanczos") -> 
     return gray.resize((image_size, image_size), resample=RESAMPLE[resample])
 
 
-def _png_bytes(image: PILImage.Image) -> dict[str, Any]:
+IMAGE_FORMATS = {"png": ("PNG", {"compress_level": 3}), "pgm": ("PPM", {})}
+
+
+def _encode(image: PILImage.Image, image_format: str = "png") -> dict[str, Any]:
+    """8-bit grayscale image -> `{"bytes", "path"}`: lossless PNG (compact) or raw binary PGM (fastest to decode)."""
+    fmt, options = IMAGE_FORMATS[image_format]
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=3)
+    image.save(buffer, format=fmt, **options)
     return {"bytes": buffer.getvalue(), "path": None}
 
 
@@ -79,9 +85,9 @@ def _shard_name(index: int, total: int) -> str:
     return f"shard-{index:05d}-of-{total:05d}.parquet"
 
 
-def _write_shard(job: tuple[Dataset, str, int, str, bool]) -> tuple[int, list[str]]:
+def _write_shard(job: tuple[Dataset, str, int, str, bool, str]) -> tuple[int, list[str]]:
     """Resize one shard and write it atomically; returns (rows written, problems)."""
-    part, path, image_size, resample, skip_missing = job
+    part, path, image_size, resample, skip_missing, image_format = job
     undecoded = part
     for name in ("image", "anatomy_mask"):
         if name in part.features and isinstance(part.features[name], Image):
@@ -94,7 +100,7 @@ def _write_shard(job: tuple[Dataset, str, int, str, bool]) -> tuple[int, list[st
         try:
             if row["image"] is None:
                 raise ValueError("no image (metadata-only row?)")
-            image = _png_bytes(resize_for_cache(row["image"], image_size, resample))
+            image = _encode(resize_for_cache(row["image"], image_size, resample), image_format)
         except (OSError, ValueError, SyntaxError) as err:
             message = f"image {name} cannot be decoded: {err}"
             if not skip_missing:
@@ -110,7 +116,7 @@ def _write_shard(job: tuple[Dataset, str, int, str, bool]) -> tuple[int, list[st
                 .convert("L")
                 .resize((image_size, image_size), PILImage.NEAREST)
             )
-            columns["anatomy_mask"][-1] = _png_bytes(mask)
+            columns["anatomy_mask"][-1] = _encode(mask, image_format)
     tmp = path + ".tmp"
     bars_were_off = are_progress_bars_disabled()
     disable_progress_bars()
@@ -132,6 +138,7 @@ def build_cache(
     resample: str = "lanczos",
     skip_missing: bool = False,
     progress: bool = True,
+    image_format: str = "pgm",
 ) -> DatasetDict:
     """Resize every image of `dataset` once into Parquet shards under `output_dir`; returns `load_cache(...)`.
 
@@ -144,7 +151,12 @@ def build_cache(
         resample: "lanczos" (default), "box" (area) or "bicubic".
         skip_missing: skip undecodable images (counted in the report) instead of raising.
         progress: show a tqdm bar over shards.
+        image_format: "pgm" (default: raw uint8 behind a PGM header, no inflate: ~50x faster reads than the 1024 px
+            originals, ~1.4x the disk of PNG) or "png" (lossless, compact, displayed by the Hub viewer, but only
+            ~3x faster than the originals at 512 px). Both decode to the same pixels through the `Image` feature.
     """
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, got {image_format!r}")
     if resample not in RESAMPLE:
         raise ValueError(f"resample must be one of {sorted(RESAMPLE)}, got {resample!r}")
     if isinstance(dataset, Dataset):
@@ -154,10 +166,12 @@ def build_cache(
     info_path = output / CACHE_INFO
     if info_path.exists():
         previous = json.loads(info_path.read_text())
-        if previous.get("image_size") != image_size or previous.get("resample") != resample:
+        wanted = (image_size, resample, image_format)
+        found = (previous.get("image_size"), previous.get("resample"), previous.get("image_format", "png"))
+        if found != wanted:
             raise ValueError(
-                f"{output} holds a cache of {previous.get('image_size')} px / {previous.get('resample')}; "
-                f"use another folder for {image_size} px / {resample}"
+                f"{output} holds a cache of {found[0]} px / {found[1]} / {found[2]}; "
+                f"use another folder for {image_size} px / {resample} / {image_format}"
             )
     jobs, skipped_shards = [], 0
     shard_counts: dict[str, int] = {}
@@ -171,7 +185,7 @@ def build_cache(
                 skipped_shards += 1
                 continue
             rows = part.select(range(index * shard_size, min((index + 1) * shard_size, len(part))))
-            jobs.append((rows, str(path), image_size, resample, skip_missing))
+            jobs.append((rows, str(path), image_size, resample, skip_missing, image_format))
     if skipped_shards:
         logger.info("cache %s: %d shard(s) already complete, skipped", output, skipped_shards)
     report = BuildReport.from_dict(get_metadata(dataset).get("report"))
@@ -197,10 +211,11 @@ def build_cache(
         report.counts[kind] = report.counts.get(kind, 0) + count
         report.examples.setdefault(kind, []).extend(cache_report.examples[kind])
     metadata["report"] = report.to_dict()
-    metadata["cache"] = {"image_size": image_size, "resample": resample}
+    metadata["cache"] = {"image_size": image_size, "resample": resample, "image_format": image_format}
     info = {
         "image_size": image_size,
         "resample": resample,
+        "image_format": image_format,
         "shards": shard_counts,
         "metadata": metadata,
         "cache_report": cache_report.to_dict(),
