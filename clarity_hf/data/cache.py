@@ -267,6 +267,7 @@ def make_dataset_card(
         else "the frame given by `original_size`"
     )
     size = metadata.get("cache", {}).get("image_size")
+    fmt = metadata.get("cache", {}).get("image_format", "png").upper()
     return f"""---
 license: {license}
 pretty_name: {pretty_name}
@@ -282,7 +283,7 @@ tags:
 # {pretty_name}
 
 Built with [clarity_hf](https://github.com/) from: {metadata.get("source", "unknown source")}.
-{"Images are resized to " + str(size) + "x" + str(size) + " 8-bit grayscale PNGs." if size else ""}
+{"Images are resized to " + str(size) + "x" + str(size) + " 8-bit grayscale (" + fmt + ")." if size else ""}
 
 | split | rows |
 |---|---|
