@@ -1,0 +1,340 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Other chest X-ray data for fine-tuning, into the clarity_hf features with the user's own label set.
+
+Three sources, each giving a `datasets.Dataset` with `clarity_features(len(label_names))` (split it with
+`dataset.train_test_split` or by patient as you need):
+
+* `load_csv_dataset`: a CSV with an image-path column and either one 0/1 column per label or one column of
+  `|`-separated label names; optional patient / age / sex / view columns; optional boxes from a second CSV
+  (`image, label, x, y, w, h`, in the image's pixel frame).
+* `load_image_folder`: `root/<class name>/*.png|jpg|...`, one label per folder; folders named in
+  `negative_folders` (default "No Finding", "normal", "healthy") mean all-zero labels.
+* `load_coco_dataset`: COCO-format JSON with boxes (e.g. TBX11K); image-level labels are the categories that have a
+  box on the image; images without annotations are negatives.
+
+The box frame is the image's own pixel frame, recorded as `original_size` (read from the image header, or from
+the COCO `width` / `height`, which must match the file). Bad input (missing image, unknown label, malformed row
+with file and line, box for an unknown image) raises a `ValueError`, unless `skip_missing=True`, which skips the
+item and stores the count and first examples in the build report (`get_build_report`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from PIL import Image as PILImage
+
+from .features import BuildReport, attach_metadata, clarity_features, make_metadata
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+NEGATIVE_FOLDERS = ("No Finding", "normal", "Normal", "healthy", "Healthy", "no_finding")
+
+
+class _Problems:
+    def __init__(self, skip: bool):
+        self.skip = skip
+        self.report = BuildReport()
+
+    def __call__(self, kind: str, message: str) -> None:
+        if not self.skip:
+            raise ValueError(f"{message} (pass skip_missing=True to skip such items and get a report)")
+        self.report.add(kind, message)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    with PILImage.open(path) as image:
+        return image.size
+
+
+def _row(
+    image: str,
+    labels: list[float],
+    image_id: str,
+    size: tuple[int, int],
+    boxes: list[dict[str, Any]],
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "image": image,
+        "labels": labels,
+        "image_id": image_id,
+        "patient_id": str(extra.get("patient_id") or ""),
+        "age": extra.get("age"),
+        "sex": str(extra.get("sex") or ""),
+        "view_position": str(extra.get("view_position") or ""),
+        "follow_up": int(extra.get("follow_up") or 0),
+        "original_size": [int(size[0]), int(size[1])],
+        "pixel_spacing": [0.0, 0.0],
+        "boxes": boxes,
+        "box_split": str(extra.get("box_split") or ""),
+    }
+
+
+def _finish(
+    rows: list[dict[str, Any]], label_names: Sequence[str], source: str, problems: _Problems
+) -> Dataset:
+    features = clarity_features(len(label_names))
+    columns = {key: [row[key] for row in rows] for key in features}
+    problems.report.log()
+    dataset = Dataset.from_dict(columns, features=features)
+    return attach_metadata(dataset, make_metadata(label_names, source, "original_size", problems.report))
+
+
+def _resolve(root: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else root / path
+
+
+def _read_box_csv(
+    path: Path, label_index: dict[str, int], problems: _Problems
+) -> dict[str, list[tuple[int, dict[str, Any]]]]:
+    """Boxes CSV (header row; columns image, label, x, y, w, h by position) -> image -> [(line, box)]."""
+    boxes: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        for line, row in enumerate(reader, start=2):
+            if not any(cell.strip() for cell in row):
+                continue
+            where = f"{path.name}:{line}"
+            if len(row) < 6 or any(cell.strip() for cell in row[6:]):
+                problems("malformed_row", f"{where}: malformed box row, expected image,label,x,y,w,h: {row}")
+                continue
+            label = row[1].strip()
+            if label not in label_index:
+                problems("unknown_label", f"{where}: unknown box label {label!r}")
+                continue
+            try:
+                x, y, w, h = (float(v) for v in row[2:6])
+            except ValueError:
+                problems("malformed_row", f"{where}: non-numeric box {row[2:6]}")
+                continue
+            if w <= 0 or h <= 0:
+                problems("malformed_row", f"{where}: box with non-positive size {row[2:6]}")
+                continue
+            boxes.setdefault(row[0].strip(), []).append(
+                (line, {"label": label, "x": x, "y": y, "w": w, "h": h})
+            )
+    return boxes
+
+
+def load_csv_dataset(
+    csv_path: str | os.PathLike,
+    label_names: Sequence[str] | None = None,
+    image_column: str = "path",
+    label_column: str | None = None,
+    label_separator: str = "|",
+    image_root: str | os.PathLike | None = None,
+    boxes_csv: str | os.PathLike | None = None,
+    patient_column: str | None = None,
+    age_column: str | None = None,
+    sex_column: str | None = None,
+    view_column: str | None = None,
+    negative_labels: Sequence[str] = ("No Finding", ""),
+    skip_missing: bool = False,
+) -> Dataset:
+    """A CSV of image paths and labels -> clarity_hf `Dataset`.
+
+    Args:
+        csv_path: the CSV (header row).
+        label_names: the label set, in output order. With `label_column=None` these are the 0/1 columns (default:
+            every column not used for anything else); with `label_column` they are the allowed names (default: the
+            sorted names seen, excluding `negative_labels`).
+        image_column: column of image paths (relative to `image_root`, default the CSV's folder).
+        label_column: a column of `label_separator`-separated names, instead of one column per label.
+        boxes_csv: optional CSV `image,label,x,y,w,h` (image as in `image_column`), boxes in the image's pixels.
+        patient_column / age_column / sex_column / view_column: optional metadata columns.
+        negative_labels: names meaning "no finding" in `label_column`.
+        skip_missing: skip bad rows (reported) instead of raising.
+    """
+    csv_path = Path(csv_path)
+    root = Path(image_root) if image_root is not None else csv_path.parent
+    problems = _Problems(skip_missing)
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+        records = [(line, record) for line, record in enumerate(reader, start=2)]
+    if image_column not in header:
+        raise ValueError(f"{csv_path.name}:1: no image column {image_column!r} in header {header}")
+    meta_columns = {image_column, label_column, patient_column, age_column, sex_column, view_column} - {None}
+    if label_column is None:
+        label_names = (
+            list(label_names) if label_names is not None else [h for h in header if h not in meta_columns]
+        )
+        missing = [name for name in label_names if name not in header]
+        if missing:
+            raise ValueError(f"{csv_path.name}:1: label column(s) {missing} not in header {header}")
+    else:
+        if label_column not in header:
+            raise ValueError(f"{csv_path.name}:1: no label column {label_column!r} in header {header}")
+        if label_names is None:
+            seen = {n.strip() for _, r in records for n in (r[label_column] or "").split(label_separator)}
+            label_names = sorted(seen - set(negative_labels))
+        label_names = list(label_names)
+    label_index = {name: i for i, name in enumerate(label_names)}
+    boxes = _read_box_csv(Path(boxes_csv), label_index, problems) if boxes_csv else {}
+    rows, known = [], set()
+    for line, record in records:
+        where = f"{csv_path.name}:{line}"
+        if None in record or any(value is None for value in record.values()):
+            problems("malformed_row", f"{where}: malformed row (wrong number of columns)")
+            continue
+        labels = [0.0] * len(label_names)
+        try:
+            if label_column is None:
+                for name in label_names:
+                    value = float(record[name] or 0)
+                    if value not in (0.0, 1.0):
+                        raise ValueError(f"label {name} must be 0 or 1, got {record[name]!r}")
+                    labels[label_index[name]] = value
+            else:
+                for name in (n.strip() for n in record[label_column].split(label_separator)):
+                    if name in negative_labels:
+                        continue
+                    if name not in label_index:
+                        raise KeyError(name)
+                    labels[label_index[name]] = 1.0
+            age = int(float(record[age_column])) if age_column and record[age_column].strip() else None
+        except KeyError as err:
+            problems("unknown_label", f"{where}: unknown label {err.args[0]!r}")
+            continue
+        except ValueError as err:
+            problems("malformed_row", f"{where}: {err}")
+            continue
+        image = record[image_column].strip()
+        path = _resolve(root, image)
+        if not path.is_file():
+            problems("missing_image", f"{where}: image file {path} not found")
+            continue
+        known.add(image)
+        rows.append(
+            _row(
+                str(path),
+                labels,
+                Path(image).name,
+                _image_size(path),
+                [box for _, box in boxes.get(image, [])],
+                patient_id=record.get(patient_column) if patient_column else "",
+                age=age,
+                sex=record.get(sex_column) if sex_column else "",
+                view_position=record.get(view_column) if view_column else "",
+            )
+        )
+    for image, entries in boxes.items():
+        if image not in known:
+            for line, _ in entries:
+                problems(
+                    "box_without_image",
+                    f"{Path(boxes_csv).name}:{line}: box for {image}, which is not in {csv_path.name}",
+                )
+    return _finish(rows, label_names, f"CSV {csv_path.name}", problems)
+
+
+def load_image_folder(
+    root: str | os.PathLike,
+    label_names: Sequence[str] | None = None,
+    negative_folders: Sequence[str] = NEGATIVE_FOLDERS,
+    skip_missing: bool = False,
+) -> Dataset:
+    """`root/<label>/<image>` -> clarity_hf `Dataset`, one label per image (negative folders: no label).
+
+    `label_names` fixes the label set and order (default: the sorted non-negative folder names); a folder that is
+    neither a label nor negative is an error (or skipped and reported with `skip_missing=True`).
+    """
+    root = Path(root)
+    problems = _Problems(skip_missing)
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise ValueError(f"{root}: no class folders")
+    if label_names is None:
+        label_names = [p.name for p in folders if p.name not in negative_folders]
+    label_index = {name: i for i, name in enumerate(label_names)}
+    rows = []
+    for folder in folders:
+        if folder.name not in label_index and folder.name not in negative_folders:
+            problems(
+                "unknown_label", f"{folder}: folder {folder.name!r} is not in label_names {list(label_names)}"
+            )
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            labels = [0.0] * len(label_names)
+            if folder.name in label_index:
+                labels[label_index[folder.name]] = 1.0
+            try:
+                size = _image_size(path)
+            except OSError as err:
+                problems("unreadable_image", f"{path}: cannot read image header: {err}")
+                continue
+            rows.append(_row(str(path), labels, f"{folder.name}/{path.name}", size, []))
+    return _finish(rows, label_names, f"image folder {root.name}", problems)
+
+
+def load_coco_dataset(
+    annotation_file: str | os.PathLike,
+    image_root: str | os.PathLike,
+    label_names: Sequence[str] | None = None,
+    skip_missing: bool = False,
+) -> Dataset:
+    """COCO detection JSON -> clarity_hf `Dataset` with boxes (COCO `bbox` = x, y, w, h in image pixels).
+
+    Labels are the COCO category names (or `label_names`, which must cover every category used); an image's label
+    vector marks the categories that have a box on it.
+    """
+    annotation_file, image_root = Path(annotation_file), Path(image_root)
+    problems = _Problems(skip_missing)
+    data = json.loads(annotation_file.read_text())
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise ValueError(f"{annotation_file.name}: not a COCO file, no {key!r}")
+    categories = {c["id"]: c["name"] for c in data["categories"]}
+    if label_names is None:
+        label_names = [categories[k] for k in sorted(categories)]
+    label_index = {name: i for i, name in enumerate(label_names)}
+    by_image: dict[Any, list[dict[str, Any]]] = {}
+    image_ids = {image["id"] for image in data["images"]}
+    for number, annotation in enumerate(data["annotations"]):
+        where = f"{annotation_file.name}: annotation #{number} (id {annotation.get('id')})"
+        name = categories.get(annotation.get("category_id"))
+        if name is None or name not in label_index:
+            problems("unknown_label", f"{where}: unknown category {annotation.get('category_id')!r}")
+            continue
+        if annotation.get("image_id") not in image_ids:
+            problems(
+                "box_without_image",
+                f"{where}: box for image id {annotation.get('image_id')!r}, not in images",
+            )
+            continue
+        bbox = annotation.get("bbox")
+        if not isinstance(bbox, list) or len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0:
+            problems("malformed_row", f"{where}: malformed bbox {bbox!r}")
+            continue
+        x, y, w, h = (float(v) for v in bbox)
+        by_image.setdefault(annotation["image_id"], []).append(
+            {"label": name, "x": x, "y": y, "w": w, "h": h}
+        )
+    rows = []
+    for number, image in enumerate(data["images"]):
+        where = f"{annotation_file.name}: image #{number} ({image.get('file_name')})"
+        path = image_root / image["file_name"]
+        if not path.is_file():
+            problems("missing_image", f"{where}: image file {path} not found")
+            continue
+        size = _image_size(path)
+        declared = (image.get("width"), image.get("height"))
+        if None not in declared and tuple(declared) != size:
+            problems("size_mismatch", f"{where}: COCO size {declared} differs from the file's {size}")
+            continue
+        boxes = by_image.get(image["id"], [])
+        labels = [0.0] * len(label_names)
+        for box in boxes:
+            labels[label_index[box["label"]]] = 1.0
+        rows.append(_row(str(path), labels, image["file_name"], size, boxes))
+    return _finish(rows, label_names, f"COCO {annotation_file.name}", problems)
