@@ -47,7 +47,9 @@ def test_coco_bad_input(tmp_path):
     data["annotations"].pop()
     data["images"][0]["width"] = 1024
     bad.write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=r"COCO size \(1024, 512\) differs from the file's \(512, 512\)"):
+    with pytest.raises(
+        ValueError, match=r"COCO size 1024x512 \(width x height\) differs from the file's 512x512"
+    ):
         load_coco_dataset(bad, TBX11K_DIR / "imgs")
 
 
@@ -72,7 +74,8 @@ def test_csv_with_label_columns_and_boxes(tmp_path):
     assert [list(v) for v in dataset["labels"]] == [[1, 0, 0], [0, 0, 0], [1, 1, 0]]
     assert list(dataset["patient_id"]) == ["p1", "p2", "p2"]
     assert dataset[2]["boxes"] == [{"label": "Nodule", "x": 5.0, "y": 6.0, "w": 7.0, "h": 8.0}]
-    assert dataset[0]["original_size"] == [40, 30] and get_box_frame(dataset, dataset[0]) == (40, 30)
+    # images are 40 wide and 30 high: (height, width)
+    assert dataset[0]["original_size"] == [30, 40] and get_box_frame(dataset, dataset[0]) == (30, 40)
     assert int(np.asarray(dataset[2]["image"])[0, 0]) == 40
 
     (tmp_path / "boxes.csv").write_text("image,label,x,y,w,h\nimg/zzz.png,Nodule,5,6,7,8\n")

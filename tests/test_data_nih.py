@@ -213,7 +213,7 @@ def test_mini_download_builds(tmp_path, layout, gz):
     assert row["image_id"] == "00000003_001.png"
     assert row["patient_id"] == "3"
     assert row["age"] == 75 and row["sex"] == "F" and row["view_position"] == "AP" and row["follow_up"] == 1
-    assert row["original_size"] == [2048, 2500]
+    assert row["original_size"] == [2500, 2048]  # (height, width); the CSV row gives width 2048, height 2500
     np.testing.assert_allclose(row["pixel_spacing"], [0.168, 0.168], rtol=1e-6)
     assert row["boxes"] == [
         {"label": "Infiltration", "x": 100.5, "y": 200.25, "w": 300.0, "h": 150.0},

@@ -161,7 +161,7 @@ def read_metadata(path: Path, problems: _Problems) -> dict[str, _Row]:
                     labels[label_index[name]] = 1.0
             try:
                 follow_up, age = _parse_int(row[2]), _parse_int(row[4])
-                size = [_parse_int(row[7]), _parse_int(row[8])]
+                size = [_parse_int(row[8]), _parse_int(row[7])]  # the CSV gives width, height
                 spacing = [float(row[9]), float(row[10])]
             except ValueError:
                 problems("malformed_row", f"{where}: non-numeric follow-up/age/size/spacing in {row}")

@@ -14,7 +14,7 @@ cache) returns rows with these columns:
 | `sex` | `Value("string")` | "M", "F" or "" |
 | `view_position` | `Value("string")` | "PA", "AP", ... or "" |
 | `follow_up` | `Value("int32")` | NIH follow-up number; 0 when unknown |
-| `original_size` | `List(Value("int32"), length=2)` | (width, height) of the original acquisition |
+| `original_size` | `List(Value("int32"), length=2)` | (height, width) of the original acquisition, as transformers' `target_sizes` |
 | `pixel_spacing` | `List(Value("float32"), length=2)` | (x, y) mm per pixel of the original; 0 when unknown |
 | `boxes` | `List({"label", "x", "y", "w", "h"})` | boxes, x/y top-left, in the *box frame* (below) |
 | `box_split` | `Value("string")` | "tune" / "eval" for images of the localization benchmark, else "" |
@@ -44,7 +44,7 @@ from datasets import Dataset, DatasetDict, DatasetInfo, Features, Image, List, V
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = "clarity_hf"
-NIH_BOX_FRAME = (1024, 1024)
+NIH_BOX_FRAME = (1024, 1024)  # (height, width)
 BOX_SPLITS = ("tune", "eval")
 MAX_REPORTED_EXAMPLES = 10
 
@@ -193,11 +193,11 @@ def get_build_report(dataset: Dataset | DatasetDict) -> BuildReport:
 
 
 def get_box_frame(dataset: Dataset | DatasetDict, example: dict[str, Any]) -> tuple[int, int]:
-    """(width, height) of the pixel frame the example's `boxes` are expressed in."""
+    """(height, width) of the pixel frame the example's `boxes` are expressed in (the evaluator's `original_size`)."""
     frame = get_metadata(dataset).get("box_frame", "original_size")
     if frame == "original_size":
-        width, height = example["original_size"]
-        return int(width), int(height)
+        height, width = example["original_size"]
+        return int(height), int(width)
     return int(frame[0]), int(frame[1])
 
 

@@ -48,8 +48,9 @@ class _Problems:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file, read from its header."""
     with PILImage.open(path) as image:
-        return image.size
+        return image.height, image.width
 
 
 def _row(
@@ -328,9 +329,13 @@ def load_coco_dataset(
             problems("missing_image", f"{where}: image file {path} not found")
             continue
         size = _image_size(path)
-        declared = (image.get("width"), image.get("height"))
+        declared = (image.get("height"), image.get("width"))
         if None not in declared and tuple(declared) != size:
-            problems("size_mismatch", f"{where}: COCO size {declared} differs from the file's {size}")
+            problems(
+                "size_mismatch",
+                f"{where}: COCO size {declared[1]}x{declared[0]} (width x height) differs from the file's "
+                f"{size[1]}x{size[0]}",
+            )
             continue
         boxes = by_image.get(image["id"], [])
         labels = [0.0] * len(label_names)
