@@ -367,46 +367,32 @@ def _eval_results(entry: Mapping[str, Any], evaluation: Mapping[str, Any]) -> li
     )
     split = evaluation.get("split", "test")
     common = {"dataset_type": dataset_type, "dataset_name": dataset_name, "dataset_split": split}
-    eval_results = []
+    classification_task = {
+        "task_type": "image-classification",
+        "task_name": "Multi-label classification",
+        "metric_type": "roc_auc",
+    }
+    measured = []  # (task fields, metric name, value)
     classification = entry.get("classification")
     if classification is not None:
-        if _finite(classification["mean_auroc"]):
-            eval_results.append(
-                EvalResult(
-                    task_type="image-classification",
-                    task_name="Multi-label classification",
-                    metric_type="roc_auc",
-                    metric_name="Mean AUROC (14 classes)",
-                    metric_value=round(float(classification["mean_auroc"]), 4),
-                    **common,
-                )
-            )
+        measured.append((classification_task, "Mean AUROC (14 classes)", classification["mean_auroc"]))
         for name, class_entry in classification["per_class"].items():
-            if _finite(class_entry["auroc"]):
-                eval_results.append(
-                    EvalResult(
-                        task_type="image-classification",
-                        task_name="Multi-label classification",
-                        metric_type="roc_auc",
-                        metric_name=f"AUROC {name}",
-                        metric_value=round(float(class_entry["auroc"]), 4),
-                        **common,
-                    )
-                )
+            measured.append((classification_task, f"AUROC {name}", class_entry["auroc"]))
     localization = entry.get("localization")
     if localization is not None:
+        localization_task = {
+            "task_type": "object-detection",
+            "task_name": "Weakly-supervised localization",
+            "metric_type": "accuracy",
+        }
         for threshold, value in zip(localization["iou"]["thresholds"], localization["iou"]["macro"]):
-            if _finite(value):
-                eval_results.append(
-                    EvalResult(
-                        task_type="object-detection",
-                        task_name="Weakly-supervised localization",
-                        metric_type="accuracy",
-                        metric_name=f"Localization accuracy T(IoU)={float(threshold):g} (macro)",
-                        metric_value=round(float(value), 4),
-                        **common,
-                    )
-                )
+            name = f"Localization accuracy T(IoU)={float(threshold):g} (macro)"
+            measured.append((localization_task, name, value))
+    eval_results = [
+        EvalResult(**task, metric_name=name, metric_value=round(float(value), 4), **common)
+        for task, name, value in measured
+        if _finite(value)
+    ]
     return eval_results
 
 
