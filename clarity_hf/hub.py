@@ -4,27 +4,27 @@ safetensors-only loader used by the CLI, the Space and the pipeline.
 
 - [`save_for_hub`] writes everything a model repo needs: `config.json` (every `auto_map` entry and the
   `chest-xray-localization` custom pipeline), `model.safetensors`, the Hub code files, `preprocessor_config.json`,
-  `README.md` rendered from the evaluation JSON, `eval_results.json`, and example images.
+  `README.md` rendered from the evaluation report, `eval_results.json`, and example images.
 - [`push_to_hub`] creates the repo and uploads the folder with `huggingface_hub.HfApi`.
 - [`check_safetensors_only`] / [`load_for_inference`]: only safetensors is ever read; a folder holding a pickle
   checkpoint (`pytorch_model.bin`, ...) and no safetensors is refused.
 - [`render_model_card`] / [`render_dataset_card`]: cards from measured results (no number typed by hand).
 
-Evaluation JSON (schema 1). The `classification` and `localization` entries are the result dicts of
-`clarity_hf.evaluation` (`compute_auroc` -> `AurocResult`; `LocalizationEvaluator.compute` -> `LocalizationResult`,
-or `tune_and_evaluate` -> `TuningResult`, whose `eval` half is reported):
+Evaluation JSON: the report of `clarity_hf.evaluation.report` (`write_report` / `build_report`; schema in that
+module). The card reads one model entry (`model_name`, default: the first), the report's `published` rows (the
+paper's, `PUBLISHED_RESULTS`) and two optional `metadata` entries describing the runs:
 
     {
-      "schema_version": 1,
-      "model_name": "clarity-s-16-512",
-      "training": {"synthetic_only": bool, "dataset_name": str, "dataset_id": str | null, "base_model": str | null,
-                   "description": str, "recipe": {name: value}},
-      "evaluation": {"dataset_name": str, "dataset_id": str | null, "split": str, "synthetic": bool},
-      "classification": {"class_names", "per_class": {name: {"auroc", "ci_low", "ci_high", "n_positive",
-                         "n_negative"}}, "mean_auroc", "mean_ci_low", "mean_ci_high", "n_images", ...},
-      "localization": {"classes", "n_images", "n_gt_boxes", "heatmap_thresholds",
-                       "iou": {"thresholds", "per_class", "macro"}, "iobb": {...},
-                       "false_positives": {"per_image", "per_class", ...}}
+      "title", "clarity_hf_version",
+      "metadata": {
+        "training": {"synthetic_only": bool, "dataset_name": str, "dataset_id": str | null,
+                     "base_model": str | null, "description": str, "recipe": {name: value}},
+        "evaluation": {"dataset_name": str, "dataset_id": str | null, "split": str, "synthetic": bool},
+        ...
+      },
+      "models": {name: {"classification": AurocResult | null, "localization": LocalizationResult | null,
+                        "tuning": {...} | null, "notes": str}},
+      "published": PUBLISHED_RESULTS | null
     }
 """
 
@@ -42,6 +42,7 @@ import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, HfApi, ModelCard, ModelCardData
 
 from .configuration_clarity import NIH_PATHOLOGIES, ClarityConfig
+from .evaluation.report import PUBLISHED_RESULTS, format_number, format_published
 from .pipeline_clarity import CUSTOM_PIPELINES, ClarityLocalizationPipeline
 from .visualization import decode_for_display
 
@@ -49,9 +50,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "HUB_CODE_FILES",
-    "PAPER_RESULTS",
     "PICKLE_SUFFIXES",
-    "RESULTS_SCHEMA_VERSION",
     "UnsafeCheckpointError",
     "check_safetensors_only",
     "describe_folder",
@@ -62,10 +61,16 @@ __all__ = [
     "render_model_card",
     "resolve_model_folder",
     "save_for_hub",
+    "select_model",
 ]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-TEMPLATE_DIR = PACKAGE_DIR.parent / "model_cards"
+# The card templates: `clarity_hf/model_cards/` in an installed package (pyproject maps the checkout's top-level
+# `model_cards/` folder to the `clarity_hf.model_cards` package), `model_cards/` next to the package in a checkout.
+TEMPLATE_DIR = next(
+    (d for d in (PACKAGE_DIR / "model_cards", PACKAGE_DIR.parent / "model_cards") if d.is_dir()),
+    PACKAGE_DIR / "model_cards",
+)
 MODEL_CARD_TEMPLATE = TEMPLATE_DIR / "model_card_template.md"
 DATASET_CARD_TEMPLATE = TEMPLATE_DIR / "dataset_card_template.md"
 
@@ -78,31 +83,9 @@ HUB_CODE_FILES = (
     "pipeline_clarity.py",
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-RESULTS_SCHEMA_VERSION = 1
 DEFAULT_REPO_ID = "org/clarity-s-16-512"
 DEFAULT_BASE_MODEL = "facebook/dino-vits16"
 NIH_DATASET_NAME = "NIH ChestX-ray14"
-
-# The paper's published figures as quoted second-hand in the spec (docs/clarity-spec.md, section 1): targets, rounded.
-PAPER_RESULTS: dict[str, dict[str, Any]] = {
-    "CLARiTy-S-16-512 (paper)": {
-        "mean_auroc": 0.818,
-        "iou_accuracy": {0.1: 0.81, 0.2: 0.69, 0.3: 0.59, 0.4: 0.47, 0.5: 0.32},
-    },
-    "ConvNeXtV2-B 512 (teacher, paper)": {"mean_auroc": 0.825, "iou_accuracy": {}},
-    "Li et al. 2022": {
-        "mean_auroc": None,
-        "iou_accuracy": {0.1: 0.64, 0.2: 0.53, 0.3: 0.40, 0.4: 0.31, 0.5: 0.24},
-    },
-    "PCAN (Zhu et al. 2022)": {
-        "mean_auroc": None,
-        "iou_accuracy": {0.1: 0.78, 0.2: 0.57, 0.3: 0.36, 0.4: 0.21, 0.5: 0.10},
-    },
-    "Wang et al. 2017": {
-        "mean_auroc": 0.745,
-        "iou_accuracy": {0.1: 0.568, 0.2: 0.373, 0.3: 0.221, 0.4: 0.116, 0.5: 0.062},
-    },
-}
 
 # Config fields whose values the paper's abstract does not state (spec: *reconstructed*), with what they mean.
 RECONSTRUCTED_FIELDS: dict[str, str] = {
@@ -227,7 +210,12 @@ def load_for_inference(
 
 # ---------------------------------------------------------------------------------------------------- results
 def load_results(results: str | Path | Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Read and check an evaluation JSON (a path or an already loaded dict); None stays None."""
+    """Read and check an evaluation report (a path to the JSON written by
+    `clarity_hf.evaluation.report.write_report`, or the dict of `build_report`); None stays None.
+
+    Raises `ValueError` naming the file and the problem when it is not such a report or a model entry lacks the keys
+    the card reads.
+    """
     if results is None:
         return None
     source = "results"
@@ -238,36 +226,34 @@ def load_results(results: str | Path | Mapping[str, Any] | None) -> dict[str, An
         except (OSError, json.JSONDecodeError) as err:
             raise ValueError(f"{source}: not a readable evaluation JSON ({err})") from err
     results = dict(results)
-    version = results.get("schema_version", RESULTS_SCHEMA_VERSION)
-    if version != RESULTS_SCHEMA_VERSION:
+    models = results.get("models")
+    if not isinstance(models, Mapping) or not models:
         raise ValueError(
-            f"{source}: schema_version {version} is not supported (expected {RESULTS_SCHEMA_VERSION})"
+            f"{source}: not a clarity_hf evaluation report (no non-empty 'models'); write it with "
+            "clarity_hf.evaluation.report.write_report or build_report"
         )
-    classification = results.get("classification")
-    if classification is not None:
-        for key in ("per_class", "mean_auroc"):
-            if key not in classification:
-                raise ValueError(f"{source}: classification lacks '{key}'")
-    localization = _localization_result(results)
-    if localization is not None:
-        for key in ("classes", "iou"):
-            if key not in localization:
-                raise ValueError(f"{source}: localization lacks '{key}'")
+    for name, entry in models.items():
+        classification = entry.get("classification")
+        if classification is not None:
+            for key in ("per_class", "mean_auroc"):
+                if key not in classification:
+                    raise ValueError(f"{source}: model {name!r}: classification lacks '{key}'")
+        localization = entry.get("localization")
+        if localization is not None:
+            for key in ("classes", "iou"):
+                if key not in localization:
+                    raise ValueError(f"{source}: model {name!r}: localization lacks '{key}'")
     return results
 
 
-def _localization_result(results: Mapping[str, Any]) -> dict[str, Any] | None:
-    localization = results.get("localization")
-    if localization is not None and "eval" in localization and "iou" not in localization:
-        return localization["eval"]  # a TuningResult: report the held-out half
-    return localization
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return ""
-    value = float(value)
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+def select_model(results: Mapping[str, Any], model_name: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The (name, entry) of `model_name` in a report's `models`, or of its first model when `model_name` is None."""
+    models = results["models"]
+    if model_name is None:
+        model_name = next(iter(models))
+    if model_name not in models:
+        raise ValueError(f"model {model_name!r} is not in the evaluation report; it holds {list(models)}")
+    return model_name, models[model_name]
 
 
 def _finite(value: Any) -> bool:
@@ -282,23 +268,29 @@ def _classification_table(classification: Mapping[str, Any]) -> str:
     ]
     for name in names:
         entry = classification["per_class"][name]
-        ci = f"{_fmt(entry.get('ci_low'))} to {_fmt(entry.get('ci_high'))}" if "ci_low" in entry else ""
+        ci = (
+            f"{format_number(entry.get('ci_low'))} to {format_number(entry.get('ci_high'))}"
+            if "ci_low" in entry
+            else ""
+        )
         rows.append(
-            f"| {name} | {_fmt(entry['auroc'])} | {ci} | {entry.get('n_positive', '')} | {entry.get('n_negative', '')} |"
+            f"| {name} | {format_number(entry['auroc'])} | {ci} | {entry.get('n_positive', '')} | {entry.get('n_negative', '')} |"
         )
     ci = ""
     if "mean_ci_low" in classification:
-        ci = f"{_fmt(classification['mean_ci_low'])} to {_fmt(classification['mean_ci_high'])}"
-    rows.append(f"| **Mean** | **{_fmt(classification['mean_auroc'])}** | {ci} | | |")
+        ci = f"{format_number(classification['mean_ci_low'])} to {format_number(classification['mean_ci_high'])}"
+    rows.append(f"| **Mean** | **{format_number(classification['mean_auroc'])}** | {ci} | | |")
     return "\n".join(rows)
 
 
-def _classification_summary(classification: Mapping[str, Any], model_name: str) -> str:
+def _classification_summary(
+    classification: Mapping[str, Any], model_name: str, published: Mapping[str, Any]
+) -> str:
     rows = ["| Model | Mean AUROC (14 classes) |", "|---|---|"]
-    rows.append(f"| **{model_name} (this checkpoint)** | **{_fmt(classification['mean_auroc'])}** |")
-    for name, paper in PAPER_RESULTS.items():
-        if paper["mean_auroc"] is not None:
-            rows.append(f"| {name} | {_fmt(paper['mean_auroc'])} |")
+    rows.append(f"| **{model_name} (this checkpoint)** | **{format_number(classification['mean_auroc'])}** |")
+    for row in published["rows"]:
+        if row["mean_auroc"] is not None:
+            rows.append(f"| {row['model']} (published) | {format_published(row['mean_auroc'])} |")
     excluded = classification.get("excluded_classes") or []
     note = (
         f"\n\nLeft out of the mean (a single label value in the test set): {', '.join(excluded)}."
@@ -308,26 +300,36 @@ def _classification_summary(classification: Mapping[str, Any], model_name: str) 
     return "\n".join(rows) + note
 
 
-def _accuracy_table(table: Mapping[str, Any], classes: Sequence[str], kind: str, paper: bool) -> str:
+def _accuracy_table(
+    table: Mapping[str, Any], classes: Sequence[str], kind: str, published: Mapping[str, Any] | None
+) -> str:
     thresholds = [float(t) for t in table["thresholds"]]
     header = "| Pathology | " + " | ".join(f"T({kind})={t:g}" for t in thresholds) + " |"
     rows = [header, "|---|" + "---|" * len(thresholds)]
     for name in classes:
         values = table["per_class"][name]
-        rows.append(f"| {name} | " + " | ".join(_fmt(v, 3) for v in values) + " |")
+        rows.append(f"| {name} | " + " | ".join(format_number(v, 3) for v in values) + " |")
     rows.append(
-        "| **Macro (this checkpoint)** | " + " | ".join(f"**{_fmt(v)}**" for v in table["macro"]) + " |"
+        "| **Macro (this checkpoint)** | "
+        + " | ".join(f"**{format_number(v)}**" for v in table["macro"])
+        + " |"
     )
-    if paper:
-        for name, figures in PAPER_RESULTS.items():
-            accuracy = {round(float(k), 3): v for k, v in figures["iou_accuracy"].items()}
+    if published is not None:
+        published_thresholds = [round(float(t), 3) for t in published["iou_thresholds"]]
+        for row in published["rows"]:
+            accuracy = dict(zip(published_thresholds, row["iou_macro"] or []))
             if accuracy:
-                cells = [_fmt(accuracy[round(t, 3)]) if round(t, 3) in accuracy else "" for t in thresholds]
-                rows.append(f"| {name} | " + " | ".join(cells) + " |")
+                cells = [
+                    format_published(accuracy[round(t, 3)]) if round(t, 3) in accuracy else ""
+                    for t in thresholds
+                ]
+                rows.append(f"| {row['model']} (published) | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-def _localization_section(localization: Mapping[str, Any] | None) -> str:
+def _localization_section(
+    localization: Mapping[str, Any] | None, tuning: Mapping[str, Any] | None, published: Mapping[str, Any]
+) -> str:
     if localization is None:
         return "### Localization\n\nLocalization was not evaluated for this checkpoint."
     classes = list(localization["classes"])
@@ -336,72 +338,61 @@ def _localization_section(localization: Mapping[str, Any] | None) -> str:
     described = f"{localization.get('n_images', '')} boxed images" + (f" (`{split}` half)" if split else "")
     thresholds = localization.get("heatmap_thresholds") or {}
     levels = sorted({tuple(v) if isinstance(v, (list, tuple)) else (v,) for v in thresholds.values()})
-    level_text = "; ".join(", ".join(_fmt(x, 2) for x in level) for level in levels)
+    level_text = "; ".join(", ".join(format_number(x, 2) for x in level) for level in levels)
+    if tuning:
+        level_text += (
+            f" (tuned on the `{tuning.get('tune_split')}` half, objective: {tuning.get('objective')})"
+        )
     parts.append(
         f"Evaluated on {described}; heatmap threshold(s): {level_text}. A ground-truth box is found when a predicted "
         "box overlaps it by more than T. Accuracy at T(IoU):"
     )
-    parts.append(_accuracy_table(localization["iou"], classes, "IoU", paper=True))
+    parts.append(_accuracy_table(localization["iou"], classes, "IoU", published))
     if localization.get("iobb"):
         parts.append("Accuracy at T(IoBB) (intersection over the predicted box):")
-        parts.append(_accuracy_table(localization["iobb"], classes, "IoBB", paper=False))
+        parts.append(_accuracy_table(localization["iobb"], classes, "IoBB", None))
     false_positives = localization.get("false_positives")
     if false_positives:
         parts.append(
-            f"False-positive boxes per image: **{_fmt(false_positives['per_image'])}** "
+            f"False-positive boxes per image: **{format_number(false_positives['per_image'])}** "
             f"({false_positives.get('criterion', '')})."
         )
     return "\n\n".join(parts)
 
 
-def _eval_results(results: Mapping[str, Any], model_name: str) -> list[EvalResult]:
-    evaluation = results.get("evaluation", {})
+def _eval_results(entry: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[EvalResult]:
     dataset_name = evaluation.get("dataset_name", NIH_DATASET_NAME)
     dataset_type = evaluation.get("dataset_id") or (
         "synthetic" if evaluation.get("synthetic") else "nih-chestxray14"
     )
     split = evaluation.get("split", "test")
     common = {"dataset_type": dataset_type, "dataset_name": dataset_name, "dataset_split": split}
-    eval_results = []
-    classification = results.get("classification")
+    classification_task = {
+        "task_type": "image-classification",
+        "task_name": "Multi-label classification",
+        "metric_type": "roc_auc",
+    }
+    measured = []  # (task fields, metric name, value)
+    classification = entry.get("classification")
     if classification is not None:
-        if _finite(classification["mean_auroc"]):
-            eval_results.append(
-                EvalResult(
-                    task_type="image-classification",
-                    task_name="Multi-label classification",
-                    metric_type="roc_auc",
-                    metric_name="Mean AUROC (14 classes)",
-                    metric_value=round(float(classification["mean_auroc"]), 4),
-                    **common,
-                )
-            )
-        for name, entry in classification["per_class"].items():
-            if _finite(entry["auroc"]):
-                eval_results.append(
-                    EvalResult(
-                        task_type="image-classification",
-                        task_name="Multi-label classification",
-                        metric_type="roc_auc",
-                        metric_name=f"AUROC {name}",
-                        metric_value=round(float(entry["auroc"]), 4),
-                        **common,
-                    )
-                )
-    localization = _localization_result(results)
+        measured.append((classification_task, "Mean AUROC (14 classes)", classification["mean_auroc"]))
+        for name, class_entry in classification["per_class"].items():
+            measured.append((classification_task, f"AUROC {name}", class_entry["auroc"]))
+    localization = entry.get("localization")
     if localization is not None:
+        localization_task = {
+            "task_type": "object-detection",
+            "task_name": "Weakly-supervised localization",
+            "metric_type": "accuracy",
+        }
         for threshold, value in zip(localization["iou"]["thresholds"], localization["iou"]["macro"]):
-            if _finite(value):
-                eval_results.append(
-                    EvalResult(
-                        task_type="object-detection",
-                        task_name="Weakly-supervised localization",
-                        metric_type="accuracy",
-                        metric_name=f"Localization accuracy T(IoU)={float(threshold):g} (macro)",
-                        metric_value=round(float(value), 4),
-                        **common,
-                    )
-                )
+            name = f"Localization accuracy T(IoU)={float(threshold):g} (macro)"
+            measured.append((localization_task, name, value))
+    eval_results = [
+        EvalResult(**task, metric_name=name, metric_value=round(float(value), 4), **common)
+        for task, name, value in measured
+        if _finite(value)
+    ]
     return eval_results
 
 
@@ -416,8 +407,7 @@ def _reconstructed_table(config: ClarityConfig) -> str:
     return "\n".join(rows)
 
 
-def _training_section(results: Mapping[str, Any] | None) -> str:
-    training = (results or {}).get("training") or {}
+def _training_section(training: Mapping[str, Any], evaluated: bool) -> str:
     lines = []
     if training.get("synthetic_only"):
         lines.append(
@@ -436,7 +426,12 @@ def _training_section(results: Mapping[str, Any] | None) -> str:
         lines.append("| hyper-parameter | value |\n|---|---|")
         lines[-1] += "\n" + "\n".join(f"| {key} | `{value}` |" for key, value in recipe.items())
     if not lines:
-        lines.append("The evaluation JSON given to the export did not describe the training run.")
+        lines.append(
+            "The evaluation report given to the export did not describe the training run (its "
+            "`metadata.training`)."
+            if evaluated
+            else "No evaluation report was given to the export, so the training run is not described."
+        )
     return "\n\n".join(lines)
 
 
@@ -465,23 +460,32 @@ def render_model_card(
     repo_id: str | None = None,
     model_name: str | None = None,
     example_outputs: Sequence[Mapping[str, Any]] = (),
-    template_path: str | Path = MODEL_CARD_TEMPLATE,
+    template_path: str | Path | None = None,
 ) -> ModelCard:
     """The model card (a `huggingface_hub.ModelCard`) rendered from `model_cards/model_card_template.md`.
 
-    Every measured number comes from `results` (the evaluation JSON); the paper's figures from [`PAPER_RESULTS`];
-    widget outputs from `example_outputs` ({"path", "title", "scores"}, the model's predictions at export time).
+    Every measured number comes from `results`, the evaluation report of `clarity_hf.evaluation.report` (its
+    `models[model_name]` entry, default: the first model; its `metadata["training"]` / `metadata["evaluation"]`
+    describe the runs); the paper's figures from the report's `published` rows (else
+    `clarity_hf.evaluation.report.PUBLISHED_RESULTS`); widget outputs from `example_outputs`
+    ({"path", "title", "scores"}, the model's predictions at export time). Without results, `model_name` (default:
+    the repo's name) only names the card.
     """
     results = load_results(results)
-    model_name = (
-        model_name or (results or {}).get("model_name") or (repo_id or DEFAULT_REPO_ID).split("/")[-1]
-    )
-    training = (results or {}).get("training") or {}
-    evaluation = (results or {}).get("evaluation") or {}
+    entry: dict[str, Any] = {}
+    metadata: Mapping[str, Any] = {}
+    published: Mapping[str, Any] = PUBLISHED_RESULTS
+    if results is not None:
+        model_name, entry = select_model(results, model_name)
+        metadata = results.get("metadata") or {}
+        published = results.get("published") or PUBLISHED_RESULTS
+    model_name = model_name or (repo_id or DEFAULT_REPO_ID).split("/")[-1]
+    training = metadata.get("training") or {}
+    evaluation = metadata.get("evaluation") or {}
     synthetic = bool(training.get("synthetic_only"))
     datasets = [d for d in (training.get("dataset_id"), evaluation.get("dataset_id")) if d]
     base_model = training.get("base_model", DEFAULT_BASE_MODEL)
-    eval_results = _eval_results(results, model_name) if results else None
+    eval_results = _eval_results(entry, evaluation) if results else None
     tags = [
         "medical-imaging",
         "chest-xray",
@@ -523,11 +527,16 @@ def render_model_card(
             if evaluation.get("synthetic")
             else "."
         )
-        results_intro = f"All figures of this checkpoint are read from its evaluation JSON (`eval_results.json`): {where}."
-    classification = (results or {}).get("classification")
+        results_intro = (
+            f"All figures of this checkpoint are read from its evaluation report (`eval_results.json`, model "
+            f"`{model_name}`): {where}."
+        )
+        if entry.get("notes"):
+            results_intro += f" Notes: {entry['notes']}"
+    classification = entry.get("classification")
     if classification is not None:
         n_images = classification.get("n_images", "")
-        classification_summary = _classification_summary(classification, model_name)
+        classification_summary = _classification_summary(classification, model_name, published)
         classification_table = (
             f"### Classification: per-class AUROC on {n_images} images\n\n"
             + _classification_table(classification)
@@ -537,7 +546,7 @@ def render_model_card(
         classification_table = "### Classification\n\nClassification was not evaluated for this checkpoint."
     card = ModelCard.from_template(
         card_data,
-        template_path=str(template_path),
+        template_path=str(template_path or MODEL_CARD_TEMPLATE),
         first_line=first_line,
         model_name=model_name,
         repo_id=repo_id or DEFAULT_REPO_ID,
@@ -548,8 +557,9 @@ def render_model_card(
         results_intro=results_intro,
         classification_summary=classification_summary,
         classification_table=classification_table,
-        localization_section=_localization_section(_localization_result(results or {})),
-        training_section=_training_section(results),
+        localization_section=_localization_section(entry.get("localization"), entry.get("tuning"), published),
+        published_source=published["source"],
+        training_section=_training_section(training, evaluated=results is not None),
         reconstructed_table=_reconstructed_table(config),
     )
     return card
@@ -664,7 +674,8 @@ def save_for_hub(
     Writes `config.json` (every `auto_map` entry plus `custom_pipelines` for `chest-xray-localization`),
     `model.safetensors`, the Hub code files ([`HUB_CODE_FILES`]), `preprocessor_config.json` (with
     `AutoImageProcessor` in its `auto_map` when the processor is the `ClarityImageProcessor`), `README.md` (the model
-    card, from `results`), `eval_results.json` (a copy of `results`) and `examples/*.png` with the model's predictions
+    card, from `results`: the evaluation report of `clarity_hf.evaluation.report`, reading its `model_name` entry,
+    default the first), `eval_results.json` (a copy of the report) and `examples/*.png` with the model's predictions
     on them as the card's widget outputs. Never writes a pickle file; refuses a directory that already holds one.
     """
     folder = Path(save_directory)

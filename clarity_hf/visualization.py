@@ -1,27 +1,30 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Heatmap overlays with boxes on chest X-rays (numpy + PIL only, no matplotlib).
+"""Heatmap overlays with boxes on chest X-rays (numpy + PIL only, no matplotlib, no torch).
 
-Used by the demo Space and reusable by evaluation figures: `overlay_heatmap(image, heatmap, boxes)` blends a
-colour-mapped heatmap over the grayscale X-ray at the X-ray's own size and draws the boxes.
+The one home of the drawing primitives used by the demo Space and by the evaluation figures
+(`clarity_hf.evaluation.figures`): [`jet_colormap`], [`overlay_heatmap`] (a colour-mapped heatmap blended over the
+X-ray at the X-ray's own size, with optional boxes) and [`draw_boxes`].
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["decode_for_display", "jet_colormap", "overlay_heatmap"]
+__all__ = ["decode_for_display", "draw_boxes", "jet_colormap", "overlay_heatmap"]
+
+BoxLike = Mapping | Sequence[float]
 
 
 def jet_colormap(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] of any shape -> uint8 RGB of shape (*values.shape, 3), the classic 'jet' map."""
-    values = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)
-    red = np.clip(1.5 - np.abs(4.0 * values - 3.0), 0.0, 1.0)
-    green = np.clip(1.5 - np.abs(4.0 * values - 2.0), 0.0, 1.0)
-    blue = np.clip(1.5 - np.abs(4.0 * values - 1.0), 0.0, 1.0)
-    return np.round(np.stack([red, green, blue], axis=-1) * 255).astype(np.uint8)
+    """Values in [0, 1] of any shape -> uint8 RGB of shape (*values.shape, 3), the classic piecewise-linear 'jet'
+    map (dark blue -> blue -> cyan -> yellow -> red -> dark red)."""
+    x = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)[..., None]
+    centres = np.array([0.75, 0.5, 0.25], dtype=np.float32)  # red, green, blue peak positions
+    rgb = np.clip(1.5 - np.abs(4.0 * (x - centres)), 0.0, 1.0)
+    return np.round(rgb * 255.0).astype(np.uint8)
 
 
 def decode_for_display(image_processor, image) -> Image.Image:
@@ -35,25 +38,65 @@ def decode_for_display(image_processor, image) -> Image.Image:
     return Image.fromarray(np.round(gray * 255).astype(np.uint8), mode="L")
 
 
-def _box_coordinates(box) -> tuple[float, float, float, float]:
-    if isinstance(box, dict):
+def _box_coordinates(box: BoxLike) -> tuple[float, float, float, float]:
+    if isinstance(box, Mapping):
         box = box.get("box", box)
         return float(box["xmin"]), float(box["ymin"]), float(box["xmax"]), float(box["ymax"])
     x0, y0, x1, y1 = (float(v) for v in box)
     return x0, y0, x1, y1
 
 
+def draw_boxes(
+    image: Image.Image,
+    boxes: np.ndarray | Iterable[BoxLike],
+    color: tuple[int, int, int],
+    label: str | None = None,
+    width: int = 2,
+    scale: float = 1.0,
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> Image.Image:
+    """Draw boxes in place and return the image.
+
+    `boxes` are xyxy (x1, y1 exclusive) as a (K, 4) array or sequences, or the pipeline's
+    {"box": {"xmin", "ymin", "xmax", "ymax"}} dicts; each is mapped by `scale` then `offset` and its outline drawn
+    `width` pixels wide inside the box. `label` is written at each box's top-left corner in PIL's default font.
+    """
+    if isinstance(boxes, np.ndarray):
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default() if label else None
+    for box in boxes:
+        x0, y0, x1, y1 = _box_coordinates(box)
+        left, top = x0 * scale + offset[0], y0 * scale + offset[1]
+        right, bottom = x1 * scale + offset[0] - 1, y1 * scale + offset[1] - 1
+        draw.rectangle(
+            [round(left), round(top), round(max(right, left)), round(max(bottom, top))],
+            outline=color,
+            width=width,
+        )
+        if label:
+            draw.text((round(left) + width + 1, round(top) + width), label, fill=color, font=font)
+    return image
+
+
 def overlay_heatmap(
     image: Image.Image | np.ndarray,
     heatmap: np.ndarray,
-    boxes: Iterable[dict | Sequence[float]] = (),
+    boxes: Iterable[BoxLike] = (),
     alpha: float = 0.45,
     box_color: tuple[int, int, int] = (0, 255, 0),
     line_width: int | None = None,
+    weighted_alpha: bool = True,
 ) -> Image.Image:
-    """Blend `heatmap` (H', W') in [0, 1] over `image` and draw `boxes` (xyxy in the image's pixels, or the
-    pipeline's {"box": {"xmin", ...}} dicts). The heatmap is resized (bilinear) to the image when sizes differ;
-    where it is 0 the X-ray shows through unchanged. Returns an RGB image of the input image's size."""
+    """Blend `heatmap` (H', W') in [0, 1] (clipped; NaN as 0) over `image` in the jet colormap and draw `boxes`.
+
+    The heatmap is resized (PIL bilinear) to the image when sizes differ. With `weighted_alpha=True` (the Space's
+    view) the opacity is `alpha * heatmap`, so where the heatmap is 0 the X-ray shows through unchanged; with
+    `weighted_alpha=False` (the evaluation figures) it is `alpha` everywhere:
+    `out = (1 - a) * image + a * jet(heatmap)`. `boxes` are xyxy in the image's pixels or the pipeline's
+    {"box": {"xmin", ...}} dicts, drawn with [`draw_boxes`] in `box_color`, `line_width` pixels wide (default:
+    1/200 of the image's shorter side, at least 1). Returns an RGB image of the input image's size.
+    """
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     base = image.convert("RGB")
@@ -66,12 +109,13 @@ def overlay_heatmap(
             dtype=np.float32,
         )
     heatmap = np.clip(np.nan_to_num(heatmap), 0.0, 1.0)
-    weight = (alpha * heatmap)[..., None]
-    blended = (1.0 - weight) * np.asarray(base, dtype=np.float32) + weight * jet_colormap(heatmap)
-    result = Image.fromarray(np.round(blended).astype(np.uint8), mode="RGB")
-    draw = ImageDraw.Draw(result)
-    width = line_width or max(1, round(min(base.size) / 200))
-    for box in boxes:
-        x0, y0, x1, y1 = _box_coordinates(box)
-        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=box_color, width=width)
+    weight = (alpha * heatmap)[..., None] if weighted_alpha else alpha
+    blended = (1.0 - weight) * np.asarray(base, dtype=np.float32) + weight * jet_colormap(heatmap).astype(
+        np.float32
+    )
+    result = Image.fromarray(np.round(blended).clip(0, 255).astype(np.uint8), mode="RGB")
+    boxes = list(boxes)
+    if boxes:
+        width = line_width or max(1, round(min(base.size) / 200))
+        draw_boxes(result, boxes, box_color, width=width)
     return result

@@ -22,12 +22,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--model", required=True, help="trained model folder (safetensors) or Hub id")
     parser.add_argument("--repo-id", required=True, help="target Hub repo, e.g. org/clarity-s-16-512")
-    parser.add_argument("--results", default=None, help="evaluation JSON for the model card")
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="evaluation report JSON (clarity_hf.evaluation.report.write_report) for the model card",
+    )
     parser.add_argument(
         "--examples", nargs="*", default=[], help="example images (PNG/JPEG/DICOM) for the card"
     )
     parser.add_argument("--out", default=None, help="export folder (default: a temporary directory)")
-    parser.add_argument("--model-name", default=None)
+    parser.add_argument(
+        "--model-name", default=None, help="the report's model entry to publish (default: its first model)"
+    )
     parser.add_argument("--revision", default=None, help="branch to commit to")
     parser.add_argument("--private", action="store_true")
     parser.add_argument("--token", default=None, help="Hub token (default: the logged-in token / HF_TOKEN)")

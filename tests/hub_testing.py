@@ -141,25 +141,23 @@ def real_fixtures() -> dict[str, Path]:
     }
 
 
-def make_results(seed: int = 0, synthetic_only: bool = True) -> dict:
-    """An evaluation JSON in the schema of clarity_hf.hub (AurocResult / LocalizationResult dicts) with random,
-    non-round figures, so that a card that reproduces them cannot have typed them."""
+def make_results(seed: int = 0, synthetic_only: bool = True, model_name: str = "clarity-tiny-test") -> dict:
+    """An evaluation report built by `clarity_hf.evaluation.report.build_report`, with random, non-round figures, so
+    that a card that reproduces them cannot have typed them: the classification is `compute_auroc` on random scores
+    and labels (a real AurocResult); the localization a TuningResult-shaped dict with random accuracy tables (the
+    report keeps its `eval` half). A second model entry ("other-model") holds different numbers, so a card that
+    reads the wrong entry fails."""
     from clarity_hf import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
+    from clarity_hf.evaluation.classification import compute_auroc
+    from clarity_hf.evaluation.report import build_report
 
     rng = np.random.default_rng(seed)
-    per_class = {}
-    for name in NIH_PATHOLOGIES:
-        auroc = float(rng.uniform(0.55, 0.95))
-        per_class[name] = {
-            "auroc": auroc,
-            "ci_low": auroc - float(rng.uniform(0.01, 0.05)),
-            "ci_high": auroc + float(rng.uniform(0.01, 0.04)),
-            "n_positive": int(rng.integers(5, 500)),
-            "n_negative": int(rng.integers(500, 5000)),
-        }
-    mean = float(np.mean([v["auroc"] for v in per_class.values()]))
-    iou_thresholds = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
-    iobb_thresholds = [0.1, 0.25, 0.5, 0.75, 0.9]
+    n_images = int(rng.integers(250, 350))
+
+    def classification():
+        labels = rng.random((n_images, len(NIH_PATHOLOGIES))) < rng.uniform(0.05, 0.4, len(NIH_PATHOLOGIES))
+        scores = labels * rng.uniform(0.2, 1.5, len(NIH_PATHOLOGIES)) + rng.normal(size=labels.shape)
+        return compute_auroc(scores, labels, class_names=NIH_PATHOLOGIES, n_bootstrap=50, seed=seed)
 
     def table(thresholds):
         values = {
@@ -169,9 +167,36 @@ def make_results(seed: int = 0, synthetic_only: bool = True) -> dict:
         macro = np.mean(list(values.values()), axis=0).tolist()
         return {"thresholds": thresholds, "per_class": values, "macro": macro}
 
-    return {
-        "schema_version": 1,
-        "model_name": "clarity-tiny-test",
+    def localization(split):
+        return {
+            "split": split,
+            "classes": list(NIH_BOXED_PATHOLOGIES),
+            "heatmap_thresholds": {name: [0.45] for name in NIH_BOXED_PATHOLOGIES},
+            "n_images": 40,
+            "n_gt_boxes": {name: 5 for name in NIH_BOXED_PATHOLOGIES},
+            "n_predicted_boxes": 77,
+            "iou": table([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]),
+            "iobb": table([0.1, 0.25, 0.5, 0.75, 0.9]),
+            "false_positives": {
+                "criterion": "IoU <= 0.1",
+                "per_image": float(rng.uniform(0, 3)),
+                "per_class": {name: float(rng.uniform(0, 1)) for name in NIH_BOXED_PATHOLOGIES},
+                "total": 9,
+            },
+        }
+
+    tuned = {
+        "objective": "mean_iou_accuracy",
+        "per_class": False,
+        "grid": [0.3, 0.45, 0.6],
+        "tune_split": "tune",
+        "eval_split": "eval",
+        "thresholds": {name: 0.45 for name in NIH_BOXED_PATHOLOGIES},
+        "objective_values": {name: rng.uniform(0, 1, 3).tolist() for name in NIH_BOXED_PATHOLOGIES},
+        "tune": localization("tune"),
+        "eval": localization("eval"),
+    }
+    metadata = {
         "training": {
             "synthetic_only": synthetic_only,
             "dataset_name": "clarity_hf synthetic chest X-rays" if synthetic_only else "NIH ChestX-ray14",
@@ -186,36 +211,12 @@ def make_results(seed: int = 0, synthetic_only: bool = True) -> dict:
             "split": "test",
             "synthetic": True,
         },
-        "classification": {
-            "class_names": list(NIH_PATHOLOGIES),
-            "per_class": per_class,
-            "mean_auroc": mean,
-            "mean_ci_low": mean - 0.02,
-            "mean_ci_high": mean + 0.02,
-            "n_classes_in_mean": 14,
-            "excluded_classes": [],
-            "n_images": 321,
-            "n_bootstrap": 100,
-            "seed": 0,
-            "confidence": 0.95,
-        },
-        "localization": {
-            "split": "eval",
-            "classes": list(NIH_BOXED_PATHOLOGIES),
-            "heatmap_thresholds": {name: [0.45] for name in NIH_BOXED_PATHOLOGIES},
-            "n_images": 40,
-            "n_gt_boxes": {name: 5 for name in NIH_BOXED_PATHOLOGIES},
-            "n_predicted_boxes": 77,
-            "iou": table(iou_thresholds),
-            "iobb": table(iobb_thresholds),
-            "false_positives": {
-                "criterion": "IoU <= 0.1",
-                "per_image": float(rng.uniform(0, 3)),
-                "per_class": {},
-                "total": 9,
-            },
-        },
     }
+    models = {
+        model_name: {"classification": classification(), "localization": tuned, "notes": "tests"},
+        "other-model": {"classification": classification(), "localization": localization("eval")},
+    }
+    return build_report(models, title="test report", metadata=metadata)
 
 
 def make_tiny_export(folder: Path, results: dict | None, example_images=()) -> tuple[list[Path], object]:

@@ -128,8 +128,8 @@ def test_jet_colormap_endpoints():
 
 def test_overlay_heatmap_blends():
     image = np.full((4, 4), 100, dtype=np.uint8)
-    heat = np.zeros((2, 2), dtype=np.float32)  # constant -> normalised to 0 -> jet(0) = (0, 0, 128)
-    out = np.asarray(overlay_heatmap(image, heat, alpha=0.5))
+    heat = np.zeros((2, 2), dtype=np.float32)  # 0 -> jet(0) = (0, 0, 128), blended at constant opacity
+    out = np.asarray(overlay_heatmap(image, heat, alpha=0.5, weighted_alpha=False))
     assert out.shape == (4, 4, 3)
     np.testing.assert_array_equal(out[0, 0], [50, 50, 114])  # 0.5 * 100 + 0.5 * (0, 0, 128)
 

@@ -18,9 +18,9 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
 
 from clarity_hf import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
+from clarity_hf.evaluation.report import PUBLISHED_RESULTS
 from clarity_hf.hub import (
     HUB_CODE_FILES,
-    PAPER_RESULTS,
     UnsafeCheckpointError,
     check_safetensors_only,
     describe_folder,
@@ -30,6 +30,8 @@ from clarity_hf.hub import (
 )
 
 FIXTURES = real_fixtures()
+MODEL = "clarity-tiny-test"  # the report's first model entry, the one the card reads by default
+PAPER = next(row for row in PUBLISHED_RESULTS["rows"] if row["model"] == "CLARiTy-S-16-512")
 pytestmark = pytest.mark.skipif(not FIXTURES["png"].is_file(), reason="shared/realdata is missing")
 
 
@@ -136,16 +138,15 @@ def test_card_parses_and_metadata_validates(export, results):
     assert "trained only on synthetic data" in card.text.strip().splitlines()[0]
     # model-index parses and holds the JSON's numbers.
     name, eval_results = model_index_to_eval_results(data.to_dict()["model-index"])
-    assert name == results["model_name"]
+    assert name == MODEL
+    entry = results["models"][MODEL]
     by_name = {r.metric_name: r.metric_value for r in eval_results}
-    assert by_name["Mean AUROC (14 classes)"] == round(results["classification"]["mean_auroc"], 4)
+    assert by_name["Mean AUROC (14 classes)"] == round(entry["classification"]["mean_auroc"], 4)
     for pathology in NIH_PATHOLOGIES:
         assert by_name[f"AUROC {pathology}"] == round(
-            results["classification"]["per_class"][pathology]["auroc"], 4
+            entry["classification"]["per_class"][pathology]["auroc"], 4
         )
-    for t, value in zip(
-        results["localization"]["iou"]["thresholds"], results["localization"]["iou"]["macro"]
-    ):
+    for t, value in zip(entry["localization"]["iou"]["thresholds"], entry["localization"]["iou"]["macro"]):
         assert by_name[f"Localization accuracy T(IoU)={t:g} (macro)"] == round(value, 4)
     assert {r.task_type for r in eval_results} == {"image-classification", "object-detection"}
     # Widget: the example images with the model's own predictions as static outputs.
@@ -165,7 +166,8 @@ def test_card_parses_and_metadata_validates(export, results):
 def test_card_tables_hold_the_json_numbers(export, results):
     folder, _, _ = export
     text = ModelCard.load(folder / "README.md").text
-    classification = results["classification"]
+    model_entry = results["models"][MODEL]
+    classification = model_entry["classification"]
     for pathology in NIH_PATHOLOGIES:
         (row,) = _table_rows(text, pathology)[:1]
         entry = classification["per_class"][pathology]
@@ -175,10 +177,12 @@ def test_card_tables_hold_the_json_numbers(export, results):
         assert (int(row[3]), int(row[4])) == (entry["n_positive"], entry["n_negative"])
     (mean_row,) = _table_rows(text, "Mean")
     assert float(mean_row[1]) == pytest.approx(classification["mean_auroc"], abs=5e-4)
-    summary = _table_rows(text, "CLARiTy-S-16-512 (paper)")
-    assert float(summary[0][1]) == PAPER_RESULTS["CLARiTy-S-16-512 (paper)"]["mean_auroc"]
-    # Localization: IoU table (first occurrence of each boxed class after the AUROC table), then IoBB.
-    localization = results["localization"]
+    summary = _table_rows(text, "CLARiTy-S-16-512 (published)")
+    assert float(summary[0][1]) == PAPER["mean_auroc"]
+    # Localization: the eval half of the tuned result; IoU table (first occurrence of each boxed class after the
+    # AUROC table), then IoBB.
+    localization = model_entry["localization"]
+    assert localization["split"] == "eval" and "(`eval` half)" in text and "tuned on the `tune` half" in text
     for pathology in NIH_BOXED_PATHOLOGIES:
         rows = _table_rows(text, pathology)
         assert len(rows) == 3  # AUROC, IoU, IoBB tables
@@ -191,9 +195,9 @@ def test_card_tables_hold_the_json_numbers(export, results):
     macro_rows = _table_rows(text, "Macro (this checkpoint)")
     assert [float(v) for v in macro_rows[0][1:]] == pytest.approx(localization["iou"]["macro"], abs=5e-4)
     assert [float(v) for v in macro_rows[1][1:]] == pytest.approx(localization["iobb"]["macro"], abs=5e-4)
-    (paper_row,) = _table_rows(text, "CLARiTy-S-16-512 (paper)")[1:]
-    paper = PAPER_RESULTS["CLARiTy-S-16-512 (paper)"]["iou_accuracy"]
-    assert [float(v) for v in paper_row[1:6]] == [paper[t] for t in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    (paper_row,) = _table_rows(text, "CLARiTy-S-16-512 (published)")[1:]
+    assert PUBLISHED_RESULTS["iou_thresholds"] == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert [float(v) for v in paper_row[1:6]] == PAPER["iou_macro"]
     assert paper_row[6:] == ["", ""]  # the paper gives no figure at 0.6 / 0.7
     fp = re.search(r"False-positive boxes per image: \*\*([0-9.]+)\*\*", text)
     assert float(fp.group(1)) == pytest.approx(localization["false_positives"]["per_image"], abs=5e-4)
@@ -205,7 +209,7 @@ def test_card_tables_hold_the_json_numbers(export, results):
 def test_card_for_real_data_and_without_results(export):
     _, _, model = export
     real = make_results(seed=5, synthetic_only=False)
-    real["training"]["base_model"] = "facebook/dino-vits16"
+    real["metadata"]["training"]["base_model"] = "facebook/dino-vits16"
     card = render_model_card(model.config, real, repo_id="test-org/clarity")
     first = card.text.strip().splitlines()[0]
     assert "synthetic" not in first and "Research use only" in first
@@ -213,8 +217,17 @@ def test_card_for_real_data_and_without_results(export):
     empty = render_model_card(model.config, None)
     assert empty.data.eval_results is None and "not been evaluated" in empty.text
     assert not re.search(r"\| \*\*Mean\*\*", empty.text)
-    with pytest.raises(ValueError, match="schema_version"):
-        render_model_card(model.config, {**real, "schema_version": 99})
+    # model_name selects the report's entry; an unknown name or a JSON that is not a report is refused.
+    other = render_model_card(model.config, real, model_name="other-model")
+    (mean_row,) = _table_rows(other.text, "Mean")
+    assert float(mean_row[1]) == pytest.approx(
+        real["models"]["other-model"]["classification"]["mean_auroc"], abs=5e-4
+    )
+    assert other.data.model_name == "other-model"
+    with pytest.raises(ValueError, match="'missing' is not in the evaluation report"):
+        render_model_card(model.config, real, model_name="missing")
+    with pytest.raises(ValueError, match="not a clarity_hf evaluation report"):
+        render_model_card(model.config, real["models"]["other-model"])
 
 
 def test_push_to_hub_against_loopback_standin(export, tmp_path):

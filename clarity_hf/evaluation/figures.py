@@ -1,6 +1,8 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """Overlay figures with PIL and numpy only (no matplotlib): heatmaps in a jet colormap alpha-blended on the X-ray,
-predicted boxes in one colour and ground-truth boxes in another, one row per class and one column per image.
+predicted boxes in one colour and ground-truth boxes in another, one row per class and one column per image. The
+drawing primitives (`jet_colormap`, `overlay_heatmap`, `draw_boxes`) live in `clarity_hf.visualization` and are
+re-exported here.
 
 Grid layout (all sizes in pixels): a header row of height `HEADER_HEIGHT` with the legend and the image ids, a
 label column of width `LABEL_WIDTH` with the class names, then `tile_size` x `tile_size` tiles. The grid is therefore
@@ -22,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..configuration_clarity import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
 from ..image_processing_clarity import normalize_heatmap, upsample_heatmaps
+from ..visualization import draw_boxes, jet_colormap, overlay_heatmap
 from .localization import LABEL_ALIASES, ThresholdSpec, heatmap_boxes_in_frame, threshold_levels, xywh_to_xyxy
 
 __all__ = [
@@ -44,15 +47,6 @@ _BACKGROUND = (24, 24, 24)
 _TEXT = (235, 235, 235)
 
 
-def jet_colormap(values: np.ndarray) -> np.ndarray:
-    """Values in [0, 1] (any shape) -> uint8 RGB (..., 3) with the classic piecewise-linear jet map
-    (dark blue -> blue -> cyan -> yellow -> red -> dark red)."""
-    x = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)[..., None]
-    centres = np.array([0.75, 0.5, 0.25], dtype=np.float32)  # red, green, blue peak positions
-    rgb = np.clip(1.5 - np.abs(4.0 * (x - centres)), 0.0, 1.0)
-    return np.round(rgb * 255.0).astype(np.uint8)
-
-
 def _to_rgb(image: Image.Image | np.ndarray) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
@@ -65,41 +59,12 @@ def _to_rgb(image: Image.Image | np.ndarray) -> Image.Image:
     return Image.fromarray(array).convert("RGB")
 
 
-def overlay_heatmap(image: Image.Image | np.ndarray, heatmap: np.ndarray | torch.Tensor, alpha: float = 0.45):
-    """Blend a (h, w) heatmap, upsampled bilinearly to the image's size and min-max normalised, over the image:
-    out = (1 - alpha) * image + alpha * jet(heatmap). Returns an RGB PIL image of the input's size."""
-    base = _to_rgb(image)
+def _overlay_normalized(image: Image.Image, heatmap: np.ndarray, alpha: float) -> Image.Image:
+    """The grid's overlay: the (h, w) heatmap upsampled bilinearly (as the model's heatmaps are) to the image's size
+    and min-max normalised, blended with constant opacity `alpha` by [`overlay_heatmap`]."""
     heat = torch.as_tensor(np.asarray(heatmap, dtype=np.float32))
-    heat = upsample_heatmaps(heat[None], (base.height, base.width))[0].numpy()
-    colours = jet_colormap(normalize_heatmap(heat)).astype(np.float32)
-    blended = (1.0 - alpha) * np.asarray(base, dtype=np.float32) + alpha * colours
-    return Image.fromarray(np.round(blended).clip(0, 255).astype(np.uint8))
-
-
-def draw_boxes(
-    image: Image.Image,
-    boxes: np.ndarray,
-    color: tuple[int, int, int],
-    label: str | None = None,
-    width: int = 2,
-    scale: float = 1.0,
-    offset: tuple[float, float] = (0.0, 0.0),
-) -> Image.Image:
-    """Draw xyxy boxes (x1, y1 exclusive) in place, mapped by `scale` then `offset`; `label` is written at each
-    box's top-left corner in PIL's default font. Returns the image."""
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default()
-    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
-        left, top = x0 * scale + offset[0], y0 * scale + offset[1]
-        right, bottom = x1 * scale + offset[0] - 1, y1 * scale + offset[1] - 1
-        draw.rectangle(
-            [round(left), round(top), round(max(right, left)), round(max(bottom, top))],
-            outline=color,
-            width=width,
-        )
-        if label:
-            draw.text((round(left) + width + 1, round(top) + width), label, fill=color, font=font)
-    return image
+    heat = upsample_heatmaps(heat[None], (image.height, image.width))[0].numpy()
+    return overlay_heatmap(image, normalize_heatmap(heat), alpha=alpha, weighted_alpha=False)
 
 
 def _fit(size: tuple[int, int], tile_size: int) -> tuple[float, int, int, int, int]:
@@ -170,7 +135,7 @@ def overlay_grid(
         for row, name in enumerate(classes):
             channel = heatmap[class_names.index(name)]
             tile = Image.new("RGB", (tile_size, tile_size), (0, 0, 0))
-            tile.paste(overlay_heatmap(small, channel, alpha), (off_x, off_y))
+            tile.paste(_overlay_normalized(small, channel, alpha), (off_x, off_y))
             predicted = heatmap_boxes_in_frame(channel, frame, levels[row])
             draw_boxes(
                 tile, _gt_boxes_of(boxes[col], name), GT_COLOR, "GT", scale=scale, offset=(off_x, off_y)

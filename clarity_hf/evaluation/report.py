@@ -36,6 +36,8 @@ __all__ = [
     "PUBLISHED_RESULTS",
     "ModelEntry",
     "build_report",
+    "format_number",
+    "format_published",
     "render_markdown",
     "write_report",
     "load_report",
@@ -135,7 +137,8 @@ def build_report(
     )
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_number(value: Any, digits: int = 3) -> str:
+    """A measured number at `digits` decimals; None, NaN and inf (undefined) as "n/a"."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:.{digits}f}"
@@ -145,8 +148,8 @@ def _fmt_ci(stats: Mapping | None, key: str = "auroc", low: str = "ci_low", high
     if not stats or stats.get(key) is None:
         return "n/a"
     if stats.get(low) is None:
-        return _fmt(stats[key])
-    return f"{_fmt(stats[key])} [{_fmt(stats[low])}, {_fmt(stats[high])}]"
+        return format_number(stats[key])
+    return f"{format_number(stats[key])} [{format_number(stats[low])}, {format_number(stats[high])}]"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -161,7 +164,7 @@ def _threshold_text(model: Mapping) -> str:
         return "n/a"
     levels = {tuple(v) for v in localization["heatmap_thresholds"].values()}
     text = (
-        ", ".join("/".join(_fmt(v, 2) for v in level) for level in sorted(levels))
+        ", ".join("/".join(format_number(v, 2) for v in level) for level in sorted(levels))
         if len(levels) == 1
         else "per class"
     )
@@ -197,14 +200,16 @@ def _summary_section(report: Mapping) -> list[str]:
         )
         fp = localization.get("false_positives", {}).get("per_image")
         rows.append(
-            [name, auroc] + [_fmt(by_t.get(t)) for t in thresholds] + [_fmt(fp, 2), _threshold_text(model)]
+            [name, auroc]
+            + [format_number(by_t.get(t)) for t in thresholds]
+            + [format_number(fp, 2), _threshold_text(model)]
         )
     if published:
         for row in published["rows"]:
             by_t = dict(zip(published["iou_thresholds"], row["iou_macro"] or []))
-            cells = [_published(by_t.get(t)) for t in thresholds]
+            cells = [format_published(by_t.get(t)) for t in thresholds]
             rows.append(
-                [f"{row['model']} (published)", _published(row["mean_auroc"])] + cells + ["n/a", "n/a"]
+                [f"{row['model']} (published)", format_published(row["mean_auroc"])] + cells + ["n/a", "n/a"]
             )
     lines = ["## Summary", ""]
     lines += _table(header, rows)
@@ -218,7 +223,7 @@ def _summary_section(report: Mapping) -> list[str]:
     return lines
 
 
-def _published(value: Any) -> str:
+def format_published(value: Any) -> str:
     """A published number with the precision it was given at (two or three decimals)."""
     if value is None:
         return "n/a"
@@ -263,7 +268,7 @@ def _localization_section(name: str, model: Mapping) -> list[str]:
     )
     tuning = model.get("tuning")
     if tuning:
-        chosen = ", ".join(f"{c} {_fmt(t, 2)}" for c, t in tuning["thresholds"].items())
+        chosen = ", ".join(f"{c} {format_number(t, 2)}" for c, t in tuning["thresholds"].items())
         lines.append(
             f"Tuned on split `{tuning['tune_split']}` ({'per class' if tuning['per_class'] else 'global'}, "
             f"objective: {tuning['objective']}): {chosen}."
@@ -276,10 +281,12 @@ def _localization_section(name: str, model: Mapping) -> list[str]:
             header.append("FP/image")
         rows = []
         for c in result["classes"]:
-            row = [c, str(result["n_gt_boxes"][c])] + [_fmt(v) for v in table["per_class"][c]]
-            rows.append(row + ([_fmt(fp["per_class"][c], 2)] if key == "iou" else []))
-        macro = ["**macro**", str(sum(result["n_gt_boxes"].values()))] + [_fmt(v) for v in table["macro"]]
-        rows.append(macro + ([_fmt(fp["per_image"], 2)] if key == "iou" else []))
+            row = [c, str(result["n_gt_boxes"][c])] + [format_number(v) for v in table["per_class"][c]]
+            rows.append(row + ([format_number(fp["per_class"][c], 2)] if key == "iou" else []))
+        macro = ["**macro**", str(sum(result["n_gt_boxes"].values()))] + [
+            format_number(v) for v in table["macro"]
+        ]
+        rows.append(macro + ([format_number(fp["per_image"], 2)] if key == "iou" else []))
         lines += ["", *_table(header, rows)]
     lines += ["", f"False positives: {fp['criterion']}; {fp['total']} in total."]
     if model.get("notes"):
