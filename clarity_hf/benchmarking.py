@@ -4,7 +4,8 @@
 Every comparison is timed side by side in one process: the cases of a group run interleaved (A B A B ...) after
 warm-up calls, and the report gives the median and the min-max of the repeats, and ratios of medians. Peak memory
 is measured in a fresh subprocess per case: on CPU the increase of the process's peak resident set size
-(`ru_maxrss`) over its resident set size just before the forward pass, on CUDA `torch.cuda.max_memory_allocated`
+(VmHWM, reset through /proc/self/clear_refs; `ru_maxrss` where that is not possible) over its resident set size
+just before the forward pass, on CUDA `torch.cuda.max_memory_allocated`
 over the allocated memory before it.
 
 Models are built from configurations with random weights (timings do not depend on the weights).
@@ -237,6 +238,25 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS (Linux >= 4.0); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes(after_reset: bool) -> int:
+    if after_reset:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
 def measure_memory_case(spec: dict) -> dict:
     """Run in a fresh process: build the case's model and input, then measure the peak memory of one forward."""
     device = torch.device(spec["device"])
@@ -262,6 +282,7 @@ def measure_memory_case(spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
     else:
+        reset = _reset_peak_rss()
         before = _rss_bytes()
     with torch.no_grad():
         output = model(pixel_values, **run_kwargs)
@@ -271,8 +292,8 @@ def measure_memory_case(spec: dict) -> dict:
         peak = torch.cuda.max_memory_allocated(device)
         method = "cuda max_memory_allocated"
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-        method = "ru_maxrss - rss before forward"
+        peak = _peak_rss_bytes(reset)
+        method = "VmHWM (reset) - RSS before forward" if reset else "ru_maxrss - RSS before forward"
     return {"peak_bytes": max(0, peak - before), "method": method}
 
 
@@ -602,7 +623,8 @@ def run_benchmark(settings: BenchmarkSettings, command: str = "", verbose: bool 
         "",
         f"## Peak memory of one forward pass ({resolution}px, batch {batch_size}, fp32)",
         "",
-        "Each case in a fresh subprocess. CPU: peak resident set size (`ru_maxrss`) minus the resident set size "
+        "Each case in a fresh subprocess. CPU: peak resident set size (VmHWM, reset just before; else "
+        "`ru_maxrss`) minus the resident set size "
         "just before the forward pass, i.e. the activations and workspace of the pass (weights excluded). CUDA: "
         "`torch.cuda.max_memory_allocated` minus the allocated memory before it.",
         "",
