@@ -1,0 +1,92 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""`scripts/benchmark.py --quick` runs end to end and writes the Markdown report with every section and row.
+No timing assertions: the figures depend on the machine."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from clarity_hf.benchmarking import CLARITY_SMOKE, PlainViT, count_forward_flops, measure_memory_case
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_benchmark_writes_report(tmp_path):
+    report, raw = tmp_path / "BENCH.md", tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/benchmark.py"),
+            "--quick",
+            "--output",
+            str(report),
+            "--json",
+            str(raw),
+        ],
+        check=True,
+        env=env,
+        timeout=300,
+        capture_output=True,
+    )
+    text = report.read_text()
+    for heading in (
+        "## Machine",
+        "## CLARiTy (logits + 14 heatmaps) vs plain ViT-S/16",
+        "## bf16 vs fp32",
+        "## CLARiTy vs Grad-CAM on the ConvNeXtV2 teacher",
+        "## Achieved FLOP rate",
+        "## Peak memory of one forward pass",
+        "## Training step and data loading",
+    ):
+        assert heading in text, heading
+    assert "| torch | " + torch.__version__ in text
+    assert "`python scripts/benchmark.py --quick --output" in text
+    for mode in ("fp32", "bf16-autocast", "bf16"):
+        for batch in (1, 2):
+            assert f"| 64 | {batch} | {mode} |" in text
+    for case in (
+        "Grad-CAM 1 class, to activations",
+        "Grad-CAM 14 classes, full backward",
+        "teacher forward only",
+    ):
+        assert f"| 64 | {case} |" in text
+    for case in ("plain ViT (sdpa)", "full attention in map layers (eager)", "output_attentions=True"):
+        assert case in text
+    figures = json.loads(raw.read_text())
+    assert len(figures["vs_plain"]) == 6 and all(row["ratio"] > 0 for row in figures["vs_plain"])
+    assert figures["matmul_gflops"]["fp32"] > 0 and len(figures["flops"]) == 3
+
+
+def test_plain_vit_has_one_class_token_and_counts_fewer_flops():
+    plain = PlainViT(64, CLARITY_SMOKE).eval()
+    assert plain.backbone.embeddings.class_tokens.shape[1] == 1
+    pixel_values = torch.randn(1, 3, 64, 64)
+    assert plain(pixel_values).shape == (1, 14)
+    flops = count_forward_flops(plain, pixel_values)
+    # 4 blocks, 65 tokens, D=64, MLP 128: linear layers 2*65*(3*64*64 + 64*64 + 2*64*128) per block, plus SDPA
+    # 4*65*65*64 per block, patch conv 2*64*(3*8*8*64) and the head.
+    linear = 2 * 65 * (3 * 64 * 64 + 64 * 64 + 2 * 64 * 128)
+    attention = 4 * 65 * 65 * 64
+    expected = 4 * (linear + attention) + 2 * 64 * 3 * 64 * 64 + 2 * 64 * 14
+    assert flops == expected
+
+
+def test_memory_case_sees_the_full_attention():
+    common = {
+        "device": "cpu",
+        "resolution": 128,
+        "batch_size": 2,
+        "model_overrides": CLARITY_SMOKE,
+        "threads": None,
+    }
+    sdpa = measure_memory_case({**common, "model": "clarity", "maps": "sdpa"})["peak_bytes"]
+    full = measure_memory_case({**common, "model": "clarity", "maps": "sdpa", "output_attentions": True})[
+        "peak_bytes"
+    ]
+    # output_attentions keeps 4 layers of (2, 4, 270, 270) float32 attention (4.5 MB) alive.
+    assert full - sdpa > 3e6

@@ -1,0 +1,64 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Grad-CAM baseline: shapes, range, agreement with a hand-computed Grad-CAM, and both backward modes."""
+
+import pytest
+import torch
+from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
+
+from clarity_hf.evaluation.gradcam import GradCAM
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    config = ConvNextV2Config(depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 32, 64], num_labels=5, image_size=64)
+    return ConvNextV2ForImageClassification(config).eval()
+
+
+def reference_gradcam(model, pixel_values, index):
+    """Grad-CAM written out with hooks and loss.backward(), the usual implementation."""
+    store = {}
+    layer = model.convnextv2.encoder.stages[-1]
+    handle = layer.register_forward_hook(lambda module, inputs, output: store.setdefault("a", output))
+    logits = model(pixel_values).logits
+    handle.remove()
+    activations = store["a"]
+    activations.retain_grad()
+    model.zero_grad()
+    logits[:, index].sum().backward()
+    weights = activations.grad.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * activations).sum(1)).detach()
+    flat = cam.flatten(1)
+    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    return ((flat - low) / (high - low).clamp_min(1e-8)).reshape(cam.shape)
+
+
+@pytest.mark.parametrize("parameter_gradients", [False, True])
+def test_gradcam_matches_reference(teacher, parameter_gradients):
+    pixel_values = torch.randn(2, 3, 64, 64)
+    output = GradCAM(teacher, parameter_gradients=parameter_gradients)(pixel_values, [0, 3, 4])
+    assert output.heatmaps.shape == (2, 3, 2, 2)
+    assert output.heatmaps.dtype == torch.float32
+    assert output.class_indices == [0, 3, 4]
+    assert output.heatmaps.min() >= 0 and output.heatmaps.max() <= 1
+    for position, index in enumerate([0, 3, 4]):
+        expected = reference_gradcam(teacher, pixel_values, index)
+        torch.testing.assert_close(output.heatmaps[:, position], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_gradcam_batch_is_per_image(teacher):
+    """Summing the class score over the batch gives each image its own map."""
+    pixel_values = torch.randn(3, 3, 64, 64)
+    batched = GradCAM(teacher)(pixel_values, [1]).heatmaps
+    single = torch.cat([GradCAM(teacher)(pixel_values[i : i + 1], [1]).heatmaps for i in range(3)])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
+
+
+def test_gradcam_all_classes_and_errors(teacher):
+    pixel_values = torch.randn(1, 3, 64, 64)
+    output = GradCAM(teacher)(pixel_values)
+    assert output.heatmaps.shape == (1, 5, 2, 2) and output.logits.shape == (1, 5)
+    with pytest.raises(ValueError, match="out of range"):
+        GradCAM(teacher)(pixel_values, [5])
+    with pytest.raises(ValueError, match="target layer"):
+        GradCAM(torch.nn.Linear(3, 3))
