@@ -629,32 +629,34 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
             heatmaps = heatmaps * foreground.float()
 
         loss = classification = distill = orthogonal = fg_loss = None
-        if labels is not None or teacher_logits is not None:
-            loss = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
-            if labels is not None:
-                labels = labels.float()
-                classification = F.binary_cross_entropy_with_logits(
-                    token_logits.float(), labels, pos_weight=self.pos_weight
-                )
-                loss = loss + config.class_token_loss_weight * classification
-                if pooled_logits is not None:
-                    pooled_term = F.binary_cross_entropy_with_logits(
-                        pooled_logits.float(), labels, pos_weight=self.pos_weight
+        # Every loss term in float32, also under autocast (mixed-precision training, bf16 inference).
+        with torch.autocast(device_type=pixel_values.device.type, enabled=False):
+            if labels is not None or teacher_logits is not None:
+                loss = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
+                if labels is not None:
+                    labels = labels.float()
+                    classification = F.binary_cross_entropy_with_logits(
+                        token_logits.float(), labels, pos_weight=self.pos_weight
                     )
-                    classification = classification + pooled_term
-                    loss = loss + config.pooled_loss_weight * pooled_term
-            if teacher_logits is not None and config.distillation_loss_weight > 0:
-                distill = distillation_loss(
-                    logits, teacher_logits, config.distillation_temperature, config.distillation_type
-                )
-                loss = loss + config.distillation_loss_weight * distill
-            if config.orthogonal_loss_weight > 0 and num_classes > 1:
-                orthogonal = orthogonal_class_token_loss(class_tokens)
-                loss = loss + config.orthogonal_loss_weight * orthogonal
-            if foreground is not None and config.foreground_loss_weight > 0:
-                target = self._foreground_target(anatomy_masks, batch_size, (grid_h, grid_w))
-                fg_loss = foreground_loss(foreground, target)
-                loss = loss + config.foreground_loss_weight * fg_loss
+                    loss = loss + config.class_token_loss_weight * classification
+                    if pooled_logits is not None:
+                        pooled_term = F.binary_cross_entropy_with_logits(
+                            pooled_logits.float(), labels, pos_weight=self.pos_weight
+                        )
+                        classification = classification + pooled_term
+                        loss = loss + config.pooled_loss_weight * pooled_term
+                if teacher_logits is not None and config.distillation_loss_weight > 0:
+                    distill = distillation_loss(
+                        logits, teacher_logits, config.distillation_temperature, config.distillation_type
+                    )
+                    loss = loss + config.distillation_loss_weight * distill
+                if config.orthogonal_loss_weight > 0 and num_classes > 1:
+                    orthogonal = orthogonal_class_token_loss(class_tokens)
+                    loss = loss + config.orthogonal_loss_weight * orthogonal
+                if foreground is not None and config.foreground_loss_weight > 0:
+                    target = self._foreground_target(anatomy_masks, batch_size, (grid_h, grid_w))
+                    fg_loss = foreground_loss(foreground, target)
+                    loss = loss + config.foreground_loss_weight * fg_loss
 
         output = ClarityMultiLabelLocalizationOutput(
             loss=loss,

@@ -120,11 +120,6 @@ def test_autocast_losses_and_outputs_are_float32(fp32_and_bf16):
     assert output.logits.dtype == torch.float32
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="orthogonal_class_token_loss casts to float32 but autocast runs its matmul in bf16; needs "
-    "`with torch.autocast(tokens.device.type, enabled=False)` around the Gram matrix in modeling_clarity.py",
-)
 def test_autocast_orthogonal_loss_is_float32(fp32_and_bf16):
     model, pixel_values, _, _ = fp32_and_bf16
     labels = torch.zeros(pixel_values.shape[0], model.config.num_labels)
