@@ -102,6 +102,7 @@ class ClarityTrainingConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = field(default="no", metadata={"help": "`no`, `fp16` or `bf16`."})
     seed: int = 42
+    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when an accelerator is available."})
     # --- checkpoints, evaluation, logging -----------------------------------------------------------------------
     checkpointing_steps: int = field(default=0, metadata={"help": "Save a checkpoint every N optimizer steps (0: epochs only)."})
     save_total_limit: int = field(default=3, metadata={"help": "Keep at most this many checkpoints."})

@@ -60,6 +60,7 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()  # before any process writes its RNG state into it
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary), safe_serialization=True)
     accelerator.wait_for_everyone()

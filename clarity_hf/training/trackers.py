@@ -17,12 +17,13 @@ class JSONLTracker(GeneralTracker):
     requires_logging_directory = True
     main_process_only = True
 
-    @on_main_process
     def __init__(self, run_name: str, logging_dir: str | os.PathLike, **kwargs):
+        # No process-state query here: the tracker is built before the Accelerator, and touching `PartialState`
+        # now would fix the distributed setup before `Accelerator(cpu=...)` can choose it.
         super().__init__()
         self.run_name = run_name
-        os.makedirs(logging_dir, exist_ok=True)
-        self.path = os.path.join(logging_dir, "metrics.jsonl")
+        self.logging_dir = str(logging_dir)
+        self.path = os.path.join(self.logging_dir, "metrics.jsonl")
 
     @property
     def tracker(self):
@@ -37,6 +38,7 @@ class JSONLTracker(GeneralTracker):
         self._write({"step": step, "time": time.time(), **{key: _clean(value) for key, value in values.items()}})
 
     def _write(self, record: dict) -> None:
+        os.makedirs(self.logging_dir, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, default=str) + "\n")
 

@@ -160,7 +160,10 @@ def train(
         raise ValueError("output_dir is required")
     output_dir = Path(config.output_dir)
     logging_dir = output_dir / "logs"
+    # Accelerate runs several CPU processes (torchrun, MULTI_CPU over gloo) only when told `cpu=True`.
+    multi_process_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(
+        cpu=config.use_cpu or multi_process_cpu,
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=_trackers(config, str(logging_dir)),
