@@ -2,8 +2,8 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """Training throughput: student alone / + online teacher / + cached teacher logits, as a Markdown table.
 
-    python scripts/benchmark_training.py                       # ViT-S/16 student, ConvNeXtV2-Base teacher, 224, batch 8
-    python scripts/benchmark_training.py --teacher_preset convnextv2-tiny --steps 5
+python scripts/benchmark_training.py                       # ViT-S/16 student, ConvNeXtV2-Base teacher, 224, batch 8
+python scripts/benchmark_training.py --teacher_preset convnextv2-tiny --steps 5
 """
 
 import argparse
@@ -16,7 +16,9 @@ from clarity_hf.training.benchmark import benchmark_training, format_markdown
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--student_preset", default="clarity-s-16-224")
     parser.add_argument("--teacher_preset", default="convnextv2-base")
     parser.add_argument("--image_size", type=int, default=224)

@@ -23,8 +23,12 @@ from clarity_hf.training.teacher_cache import add_teacher_logits
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--cache_output_dir", required=True, help="Folder for the DatasetDict with teacher_logits.")
-    extra.add_argument("--splits", nargs="+", default=None, help="Splits to annotate (default: the train split).")
+    extra.add_argument(
+        "--cache_output_dir", required=True, help="Folder for the DatasetDict with teacher_logits."
+    )
+    extra.add_argument(
+        "--splits", nargs="+", default=None, help="Splits to annotate (default: the train split)."
+    )
     extra.add_argument("--cache_batch_size", type=int, default=32)
     known, rest = extra.parse_known_args(argv)
     config = parse_training_config(rest + ["--output_dir", known.cache_output_dir])

@@ -17,7 +17,9 @@ from clarity_hf.training import parse_training_config, train
 
 def main(argv=None) -> int:
     result = train(parse_training_config(argv))
-    summary = {key: getattr(result, key) for key in ("best_mean_auroc", "best_model_dir", "global_step", "skipped")}
+    summary = {
+        key: getattr(result, key) for key in ("best_mean_auroc", "best_model_dir", "global_step", "skipped")
+    }
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image as PILImage
+from training_helpers import tiny_config
 
 from clarity_hf.training import (
     ClarityTrainingConfig,
@@ -25,7 +25,6 @@ from clarity_hf.training.data import build_synthetic
 from clarity_hf.training.models import build_model
 from clarity_hf.training.optim import parameter_groups
 from clarity_hf.training.trackers import read_jsonl
-from training_helpers import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,11 @@ def _tiny_teacher(labels, image_size=32):
 def test_shipped_configs_parse():
     names = sorted(path.name for path in CONFIG_DIR.glob("*.yaml"))
     assert names == [
-        "clarity_s16_224.yaml", "clarity_s16_512.yaml", "teacher_512.yaml", "tiny_cpu.yaml", "tiny_teacher_cpu.yaml"
+        "clarity_s16_224.yaml",
+        "clarity_s16_512.yaml",
+        "teacher_512.yaml",
+        "tiny_cpu.yaml",
+        "tiny_teacher_cpu.yaml",
     ]
     configs = {name: ClarityTrainingConfig.from_file(name) for name in names}
     assert configs["teacher_512.yaml"].model == "convnextv2"
@@ -57,14 +60,24 @@ def test_shipped_configs_parse():
 
 def test_cli_overrides_file(tmp_path):
     config = parse_training_config(
-        ["--config", "tiny_cpu.yaml", "--output_dir", str(tmp_path), "--learning_rate", "0.01",
-         "--model_config_overrides", '{"num_hidden_layers": 2}']
+        [
+            "--config",
+            "tiny_cpu.yaml",
+            "--output_dir",
+            str(tmp_path),
+            "--learning_rate",
+            "0.01",
+            "--model_config_overrides",
+            '{"num_hidden_layers": 2}',
+        ]
     )
     assert config.learning_rate == 0.01  # from the command line
     assert config.per_device_train_batch_size == 32  # from the file
     assert config.model_config_overrides == {"num_hidden_layers": 2}
     json_file = tmp_path / "run.json"
-    json_file.write_text(json.dumps({"model": "convnextv2", "model_preset": "convnextv2-test", "output_dir": "x"}))
+    json_file.write_text(
+        json.dumps({"model": "convnextv2", "model_preset": "convnextv2-test", "output_dir": "x"})
+    )
     assert ClarityTrainingConfig.from_file(json_file).model == "convnextv2"
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rat: 0.1\n")
@@ -83,9 +96,14 @@ def test_parameter_groups_weight_decay_and_layer_decay():
     groups = parameter_groups(model, learning_rate=1.0, weight_decay=0.05, layer_decay=0.5)
     decay_of = {name: group["weight_decay"] for group in groups for name in group["names"]}
     lr_of = {name: group["lr"] for group in groups for name in group["names"]}
-    for name in ("clarity.embeddings.class_tokens", "clarity.embeddings.class_position_embeddings",
-                 "clarity.embeddings.position_embeddings", "clarity.encoder.layers.0.norm1.weight",
-                 "clarity.encoder.layers.0.attention.qkv.bias", "clarity.layernorm.weight"):
+    for name in (
+        "clarity.embeddings.class_tokens",
+        "clarity.embeddings.class_position_embeddings",
+        "clarity.embeddings.position_embeddings",
+        "clarity.encoder.layers.0.norm1.weight",
+        "clarity.encoder.layers.0.attention.qkv.bias",
+        "clarity.layernorm.weight",
+    ):
         assert decay_of[name] == 0.0, name
     assert decay_of["clarity.encoder.layers.0.attention.qkv.weight"] == 0.05
     assert decay_of["clarity.embeddings.patch_embeddings.projection.weight"] == 0.05
@@ -122,8 +140,9 @@ def test_teacher_never_run_without_distillation(tmp_path, tiny_data):
     from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
 
     labels = list(NIH_PATHOLOGIES)
-    config = tiny_config(tmp_path, max_steps=2, eval_every_epoch=False,
-                         teacher_name_or_path=str(tmp_path / "does-not-exist"))
+    config = tiny_config(
+        tmp_path, max_steps=2, eval_every_epoch=False, teacher_name_or_path=str(tmp_path / "does-not-exist")
+    )
     result = train(config, teacher=ExplodingTeacher(labels), datasets=tiny_data)
     assert result.global_step == 2
     logs = [r for r in read_jsonl(tmp_path / "logs" / "metrics.jsonl") if "train/loss" in r]
@@ -147,8 +166,12 @@ def test_distillation_uses_frozen_teacher(tmp_path, tiny_data):
     for record in logs:
         assert record["train/distillation_loss"] > 0
         # loss = token BCE + pooled BCE (classification) + 0.5 distill + 0.1 orthogonal + 0.5 foreground
-        expected = (record["train/classification_loss"] + 0.5 * record["train/distillation_loss"]
-                    + 0.1 * record["train/orthogonal_loss"] + 0.5 * record["train/foreground_loss"])
+        expected = (
+            record["train/classification_loss"]
+            + 0.5 * record["train/distillation_loss"]
+            + 0.1 * record["train/orthogonal_loss"]
+            + 0.5 * record["train/foreground_loss"]
+        )
         assert record["train/loss"] == pytest.approx(expected, rel=1e-5)
 
 
@@ -157,16 +180,25 @@ def test_cached_teacher_logits(tmp_path, tiny_data):
     from clarity_hf.training.teacher_cache import add_teacher_logits
 
     teacher = _tiny_teacher(list(NIH_PATHOLOGIES))
-    config = tiny_config(tmp_path, max_steps=2, eval_every_epoch=False, distillation_loss_weight=0.5,
-                         use_cached_teacher_logits=True)
+    config = tiny_config(
+        tmp_path,
+        max_steps=2,
+        eval_every_epoch=False,
+        distillation_loss_weight=0.5,
+        use_cached_teacher_logits=True,
+    )
     cached = add_teacher_logits(teacher, tiny_data, 32, config, ["train"])
     assert np.asarray(cached["train"]["teacher_logits"]).shape == (48, 14)
     train(config, teacher=ExplodingTeacher(list(NIH_PATHOLOGIES)), datasets=cached)
     logs = [r for r in read_jsonl(tmp_path / "logs" / "metrics.jsonl") if "train/loss" in r]
     assert all(r["train/distillation_loss"] > 0 for r in logs)
     with pytest.raises(ValueError, match="teacher_logits"):
-        train(tiny_config(tmp_path / "b", max_steps=1, distillation_loss_weight=0.5, use_cached_teacher_logits=True),
-              datasets=tiny_data)
+        train(
+            tiny_config(
+                tmp_path / "b", max_steps=1, distillation_loss_weight=0.5, use_cached_teacher_logits=True
+            ),
+            datasets=tiny_data,
+        )
 
 
 # ------------------------------------------------------------------------------------------------ robustness

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 from accelerate.utils import set_seed
+from training_helpers import ROOT, checkpoint_weights, cli_args, subprocess_env
 
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
 from clarity_hf.training import ClarityTrainingConfig
 from clarity_hf.training.models import build_model
-from training_helpers import ROOT, checkpoint_weights, cli_args, subprocess_env
 
 STEPS = 4
 RUN = {
@@ -51,14 +51,44 @@ def test_two_processes_match_one_process(tmp_path):
     env = subprocess_env(threads=1)
     script = str(ROOT / "scripts" / "train.py")
     one = subprocess.Popen(
-        [sys.executable, script, *cli_args(RUN), "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "one")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            script,
+            *cli_args(RUN),
+            "--per_device_train_batch_size",
+            "8",
+            "--output_dir",
+            str(tmp_path / "one"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-         "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-         script, *cli_args(RUN), "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes",
+            "1",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            script,
+            *cli_args(RUN),
+            "--per_device_train_batch_size",
+            "4",
+            "--output_dir",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     out_one, _ = one.communicate(timeout=600)
@@ -77,8 +107,10 @@ def test_two_processes_match_one_process(tmp_path):
     assert max_diff < ATOL
     # ... and training moved the weights far more than that (the comparison is not vacuous).
     set_seed(42)
-    initial = build_model(ClarityTrainingConfig(**{**RUN, "augment": False, "disable_tqdm": True, "output_dir": "x"}),
-                          list(NIH_PATHOLOGIES)).state_dict()
+    initial = build_model(
+        ClarityTrainingConfig(**{**RUN, "augment": False, "disable_tqdm": True, "output_dir": "x"}),
+        list(NIH_PATHOLOGIES),
+    ).state_dict()
     moved = max((weights_one[k] - initial[k]).abs().max().item() for k in weights_one)
     assert moved > 100 * ATOL, moved
     assert result_one["best_mean_auroc"] == pytest.approx(result_two["best_mean_auroc"], abs=1e-4)

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import torch
+from training_helpers import checkpoint_weights, cli_args, subprocess_env, train_command
 
 from clarity_hf.training.checkpointing import list_checkpoints
-from training_helpers import checkpoint_weights, cli_args, subprocess_env, train_command
 
 TOTAL_STEPS = 15
 RUN = {
@@ -41,7 +41,9 @@ RUN = {
 
 def _optimizer_tensors(checkpoint) -> list[torch.Tensor]:
     state = torch.load(checkpoint / "optimizer.bin", weights_only=False)["state"]
-    return [value for key in sorted(state) for _, value in sorted(state[key].items()) if torch.is_tensor(value)]
+    return [
+        value for key in sorted(state) for _, value in sorted(state[key].items()) if torch.is_tensor(value)
+    ]
 
 
 @pytest.mark.slow
@@ -49,12 +51,16 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     env = subprocess_env(threads=1)
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference = subprocess.Popen(
-        train_command(*cli_args(RUN), "--output_dir", str(reference_dir)), env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        train_command(*cli_args(RUN), "--output_dir", str(reference_dir)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     victim = subprocess.Popen(
-        train_command(*cli_args(RUN), "--output_dir", str(killed_dir)), env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        train_command(*cli_args(RUN), "--output_dir", str(killed_dir)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
     while not list_checkpoints(killed_dir):
@@ -68,7 +74,10 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
 
     resumed = subprocess.run(
         train_command(*cli_args(RUN), "--output_dir", str(killed_dir), "--resume_from_checkpoint", "latest"),
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {survivors[-1]}" in resumed.stdout + resumed.stderr

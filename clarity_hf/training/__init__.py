@@ -1,8 +1,8 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """Training: one Accelerate loop for the ConvNeXtV2 teacher and the distilled CLARiTy student.
 
-    from clarity_hf.training import ClarityTrainingConfig, parse_training_config, train
-    result = train(parse_training_config(["--config", "tiny_cpu.yaml", "--output_dir", "runs/tiny"]))
+from clarity_hf.training import ClarityTrainingConfig, parse_training_config, train
+result = train(parse_training_config(["--config", "tiny_cpu.yaml", "--output_dir", "runs/tiny"]))
 """
 
 from .arguments import ClarityTrainingConfig, parse_training_config, resolve_config_path

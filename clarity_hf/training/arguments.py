@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import yaml
 from transformers import HfArgumentParser
@@ -24,7 +24,9 @@ class ClarityTrainingConfig:
     student with `model: clarity` and, for distillation, `teacher_name_or_path` (or cached teacher logits)."""
 
     # --- model -------------------------------------------------------------------------------------------------
-    model: str = field(default="clarity", metadata={"help": "`clarity` (the student) or `convnextv2` (the teacher)."})
+    model: str = field(
+        default="clarity", metadata={"help": "`clarity` (the student) or `convnextv2` (the teacher)."}
+    )
     model_preset: str = field(
         default="clarity-tiny",
         metadata={
@@ -32,38 +34,49 @@ class ClarityTrainingConfig:
             "or a ConvNeXtV2 preset (convnextv2-base, convnextv2-tiny, convnextv2-test)."
         },
     )
-    model_config_overrides: Optional[Union[dict, str]] = field(
+    model_config_overrides: Union[dict, str] | None = field(
         default=None, metadata={"help": "Config fields to override, a dict (YAML) or a JSON string (CLI)."}
     )
-    model_name_or_path: Optional[str] = field(
+    model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Start from a saved model folder (`from_pretrained`); the head is replaced when the labels differ."},
+        metadata={
+            "help": "Start from a saved model folder (`from_pretrained`); the head is replaced when the labels differ."
+        },
     )
-    init_from_dino: Optional[str] = field(
-        default=None, metadata={"help": "Initialise the CLARiTy backbone from a DINO ViT-S/16 checkpoint file."}
+    init_from_dino: str | None = field(
+        default=None,
+        metadata={"help": "Initialise the CLARiTy backbone from a DINO ViT-S/16 checkpoint file."},
     )
-    label_names: Optional[list[str]] = field(
-        default=None, metadata={"help": "Label names; default: the data set's label names, else the 14 NIH labels."}
+    label_names: list[str] | None = field(
+        default=None,
+        metadata={"help": "Label names; default: the data set's label names, else the 14 NIH labels."},
     )
-    image_size: Optional[int] = field(default=None, metadata={"help": "Input side; default: the preset's."})
-    drop_path_rate: Optional[float] = field(default=None, metadata={"help": "Stochastic depth; default: the preset's."})
+    image_size: int | None = field(default=None, metadata={"help": "Input side; default: the preset's."})
+    drop_path_rate: float | None = field(
+        default=None, metadata={"help": "Stochastic depth; default: the preset's."}
+    )
     # --- teacher / distillation ---------------------------------------------------------------------------------
-    teacher_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "A trained teacher folder (ConvNextV2ForImageClassification.save_pretrained)."}
+    teacher_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A trained teacher folder (ConvNextV2ForImageClassification.save_pretrained)."},
     )
-    teacher_image_size: Optional[int] = field(
+    teacher_image_size: int | None = field(
         default=None, metadata={"help": "Resize the student's augmented view to this side for the teacher."}
     )
-    distillation_loss_weight: Optional[float] = field(
-        default=None, metadata={"help": "Overrides the student's config; 0 disables distillation (no teacher loaded)."}
+    distillation_loss_weight: float | None = field(
+        default=None,
+        metadata={"help": "Overrides the student's config; 0 disables distillation (no teacher loaded)."},
     )
     use_cached_teacher_logits: bool = field(
         default=False,
-        metadata={"help": "Read the `teacher_logits` column (scripts/cache_teacher_logits.py); needs augment=False."},
+        metadata={
+            "help": "Read the `teacher_logits` column (scripts/cache_teacher_logits.py); needs augment=False."
+        },
     )
     # --- data ---------------------------------------------------------------------------------------------------
     dataset: str = field(
-        default="synthetic", metadata={"help": "`synthetic`, or a folder written by `DatasetDict.save_to_disk`."}
+        default="synthetic",
+        metadata={"help": "`synthetic`, or a folder written by `DatasetDict.save_to_disk`."},
     )
     train_split: str = "train"
     validation_split: str = "validation"
@@ -71,9 +84,11 @@ class ClarityTrainingConfig:
     synthetic_num_validation: int = 128
     synthetic_image_size: int = 64
     synthetic_seed: int = 0
-    max_train_samples: Optional[int] = None
-    max_eval_samples: Optional[int] = None
-    augment: bool = field(default=False, metadata={"help": "CXR-safe augmentation (crop, rotation, intensity)."})
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    augment: bool = field(
+        default=False, metadata={"help": "CXR-safe augmentation (crop, rotation, intensity)."}
+    )
     augment_scale_min: float = 0.75
     augment_rotation_degrees: float = 10.0
     augment_brightness: float = 0.1
@@ -82,31 +97,46 @@ class ClarityTrainingConfig:
     image_std: float = 0.25
     dataloader_num_workers: int = 0
     # --- optimisation -------------------------------------------------------------------------------------------
-    output_dir: Optional[str] = field(default=None, metadata={"help": "Where checkpoints, logs and the best model go."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where checkpoints, logs and the best model go."}
+    )
     num_train_epochs: int = 1
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (> 0 overrides epochs)."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many optimizer steps (> 0 overrides epochs)."}
+    )
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     learning_rate: float = 5e-4
     scale_lr_with_batch_size: bool = field(
-        default=False, metadata={"help": "Use learning_rate * global_batch / 512 (the DeiT rule of the recipe)."}
+        default=False,
+        metadata={"help": "Use learning_rate * global_batch / 512 (the DeiT rule of the recipe)."},
     )
     weight_decay: float = 0.05
-    layer_decay: Optional[float] = field(default=None, metadata={"help": "Layer-wise lr decay factor (e.g. 0.75)."})
+    layer_decay: float | None = field(
+        default=None, metadata={"help": "Layer-wise lr decay factor (e.g. 0.75)."}
+    )
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     warmup_epochs: float = 0.0
-    warmup_steps: int = field(default=0, metadata={"help": "Warm-up optimizer steps (added to warmup_epochs)."})
+    warmup_steps: int = field(
+        default=0, metadata={"help": "Warm-up optimizer steps (added to warmup_epochs)."}
+    )
     max_grad_norm: float = 1.0
     mixed_precision: str = field(default="no", metadata={"help": "`no`, `fp16` or `bf16`."})
     seed: int = 42
-    use_cpu: bool = field(default=False, metadata={"help": "Train on CPU even when an accelerator is available."})
+    use_cpu: bool = field(
+        default=False, metadata={"help": "Train on CPU even when an accelerator is available."}
+    )
     # --- checkpoints, evaluation, logging -----------------------------------------------------------------------
-    checkpointing_steps: int = field(default=0, metadata={"help": "Save a checkpoint every N optimizer steps (0: epochs only)."})
+    checkpointing_steps: int = field(
+        default=0, metadata={"help": "Save a checkpoint every N optimizer steps (0: epochs only)."}
+    )
     save_total_limit: int = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
-    resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "`latest` or a checkpoint folder."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "`latest` or a checkpoint folder."}
+    )
     eval_every_epoch: bool = True
     save_best_model: bool = True
     logging_steps: int = 10
@@ -119,11 +149,15 @@ class ClarityTrainingConfig:
             try:
                 self.model_config_overrides = json.loads(self.model_config_overrides)
             except json.JSONDecodeError as err:
-                raise ValueError(f"model_config_overrides is not valid JSON: {self.model_config_overrides!r}") from err
+                raise ValueError(
+                    f"model_config_overrides is not valid JSON: {self.model_config_overrides!r}"
+                ) from err
         if self.model not in MODEL_TYPES:
             raise ValueError(f"model must be one of {MODEL_TYPES}, got {self.model!r}")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+            raise ValueError(
+                f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}"
+            )
         if self.use_cached_teacher_logits and self.augment:
             raise ValueError(
                 "use_cached_teacher_logits=True with augment=True: cached teacher logits were computed on the "

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from ..configuration_clarity import ClarityConfig, NIH_PATHOLOGIES
+from ..configuration_clarity import NIH_PATHOLOGIES, ClarityConfig
 from ..modeling_clarity import ClarityForMultiLabelLocalization
 from .models import CONVNEXTV2_PRESETS, freeze, label_maps
 from .optim import create_optimizer
@@ -28,7 +28,9 @@ def _teacher(preset: str, image_size: int) -> torch.nn.Module:
     from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
 
     config = ConvNextV2Config(
-        **CONVNEXTV2_PRESETS[preset], image_size=image_size, problem_type="multi_label_classification",
+        **CONVNEXTV2_PRESETS[preset],
+        image_size=image_size,
+        problem_type="multi_label_classification",
         **label_maps(list(NIH_PATHOLOGIES)),
     )
     return freeze(ConvNextV2ForImageClassification(config))
@@ -45,7 +47,9 @@ def benchmark_training(
     """Rows `{"mode", "images_per_second", "seconds_per_step"}` for the three modes."""
     from types import SimpleNamespace
 
-    optim_config = SimpleNamespace(weight_decay=0.05, layer_decay=None, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8)
+    optim_config = SimpleNamespace(
+        weight_decay=0.05, layer_decay=None, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8
+    )
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randn(batch_size, 3, image_size, image_size, generator=generator)
     labels = (torch.rand(batch_size, len(NIH_PATHOLOGIES), generator=generator) < 0.2).float()
@@ -56,7 +60,7 @@ def benchmark_training(
         student = _student(student_preset, image_size, 0.0 if mode == "student alone" else 0.5).train()
         optimizer = create_optimizer(student, optim_config, 5e-4)
 
-        def step():
+        def step(mode=mode, student=student, optimizer=optimizer):
             teacher_logits = None
             if mode == "student + online teacher":
                 with torch.no_grad():

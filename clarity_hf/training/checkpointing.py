@@ -52,7 +52,9 @@ def resolve_resume_path(resume: str, output_dir: str | os.PathLike) -> Path | No
     return path
 
 
-def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, state: dict, total_limit: int) -> Path:
+def save_checkpoint(
+    accelerator, output_dir: str | os.PathLike, step: int, state: dict, total_limit: int
+) -> Path:
     """Write checkpoint `step` atomically on every process (Accelerate saves per-process RNG states) and prune."""
     root = checkpoint_root(output_dir)
     final = root / f"checkpoint-{step}"

@@ -40,7 +40,9 @@ def load_datasets(config) -> DatasetDict:
         dataset = build_synthetic(config)
     else:
         if not os.path.isdir(config.dataset):
-            raise FileNotFoundError(f"dataset folder {config.dataset!r} does not exist (or give dataset: synthetic)")
+            raise FileNotFoundError(
+                f"dataset folder {config.dataset!r} does not exist (or give dataset: synthetic)"
+            )
         dataset = load_from_disk(config.dataset)
         if isinstance(dataset, Dataset):
             raise ValueError(f"{config.dataset}: expected a DatasetDict with splits, got a single Dataset")
@@ -50,7 +52,9 @@ def load_datasets(config) -> DatasetDict:
     if config.max_train_samples:
         dataset[config.train_split] = dataset[config.train_split].select(range(config.max_train_samples))
     if config.max_eval_samples:
-        dataset[config.validation_split] = dataset[config.validation_split].select(range(config.max_eval_samples))
+        dataset[config.validation_split] = dataset[config.validation_split].select(
+            range(config.max_eval_samples)
+        )
     return dataset
 
 
@@ -108,7 +112,9 @@ class EpochSeededSampler(Sampler[int]):
         return self.num_samples
 
 
-def _open_image(value, column: str, row: int, dataset_name: str) -> tuple[PILImage.Image | None, str | None, str]:
+def _open_image(
+    value, column: str, row: int, dataset_name: str
+) -> tuple[PILImage.Image | None, str | None, str]:
     """Decode an `Image(decode=False)` value; returns (image, problem kind or None, description)."""
     if value is None:
         return None, "missing_file", f"{dataset_name}[{row}] {column}: no image"
@@ -205,17 +211,27 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
         image, problem, where = _open_image(row["image"], "image", index, self.name)
         size = self.image_size
         labels = torch.tensor(row["labels"], dtype=torch.float32)
-        item = {"labels": labels, "index": int(index), "valid": problem is None, "problem": problem, "where": where}
+        item = {
+            "labels": labels,
+            "index": int(index),
+            "valid": problem is None,
+            "problem": problem,
+            "where": where,
+        }
         mask = None
         if "anatomy_mask" in row:
-            mask_image, mask_problem, mask_where = _open_image(row["anatomy_mask"], "anatomy_mask", index, self.name)
+            mask_image, mask_problem, mask_where = _open_image(
+                row["anatomy_mask"], "anatomy_mask", index, self.name
+            )
             if image is not None and mask_problem is not None:
                 item.update(valid=False, problem=mask_problem, where=mask_where)
                 image = None
             mask = _to_tensor(mask_image, size) if mask_image is not None else torch.zeros(1, size, size)
         pixels = _to_tensor(image, size) if image is not None else torch.zeros(1, size, size)
         if self.augment and image is not None:
-            generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(index))) & 0x7FFF_FFFF_FFFF_FFFF)
+            generator = torch.Generator().manual_seed(
+                hash((self.seed, self.epoch, int(index))) & 0x7FFF_FFFF_FFFF_FFFF
+            )
             pixels, mask = augment_sample(pixels, mask, generator, self.config)
         pixels = (pixels - self.config.image_mean) / self.config.image_std
         item["pixel_values"] = pixels.expand(3, -1, -1).contiguous()

@@ -54,11 +54,16 @@ def build_model(config, label_names: list[str]) -> torch.nn.Module:
     if config.model == "convnextv2":
         if config.model_name_or_path:
             return ConvNextV2ForImageClassification.from_pretrained(
-                config.model_name_or_path, ignore_mismatched_sizes=True, problem_type="multi_label_classification",
-                **labels, **overrides,
+                config.model_name_or_path,
+                ignore_mismatched_sizes=True,
+                problem_type="multi_label_classification",
+                **labels,
+                **overrides,
             )
         if config.model_preset not in CONVNEXTV2_PRESETS:
-            raise ValueError(f"unknown ConvNeXtV2 preset {config.model_preset!r}; known: {sorted(CONVNEXTV2_PRESETS)}")
+            raise ValueError(
+                f"unknown ConvNeXtV2 preset {config.model_preset!r}; known: {sorted(CONVNEXTV2_PRESETS)}"
+            )
         model_config = ConvNextV2Config(
             **{**CONVNEXTV2_PRESETS[config.model_preset], **overrides},
             problem_type="multi_label_classification",

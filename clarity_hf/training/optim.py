@@ -48,8 +48,13 @@ def parameter_groups(
         scale = layer_decay ** (num_layers + 1 - layer) if layer_decay else 1.0
         group = groups.setdefault(
             (decay, layer),
-            {"params": [], "names": [], "weight_decay": weight_decay if decay else 0.0, "lr": learning_rate * scale,
-             "lr_scale": scale},
+            {
+                "params": [],
+                "names": [],
+                "weight_decay": weight_decay if decay else 0.0,
+                "lr": learning_rate * scale,
+                "lr_scale": scale,
+            },
         )
         group["params"].append(parameter)
         group["names"].append(name)
@@ -66,4 +71,6 @@ def create_optimizer(model: torch.nn.Module, config, learning_rate: float) -> to
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
-    return get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+    return get_cosine_schedule_with_warmup(
+        optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps
+    )

@@ -28,7 +28,12 @@ def compute_teacher_logits(
 
 
 def add_teacher_logits(
-    teacher: torch.nn.Module, datasets: DatasetDict, image_size: int, config, splits: list[str], batch_size: int = 32
+    teacher: torch.nn.Module,
+    datasets: DatasetDict,
+    image_size: int,
+    config,
+    splits: list[str],
+    batch_size: int = 32,
 ) -> DatasetDict:
     """A copy of `datasets` where each split of `splits` has a `teacher_logits` column (float32, length C)."""
     result = DatasetDict(dict(datasets))

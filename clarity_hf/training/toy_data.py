@@ -50,9 +50,13 @@ def _png(array: np.ndarray) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-def _make_split(num: int, image_size: int, positive_rate: float, rng: np.random.Generator, prefix: str, labels):
+def _make_split(
+    num: int, image_size: int, positive_rate: float, rng: np.random.Generator, prefix: str, labels
+):
     thorax = _thorax_mask(image_size)
-    rows = {key: [] for key in ("image", "labels", "image_id", "patient_id", "boxes", "box_split", "anatomy_mask")}
+    rows = {
+        key: [] for key in ("image", "labels", "image_id", "patient_id", "boxes", "box_split", "anatomy_mask")
+    }
     inside = np.argwhere(thorax > 0)
     for index in range(num):
         image = 0.08 + 0.25 * thorax + 0.03 * rng.standard_normal((image_size, image_size))
@@ -63,7 +67,10 @@ def _make_split(num: int, image_size: int, positive_rate: float, rng: np.random.
             side = int(rng.integers(image_size // 5, image_size // 4 + 1))
             for _ in range(20):  # rejection sampling: a free spot inside the thorax
                 cy, cx = inside[rng.integers(len(inside))]
-                y0, x0 = int(np.clip(cy - side // 2, 0, image_size - side)), int(np.clip(cx - side // 2, 0, image_size - side))
+                y0, x0 = (
+                    int(np.clip(cy - side // 2, 0, image_size - side)),
+                    int(np.clip(cx - side // 2, 0, image_size - side)),
+                )
                 if not occupied[y0 : y0 + side, x0 : x0 + side].any():
                     break
             else:
@@ -78,7 +85,15 @@ def _make_split(num: int, image_size: int, positive_rate: float, rng: np.random.
                 shape = np.ones((side, side), dtype=bool)
             patch = image[y0 : y0 + side, x0 : x0 + side]
             patch[shape] = 0.35 + 0.6 * pattern[shape]
-            boxes.append({"label": labels[class_index], "x": float(x0), "y": float(y0), "w": float(side), "h": float(side)})
+            boxes.append(
+                {
+                    "label": labels[class_index],
+                    "x": float(x0),
+                    "y": float(y0),
+                    "w": float(side),
+                    "h": float(side),
+                }
+            )
         pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
         rows["image"].append(_png(pixels))
         rows["labels"].append(present.astype(np.float32).tolist())
@@ -91,7 +106,13 @@ def _make_split(num: int, image_size: int, positive_rate: float, rng: np.random.
 
 
 def toy_features(num_labels: int) -> Features:
-    box = {"label": Value("string"), "x": Value("float32"), "y": Value("float32"), "w": Value("float32"), "h": Value("float32")}
+    box = {
+        "label": Value("string"),
+        "x": Value("float32"),
+        "y": Value("float32"),
+        "w": Value("float32"),
+        "h": Value("float32"),
+    }
     return Features(
         {
             "image": Image(),

@@ -35,7 +35,9 @@ class JSONLTracker(GeneralTracker):
 
     @on_main_process
     def log(self, values: dict, step: int | None = None, **kwargs) -> None:
-        self._write({"step": step, "time": time.time(), **{key: _clean(value) for key, value in values.items()}})
+        self._write(
+            {"step": step, "time": time.time(), **{key: _clean(value) for key, value in values.items()}}
+        )
 
     def _write(self, record: dict) -> None:
         os.makedirs(self.logging_dir, exist_ok=True)

@@ -25,7 +25,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
@@ -132,12 +131,17 @@ def _save_processor(model, folder: Path, config: ClarityTrainingConfig) -> None:
         logger.warning(
             "clarity_hf.image_processing_clarity.ClarityImageProcessor is not available: %s has no "
             "preprocessor_config.json (inputs: grayscale resized to %d, (x - %.3f) / %.3f, repeated to 3 channels)",
-            folder, size, config.image_mean, config.image_std,
+            folder,
+            size,
+            config.image_mean,
+            config.image_std,
         )
         return
     try:
         processor = ClarityImageProcessor(
-            size={"height": size, "width": size}, image_mean=[config.image_mean] * 3, image_std=[config.image_std] * 3
+            size={"height": size, "width": size},
+            image_mean=[config.image_mean] * 3,
+            image_std=[config.image_std] * 3,
         )
     except TypeError:
         processor = ClarityImageProcessor()
@@ -185,7 +189,9 @@ def train(
         raise ValueError(f"the model predicts {model_labels} but the data has labels {label_names}")
     image_size = model.config.image_size
 
-    distillation_weight = getattr(model.config, "distillation_loss_weight", 0.0) if config.model == "clarity" else 0.0
+    distillation_weight = (
+        getattr(model.config, "distillation_loss_weight", 0.0) if config.model == "clarity" else 0.0
+    )
     use_teacher = distillation_weight > 0 and not config.use_cached_teacher_logits
     if distillation_weight > 0 and not config.use_cached_teacher_logits and teacher is None:
         if config.teacher_name_or_path:
@@ -199,27 +205,47 @@ def train(
         teacher = freeze(teacher).to(accelerator.device)
 
     train_set = ClarityTrainingDataset(
-        datasets[config.train_split], image_size, config, augment=config.augment,
-        with_teacher_logits=config.use_cached_teacher_logits and distillation_weight > 0, name=config.train_split,
+        datasets[config.train_split],
+        image_size,
+        config,
+        augment=config.augment,
+        with_teacher_logits=config.use_cached_teacher_logits and distillation_weight > 0,
+        name=config.train_split,
     )
-    eval_set = ClarityTrainingDataset(datasets[config.validation_split], image_size, config, name=config.validation_split)
+    eval_set = ClarityTrainingDataset(
+        datasets[config.validation_split], image_size, config, name=config.validation_split
+    )
     sampler = EpochSeededSampler(len(train_set), config.seed, shuffle=True)
     train_loader = DataLoader(
-        train_set, batch_size=config.per_device_train_batch_size, sampler=sampler, collate_fn=collate_train,
-        num_workers=config.dataloader_num_workers, generator=torch.Generator().manual_seed(config.seed),
+        train_set,
+        batch_size=config.per_device_train_batch_size,
+        sampler=sampler,
+        collate_fn=collate_train,
+        num_workers=config.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(config.seed),
     )
     eval_loader = DataLoader(
-        eval_set, batch_size=config.per_device_eval_batch_size, shuffle=False, collate_fn=collate_eval,
-        num_workers=config.dataloader_num_workers, generator=torch.Generator().manual_seed(config.seed),
+        eval_set,
+        batch_size=config.per_device_eval_batch_size,
+        shuffle=False,
+        collate_fn=collate_eval,
+        num_workers=config.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(config.seed),
     )
 
     # ---------------------------------------------------------------- optimisation
     from .optim import create_optimizer, create_scheduler
 
-    global_batch = config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
-    learning_rate = config.learning_rate * global_batch / 512 if config.scale_lr_with_batch_size else config.learning_rate
+    global_batch = (
+        config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
+    )
+    learning_rate = (
+        config.learning_rate * global_batch / 512 if config.scale_lr_with_batch_size else config.learning_rate
+    )
     optimizer = create_optimizer(model, config, learning_rate)
-    batches_per_epoch = math.ceil(len(train_set) / (config.per_device_train_batch_size * accelerator.num_processes))
+    batches_per_epoch = math.ceil(
+        len(train_set) / (config.per_device_train_batch_size * accelerator.num_processes)
+    )
     steps_per_epoch = _update_steps_per_epoch(batches_per_epoch, config.gradient_accumulation_steps)
     total_steps = config.max_steps if config.max_steps > 0 else steps_per_epoch * config.num_train_epochs
     num_epochs = math.ceil(total_steps / steps_per_epoch)
@@ -240,30 +266,51 @@ def train(
     if config.resume_from_checkpoint:
         checkpoint = resolve_resume_path(config.resume_from_checkpoint, output_dir)
         if checkpoint is None:
-            logger.warning("resume_from_checkpoint=latest but %s has no complete checkpoint: starting afresh", output_dir)
+            logger.warning(
+                "resume_from_checkpoint=latest but %s has no complete checkpoint: starting afresh", output_dir
+            )
         else:
             accelerator.load_state(str(checkpoint))
             state = read_training_state(checkpoint)
-            global_step, start_epoch, batches_done = state["global_step"], state["epoch"], state["batches_in_epoch"]
-            best_auroc, best_per_class, best_epoch = state["best_mean_auroc"], state["best_per_class_auroc"], state["best_epoch"]
+            global_step, start_epoch, batches_done = (
+                state["global_step"],
+                state["epoch"],
+                state["batches_in_epoch"],
+            )
+            best_auroc, best_per_class, best_epoch = (
+                state["best_mean_auroc"],
+                state["best_per_class_auroc"],
+                state["best_epoch"],
+            )
             history, skipped_total, skipped_files = state["history"], state["skipped"], state["skipped_files"]
             last_checkpoint = str(checkpoint)
             if batches_done >= batches_per_epoch:
                 start_epoch, batches_done = start_epoch + 1, 0
-            accelerator.print(f"resumed from {checkpoint}: step {global_step}, epoch {start_epoch}, batch {batches_done}")
+            accelerator.print(
+                f"resumed from {checkpoint}: step {global_step}, epoch {start_epoch}, batch {batches_done}"
+            )
 
     accelerator.init_trackers(config.tracker_project_name, config=_flat_config(config))
 
     def training_state(epoch: int, batches_in_epoch: int) -> dict:
         return {
-            "global_step": global_step, "epoch": epoch, "batches_in_epoch": batches_in_epoch,
-            "best_mean_auroc": best_auroc, "best_per_class_auroc": best_per_class, "best_epoch": best_epoch,
-            "history": history, "skipped": skipped_total, "skipped_files": skipped_files[:100],
+            "global_step": global_step,
+            "epoch": epoch,
+            "batches_in_epoch": batches_in_epoch,
+            "best_mean_auroc": best_auroc,
+            "best_per_class_auroc": best_per_class,
+            "best_epoch": best_epoch,
+            "history": history,
+            "skipped": skipped_total,
+            "skipped_files": skipped_files[:100],
         }
 
     progress = tqdm(
-        total=total_steps, initial=global_step, disable=config.disable_tqdm or not accelerator.is_local_main_process,
-        desc="train", dynamic_ncols=True,
+        total=total_steps,
+        initial=global_step,
+        disable=config.disable_tqdm or not accelerator.is_local_main_process,
+        desc="train",
+        dynamic_ncols=True,
     )
     num_eval_samples = 0
     done = global_step >= total_steps
@@ -286,7 +333,9 @@ def train(
             epoch_files.extend(batch["skipped_files"])
             local_images = batch["pixel_values"].shape[0]
             # Every process takes the same branch: skip the step everywhere if one process has no valid image.
-            empty = accelerator.gather(torch.tensor([local_images == 0], device=accelerator.device)).any().item()
+            empty = (
+                accelerator.gather(torch.tensor([local_images == 0], device=accelerator.device)).any().item()
+            )
             if empty:
                 continue
             if True:
@@ -294,9 +343,15 @@ def train(
                     teacher_logits = batch.get("teacher_logits")
                     if teacher is not None:
                         teacher_pixels = batch["pixel_values"]
-                        if config.teacher_image_size and config.teacher_image_size != teacher_pixels.shape[-1]:
+                        if (
+                            config.teacher_image_size
+                            and config.teacher_image_size != teacher_pixels.shape[-1]
+                        ):
                             teacher_pixels = F.interpolate(
-                                teacher_pixels, size=(config.teacher_image_size,) * 2, mode="bilinear", align_corners=False
+                                teacher_pixels,
+                                size=(config.teacher_image_size,) * 2,
+                                mode="bilinear",
+                                align_corners=False,
                             )
                         with torch.no_grad(), accelerator.autocast():
                             teacher_logits = teacher(pixel_values=teacher_pixels).logits.float()
@@ -320,7 +375,12 @@ def train(
                     optimizer.zero_grad(set_to_none=True)
                 running_loss += loss.detach().float().item()
                 running_count += 1
-                for name in ("classification_loss", "distillation_loss", "orthogonal_loss", "foreground_loss"):
+                for name in (
+                    "classification_loss",
+                    "distillation_loss",
+                    "orthogonal_loss",
+                    "foreground_loss",
+                ):
                     term = getattr(outputs, name, None)
                     if term is not None:
                         running_terms[name] = running_terms.get(name, 0.0) + term.detach().float().item()
@@ -333,8 +393,12 @@ def train(
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
                 values = torch.tensor([running_loss / running_count], device=accelerator.device)
                 mean_loss = accelerator.reduce(values, reduction="mean").item()
-                logs = {"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0],
-                        "train/images_per_second": window_images / elapsed, "train/epoch": epoch}
+                logs = {
+                    "train/loss": mean_loss,
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/images_per_second": window_images / elapsed,
+                    "train/epoch": epoch,
+                }
                 logs.update({f"train/{k}": v / running_count for k, v in running_terms.items()})
                 accelerator.log(logs, step=global_step)
                 progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{window_images / elapsed:.1f}")
@@ -342,10 +406,19 @@ def train(
                 window_start, window_images = time.perf_counter(), 0
             done = global_step >= total_steps
             end_of_epoch = batch_in_epoch >= batches_per_epoch
-            if config.checkpointing_steps and global_step % config.checkpointing_steps == 0 and not (end_of_epoch or done):
+            if (
+                config.checkpointing_steps
+                and global_step % config.checkpointing_steps == 0
+                and not (end_of_epoch or done)
+            ):
                 last_checkpoint = str(
-                    save_checkpoint(accelerator, output_dir, global_step, training_state(epoch, batch_in_epoch),
-                                    config.save_total_limit)
+                    save_checkpoint(
+                        accelerator,
+                        output_dir,
+                        global_step,
+                        training_state(epoch, batch_in_epoch),
+                        config.save_total_limit,
+                    )
                 )
             if done:
                 break
@@ -366,10 +439,16 @@ def train(
         if config.eval_every_epoch:
             metrics = evaluate(accelerator, model, eval_loader, label_names)
             num_eval_samples = metrics["num_samples"]
-            record.update(mean_auroc=metrics["mean_auroc"], per_class_auroc=metrics["per_class"],
-                          eval_skipped=metrics["num_invalid"])
-            log_values = {"eval/mean_auroc": metrics["mean_auroc"], "eval/num_samples": metrics["num_samples"],
-                          "eval/num_invalid": metrics["num_invalid"]}
+            record.update(
+                mean_auroc=metrics["mean_auroc"],
+                per_class_auroc=metrics["per_class"],
+                eval_skipped=metrics["num_invalid"],
+            )
+            log_values = {
+                "eval/mean_auroc": metrics["mean_auroc"],
+                "eval/num_samples": metrics["num_samples"],
+                "eval/num_invalid": metrics["num_invalid"],
+            }
             log_values.update({f"eval/auroc/{k}": v for k, v in metrics["per_class"].items()})
             log_values.update({f"train/skipped_{k}": v for k, v in counts.items()})
             accelerator.log(log_values, step=global_step)
@@ -377,7 +456,9 @@ def train(
                 f"epoch {epoch} step {global_step}: validation mean AUROC {metrics['mean_auroc']:.4f} "
                 f"on {metrics['num_samples']} images ({metrics['num_invalid']} unreadable)"
             )
-            improved = not math.isnan(metrics["mean_auroc"]) and (best_auroc is None or metrics["mean_auroc"] > best_auroc)
+            improved = not math.isnan(metrics["mean_auroc"]) and (
+                best_auroc is None or metrics["mean_auroc"] > best_auroc
+            )
             if improved:
                 best_auroc, best_per_class, best_epoch = metrics["mean_auroc"], metrics["per_class"], epoch
                 if config.save_best_model:
@@ -385,15 +466,22 @@ def train(
             model.train()
         history.append(record)
         last_checkpoint = str(
-            save_checkpoint(accelerator, output_dir, global_step, training_state(epoch, batch_in_epoch),
-                            config.save_total_limit)
+            save_checkpoint(
+                accelerator,
+                output_dir,
+                global_step,
+                training_state(epoch, batch_in_epoch),
+                config.save_total_limit,
+            )
         )
         batches_done = 0
     progress.close()
 
     result = TrainResult(
         output_dir=str(output_dir),
-        best_model_dir=str(output_dir / "best_model") if best_auroc is not None and config.save_best_model else None,
+        best_model_dir=str(output_dir / "best_model")
+        if best_auroc is not None and config.save_best_model
+        else None,
         best_mean_auroc=best_auroc,
         best_per_class_auroc=best_per_class,
         best_epoch=best_epoch,
@@ -426,7 +514,9 @@ def evaluate(accelerator: Accelerator, model, eval_loader, label_names: list[str
     all_scores, all_labels, all_valid = [], [], []
     for batch in eval_loader:
         logits = model(pixel_values=batch["pixel_values"]).logits.float()
-        scores, labels, valid = accelerator.gather_for_metrics((torch.sigmoid(logits), batch["labels"], batch["valid"]))
+        scores, labels, valid = accelerator.gather_for_metrics(
+            (torch.sigmoid(logits), batch["labels"], batch["valid"])
+        )
         all_scores.append(scores.cpu())
         all_labels.append(labels.cpu())
         all_valid.append(valid.cpu())
