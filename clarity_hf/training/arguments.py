@@ -93,8 +93,13 @@ class ClarityTrainingConfig:
     augment_rotation_degrees: float = 10.0
     augment_brightness: float = 0.1
     augment_contrast: float = 0.1
-    image_mean: float = 0.5
-    image_std: float = 0.25
+    image_mean: list[float] = field(
+        default_factory=lambda: [0.485, 0.456, 0.406],
+        metadata={
+            "help": "Per-channel mean of the grayscale image repeated to 3 channels (ImageNet, as DINO)."
+        },
+    )
+    image_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     dataloader_num_workers: int = 0
     # --- optimisation -------------------------------------------------------------------------------------------
     output_dir: str | None = field(

@@ -233,8 +233,9 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
                 hash((self.seed, self.epoch, int(index))) & 0x7FFF_FFFF_FFFF_FFFF
             )
             pixels, mask = augment_sample(pixels, mask, generator, self.config)
-        pixels = (pixels - self.config.image_mean) / self.config.image_std
-        item["pixel_values"] = pixels.expand(3, -1, -1).contiguous()
+        mean = torch.tensor(self.config.image_mean, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.config.image_std, dtype=torch.float32)[:, None, None]
+        item["pixel_values"] = (pixels.expand(3, -1, -1) - mean) / std
         if mask is not None:
             item["anatomy_masks"] = mask
         if "teacher_logits" in row:

@@ -130,7 +130,7 @@ def _save_processor(model, folder: Path, config: ClarityTrainingConfig) -> None:
     except ImportError:
         logger.warning(
             "clarity_hf.image_processing_clarity.ClarityImageProcessor is not available: %s has no "
-            "preprocessor_config.json (inputs: grayscale resized to %d, (x - %.3f) / %.3f, repeated to 3 channels)",
+            "preprocessor_config.json (inputs: grayscale resized to %d, repeated to 3 channels, (x - %s) / %s)",
             folder,
             size,
             config.image_mean,
@@ -140,8 +140,8 @@ def _save_processor(model, folder: Path, config: ClarityTrainingConfig) -> None:
     try:
         processor = ClarityImageProcessor(
             size={"height": size, "width": size},
-            image_mean=[config.image_mean] * 3,
-            image_std=[config.image_std] * 3,
+            image_mean=list(config.image_mean),
+            image_std=list(config.image_std),
         )
     except TypeError:
         processor = ClarityImageProcessor()
