@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     )
     title = (
         f"Training throughput, {args.student_preset} student, {args.teacher_preset} teacher, {args.image_size}px, "
-        f"batch {args.batch_size}, {args.steps} timed steps, float32, {platform.processor() or platform.machine()}, "
+        f"batch {args.batch_size}, median of {args.steps} interleaved steps, float32, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} torch threads"
     )
     print(format_markdown(rows, title))

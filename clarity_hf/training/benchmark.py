@@ -1,13 +1,14 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """Training-step throughput of the student alone, with an online teacher, and with cached teacher logits.
 
-Each mode times full optimizer steps (forward, float32 loss, backward, clipping, AdamW) of the CLARiTy student on
+Each mode times full optimizer steps (median over interleaved steps) (forward, float32 loss, backward, clipping, AdamW) of the CLARiTy student on
 random images; the online mode adds the frozen teacher's forward pass under `no_grad` on the same batch, the cached
 mode feeds precomputed logits. Numbers are images per second of this machine; the ratios are what transfers.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -55,30 +56,41 @@ def benchmark_training(
     labels = (torch.rand(batch_size, len(NIH_PATHOLOGIES), generator=generator) < 0.2).float()
     cached_logits = torch.randn(batch_size, len(NIH_PATHOLOGIES), generator=generator)
     teacher = _teacher(teacher_preset, image_size)
+    modes = ("student alone", "student + online teacher", "student + cached teacher logits")
+    students, optimizers = {}, {}
+    for mode in modes:
+        torch.manual_seed(0)
+        students[mode] = _student(student_preset, image_size, 0.0 if mode == "student alone" else 0.5).train()
+        optimizers[mode] = create_optimizer(students[mode], optim_config, 5e-4)
+
+    def step(mode: str) -> None:
+        student, optimizer = students[mode], optimizers[mode]
+        teacher_logits = None
+        if mode == "student + online teacher":
+            with torch.no_grad():
+                teacher_logits = teacher(pixel_values=pixels).logits.float()
+        elif mode == "student + cached teacher logits":
+            teacher_logits = cached_logits
+        loss = student(pixel_values=pixels, labels=labels, teacher_logits=teacher_logits).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    # Modes are interleaved step by step and the median is kept, so that a change of machine load during the
+    # benchmark affects all modes alike.
+    for _ in range(warmup):
+        for mode in modes:
+            step(mode)
+    times = {mode: [] for mode in modes}
+    for _ in range(steps):
+        for mode in modes:
+            start = time.perf_counter()
+            step(mode)
+            times[mode].append(time.perf_counter() - start)
     rows = []
-    for mode in ("student alone", "student + online teacher", "student + cached teacher logits"):
-        student = _student(student_preset, image_size, 0.0 if mode == "student alone" else 0.5).train()
-        optimizer = create_optimizer(student, optim_config, 5e-4)
-
-        def step(mode=mode, student=student, optimizer=optimizer):
-            teacher_logits = None
-            if mode == "student + online teacher":
-                with torch.no_grad():
-                    teacher_logits = teacher(pixel_values=pixels).logits.float()
-            elif mode == "student + cached teacher logits":
-                teacher_logits = cached_logits
-            loss = student(pixel_values=pixels, labels=labels, teacher_logits=teacher_logits).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-        for _ in range(warmup):
-            step()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        seconds = (time.perf_counter() - start) / steps
+    for mode in modes:
+        seconds = statistics.median(times[mode])
         rows.append({"mode": mode, "seconds_per_step": seconds, "images_per_second": batch_size / seconds})
     return rows
 
