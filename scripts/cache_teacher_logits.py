@@ -13,6 +13,8 @@ Takes the same options as train.py (dataset, splits, teacher_image_size / image_
 import argparse
 import sys
 
+from datasets import DatasetDict
+
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
 from clarity_hf.training import parse_training_config
 from clarity_hf.training.data import get_dataset_label_names, load_datasets
@@ -42,6 +44,8 @@ def main(argv=None) -> int:
     image_size = config.teacher_image_size or config.image_size or teacher.config.image_size
     splits = known.splits or [config.train_split]
     cached = add_teacher_logits(teacher, datasets, image_size, config, splits, known.cache_batch_size)
+    # An empty split (e.g. the synthetic `test` split with 0 rows) does not survive save_to_disk / load_from_disk.
+    cached = DatasetDict({name: split for name, split in cached.items() if len(split) > 0})
     cached.save_to_disk(known.cache_output_dir)
     print(f"wrote {known.cache_output_dir} with teacher_logits on {splits}")
     return 0
