@@ -15,7 +15,6 @@ that `gather_for_metrics` sees fixed-size batches.
 
 from __future__ import annotations
 
-import inspect
 import io
 import logging
 import math
@@ -59,22 +58,18 @@ def load_datasets(config) -> DatasetDict:
 
 
 def build_synthetic(config) -> DatasetDict:
-    """The data package's synthetic generator when it is installed, else the minimal one in `toy_data`."""
-    kwargs = {
-        "num_train": config.synthetic_num_train,
-        "num_validation": config.synthetic_num_validation,
-        "num_test": 0,
-        "image_size": config.synthetic_image_size,
-        "seed": config.synthetic_seed,
-    }
-    try:
-        from ..data.synthetic import build_synthetic_cxr
-    except ImportError:
-        from .toy_data import build_toy_cxr
+    """The data package's synthetic benchmark (`clarity_hf.data.synthetic.build_synthetic_cxr`) at the config's
+    sizes; the empty `test` split is dropped."""
+    from ..data.synthetic import build_synthetic_cxr
 
-        return build_toy_cxr(**kwargs)
-    accepted = inspect.signature(build_synthetic_cxr).parameters
-    return build_synthetic_cxr(**{key: value for key, value in kwargs.items() if key in accepted})
+    dataset = build_synthetic_cxr(
+        num_train=config.synthetic_num_train,
+        num_validation=config.synthetic_num_validation,
+        num_test=0,
+        image_size=config.synthetic_image_size,
+        seed=config.synthetic_seed,
+    )
+    return DatasetDict({name: split for name, split in dataset.items() if len(split) > 0})
 
 
 def get_dataset_label_names(dataset: DatasetDict | Dataset) -> list[str] | None:
