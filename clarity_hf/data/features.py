@@ -1,0 +1,229 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""The one feature schema every clarity_hf data builder writes, and the metadata that travels with it.
+
+Every builder (NIH ChestX-ray14, generic CSV / image folder / COCO data, the synthetic generator, the preprocessing
+cache) returns rows with these columns:
+
+| column | feature | meaning |
+|---|---|---|
+| `image` | `Image()` (lazily decoded); `Value("string")` path or None in metadata-only mode | the X-ray |
+| `labels` | `List(Value("float32"), length=C)` | multi-hot, in the order of the data set's label names |
+| `image_id` | `Value("string")` | file name (NIH: `00000001_000.png`) |
+| `patient_id` | `Value("string")` | patient (NIH: the integer id as a string); "" when unknown |
+| `age` | `Value("int32")` | years; None when unknown |
+| `sex` | `Value("string")` | "M", "F" or "" |
+| `view_position` | `Value("string")` | "PA", "AP", ... or "" |
+| `follow_up` | `Value("int32")` | NIH follow-up number; 0 when unknown |
+| `original_size` | `List(Value("int32"), length=2)` | (width, height) of the original acquisition |
+| `pixel_spacing` | `List(Value("float32"), length=2)` | (x, y) mm per pixel of the original; 0 when unknown |
+| `boxes` | `List({"label", "x", "y", "w", "h"})` | boxes, x/y top-left, in the *box frame* (below) |
+| `box_split` | `Value("string")` | "tune" / "eval" for images of the localization benchmark, else "" |
+
+The synthetic generator adds `anatomy_mask` (`Image()`, 8-bit, 255 inside the thorax prior, 0 outside).
+
+**Box frame.** NIH boxes are in the 1024x1024 frame of the distributed PNGs, while NIH `original_size` is the
+scanner size given by the metadata; for every other builder the box frame is `original_size`, the pixel frame of
+the source image. The preprocessing cache never rescales boxes. Use [`get_box_frame`] rather than guessing.
+
+Label names, the box-frame rule and any build report (skipped rows) are stored as JSON in each split's
+`info.description` (see [`get_label_names`], [`get_build_report`]); they survive `save_to_disk` / `load_from_disk`
+and `map`, and the cache's `load_cache` re-attaches them after a Parquet round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from datasets import Dataset, DatasetDict, Features, Image, List, Value
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "clarity_hf"
+NIH_BOX_FRAME = (1024, 1024)
+BOX_SPLITS = ("tune", "eval")
+MAX_REPORTED_EXAMPLES = 10
+
+BOX_FEATURE = {
+    "label": Value("string"),
+    "x": Value("float32"),
+    "y": Value("float32"),
+    "w": Value("float32"),
+    "h": Value("float32"),
+}
+
+
+def clarity_features(
+    num_labels: int, metadata_only: bool = False, with_anatomy_mask: bool = False, decode: bool = True
+) -> Features:
+    """The clarity_hf schema for `num_labels` labels (see the module docstring for the meaning of each column).
+
+    `metadata_only=True` makes `image` a path string (or None) instead of an `Image` feature.
+    `with_anatomy_mask=True` adds the `anatomy_mask` image column of the synthetic data.
+    """
+    columns: dict[str, Any] = {
+        "image": Value("string") if metadata_only else Image(decode=decode),
+        "labels": List(Value("float32"), length=num_labels),
+        "image_id": Value("string"),
+        "patient_id": Value("string"),
+        "age": Value("int32"),
+        "sex": Value("string"),
+        "view_position": Value("string"),
+        "follow_up": Value("int32"),
+        "original_size": List(Value("int32"), length=2),
+        "pixel_spacing": List(Value("float32"), length=2),
+        "boxes": List(dict(BOX_FEATURE)),
+        "box_split": Value("string"),
+    }
+    if with_anatomy_mask:
+        columns["anatomy_mask"] = Image(decode=decode)
+    return Features(columns)
+
+
+@dataclass
+class BuildReport:
+    """What a builder skipped (only with `skip_missing=True`) and any notes, by problem kind.
+
+    `counts[kind]` is the number of skipped items of that kind; `examples[kind]` holds the first
+    `MAX_REPORTED_EXAMPLES` messages (file, line, problem). Nothing is dropped without an entry here.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, kind: str, message: str) -> None:
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        examples = self.examples.setdefault(kind, [])
+        if len(examples) < MAX_REPORTED_EXAMPLES:
+            examples.append(message)
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.counts.values())
+
+    def log(self, log: logging.Logger = logger) -> None:
+        for kind, count in self.counts.items():
+            log.warning("skipped %d item(s) (%s); first: %s", count, kind, "; ".join(self.examples[kind][:3]))
+        for note in self.notes:
+            log.info(note)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"counts": dict(self.counts), "examples": dict(self.examples), "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> BuildReport:
+        data = data or {}
+        return cls(
+            counts=dict(data.get("counts", {})),
+            examples={k: list(v) for k, v in data.get("examples", {}).items()},
+            notes=list(data.get("notes", [])),
+        )
+
+    def __str__(self) -> str:
+        if not self.counts and not self.notes:
+            return "BuildReport(nothing skipped)"
+        parts = [f"{kind}: {count} (first: {self.examples[kind][0]})" for kind, count in self.counts.items()]
+        return "BuildReport(" + "; ".join(parts + self.notes) + ")"
+
+
+def make_metadata(
+    label_names: Sequence[str],
+    source: str,
+    box_frame: str | tuple[int, int] = "original_size",
+    report: BuildReport | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The JSON-able metadata block stored under `METADATA_KEY` in `info.description`."""
+    meta = {
+        "label_names": list(label_names),
+        "source": source,
+        "box_frame": list(box_frame) if isinstance(box_frame, tuple) else box_frame,
+        "report": (report or BuildReport()).to_dict(),
+    }
+    meta.update(extra)
+    return meta
+
+
+def attach_metadata(dataset: Dataset, metadata: dict[str, Any]) -> Dataset:
+    """Store `metadata` in `dataset.info.description` (in place) and return the dataset."""
+    dataset.info.description = json.dumps({METADATA_KEY: metadata})
+    return dataset
+
+
+def get_metadata(dataset: Dataset | DatasetDict) -> dict[str, Any]:
+    """The clarity_hf metadata of a split (or of the first split of a `DatasetDict`); {} when there is none."""
+    if isinstance(dataset, DatasetDict):
+        dataset = next(iter(dataset.values()))
+    try:
+        return json.loads(dataset.info.description or "{}").get(METADATA_KEY, {})
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+
+
+def get_label_names(dataset: Dataset | DatasetDict) -> list[str]:
+    """The label names, in the order of the `labels` vector."""
+    names = get_metadata(dataset).get("label_names")
+    if names is None:
+        raise ValueError("this dataset carries no clarity_hf label names (was it built by clarity_hf.data?)")
+    return list(names)
+
+
+def get_build_report(dataset: Dataset | DatasetDict) -> BuildReport:
+    """The report of what the builder skipped (empty when nothing was)."""
+    return BuildReport.from_dict(get_metadata(dataset).get("report"))
+
+
+def get_box_frame(dataset: Dataset | DatasetDict, example: dict[str, Any]) -> tuple[int, int]:
+    """(width, height) of the pixel frame the example's `boxes` are expressed in."""
+    frame = get_metadata(dataset).get("box_frame", "original_size")
+    if frame == "original_size":
+        width, height = example["original_size"]
+        return int(width), int(height)
+    return int(frame[0]), int(frame[1])
+
+
+def stratified_group_split(
+    groups: Sequence[str], classes: Sequence[Sequence[str]], seed: int, names: tuple[str, str] = BOX_SPLITS
+) -> list[str]:
+    """Split items 50/50 into `names`, keeping each group (patient) whole and balancing every class.
+
+    `groups[i]` is item i's group and `classes[i]` the classes it carries. Groups are visited rarest class first
+    (ties broken by a seeded shuffle) and each goes to the half that is further below its target for the group's
+    classes, then for the item count. Deterministic for a given seed. Returns the half of each item.
+    """
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    class_total: dict[str, int] = {}
+    for item_classes in classes:
+        for name in set(item_classes):
+            class_total[name] = class_total.get(name, 0) + 1
+    group_names = list(members)
+    order = rng.permutation(len(group_names))
+    group_classes = {g: sorted({c for i in members[g] for c in classes[i]}) for g in group_names}
+
+    def rarity(group: str) -> int:
+        return min((class_total[c] for c in group_classes[group]), default=10**9)
+
+    visit = sorted((group_names[i] for i in order), key=rarity)
+    count = [dict.fromkeys(class_total, 0), dict.fromkeys(class_total, 0)]
+    size = [0, 0]
+    assignment: list[str] = [""] * len(groups)
+    for group in visit:
+        scores = []
+        for half in (0, 1):
+            fill = sum(count[half][c] / class_total[c] for c in group_classes[group])
+            scores.append((fill, size[half], half))
+        half = min(scores)[2]
+        for index in members[group]:
+            assignment[index] = names[half]
+            size[half] += 1
+            for name in set(classes[index]):
+                count[half][name] += 1
+    return assignment
