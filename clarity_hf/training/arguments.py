@@ -1,0 +1,185 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""`ClarityTrainingConfig`: every option of a CLARiTy or teacher training run, parsed with `HfArgumentParser`
+from the command line, a YAML / JSON file, or both (the file gives defaults, the command line overrides them)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+import yaml
+from transformers import HfArgumentParser
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+MODEL_TYPES = ("clarity", "convnextv2")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class ClarityTrainingConfig:
+    """Options of one training run. A teacher is trained with `model: convnextv2` and no teacher; the CLARiTy
+    student with `model: clarity` and, for distillation, `teacher_name_or_path` (or cached teacher logits)."""
+
+    # --- model -------------------------------------------------------------------------------------------------
+    model: str = field(default="clarity", metadata={"help": "`clarity` (the student) or `convnextv2` (the teacher)."})
+    model_preset: str = field(
+        default="clarity-tiny",
+        metadata={
+            "help": "Architecture preset: a ClarityConfig preset (clarity-s-16-224, clarity-s-16-512, clarity-tiny) "
+            "or a ConvNeXtV2 preset (convnextv2-base, convnextv2-tiny, convnextv2-test)."
+        },
+    )
+    model_config_overrides: Optional[Union[dict, str]] = field(
+        default=None, metadata={"help": "Config fields to override, a dict (YAML) or a JSON string (CLI)."}
+    )
+    model_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Start from a saved model folder (`from_pretrained`); the head is replaced when the labels differ."},
+    )
+    init_from_dino: Optional[str] = field(
+        default=None, metadata={"help": "Initialise the CLARiTy backbone from a DINO ViT-S/16 checkpoint file."}
+    )
+    label_names: Optional[list[str]] = field(
+        default=None, metadata={"help": "Label names; default: the data set's label names, else the 14 NIH labels."}
+    )
+    image_size: Optional[int] = field(default=None, metadata={"help": "Input side; default: the preset's."})
+    drop_path_rate: Optional[float] = field(default=None, metadata={"help": "Stochastic depth; default: the preset's."})
+    # --- teacher / distillation ---------------------------------------------------------------------------------
+    teacher_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "A trained teacher folder (ConvNextV2ForImageClassification.save_pretrained)."}
+    )
+    teacher_image_size: Optional[int] = field(
+        default=None, metadata={"help": "Resize the student's augmented view to this side for the teacher."}
+    )
+    distillation_loss_weight: Optional[float] = field(
+        default=None, metadata={"help": "Overrides the student's config; 0 disables distillation (no teacher loaded)."}
+    )
+    use_cached_teacher_logits: bool = field(
+        default=False,
+        metadata={"help": "Read the `teacher_logits` column (scripts/cache_teacher_logits.py); needs augment=False."},
+    )
+    # --- data ---------------------------------------------------------------------------------------------------
+    dataset: str = field(
+        default="synthetic", metadata={"help": "`synthetic`, or a folder written by `DatasetDict.save_to_disk`."}
+    )
+    train_split: str = "train"
+    validation_split: str = "validation"
+    synthetic_num_train: int = 512
+    synthetic_num_validation: int = 128
+    synthetic_image_size: int = 64
+    synthetic_seed: int = 0
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+    augment: bool = field(default=False, metadata={"help": "CXR-safe augmentation (crop, rotation, intensity)."})
+    augment_scale_min: float = 0.75
+    augment_rotation_degrees: float = 10.0
+    augment_brightness: float = 0.1
+    augment_contrast: float = 0.1
+    image_mean: float = 0.5
+    image_std: float = 0.25
+    dataloader_num_workers: int = 0
+    # --- optimisation -------------------------------------------------------------------------------------------
+    output_dir: Optional[str] = field(default=None, metadata={"help": "Where checkpoints, logs and the best model go."})
+    num_train_epochs: int = 1
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (> 0 overrides epochs)."})
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-4
+    scale_lr_with_batch_size: bool = field(
+        default=False, metadata={"help": "Use learning_rate * global_batch / 512 (the DeiT rule of the recipe)."}
+    )
+    weight_decay: float = 0.05
+    layer_decay: Optional[float] = field(default=None, metadata={"help": "Layer-wise lr decay factor (e.g. 0.75)."})
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    warmup_epochs: float = 0.0
+    warmup_steps: int = field(default=0, metadata={"help": "Warm-up optimizer steps (added to warmup_epochs)."})
+    max_grad_norm: float = 1.0
+    mixed_precision: str = field(default="no", metadata={"help": "`no`, `fp16` or `bf16`."})
+    seed: int = 42
+    # --- checkpoints, evaluation, logging -----------------------------------------------------------------------
+    checkpointing_steps: int = field(default=0, metadata={"help": "Save a checkpoint every N optimizer steps (0: epochs only)."})
+    save_total_limit: int = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
+    resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "`latest` or a checkpoint folder."})
+    eval_every_epoch: bool = True
+    save_best_model: bool = True
+    logging_steps: int = 10
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard", "jsonl"])
+    tracker_project_name: str = "clarity_hf"
+    disable_tqdm: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.model_config_overrides, str):
+            try:
+                self.model_config_overrides = json.loads(self.model_config_overrides)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"model_config_overrides is not valid JSON: {self.model_config_overrides!r}") from err
+        if self.model not in MODEL_TYPES:
+            raise ValueError(f"model must be one of {MODEL_TYPES}, got {self.model!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if self.use_cached_teacher_logits and self.augment:
+            raise ValueError(
+                "use_cached_teacher_logits=True with augment=True: cached teacher logits were computed on the "
+                "un-augmented images, so they do not describe the augmented view the student sees. Either set "
+                "augment=False, or drop use_cached_teacher_logits and give teacher_name_or_path (online teacher)."
+            )
+        if self.use_cached_teacher_logits and self.teacher_name_or_path:
+            raise ValueError("give either use_cached_teacher_logits or teacher_name_or_path, not both")
+        if self.model == "convnextv2" and (self.teacher_name_or_path or self.use_cached_teacher_logits):
+            raise ValueError("the convnextv2 teacher is trained without a teacher: drop teacher_name_or_path")
+        if self.gradient_accumulation_steps < 1 or self.per_device_train_batch_size < 1:
+            raise ValueError("gradient_accumulation_steps and per_device_train_batch_size must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> ClarityTrainingConfig:
+        """Read a YAML or JSON file (a bare name is looked up among the shipped configs)."""
+        path = resolve_config_path(path)
+        parser = HfArgumentParser(cls)
+        if path.suffix == ".json":
+            return parser.parse_json_file(str(path), allow_extra_keys=False)[0]
+        return parser.parse_yaml_file(str(path), allow_extra_keys=False)[0]
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """`path` itself when it exists, else the shipped config of that name (`tiny_cpu` or `tiny_cpu.yaml`)."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    for name in (candidate.name, candidate.name + ".yaml"):
+        shipped = CONFIG_DIR / name
+        if shipped.is_file():
+            return shipped
+    known = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"config file {str(path)!r} not found (shipped configs: {known})")
+
+
+def parse_training_config(args: list[str] | None = None) -> ClarityTrainingConfig:
+    """Parse `--config FILE` (YAML / JSON, optional) and any other `--option value`; the command line wins.
+
+    Example: `parse_training_config(["--config", "tiny_cpu.yaml", "--output_dir", "runs/tiny"])`.
+    """
+    parser = HfArgumentParser(ClarityTrainingConfig)
+    parser.add_argument("--config", type=str, default=None, help="YAML or JSON file with default options.")
+    known, _ = parser.parse_known_args(args)
+    if known.config is not None:
+        path = resolve_config_path(known.config)
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle) if path.suffix == ".json" else yaml.safe_load(handle)
+        unknown = set(values or {}) - set(ClarityTrainingConfig.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown option(s) {sorted(unknown)}")
+        if isinstance((values or {}).get("model_config_overrides"), dict):
+            values["model_config_overrides"] = json.dumps(values["model_config_overrides"])
+        parser.set_defaults(**(values or {}))
+    config, namespace = parser.parse_args_into_dataclasses(args, return_remaining_strings=False)[0], None
+    del namespace
+    return config

@@ -1,0 +1,109 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Building the trained model (CLARiTy student or ConvNeXtV2 teacher) and loading a frozen teacher.
+
+Label sets. `id2label` comes from the run's label names. Starting from a saved model with another label set
+(`model_name_or_path` + new `label_names`) uses `ignore_mismatched_sizes=True`: every tensor whose shape depends
+on the number of labels is re-initialised: for CLARiTy these are the class tokens and their position embeddings
+(one per label: `clarity.embeddings.class_tokens`, `clarity.embeddings.class_position_embeddings`), the per-class
+heads (`token_classifier`, `pooled_classifier`) and the SegmentCAM class convolution; the patch embedding, the
+encoder, the patch position embeddings, the foreground head and the norms are kept. With the *same number* of
+labels nothing is re-initialised: tokens and heads are reused by position, whatever the new names are.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from transformers import AutoModelForImageClassification, ConvNextV2Config, ConvNextV2ForImageClassification
+
+from ..configuration_clarity import ClarityConfig
+from ..modeling_clarity import ClarityForMultiLabelLocalization
+
+logger = logging.getLogger(__name__)
+
+CONVNEXTV2_PRESETS = {
+    # Paper configuration of the teacher (ConvNeXtV2-Base).
+    "convnextv2-base": {"depths": [3, 3, 27, 3], "hidden_sizes": [128, 256, 512, 1024]},
+    "convnextv2-tiny": {"depths": [3, 3, 9, 3], "hidden_sizes": [96, 192, 384, 768]},
+    "convnextv2-nano": {"depths": [2, 2, 8, 2], "hidden_sizes": [80, 160, 320, 640]},
+    # Tests and CPU demos only.
+    "convnextv2-test": {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128]},
+}
+
+
+def label_maps(label_names: list[str]) -> dict:
+    return {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: index for index, name in enumerate(label_names)},
+    }
+
+
+def build_model(config, label_names: list[str]) -> torch.nn.Module:
+    """The model to train, from a preset, a saved folder or a DINO checkpoint (see the module docstring)."""
+    overrides = dict(config.model_config_overrides or {})
+    if config.drop_path_rate is not None:
+        overrides["drop_path_rate"] = config.drop_path_rate
+    if config.image_size is not None:
+        overrides["image_size"] = config.image_size
+    if config.model == "clarity" and config.distillation_loss_weight is not None:
+        overrides["distillation_loss_weight"] = config.distillation_loss_weight
+    labels = label_maps(label_names)
+
+    if config.model == "convnextv2":
+        if config.model_name_or_path:
+            return ConvNextV2ForImageClassification.from_pretrained(
+                config.model_name_or_path, ignore_mismatched_sizes=True, problem_type="multi_label_classification",
+                **labels, **overrides,
+            )
+        if config.model_preset not in CONVNEXTV2_PRESETS:
+            raise ValueError(f"unknown ConvNeXtV2 preset {config.model_preset!r}; known: {sorted(CONVNEXTV2_PRESETS)}")
+        model_config = ConvNextV2Config(
+            **{**CONVNEXTV2_PRESETS[config.model_preset], **overrides},
+            problem_type="multi_label_classification",
+            **labels,
+        )
+        return ConvNextV2ForImageClassification(model_config)
+
+    if config.model_name_or_path:
+        model = ClarityForMultiLabelLocalization.from_pretrained(
+            config.model_name_or_path, ignore_mismatched_sizes=True, **labels, **overrides
+        )
+        return model
+    model_config = ClarityConfig.from_preset(config.model_preset, **labels, **overrides)
+    if config.init_from_dino:
+        try:
+            from ..convert import convert_dino_checkpoint
+        except ImportError as err:
+            raise ImportError(
+                "init_from_dino needs clarity_hf.convert.convert_dino_checkpoint (the DINO conversion), "
+                "which is not installed in this version of clarity_hf"
+            ) from err
+        converted = convert_dino_checkpoint(config.init_from_dino, model_config)
+        if isinstance(converted, torch.nn.Module):
+            return converted
+        model = ClarityForMultiLabelLocalization(model_config)
+        missing, unexpected = model.load_state_dict(converted, strict=False)
+        logger.info("DINO init: %d missing (new heads), %d unexpected keys", len(missing), len(unexpected))
+        return model
+    return ClarityForMultiLabelLocalization(model_config)
+
+
+def load_teacher(path: str, label_names: list[str]) -> torch.nn.Module:
+    """A trained teacher folder, checked against the student's labels, frozen and in eval mode."""
+    teacher = AutoModelForImageClassification.from_pretrained(path)
+    teacher_labels = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+    if teacher_labels != list(label_names):
+        raise ValueError(
+            f"teacher {path} predicts labels {teacher_labels}, the student {list(label_names)}: the distillation "
+            "targets would be misaligned"
+        )
+    return freeze(teacher)
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model

@@ -1,0 +1,217 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Fast tests of the training package: config parsing, optimizer groups, checkpoint discovery, distillation
+plumbing, bad images, non-finite losses, cached teacher logits."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from clarity_hf.training import (
+    ClarityTrainingConfig,
+    NonFiniteLossError,
+    find_latest_checkpoint,
+    parse_training_config,
+    train,
+)
+from clarity_hf.training.arguments import CONFIG_DIR
+from clarity_hf.training.checkpointing import COMPLETE_MARKER, read_training_state
+from clarity_hf.training.data import build_synthetic
+from clarity_hf.training.models import build_model
+from clarity_hf.training.optim import parameter_groups
+from clarity_hf.training.trackers import read_jsonl
+from training_helpers import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return build_synthetic(tiny_config(tmp_path_factory.mktemp("unused")))
+
+
+def _tiny_teacher(labels, image_size=32):
+    config = ClarityTrainingConfig(
+        model="convnextv2", model_preset="convnextv2-test", image_size=image_size, output_dir="unused"
+    )
+    return build_model(config, labels)
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+def test_shipped_configs_parse():
+    names = sorted(path.name for path in CONFIG_DIR.glob("*.yaml"))
+    assert names == [
+        "clarity_s16_224.yaml", "clarity_s16_512.yaml", "teacher_512.yaml", "tiny_cpu.yaml", "tiny_teacher_cpu.yaml"
+    ]
+    configs = {name: ClarityTrainingConfig.from_file(name) for name in names}
+    assert configs["teacher_512.yaml"].model == "convnextv2"
+    assert configs["teacher_512.yaml"].model_preset == "convnextv2-base"
+    assert configs["clarity_s16_224.yaml"].image_size == 224
+    assert configs["clarity_s16_512.yaml"].image_size == 512
+    assert configs["clarity_s16_224.yaml"].weight_decay == 0.05
+    assert configs["clarity_s16_224.yaml"].drop_path_rate == 0.1
+
+
+def test_cli_overrides_file(tmp_path):
+    config = parse_training_config(
+        ["--config", "tiny_cpu.yaml", "--output_dir", str(tmp_path), "--learning_rate", "0.01",
+         "--model_config_overrides", '{"num_hidden_layers": 2}']
+    )
+    assert config.learning_rate == 0.01  # from the command line
+    assert config.per_device_train_batch_size == 32  # from the file
+    assert config.model_config_overrides == {"num_hidden_layers": 2}
+    json_file = tmp_path / "run.json"
+    json_file.write_text(json.dumps({"model": "convnextv2", "model_preset": "convnextv2-test", "output_dir": "x"}))
+    assert ClarityTrainingConfig.from_file(json_file).model == "convnextv2"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 0.1\n")
+    with pytest.raises(ValueError, match="learning_rat"):
+        parse_training_config(["--config", str(bad)])
+
+
+def test_cached_logits_with_augmentation_is_refused():
+    with pytest.raises(ValueError, match="cached teacher logits were computed on the un-augmented images"):
+        ClarityTrainingConfig(use_cached_teacher_logits=True, augment=True, output_dir="x")
+
+
+# ------------------------------------------------------------------------------------------------ optimizer
+def test_parameter_groups_weight_decay_and_layer_decay():
+    model = build_model(tiny_config("x"), [f"c{i}" for i in range(3)])
+    groups = parameter_groups(model, learning_rate=1.0, weight_decay=0.05, layer_decay=0.5)
+    decay_of = {name: group["weight_decay"] for group in groups for name in group["names"]}
+    lr_of = {name: group["lr"] for group in groups for name in group["names"]}
+    for name in ("clarity.embeddings.class_tokens", "clarity.embeddings.class_position_embeddings",
+                 "clarity.embeddings.position_embeddings", "clarity.encoder.layers.0.norm1.weight",
+                 "clarity.encoder.layers.0.attention.qkv.bias", "clarity.layernorm.weight"):
+        assert decay_of[name] == 0.0, name
+    assert decay_of["clarity.encoder.layers.0.attention.qkv.weight"] == 0.05
+    assert decay_of["clarity.embeddings.patch_embeddings.projection.weight"] == 0.05
+    # 2 blocks: embeddings 0.5**3, block 0 0.5**2, block 1 0.5, heads 1.
+    assert lr_of["clarity.embeddings.class_tokens"] == pytest.approx(0.125)
+    assert lr_of["clarity.encoder.layers.0.mlp.fc1.weight"] == pytest.approx(0.25)
+    assert lr_of["clarity.encoder.layers.1.mlp.fc1.weight"] == pytest.approx(0.5)
+    assert lr_of["token_classifier.weight"] == pytest.approx(1.0)
+    assert sum(len(g["params"]) for g in groups) == sum(1 for _ in model.parameters())
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def test_half_written_checkpoint_is_never_latest(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / "checkpoint-10").mkdir(parents=True)
+    (root / "checkpoint-10" / COMPLETE_MARKER).write_text("10")
+    (root / "checkpoint-20").mkdir()  # killed while writing: no marker
+    (root / ".tmp-checkpoint-30").mkdir()
+    assert find_latest_checkpoint(tmp_path).name == "checkpoint-10"
+
+
+# ------------------------------------------------------------------------------------------------ distillation
+class ExplodingTeacher(torch.nn.Module):
+    def __init__(self, labels):
+        super().__init__()
+        self.inner = _tiny_teacher(labels)
+        self.config = self.inner.config
+
+    def forward(self, *args, **kwargs):
+        raise AssertionError("the teacher must not run when distillation_loss_weight == 0")
+
+
+def test_teacher_never_run_without_distillation(tmp_path, tiny_data):
+    from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
+
+    labels = list(NIH_PATHOLOGIES)
+    config = tiny_config(tmp_path, max_steps=2, eval_every_epoch=False,
+                         teacher_name_or_path=str(tmp_path / "does-not-exist"))
+    result = train(config, teacher=ExplodingTeacher(labels), datasets=tiny_data)
+    assert result.global_step == 2
+    logs = [r for r in read_jsonl(tmp_path / "logs" / "metrics.jsonl") if "train/loss" in r]
+    assert logs and all("train/distillation_loss" not in r for r in logs)
+
+
+def test_distillation_uses_frozen_teacher(tmp_path, tiny_data):
+    from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
+
+    teacher = _tiny_teacher(list(NIH_PATHOLOGIES))
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    calls = []
+    teacher.register_forward_hook(lambda module, args, output: calls.append(module.training))
+    config = tiny_config(tmp_path, max_steps=3, eval_every_epoch=False, distillation_loss_weight=0.5)
+    train(config, teacher=teacher, datasets=tiny_data)
+    assert len(calls) == 3 and not any(calls)  # once per step, in eval mode
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    logs = [r for r in read_jsonl(tmp_path / "logs" / "metrics.jsonl") if "train/loss" in r]
+    assert len(logs) == 3
+    for record in logs:
+        assert record["train/distillation_loss"] > 0
+        # loss = token BCE + pooled BCE (classification) + 0.5 distill + 0.1 orthogonal + 0.5 foreground
+        expected = (record["train/classification_loss"] + 0.5 * record["train/distillation_loss"]
+                    + 0.1 * record["train/orthogonal_loss"] + 0.5 * record["train/foreground_loss"])
+        assert record["train/loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_cached_teacher_logits(tmp_path, tiny_data):
+    from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
+    from clarity_hf.training.teacher_cache import add_teacher_logits
+
+    teacher = _tiny_teacher(list(NIH_PATHOLOGIES))
+    config = tiny_config(tmp_path, max_steps=2, eval_every_epoch=False, distillation_loss_weight=0.5,
+                         use_cached_teacher_logits=True)
+    cached = add_teacher_logits(teacher, tiny_data, 32, config, ["train"])
+    assert np.asarray(cached["train"]["teacher_logits"]).shape == (48, 14)
+    train(config, teacher=ExplodingTeacher(list(NIH_PATHOLOGIES)), datasets=cached)
+    logs = [r for r in read_jsonl(tmp_path / "logs" / "metrics.jsonl") if "train/loss" in r]
+    assert all(r["train/distillation_loss"] > 0 for r in logs)
+    with pytest.raises(ValueError, match="teacher_logits"):
+        train(tiny_config(tmp_path / "b", max_steps=1, distillation_loss_weight=0.5, use_cached_teacher_logits=True),
+              datasets=tiny_data)
+
+
+# ------------------------------------------------------------------------------------------------ robustness
+def test_corrupt_and_missing_images_are_skipped_and_reported(tmp_path, tiny_data):
+    from datasets import DatasetDict, Image
+
+    train_split = tiny_data["train"].cast_column("image", Image(decode=False))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = []
+    for index, value in enumerate(train_split["image"]):
+        path = folder / f"{index:03d}.png"
+        path.write_bytes(value["bytes"])
+        paths.append({"bytes": None, "path": str(path)})
+    (folder / "005.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")  # corrupt
+    (folder / "011.png").unlink()  # missing
+    train_split = train_split.remove_columns("image").add_column("image", paths, feature=Image(decode=False))
+    data = DatasetDict({"train": train_split, "validation": tiny_data["validation"]})
+    result = train(tiny_config(tmp_path / "run", num_train_epochs=2), datasets=data)
+    assert result.global_step == 12  # 48 images / batch 8, two epochs: the run reached its end
+    assert result.skipped == {"missing_file": 2, "corrupt_image": 2}  # once per epoch
+    assert any("005.png" in f and f.startswith("corrupt_image") for f in result.skipped_files)
+    assert any("011.png" in f and f.startswith("missing_file") for f in result.skipped_files)
+    assert [r["skipped"] for r in result.history] == [{"missing_file": 1, "corrupt_image": 1}] * 2
+    assert result.num_eval_samples == 25
+
+
+def test_nonfinite_loss_stops_with_last_good_checkpoint(tmp_path, tiny_data):
+    from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
+
+    config = tiny_config(tmp_path, max_steps=6, checkpointing_steps=2, eval_every_epoch=False)
+    model = build_model(config, list(NIH_PATHOLOGIES))
+    original_forward, calls = model.forward, []
+
+    def forward(*args, **kwargs):
+        output = original_forward(*args, **kwargs)
+        calls.append(1)
+        if len(calls) >= 4 and output.loss is not None:
+            output.loss = output.loss * float("nan")
+        return output
+
+    model.forward = forward
+    with pytest.raises(NonFiniteLossError, match="non-finite loss .* optimizer step 4.*checkpoint-2"):
+        train(config, model=model, datasets=tiny_data)
+    latest = find_latest_checkpoint(tmp_path)
+    assert latest.name == "checkpoint-2"
+    assert read_training_state(latest)["global_step"] == 2
+    assert not math.isnan(sum(float(p.detach().sum()) for p in model.parameters()))
