@@ -1,9 +1,55 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """Image processor for CLARiTy: chest X-ray files in, pixel_values out; logits / heatmaps in, scores, heatmaps and
-boxes out. Imports only numpy, PIL, torch and transformers (scipy and pydicom lazily, where used)."""
+boxes out. Imports only numpy, PIL, torch and transformers (scipy and pydicom lazily, where used).
+
+This file is one of the three Hub code files: it relies only on the public, stable parts of `transformers`
+(`BaseImageProcessor` for save / load and `BatchFeature`), so that the same file runs on transformers 4.57 and 5.x.
+`ClarityImageProcessor` overrides `__init__`, `__call__`, `preprocess` and `to_dict` itself and never uses the 5.x
+backend machinery (which needs torchvision for `ViTImageProcessor`).
+"""
+
+import copy
+import math
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+# ITU-R 601-2 luma, the weights of PIL's `convert("L")`, applied in float.
+_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+_RESAMPLE_BY_NAME = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+_INTENSITY_SCALINGS = ("bit_depth", "minmax")
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+# Keyword arguments that transformers (or users following the usual image-processor idiom) may pass and that have no
+# meaning here: accepted and ignored.
+_IGNORED_KWARGS = (
+    "data_format",
+    "input_data_format",
+    "device",
+    "do_convert_rgb",
+    "do_center_crop",
+    "crop_size",
+)
+
+
+def _require_pydicom():
+    try:
+        import pydicom
+    except ImportError as err:  # pragma: no cover - pydicom is a dependency of clarity_hf
+        raise ImportError("reading DICOM files needs pydicom: `pip install pydicom`") from err
+    return pydicom
 
 
 def _require_scipy_ndimage():
@@ -65,3 +111,764 @@ def heatmap_to_boxes(heatmap: np.ndarray, threshold: float, normalize: bool = Tr
         return np.zeros((0, 4), dtype=np.float32), np.zeros((0,), dtype=np.float32)
     order = np.argsort(-np.asarray(scores), kind="stable")
     return np.asarray(boxes, dtype=np.float32)[order], np.asarray(scores, dtype=np.float32)[order]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Decoding: every input becomes one float64 (H, W) grayscale array in [0, 1].
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _describe(item, index: int) -> str:
+    """How an input is named in error messages: its file path, else its position, type, shape and dtype."""
+    if isinstance(item, (str, os.PathLike)):
+        return f"file '{os.fspath(item)}'"
+    kind = f"{type(item).__module__}.{type(item).__qualname__}".replace("builtins.", "")
+    if isinstance(item, (np.ndarray, torch.Tensor)):
+        return f"input #{index} of type {kind} (shape {tuple(item.shape)}, dtype {item.dtype})"
+    if isinstance(item, Image.Image):
+        return f"input #{index} of type {kind} (mode {item.mode}, size {item.size[0]}x{item.size[1]})"
+    return f"input #{index} of type {kind}"
+
+
+def _bit_depth_range(max_value: float) -> float:
+    """Largest value of the smallest usual detector bit depth (8, 10, 12, 14, 16, else exact) holding max_value."""
+    bits = int(math.ceil(max_value)).bit_length()
+    if bits <= 8:
+        bits = 8
+    elif bits <= 16:
+        bits += bits % 2
+    return float(2**bits - 1)
+
+
+def _intensity_range(values: np.ndarray, dtype: np.dtype, scaling: str) -> tuple[float, float]:
+    """The (low, high) raw values that map to 0 and 1 (see `ClarityImageProcessor`, "Intensities")."""
+    low, high = float(values.min()), float(values.max())
+    if scaling == "minmax":
+        return low, high
+    if dtype == np.bool_:
+        return 0.0, 1.0
+    if dtype == np.uint8:
+        return 0.0, 255.0
+    if low < 0:
+        return low, high
+    if np.issubdtype(dtype, np.integer):
+        return 0.0, _bit_depth_range(high)
+    if high <= 1.0:
+        return 0.0, 1.0
+    if high <= 255.0:
+        return 0.0, 255.0
+    if high <= 65535.0:
+        return 0.0, _bit_depth_range(high)
+    return low, high
+
+
+def _scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    if high - low <= 0:
+        return np.zeros_like(values, dtype=np.float64)
+    return np.clip((values.astype(np.float64) - low) / (high - low), 0.0, 1.0)
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    """A PIL image as an array, keeping its bit depth: (H, W) for one-band modes, (H, W, C) otherwise."""
+    mode = image.mode
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16)
+    if mode in ("L", "I", "F", "RGB", "RGBA", "LA"):
+        return np.asarray(image)
+    if mode == "1":
+        return np.asarray(image.convert("L"))
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in image.info
+        return np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+    if mode in ("La",):
+        return np.asarray(image.convert("LA"))
+    return np.asarray(image.convert("RGB"))  # RGBX, RGBa, CMYK, YCbCr, LAB, HSV, ...
+
+
+def _channels_last(array: np.ndarray, prefer_channels_first: bool, name: str) -> np.ndarray:
+    """(H, W) stays; a 3-D array becomes (H, W, C) with C in 1..4; anything else is rejected."""
+    if array.ndim == 2:
+        return array
+    if array.ndim != 3:
+        raise ValueError(
+            f"{name}: has rank {array.ndim} (shape {tuple(array.shape)}); expected an image of shape (H, W), "
+            "(H, W, C) or (C, H, W) with C in 1..4 (or a 4-D batch of those)"
+        )
+    first, last = array.shape[0] in (1, 2, 3, 4), array.shape[-1] in (1, 2, 3, 4)
+    if first and (prefer_channels_first or not last):
+        return np.moveaxis(array, 0, -1)
+    if last:
+        return array
+    raise ValueError(
+        f"{name}: 3-D input of shape {tuple(array.shape)} has no channel axis of size 1-4 (first or last); "
+        "expected (H, W), (H, W, C) or (C, H, W)"
+    )
+
+
+def _to_gray(array: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) raw values -> (H, W) float64 raw values: RGB(A) -> luma (alpha dropped), LA -> L."""
+    if array.ndim == 2:
+        return array.astype(np.float64)
+    channels = array.shape[-1]
+    if channels in (1, 2):
+        return array[..., 0].astype(np.float64)
+    rgb = array[..., :3]
+    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
+        return rgb[..., 0].astype(np.float64)  # grayscale stored as RGB: exact, no weighting round-off
+    return rgb.astype(np.float64) @ _LUMA_WEIGHTS
+
+
+def _array_to_unit_gray(
+    array: np.ndarray, name: str, do_rescale: bool, scaling: str, prefer_channels_first: bool = False
+) -> np.ndarray:
+    """Validate a raw array and turn it into an (H, W) float64 grayscale image, scaled to [0, 1] if `do_rescale`."""
+    if (
+        array.dtype == object
+        or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
+        or np.iscomplexobj(array)
+    ):
+        raise ValueError(f"{name}: unsupported dtype {array.dtype}; expected integer, float or bool pixels")
+    if array.size == 0:
+        raise ValueError(f"{name}: is empty (shape {tuple(array.shape)})")
+    array = _channels_last(array, prefer_channels_first, name)
+    height, width = array.shape[:2]
+    if height < 2 or width < 2:
+        raise ValueError(
+            f"{name}: is too small ({height}x{width} pixels); an image needs at least 2x2 pixels"
+        )
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s)")
+    dtype = array.dtype
+    if array.ndim == 3 and array.shape[-1] in (2, 4):
+        array = array[..., : array.shape[-1] - 1]  # drop alpha before measuring the value range
+    if not do_rescale:
+        return _to_gray(array)
+    low, high = _intensity_range(array, dtype, scaling)
+    return _scale(_to_gray(array), low, high)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    if path.suffix.lower() in _DICOM_SUFFIXES:
+        return True
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _first_value(value) -> float:
+    """DICOM multi-valued attributes (e.g. several windows): the first one, as float."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0]
+    return float(value)
+
+
+def _dicom_to_unit_gray(ds, name: str, scaling: str) -> np.ndarray:
+    """A pydicom Dataset -> (H, W) float64 in [0, 1], bone bright (see `ClarityImageProcessor`, "DICOM")."""
+    try:
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise ValueError(f"{name}: DICOM file has no pixel data")
+    try:
+        pixels = ds.pixel_array
+    except Exception as err:  # pydicom raises many types for bad or unsupported pixel data
+        raise ValueError(
+            f"{name}: DICOM pixel data could not be decoded ({type(err).__name__}: {err})"
+        ) from err
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if frames > 1:
+        raise ValueError(
+            f"{name}: multi-frame DICOM ({frames} frames) is not supported; pass one frame as an array instead"
+        )
+    if pixels.size == 0:
+        raise ValueError(f"{name}: DICOM pixel data is empty (shape {tuple(pixels.shape)})")
+    if pixels.ndim != (2 if samples == 1 else 3):
+        raise ValueError(f"{name}: DICOM pixel data has unexpected shape {tuple(pixels.shape)}")
+    if pixels.shape[0] < 2 or pixels.shape[1] < 2:
+        raise ValueError(f"{name}: is too small ({pixels.shape[0]}x{pixels.shape[1]} pixels)")
+    if (
+        samples > 1
+    ):  # colour DICOM (pydicom already converts YBR to RGB): luma, scaled by the stored bit depth
+        bits = int(getattr(ds, "BitsStored", 8) or 8)
+        return _scale(_to_gray(pixels), 0.0, float(2**bits - 1))
+
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(values).all():
+        raise ValueError(f"{name}: DICOM pixel data contains NaN or infinite values")
+
+    voi_luts = getattr(ds, "VOILUTSequence", None)
+    if voi_luts is not None and len(voi_luts) > 0:
+        # VOI LUT table: pydicom applies it; its output spans the table's bit depth (LUT Descriptor, 3rd value).
+        out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
+        lut_bits = int(voi_luts[0].LUTDescriptor[2])
+        unit = _scale(out, 0.0, float(2**lut_bits - 1))
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        center, width = _first_value(ds.WindowCenter), _first_value(ds.WindowWidth)
+        function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        if function == "SIGMOID":
+            unit = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / max(width, 1e-12)))
+        elif function == "LINEAR_EXACT":
+            unit = np.clip((values - center) / max(width, 1e-12) + 0.5, 0.0, 1.0)
+        else:  # LINEAR, DICOM PS3.3 C.11.2.1.2.1
+            unit = np.clip((values - (center - 0.5)) / max(width - 1.0, 1e-12) + 0.5, 0.0, 1.0)
+    else:
+        low, high = _dicom_value_range(ds, pixels, values)
+        unit = _scale(values, low, high)
+    if (
+        photometric == "MONOCHROME1"
+    ):  # low values are bright: invert so that bone is bright, as in MONOCHROME2
+        unit = 1.0 - unit
+    if scaling == "minmax":
+        unit = _scale(unit, float(unit.min()), float(unit.max()))
+    return unit
+
+
+def _dicom_value_range(ds, pixels: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+    """The range of values the stored bits can hold, after the modality transform (slope / intercept)."""
+    if "ModalityLUTSequence" in ds or np.issubdtype(pixels.dtype, np.floating):
+        return float(values.min()), float(values.max())  # no bit-depth bound: the actual range
+    bits = int(getattr(ds, "BitsStored", 0) or 0) or 8 * pixels.dtype.itemsize
+    if int(getattr(ds, "PixelRepresentation", 0) or 0) == 1:
+        stored = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1)
+    else:
+        stored = (0.0, 2.0**bits - 1)
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    ends = [stored[0] * slope + intercept, stored[1] * slope + intercept]
+    return min(ends), max(ends)
+
+
+def _read_dicom_file(path: Path, name: str, scaling: str) -> np.ndarray:
+    pydicom = _require_pydicom()
+    try:
+        ds = pydicom.dcmread(str(path), force=True)
+    except Exception as err:
+        raise ValueError(f"{name}: is not a readable DICOM file ({type(err).__name__}: {err})") from err
+    return _dicom_to_unit_gray(ds, name, scaling)
+
+
+def _read_image_file(path: Path, name: str) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _pil_to_array(image)
+    except Image.UnidentifiedImageError as err:
+        raise ValueError(
+            f"{name}: is not an image file PIL can read (PNG, JPEG, ...) nor a DICOM file"
+        ) from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{name}: image file could not be decoded ({type(err).__name__}: {err})") from err
+
+
+def _load_unit_gray(item, index: int, do_rescale: bool, scaling: str) -> np.ndarray:
+    """Any supported input -> (H, W) float64, in [0, 1] when `do_rescale`. Raises ValueError naming the input."""
+    name = _describe(item, index)
+    if isinstance(item, (str, os.PathLike)):
+        path = Path(os.fspath(item)).expanduser()
+        if not path.exists():
+            raise ValueError(f"{name}: no such file")
+        if path.is_dir():
+            raise ValueError(f"{name}: is a directory, not an image file")
+        try:
+            is_dicom = _is_dicom_file(path)
+        except OSError as err:
+            raise ValueError(f"{name}: could not be read ({err})") from err
+        if is_dicom:
+            return _read_dicom_file(path, name, scaling)
+        return _array_to_unit_gray(_read_image_file(path, name), name, do_rescale, scaling)
+    if (
+        type(item).__module__.startswith("pydicom")
+        and hasattr(item, "PixelData")
+        or (type(item).__name__ in ("Dataset", "FileDataset") and type(item).__module__.startswith("pydicom"))
+    ):
+        return _dicom_to_unit_gray(item, name, scaling)
+    if isinstance(item, Image.Image):
+        try:
+            array = _pil_to_array(item)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{name}: PIL image could not be decoded ({err})") from err
+        return _array_to_unit_gray(array, name, do_rescale, scaling)
+    if isinstance(item, torch.Tensor):
+        tensor = item.detach().cpu()
+        if tensor.is_floating_point() and tensor.dtype != torch.float64:
+            tensor = tensor.float()
+        return _array_to_unit_gray(tensor.numpy(), name, do_rescale, scaling, prefer_channels_first=True)
+    if isinstance(item, np.ndarray):
+        return _array_to_unit_gray(item, name, do_rescale, scaling)
+    raise ValueError(
+        f"{name}: unsupported input; expected a PIL image, a numpy array, a torch tensor, a pydicom Dataset or the "
+        "path of a PNG / JPEG / DICOM file"
+    )
+
+
+def _flatten_images(images) -> list:
+    """A single input or a (nested) list of inputs -> flat list; 4-D arrays / tensors are split into images."""
+    if isinstance(images, (list, tuple)):
+        flat = []
+        for item in images:
+            flat.extend(_flatten_images(item))
+        return flat
+    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+        return list(images)
+    return [images]
+
+
+def _resolve_size(size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    if isinstance(size, (list, tuple)) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    size = dict(size)
+    if "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    if "shortest_edge" in size and len(size) == 1:
+        return int(size["shortest_edge"]), int(size["shortest_edge"])
+    raise ValueError(f"size must be an int or {{'height': H, 'width': W}}, got {size}")
+
+
+def _resolve_resample(resample) -> Image.Resampling:
+    if isinstance(resample, str):
+        if resample.lower() not in _RESAMPLE_BY_NAME:
+            raise ValueError(f"resample must be one of {sorted(_RESAMPLE_BY_NAME)}, got {resample!r}")
+        return _RESAMPLE_BY_NAME[resample.lower()]
+    return Image.Resampling(int(resample))
+
+
+def _get_output(outputs, key: str):
+    """`outputs[key]` for ModelOutputs and dicts, `outputs.key` for other objects."""
+    if isinstance(outputs, (tuple, list)) and not hasattr(outputs, "keys"):
+        raise ValueError(
+            f"post-processing needs the model output as a ModelOutput or dict with `{key}`, got a "
+            f"{type(outputs).__name__}; call the model with return_dict=True"
+        )
+    try:
+        value = outputs[key]
+    except (KeyError, TypeError):
+        value = getattr(outputs, key, None)
+    if value is None:
+        raise ValueError(
+            f"post-processing needs `{key}` in the model outputs (keys: {list(getattr(outputs, 'keys', list)())})"
+        )
+    return torch.as_tensor(value)
+
+
+def _target_sizes_list(target_sizes, batch_size: int) -> list[tuple[int, int]] | None:
+    if target_sizes is None:
+        return None
+    if isinstance(target_sizes, torch.Tensor):
+        target_sizes = target_sizes.tolist()
+    elif isinstance(target_sizes, np.ndarray):
+        target_sizes = target_sizes.tolist()
+    sizes = []
+    for size in target_sizes:
+        if isinstance(size, torch.Tensor):
+            size = size.tolist()
+        if len(size) != 2:
+            raise ValueError(f"each target size must be (height, width), got {size}")
+        sizes.append((int(size[0]), int(size[1])))
+    if len(sizes) != batch_size:
+        raise ValueError(f"got {len(sizes)} target sizes for a batch of {batch_size} images")
+    return sizes
+
+
+def _normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max normalise each (H, W) map of a (..., H, W) tensor to [0, 1]; constant maps become zeros
+    (the torch twin of `normalize_heatmap`)."""
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - low
+    flat = span <= 1e-12
+    return torch.where(
+        flat, torch.zeros_like(maps), (maps - low) / torch.where(flat, torch.ones_like(span), span)
+    )
+
+
+class ClarityImageProcessor(BaseImageProcessor):
+    r"""
+    Image processor for CLARiTy chest X-ray models.
+
+    Preprocessing (`__call__` / `preprocess`): each input becomes one grayscale float image in [0, 1], is resized to
+    `size` on a float32 ('F') PIL image (no 8-bit round-off), repeated to 3 channels and normalised with
+    `image_mean` / `image_std`; the result is `pixel_values` (B, 3, H, W) float32.
+
+    Inputs: a single image or a (nested) list of them; 4-D arrays / tensors are batches.
+        - PIL images of modes L, I;16 (and I;16B/L), I, F, RGB, RGBA, P, PA, LA, 1, and anything PIL can convert to RGB.
+        - numpy arrays (H, W), (H, W, C) (or (C, H, W)), C in 1..4, of integer, float or bool dtype.
+        - torch tensors (H, W), (C, H, W) or (H, W, C) (C first is preferred where both fit).
+        - paths (str / Path) of PNG, JPEG or other PIL-readable files (EXIF orientation applied), and of DICOM files
+          (recognised by the `DICM` marker or a .dcm / .dicom / .dic suffix), and pydicom Datasets.
+
+    Grayscale: RGB(A) becomes ITU-R 601-2 luma (0.299 R + 0.587 G + 0.114 B) computed in float; alpha is dropped;
+    an RGB image whose three channels are equal keeps its values exactly.
+
+    Intensities (`do_rescale=True`, `intensity_scaling="bit_depth"`): uint8 / 8-bit data are divided by 255. Other
+    unsigned integer data (16-bit PNGs, I;16, uint16 arrays) carry no bit depth, so it is inferred from the maximum:
+    the smallest of 8, 10, 12, 14, 16 bits (above 16: exact) that holds it, and the data are divided by
+    2**bits - 1 (12-bit data stored in 16 bits are scaled by 4095, full-range 16-bit data by 65535). Floats in
+    [0, 1] are kept, floats in [0, 255] are divided by 255, floats up to 65535 are scaled like integers; data with
+    negative values or beyond 65535 are min-max scaled. `intensity_scaling="minmax"` min-max scales every image
+    instead; `do_rescale=False` uses the values as they are (e.g. already in [0, 1]).
+
+    DICOM (pydicom, imported only when a DICOM is read): the modality LUT (Rescale Slope / Intercept or a Modality
+    LUT Sequence) is applied; then the VOI transform: a VOI LUT Sequence (scaled by its bit depth), else the first
+    window (Window Center / Width, VOI LUT Function LINEAR, LINEAR_EXACT or SIGMOID) maps straight to [0, 1], else
+    the range that Bits Stored can hold (signed or unsigned, through slope / intercept) maps to [0, 1] (12-bit data
+    by 4095, 16-bit by 65535). MONOCHROME1 images are inverted last so that bone is bright, as in MONOCHROME2.
+    Colour DICOMs are converted to luma. Multi-frame DICOMs are rejected.
+
+    Bad inputs (empty, smaller than 2x2, NaN / inf, wrong rank or channel count, missing / unreadable /
+    non-image files, corrupt DICOMs, unsupported types) raise a `ValueError` that names the input (its path, or
+    "input #i of type ...") and the problem.
+
+    `return_original_sizes=True` adds `original_sizes`, (B, 2) (height, width) of the inputs, for the
+    post-processing methods. It is off by default because pipelines pass every returned key to the model, whose
+    forward does not take it.
+
+    Post-processing: `post_process_image_classification` (sigmoid scores per label),
+    `post_process_heatmaps` (per image (C, H, W) maps at the original size) and the ObjectDetectionPipeline-compatible
+    `post_process_object_detection` (boxes from connected components of the thresholded heatmaps).
+
+    Args:
+        do_resize (`bool`, defaults to `True`): resize to `size`.
+        size (`dict[str, int]`, defaults to `{"height": 224, "width": 224}`): output size (an int means square).
+        resample (`int` or `str`, defaults to `3` = bicubic): PIL resampling filter (`"bilinear"`, `"bicubic"`, ...
+            or a `PIL.Image.Resampling` value); applied to float32 images, results clipped to [0, 1].
+        do_rescale (`bool`, defaults to `True`): scale intensities to [0, 1] as described above.
+        intensity_scaling (`str`, defaults to `"bit_depth"`): `"bit_depth"` or `"minmax"`.
+        do_normalize (`bool`, defaults to `True`): subtract `image_mean`, divide by `image_std` per channel.
+        image_mean (`list[float]`, defaults to ImageNet's): per-channel mean.
+        image_std (`list[float]`, defaults to ImageNet's): per-channel std.
+        id2label (`dict[int, str]`, *optional*): class names for post-processing when the caller passes none
+            (the model's `config.id2label` is the usual source).
+        heatmap_threshold (`float` or `list[float]`, defaults to 0.5): threshold on the [0, 1]-normalised heatmap
+            for the boxes of `post_process_object_detection` (one value, or one per class: tuned thresholds can be
+            saved with the processor).
+        box_min_area (`int`, defaults to 1): smallest connected component (in target pixels) that gives a box.
+    """
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(
+        self,
+        do_resize: bool = True,
+        size: dict | int | None = None,
+        resample: int | str = Image.Resampling.BICUBIC,
+        do_rescale: bool = True,
+        intensity_scaling: str = "bit_depth",
+        do_normalize: bool = True,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
+        id2label: dict | None = None,
+        heatmap_threshold: float | list[float] = 0.5,
+        box_min_area: int = 1,
+        **kwargs,
+    ):
+        kwargs.pop("image_processor_type", None)
+        for key in ("rescale_factor", "do_convert_rgb", "do_center_crop", "crop_size"):
+            kwargs.pop(key, None)  # keys a generic image-processor config may carry; meaningless here
+        super().__init__(**kwargs)
+        height, width = _resolve_size(224 if size is None else size)
+        if intensity_scaling not in _INTENSITY_SCALINGS:
+            raise ValueError(
+                f"intensity_scaling must be one of {_INTENSITY_SCALINGS}, got {intensity_scaling!r}"
+            )
+        self.do_resize = bool(do_resize)
+        self.size = {"height": height, "width": width}
+        self.resample = int(_resolve_resample(resample))
+        self.do_rescale = bool(do_rescale)
+        self.intensity_scaling = intensity_scaling
+        self.do_normalize = bool(do_normalize)
+        self.image_mean = [float(v) for v in (IMAGENET_DEFAULT_MEAN if image_mean is None else image_mean)]
+        self.image_std = [float(v) for v in (IMAGENET_DEFAULT_STD if image_std is None else image_std)]
+        if len(self.image_mean) != 3 or len(self.image_std) != 3:
+            raise ValueError("image_mean and image_std need 3 values (the output has 3 channels)")
+        self.id2label = None if id2label is None else {int(k): str(v) for k, v in dict(id2label).items()}
+        if isinstance(heatmap_threshold, (list, tuple)):
+            heatmap_threshold = [float(v) for v in heatmap_threshold]
+        else:
+            heatmap_threshold = float(heatmap_threshold)
+        self.heatmap_threshold = heatmap_threshold
+        self.box_min_area = int(box_min_area)
+
+    def to_dict(self) -> dict:
+        """The processor's configuration (what `save_pretrained` writes to `preprocessor_config.json`)."""
+        output = {}
+        for key, value in self.__dict__.items():
+            if key.startswith("_"):
+                continue
+            if hasattr(value, "keys") and not isinstance(value, dict):  # transformers 5.x SizeDict
+                value = dict(value)
+            output[key] = copy.deepcopy(value)
+        if output.get("id2label") is not None:
+            output["id2label"] = {str(k): v for k, v in output["id2label"].items()}
+        output["image_processor_type"] = type(self).__name__
+        return output
+
+    def __call__(self, images=None, **kwargs) -> BatchFeature:
+        """Preprocess an image or a batch of images (see `preprocess`)."""
+        return self.preprocess(images, **kwargs)
+
+    def preprocess(
+        self,
+        images=None,
+        do_resize: bool | None = None,
+        size: dict | int | None = None,
+        resample: int | str | None = None,
+        do_rescale: bool | None = None,
+        intensity_scaling: str | None = None,
+        do_normalize: bool | None = None,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
+        return_tensors=None,
+        return_original_sizes: bool = False,
+        **kwargs,
+    ) -> BatchFeature:
+        """
+        Preprocess one image or a list of images into `pixel_values`.
+
+        Args:
+            images: one input or a (nested) list of inputs (see the class docstring).
+            do_resize, size, resample, do_rescale, intensity_scaling, do_normalize, image_mean, image_std:
+                override the processor's settings for this call.
+            return_tensors (`str`, *optional*): `"pt"` (torch) or `"np"`; `None` gives a list of numpy arrays.
+            return_original_sizes (`bool`, defaults to `False`): also return `original_sizes`, the (height, width) of
+                every input, to pass as `target_sizes` to the post-processing methods.
+
+        Returns:
+            `BatchFeature` with `pixel_values` (B, 3, H, W) float32 (and `original_sizes` (B, 2) when asked).
+        """
+        if "image" in kwargs and images is None:
+            images = kwargs.pop("image")
+        for key in _IGNORED_KWARGS:
+            kwargs.pop(key, None)
+        if kwargs:
+            raise TypeError(
+                f"ClarityImageProcessor.preprocess got unexpected keyword arguments {sorted(kwargs)}"
+            )
+        do_resize = self.do_resize if do_resize is None else do_resize
+        height, width = _resolve_size(self.size if size is None else size)
+        resample = _resolve_resample(self.resample if resample is None else resample)
+        do_rescale = self.do_rescale if do_rescale is None else do_rescale
+        intensity_scaling = self.intensity_scaling if intensity_scaling is None else intensity_scaling
+        if intensity_scaling not in _INTENSITY_SCALINGS:
+            raise ValueError(
+                f"intensity_scaling must be one of {_INTENSITY_SCALINGS}, got {intensity_scaling!r}"
+            )
+        do_normalize = self.do_normalize if do_normalize is None else do_normalize
+        mean = np.asarray(self.image_mean if image_mean is None else image_mean, dtype=np.float32).reshape(
+            -1, 1, 1
+        )
+        std = np.asarray(self.image_std if image_std is None else image_std, dtype=np.float32).reshape(
+            -1, 1, 1
+        )
+
+        if images is None:
+            raise ValueError("no images given: pass `images=` one image or a list of images")
+        flat = _flatten_images(images)
+        if not flat:
+            raise ValueError("no images given: `images` is an empty list")
+
+        pixel_values, original_sizes = [], []
+        for index, item in enumerate(flat):
+            gray = _load_unit_gray(item, index, do_rescale, intensity_scaling)
+            original_sizes.append(gray.shape)
+            image = gray.astype(np.float32)
+            if do_resize and image.shape != (height, width):
+                resized = Image.fromarray(image).resize((width, height), resample=resample)
+                image = np.asarray(resized, dtype=np.float32)
+                if do_rescale:
+                    image = np.clip(image, 0.0, 1.0)  # bicubic / lanczos overshoot
+            image = np.repeat(image[None], 3, axis=0)
+            if do_normalize:
+                image = (image - mean) / std
+            pixel_values.append(image.astype(np.float32))
+
+        if return_tensors is not None:
+            shapes = {value.shape for value in pixel_values}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"images of different sizes {sorted(shapes)} cannot be stacked; use do_resize=True or "
+                    "return_tensors=None"
+                )
+            data = {"pixel_values": np.stack(pixel_values)}
+            if return_original_sizes:
+                data["original_sizes"] = np.asarray(original_sizes, dtype=np.int64)
+        else:
+            data = {"pixel_values": pixel_values}
+            if return_original_sizes:
+                data["original_sizes"] = [tuple(int(v) for v in size) for size in original_sizes]
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    # Post-processing
+    # ----------------------------------------------------------------------------------------------------------------
+
+    def _labels(self, id2label, num_classes: int) -> list[str]:
+        mapping = id2label if id2label is not None else self.id2label
+        mapping = {} if mapping is None else {int(k): str(v) for k, v in dict(mapping).items()}
+        return [mapping.get(index, f"LABEL_{index}") for index in range(num_classes)]
+
+    def post_process_image_classification(
+        self, outputs, top_k: int | None = None, id2label: dict | None = None
+    ):
+        """
+        Multi-label scores: the sigmoid of `outputs.logits` (B, C).
+
+        Args:
+            outputs: the model output (ModelOutput or dict) with `logits`.
+            top_k (`int`, *optional*): keep the k best labels per image (default: all C).
+            id2label (`dict[int, str]`, *optional*): class names (default: the processor's `id2label`, else
+                `LABEL_i`); pass `model.config.id2label`.
+
+        Returns:
+            `list[list[dict]]`: per image, `{"label": str, "score": float}` for each class, highest score first.
+        """
+        logits = _get_output(outputs, "logits").detach().float().cpu()
+        if logits.dim() == 1:
+            logits = logits[None]
+        labels = self._labels(id2label, logits.shape[-1])
+        results = []
+        for scores in torch.sigmoid(logits).tolist():
+            entries = sorted(
+                ({"label": label, "score": score} for label, score in zip(labels, scores)),
+                key=lambda entry: entry["score"],
+                reverse=True,
+            )
+            results.append(entries if top_k is None else entries[: max(int(top_k), 0)])
+        return results
+
+    def post_process_heatmaps(self, outputs, target_sizes=None, normalize: bool = True) -> list[torch.Tensor]:
+        """
+        Class heatmaps at the original image size.
+
+        Args:
+            outputs: the model output (ModelOutput or dict) with `heatmaps` (B, C, h, w), or that tensor itself.
+            target_sizes (*optional*): (height, width) per image ((B, 2) tensor or list), e.g. the processor's
+                `original_sizes`; `None` keeps the model's (h, w) grid.
+            normalize (`bool`, defaults to `True`): min-max normalise each upsampled map to [0, 1] (a constant map
+                becomes zeros), as in the localisation protocol.
+
+        Returns:
+            `list[torch.Tensor]`: per image a float32 (C, H, W) tensor, bilinearly upsampled (`upsample_heatmaps`).
+        """
+        if isinstance(outputs, torch.Tensor):
+            heatmaps = outputs
+        else:
+            heatmaps = _get_output(outputs, "heatmaps")
+        heatmaps = heatmaps.detach().float().cpu()
+        if heatmaps.dim() != 4:
+            raise ValueError(f"heatmaps must be (B, C, h, w), got shape {tuple(heatmaps.shape)}")
+        sizes = _target_sizes_list(target_sizes, heatmaps.shape[0])
+        results = []
+        for index in range(heatmaps.shape[0]):
+            maps = heatmaps[index]
+            if sizes is not None:
+                maps = upsample_heatmaps(maps, sizes[index])
+            results.append((_normalize_maps(maps) if normalize else maps).float().contiguous())
+        return results
+
+    def post_process_object_detection(
+        self,
+        outputs,
+        threshold: float = 0.5,
+        target_sizes=None,
+        heatmap_threshold: float | list[float] | None = None,
+        class_threshold: float | None = None,
+        top_k: int | None = None,
+        min_area: int | None = None,
+    ) -> list[dict[str, torch.Tensor]]:
+        """
+        Boxes from the class heatmaps, in the format of transformers' `ObjectDetectionPipeline`.
+
+        For each image and each class c with probability p_c = sigmoid(logit_c) >= max(threshold, class_threshold),
+        the heatmap of c is upsampled (bilinear) to the target size, min-max normalised to [0, 1], thresholded at
+        `heatmap_threshold` (`>=`) and split into 8-connected components (`heatmap_to_boxes`); each component gives
+        one box, its bounding rectangle. The box's score is p_c times the component's peak normalised heat, so the
+        hottest component of a class scores exactly p_c and weaker secondary components score lower; boxes scoring
+        below `threshold` are dropped. (Box scores never exceed p_c, so classes below `threshold` are skipped
+        without computing their maps.)
+
+        Args:
+            outputs: the model output (ModelOutput or dict) with `logits` (B, C) and `heatmaps` (B, C, h, w).
+            threshold (`float`, defaults to 0.5): smallest box score kept (the pipeline's `threshold`).
+            target_sizes (*optional*): (height, width) per image ((B, 2) tensor or list): boxes in those pixels.
+                `None` gives boxes relative to the image, in [0, 1] (as DETR's post-processing).
+            heatmap_threshold (`float` or per-class `list[float]`, *optional*): defaults to the processor's
+                `heatmap_threshold` (0.5).
+            class_threshold (`float`, *optional*): extra lower bound on p_c (e.g. keep weak secondary boxes of
+                confident classes with `threshold=0.1, class_threshold=0.5`).
+            top_k (`int`, *optional*): keep the k best boxes per image.
+            min_area (`int`, *optional*): smallest component in pixels of the frame the boxes are computed in
+                (defaults to the processor's `box_min_area`).
+
+        Returns:
+            `list[dict]`: per image `{"scores": (K,) float32, "labels": (K,) int64 class indices, "boxes": (K, 4)
+            float32 xyxy}`, highest score first; box corners are pixel edges (a box covering pixel columns
+            x0..x1-1 has xmin=x0, xmax=x1).
+        """
+        logits = _get_output(outputs, "logits").detach().float().cpu()
+        heatmaps = _get_output(outputs, "heatmaps").detach().float().cpu()
+        if logits.dim() != 2 or heatmaps.dim() != 4 or heatmaps.shape[:2] != logits.shape:
+            raise ValueError(
+                f"expected logits (B, C) and heatmaps (B, C, h, w), got {tuple(logits.shape)} and "
+                f"{tuple(heatmaps.shape)}"
+            )
+        batch, num_classes = logits.shape
+        sizes = _target_sizes_list(target_sizes, batch)
+        map_thresholds = self.heatmap_threshold if heatmap_threshold is None else heatmap_threshold
+        if isinstance(map_thresholds, (list, tuple, np.ndarray, torch.Tensor)):
+            map_thresholds = [float(v) for v in map_thresholds]
+            if len(map_thresholds) != num_classes:
+                raise ValueError(
+                    f"heatmap_threshold has {len(map_thresholds)} values for {num_classes} classes"
+                )
+        else:
+            map_thresholds = [float(map_thresholds)] * num_classes
+        min_area = self.box_min_area if min_area is None else int(min_area)
+        class_floor = max(float(threshold), float(class_threshold or 0.0))
+        probabilities = torch.sigmoid(logits)
+
+        results = []
+        for index in range(batch):
+            all_boxes, all_scores, all_labels = [], [], []
+            for cls in torch.nonzero(probabilities[index] >= class_floor).flatten().tolist():
+                heatmap = heatmaps[index, cls]
+                if sizes is not None:
+                    heatmap = upsample_heatmaps(heatmap[None], sizes[index])[0]
+                boxes, peaks = heatmap_to_boxes(
+                    heatmap.numpy(), map_thresholds[cls], normalize=True, min_area=min_area
+                )
+                if sizes is None:
+                    boxes = boxes / np.asarray([heatmap.shape[1], heatmap.shape[0]] * 2, dtype=np.float32)
+                scores = float(probabilities[index, cls]) * peaks
+                keep = scores >= float(threshold)
+                all_boxes.append(boxes[keep])
+                all_scores.append(scores[keep])
+                all_labels.append(np.full(int(keep.sum()), cls, dtype=np.int64))
+            if all_boxes:
+                boxes = np.concatenate(all_boxes).astype(np.float32)
+                scores = np.concatenate(all_scores).astype(np.float32)
+                labels = np.concatenate(all_labels)
+            else:
+                boxes = np.zeros((0, 4), dtype=np.float32)
+                scores = np.zeros((0,), dtype=np.float32)
+                labels = np.zeros((0,), dtype=np.int64)
+            order = np.argsort(-scores, kind="stable")
+            if top_k is not None:
+                order = order[: max(int(top_k), 0)]
+            results.append(
+                {
+                    "scores": torch.from_numpy(scores[order].copy()),
+                    "labels": torch.from_numpy(labels[order].copy()),
+                    "boxes": torch.from_numpy(boxes[order].copy()),
+                }
+            )
+        return results
+
+
+__all__ = ["ClarityImageProcessor", "upsample_heatmaps", "normalize_heatmap", "heatmap_to_boxes"]
