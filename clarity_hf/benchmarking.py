@@ -1,0 +1,666 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Speed and memory benchmark of CLARiTy (logic of `scripts/benchmark.py`, which writes `BENCHMARKS.md`).
+
+Every comparison is timed side by side in one process: the cases of a group run interleaved (A B A B ...) after
+warm-up calls, and the report gives the median and the min-max of the repeats, and ratios of medians. Peak memory
+is measured in a fresh subprocess per case: on CPU the increase of the process's peak resident set size
+(`ru_maxrss`) over its resident set size just before the forward pass, on CUDA `torch.cuda.max_memory_allocated`
+over the allocated memory before it.
+
+Models are built from configurations with random weights (timings do not depend on the weights).
+"""
+
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .configuration_clarity import ClarityConfig
+from .evaluation.gradcam import GradCAM
+from .modeling_clarity import ClarityForMultiLabelLocalization, ClarityModel
+
+DTYPE_MODES = ("fp32", "bf16-autocast", "bf16")
+# ConvNeXtV2-Base, the teacher of the paper configuration (spec section 3).
+CONVNEXTV2_BASE = {"depths": [3, 3, 27, 3], "hidden_sizes": [128, 256, 512, 1024]}
+CONVNEXTV2_SMOKE = {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128]}
+CLARITY_SMOKE = {
+    "patch_size": 8,
+    "hidden_size": 64,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "num_attention_map_layers": 2,
+    "foreground_hidden_size": 16,
+    "anatomical_prior_size": 32,
+}
+
+
+@dataclass
+class BenchmarkSettings:
+    """What one run measures. `quick()` is a smoke run of every code path on tiny models."""
+
+    device: str = "cpu"
+    threads: int | None = None
+    resolutions: tuple[int, ...] = (224, 512)
+    batch_sizes: tuple[int, ...] = (1, 8)
+    dtype_modes: tuple[str, ...] = DTYPE_MODES
+    warmup: int = 1
+    repeats: dict[int, int] = field(default_factory=lambda: {224: 5, 512: 2})
+    model_overrides: dict = field(default_factory=dict)
+    teacher_config: dict = field(default_factory=partial(dict, CONVNEXTV2_BASE))
+    gradcam_resolutions: tuple[int, ...] = (224, 512)
+    gradcam_full_backward_resolutions: tuple[int, ...] = (224,)
+    gradcam_repeats: int = 2
+    gradcam_full_backward_repeats: int = 1
+    flops_batch_size: int = 8
+    matmul_size: int = 4096
+    memory_resolution: int = 512
+    memory_batch_size: int = 8
+    memory_subprocesses: bool = True
+    include_training: bool = False
+
+    @classmethod
+    def quick(cls, device: str = "cpu", threads: int | None = None) -> "BenchmarkSettings":
+        return cls(
+            device=device,
+            threads=threads,
+            resolutions=(64,),
+            batch_sizes=(1, 2),
+            dtype_modes=DTYPE_MODES,
+            warmup=1,
+            repeats={64: 2},
+            model_overrides=dict(CLARITY_SMOKE),
+            teacher_config=dict(CONVNEXTV2_SMOKE),
+            gradcam_resolutions=(64,),
+            gradcam_full_backward_resolutions=(64,),
+            gradcam_repeats=2,
+            gradcam_full_backward_repeats=1,
+            flops_batch_size=2,
+            matmul_size=512,
+            memory_resolution=64,
+            memory_batch_size=2,
+            memory_subprocesses=False,
+        )
+
+    def repeats_for(self, resolution: int) -> int:
+        return self.repeats.get(resolution, min(self.repeats.values()) if self.repeats else 3)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------------
+
+
+def clarity_config(resolution: int, overrides: dict | None = None, **kwargs) -> ClarityConfig:
+    """CLARiTy-S/16 (or the overridden architecture) at `resolution`, 14 classes unless `kwargs` say otherwise."""
+    return ClarityConfig(**{"image_size": resolution, **(overrides or {}), **kwargs})
+
+
+class PlainViT(nn.Module):
+    """The baseline: CLARiTy's own blocks with ONE class token and a linear head, computing no attention maps.
+
+    It is a plain ViT-S/16 (pre-norm blocks, SDPA, CLS token) with exactly CLARiTy's kernels, so that the ratio
+    CLARiTy / PlainViT isolates the cost of the 13 extra class tokens, the class-row attention maps, SegmentCAM,
+    attention pooling and the heatmaps.
+    """
+
+    def __init__(self, resolution: int, overrides: dict | None = None, num_labels: int = 14):
+        super().__init__()
+        config = clarity_config(
+            resolution,
+            overrides,
+            num_labels=1,
+            use_segment_cam=False,
+            use_attention_pooling=False,
+            num_attention_map_layers=1,
+        )
+        self.backbone = ClarityModel(config)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.backbone.embeddings(pixel_values)
+        for layer in self.backbone.encoder.layers:
+            hidden_states = layer(hidden_states, 1)[0]  # no class-attention rows requested
+        return self.classifier(self.backbone.layernorm(hidden_states[:, 0]))
+
+
+def build_clarity(
+    resolution: int, overrides: dict | None = None, **kwargs
+) -> ClarityForMultiLabelLocalization:
+    return ClarityForMultiLabelLocalization(clarity_config(resolution, overrides, **kwargs)).eval()
+
+
+def build_teacher(teacher_config: dict, resolution: int, num_labels: int = 14) -> nn.Module:
+    from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
+
+    config = ConvNextV2Config(image_size=resolution, num_labels=num_labels, **teacher_config)
+    model = ConvNextV2ForImageClassification(config).eval()
+    model.requires_grad_(True)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------------------
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast_context(device: torch.device, dtype_mode: str):
+    if dtype_mode == "bf16-autocast":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@dataclass
+class Timing:
+    times: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    def cell(self) -> str:
+        """`median (min-max)` in milliseconds."""
+        return f"{self.median * 1e3:.1f} ({min(self.times) * 1e3:.1f}-{max(self.times) * 1e3:.1f})"
+
+
+def time_interleaved(
+    cases: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int = 1
+) -> dict[str, Timing]:
+    """Run `warmup` untimed rounds, then `repeats` timed rounds; every round calls each case once, in order."""
+    for _ in range(warmup):
+        for function in cases.values():
+            function()
+            synchronize(device)
+    times = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, function in cases.items():
+            synchronize(device)
+            start = time.perf_counter()
+            function()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: Timing(values) for name, values in times.items()}
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> Timing:
+    """Timing of one (size x size) @ (size x size) matmul; 2 * size**3 FLOP each."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    return time_interleaved({"matmul": lambda: a @ b}, device, repeats, warmup=2)["matmul"]
+
+
+def count_forward_flops(model: nn.Module, pixel_values: torch.Tensor) -> int:
+    """FLOPs of one forward pass (matmuls, convolutions and attention) with `FlopCounterMode`.
+
+    The CPU flash-attention kernel behind `scaled_dot_product_attention` is not in torch's FLOP registry; it is
+    counted here with torch's own SDPA formula (4 * B * H * Lq * Lk * d).
+    """
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    custom = {}
+    cpu_flash = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_flash is not None:
+        custom[cpu_flash] = cpu_sdpa
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=custom) as counter:
+        model(pixel_values)
+    return counter.get_total_flops()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Peak memory (fresh subprocess per case)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure_memory_case(spec: dict) -> dict:
+    """Run in a fresh process: build the case's model and input, then measure the peak memory of one forward."""
+    device = torch.device(spec["device"])
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    resolution, batch_size = spec["resolution"], spec["batch_size"]
+    overrides = spec.get("model_overrides") or {}
+    if spec["model"] == "plain":
+        model = PlainViT(resolution, overrides).eval()
+        run_kwargs = {}
+    else:
+        model = build_clarity(resolution, overrides, attn_implementation_maps=spec.get("maps", "sdpa"))
+        run_kwargs = {"output_attentions": bool(spec.get("output_attentions"))}
+    model.to(device)
+    pixel_values = torch.randn(batch_size, 3, resolution, resolution, device=device)
+    # Warm-up on a 2x2-patch image: library initialisation (thread pools, kernels) stays out of the measurement
+    # without leaving freed activation buffers behind for the measured pass to reuse.
+    patch = model.backbone.config.patch_size if spec["model"] == "plain" else model.config.patch_size
+    with torch.no_grad():
+        model(torch.randn(1, 3, 2 * patch, 2 * patch, device=device), **run_kwargs)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        before = _rss_bytes()
+    with torch.no_grad():
+        output = model(pixel_values, **run_kwargs)
+    del output
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        method = "cuda max_memory_allocated"
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        method = "ru_maxrss - rss before forward"
+    return {"peak_bytes": max(0, peak - before), "method": method}
+
+
+def run_memory_cases(specs: dict[str, dict]) -> dict[str, dict]:
+    """Run each memory case in its own fresh Python process. On CPU the processes run concurrently (only their
+    own peak RSS is read, which other processes do not change); on CUDA one after the other."""
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    code = (
+        "import json, sys; from clarity_hf.benchmarking import measure_memory_case; "
+        "print('RESULT ' + json.dumps(measure_memory_case(json.loads(sys.argv[1]))))"
+    )
+
+    def start(spec: dict) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(spec)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def finish(name: str, spec: dict, process: subprocess.Popen) -> dict:
+        stdout, stderr = process.communicate()
+        for line in stdout.splitlines():
+            if line.startswith("RESULT "):
+                return json.loads(line[len("RESULT ") :])
+        raise RuntimeError(f"memory case {name!r} ({spec}) failed:\n{stderr[-2000:]}")
+
+    results = {}
+    if all(spec["device"] == "cpu" for spec in specs.values()):
+        processes = {name: start(spec) for name, spec in specs.items()}
+        for name, process in processes.items():
+            results[name] = finish(name, specs[name], process)
+    else:
+        for name, spec in specs.items():
+            results[name] = finish(name, spec, start(spec))
+    return results
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------------------------
+
+
+def machine_info(device: torch.device) -> dict:
+    import transformers
+
+    cpu = platform.processor() or "unknown"
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name") and cpu in ("unknown", "x86_64", ""):
+                    cpu = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = line
+                    break
+    except OSError:
+        pass
+    isa = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f" {name}" in flags]
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cpu_bf16_isa": ", ".join(isa) or "none detected",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _ratio(numerator: Timing, denominator: Timing) -> str:
+    return f"{numerator.median / denominator.median:.2f}x"
+
+
+class _Log:
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+        self.start = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if self.verbose:
+            print(f"[{time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def run_benchmark(settings: BenchmarkSettings, command: str = "", verbose: bool = True) -> tuple[str, dict]:
+    """Run every section; returns the Markdown report and the raw figures (for the JSON dump and the goals)."""
+    log = _Log(verbose)
+    device = torch.device(settings.device)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    torch.manual_seed(0)
+    info = machine_info(device)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    results: dict = {"machine": info, "settings": {"quick": settings.model_overrides != {}}}
+    lines = ["# CLARiTy benchmarks", ""]
+    lines += [
+        "Generated by `scripts/benchmark.py`; do not edit by hand. Random weights (timings do not depend on them).",
+        "Times in milliseconds per call: median (min-max) of interleaved repeats after warm-up; ratios of medians.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    lines += [f"| {key} | {value} |" for key, value in info.items()]
+    lines += [f"| command | `{command}` |", "LOAD_ROW", ""]
+
+    memory_cases = {
+        "plain ViT (sdpa)": {"model": "plain"},
+        "CLARiTy, class-row maps (sdpa, default)": {"model": "clarity", "maps": "sdpa"},
+        "CLARiTy, full attention in map layers (eager)": {"model": "clarity", "maps": "eager"},
+        "CLARiTy, output_attentions=True (all layers)": {
+            "model": "clarity",
+            "maps": "sdpa",
+            "output_attentions": True,
+        },
+    }
+    common = {
+        "device": settings.device,
+        "threads": settings.threads,
+        "resolution": settings.memory_resolution,
+        "batch_size": settings.memory_batch_size,
+        "model_overrides": settings.model_overrides,
+    }
+    # First, before any timing: the subprocesses must not compete with the timed cases for the cores.
+    log("memory cases (fresh subprocesses)")
+    specs = {name: {**spec, **common} for name, spec in memory_cases.items()}
+    if settings.memory_subprocesses:
+        memory_results = run_memory_cases(specs)
+    else:  # smoke runs: in this process, so the figures only check the code path
+        memory_results = {name: measure_memory_case(spec) for name, spec in specs.items()}
+    memory = {name: result["peak_bytes"] for name, result in memory_results.items()}
+
+    # 1. CLARiTy vs plain ViT.
+    lines += [
+        "## CLARiTy (logits + 14 heatmaps) vs plain ViT-S/16",
+        "",
+        "Plain ViT: CLARiTy's own blocks with one class token and a linear head, SDPA, no attention maps "
+        "(`PlainViT`). CLARiTy: the full `ClarityForMultiLabelLocalization` forward (14 class tokens, class-row "
+        "attention maps of the last K blocks, SegmentCAM, attention pooling, heatmaps). `bf16-autocast`: "
+        "`torch.autocast(device, torch.bfloat16)`; `bf16`: weights in bfloat16 (`model.to(torch.bfloat16)`).",
+        "",
+        "| resolution | batch | dtype | plain ViT ms | CLARiTy ms | CLARiTy / plain |",
+        "|---|---|---|---|---|---|",
+    ]
+    vs_plain = []
+    dtype_rows = []
+    clarity_timings: dict[tuple[int, int, str], Timing] = {}
+    for resolution in settings.resolutions:
+        clarity = build_clarity(resolution, settings.model_overrides).to(device)
+        plain = PlainViT(resolution, settings.model_overrides).eval().to(device)
+        clarity_bf16 = plain_bf16 = None
+        if "bf16" in settings.dtype_modes:
+            clarity_bf16 = build_clarity(resolution, settings.model_overrides).to(device, torch.bfloat16)
+            plain_bf16 = PlainViT(resolution, settings.model_overrides).eval().to(device, torch.bfloat16)
+        for batch_size in settings.batch_sizes:
+            pixel_values = torch.randn(batch_size, 3, resolution, resolution, device=device)
+            pixel_bf16 = pixel_values.to(torch.bfloat16)
+            cases = {}
+            for mode in settings.dtype_modes:
+                if mode == "bf16":
+                    cases[("plain", mode)] = _no_grad(partial(plain_bf16, pixel_bf16))
+                    cases[("clarity", mode)] = _no_grad(partial(clarity_bf16, pixel_bf16))
+                else:
+                    cases[("plain", mode)] = _no_grad(partial(plain, pixel_values), device, mode)
+                    cases[("clarity", mode)] = _no_grad(partial(clarity, pixel_values), device, mode)
+            log(f"vs plain: {resolution}px batch {batch_size} ({len(cases)} cases)")
+            timings = time_interleaved(cases, device, settings.repeats_for(resolution), settings.warmup)
+            for mode in settings.dtype_modes:
+                plain_t, clarity_t = timings[("plain", mode)], timings[("clarity", mode)]
+                clarity_timings[(resolution, batch_size, mode)] = clarity_t
+                ratio = clarity_t.median / plain_t.median
+                vs_plain.append(
+                    {
+                        "resolution": resolution,
+                        "batch": batch_size,
+                        "dtype": mode,
+                        "plain_s": plain_t.median,
+                        "clarity_s": clarity_t.median,
+                        "ratio": ratio,
+                    }
+                )
+                lines.append(
+                    f"| {resolution} | {batch_size} | {mode} | {plain_t.cell()} | {clarity_t.cell()} | {ratio:.2f}x |"
+                )
+            fp32 = timings[("clarity", "fp32")]
+            for mode in settings.dtype_modes:
+                if mode != "fp32":
+                    speedup = fp32.median / timings[("clarity", mode)].median
+                    dtype_rows.append(
+                        (resolution, batch_size, mode, fp32, timings[("clarity", mode)], speedup)
+                    )
+        del clarity, plain, clarity_bf16, plain_bf16
+    results["vs_plain"] = vs_plain
+
+    lines += [
+        "",
+        "## bf16 vs fp32 (CLARiTy forward, same run as above)",
+        "",
+        "| resolution | batch | bf16 path | fp32 ms | bf16 ms | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    results["bf16"] = []
+    for resolution, batch_size, mode, fp32, other, speedup in dtype_rows:
+        lines.append(
+            f"| {resolution} | {batch_size} | {mode} | {fp32.cell()} | {other.cell()} | {speedup:.2f}x |"
+        )
+        results["bf16"].append(
+            {"resolution": resolution, "batch": batch_size, "dtype": mode, "speedup": speedup}
+        )
+
+    # 2. Grad-CAM.
+    lines += [
+        "",
+        "## CLARiTy vs Grad-CAM on the ConvNeXtV2 teacher (batch 1)",
+        "",
+        f"Teacher: `ConvNextV2ForImageClassification` {settings.teacher_config}, 14 labels, random weights. "
+        "Grad-CAM (`clarity_hf.evaluation.gradcam.GradCAM`, last stage): one forward, then one backward per class "
+        "with `retain_graph`. *to activations*: the backward stops at the last stage (`autograd.grad` w.r.t. the "
+        "feature map, the cheapest exact Grad-CAM); *full backward*: also every parameter gradient, the cost of "
+        "the usual `loss.backward(retain_graph=True)` implementations. The maps are the same.",
+        "",
+        "| resolution | case | ms | Grad-CAM / CLARiTy |",
+        "|---|---|---|---|",
+    ]
+    results["gradcam"] = []
+    for resolution in settings.gradcam_resolutions:
+        clarity = build_clarity(resolution, settings.model_overrides).to(device)
+        teacher = build_teacher(settings.teacher_config, resolution).to(device)
+        pixel_values = torch.randn(1, 3, resolution, resolution, device=device)
+        cam = GradCAM(teacher)
+        cases = {
+            "CLARiTy logits + 14 heatmaps": _no_grad(partial(clarity, pixel_values)),
+            "teacher forward only": _no_grad(partial(teacher, pixel_values)),
+            "Grad-CAM 1 class, to activations": partial(cam, pixel_values, [0]),
+            "Grad-CAM 14 classes, to activations": partial(cam, pixel_values, range(14)),
+        }
+        log(f"Grad-CAM: {resolution}px")
+        timings = time_interleaved(cases, device, settings.gradcam_repeats, settings.warmup)
+        if resolution in settings.gradcam_full_backward_resolutions:
+            full = GradCAM(teacher, parameter_gradients=True)
+            full_cases = {
+                "CLARiTy logits + 14 heatmaps": cases["CLARiTy logits + 14 heatmaps"],
+                "Grad-CAM 1 class, full backward": partial(full, pixel_values, [0]),
+                "Grad-CAM 14 classes, full backward": partial(full, pixel_values, range(14)),
+            }
+            log(f"Grad-CAM full backward: {resolution}px")
+            more = time_interleaved(full_cases, device, settings.gradcam_full_backward_repeats, warmup=0)
+            # One CLARiTy reference per table row: the two runs' CLARiTy times are pooled.
+            pooled = (
+                timings["CLARiTy logits + 14 heatmaps"].times + more.pop("CLARiTy logits + 14 heatmaps").times
+            )
+            timings["CLARiTy logits + 14 heatmaps"] = Timing(pooled)
+            timings.update(more)
+        reference = timings["CLARiTy logits + 14 heatmaps"]
+        for name, timing in timings.items():
+            ratio = "1.00x (reference)" if name.startswith("CLARiTy") else _ratio(timing, reference)
+            lines.append(f"| {resolution} | {name} | {timing.cell()} | {ratio} |")
+            results["gradcam"].append(
+                {
+                    "resolution": resolution,
+                    "case": name,
+                    "s": timing.median,
+                    "ratio": timing.median / reference.median,
+                }
+            )
+        del clarity, teacher, cam
+
+    # 3. Achieved FLOP rate.
+    lines += [
+        "",
+        f"## Achieved FLOP rate (CLARiTy forward, batch {settings.flops_batch_size}) vs a large matmul",
+        "",
+        "FLOPs counted with `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions, attention; "
+        "elementwise ops not counted); forward times from the CLARiTy vs plain ViT table above. "
+        f"Matmul: {settings.matmul_size}^2 x {settings.matmul_size}^2, "
+        f"2 x {settings.matmul_size}^3 FLOP, measured in this run.",
+        "",
+        "| resolution | dtype | GFLOP per forward | forward ms | GFLOP/s | matmul GFLOP/s | fraction of matmul |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    results["flops"] = []
+    matmul = {}
+    for mode, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        log(f"matmul {mode}")
+        timing = matmul_gflops(device, dtype, settings.matmul_size)
+        matmul[mode] = 2 * settings.matmul_size**3 / timing.median / 1e9
+    for resolution in settings.resolutions:
+        clarity = build_clarity(resolution, settings.model_overrides).to(device)
+        pixel_values = torch.randn(settings.flops_batch_size, 3, resolution, resolution, device=device)
+        flops = count_forward_flops(clarity, pixel_values)
+        del clarity
+        for label, mode in (("fp32", "fp32"), ("bf16-autocast", "bf16"), ("bf16", "bf16")):
+            timing = clarity_timings.get((resolution, settings.flops_batch_size, label))
+            if timing is None:
+                continue
+            rate = flops / timing.median / 1e9
+            lines.append(
+                f"| {resolution} | {label} | {flops / 1e9:.1f} | {timing.cell()} | {rate:.0f} | {matmul[mode]:.0f} "
+                f"| {rate / matmul[mode]:.0%} |"
+            )
+            results["flops"].append(
+                {
+                    "resolution": resolution,
+                    "dtype": label,
+                    "gflop": flops / 1e9,
+                    "gflops": rate,
+                    "matmul_gflops": matmul[mode],
+                    "fraction": rate / matmul[mode],
+                }
+            )
+    results["matmul_gflops"] = matmul
+
+    # 4. Peak memory.
+    resolution, batch_size = settings.memory_resolution, settings.memory_batch_size
+    lines += [
+        "",
+        f"## Peak memory of one forward pass ({resolution}px, batch {batch_size}, fp32)",
+        "",
+        "Each case in a fresh subprocess. CPU: peak resident set size (`ru_maxrss`) minus the resident set size "
+        "just before the forward pass, i.e. the activations and workspace of the pass (weights excluded). CUDA: "
+        "`torch.cuda.max_memory_allocated` minus the allocated memory before it.",
+        "",
+        "| case | peak MiB | vs CLARiTy (sdpa) |",
+        "|---|---|---|",
+    ]
+    reference = memory["CLARiTy, class-row maps (sdpa, default)"]
+    for name, peak in memory.items():
+        lines.append(f"| {name} | {peak / 2**20:.0f} | {peak / max(reference, 1):.2f}x |")
+    results["memory_mib"] = {name: peak / 2**20 for name, peak in memory.items()}
+
+    # 5. Training and data loading (filled by the training and data issues).
+    lines += ["", "## Training step and data loading", ""]
+    if settings.include_training:
+        lines.append(
+            "`--include-training` is not implemented yet: the training and data issues add these rows."
+        )
+    else:
+        lines.append(
+            "Not measured in this run. Rows for the training step (student alone, student + teacher, cached teacher "
+            "logits) and data loading (cache vs raw PNG) are added with `--include-training` once the training and "
+            "data modules land."
+        )
+    lines.append("")
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    total = time.perf_counter() - log.start
+    lines[lines.index("LOAD_ROW")] = (
+        f"| 1-min load average (start / end) | {load_start:.2f} / {load_end:.2f} (other processes on the machine "
+        f"skew timings; interleaving keeps the ratios fair) |\n| run time | {total:.0f} s |"
+    )
+    results["load_average"] = [load_start, load_end]
+    log("done")
+    return "\n".join(lines), results
+
+
+def _no_grad(function: Callable[[], object], device: torch.device | None = None, mode: str = "fp32"):
+    def call():
+        with torch.no_grad(), autocast_context(device or torch.device("cpu"), mode):
+            return function()
+
+    return call
+
+
+def format_command(argv: list[str]) -> str:
+    return " ".join(shlex.quote(arg) for arg in ["python", "scripts/benchmark.py", *argv])
+
+
+__all__ = [
+    "BenchmarkSettings",
+    "PlainViT",
+    "Timing",
+    "build_clarity",
+    "build_teacher",
+    "count_forward_flops",
+    "format_command",
+    "machine_info",
+    "matmul_gflops",
+    "measure_memory_case",
+    "run_benchmark",
+    "time_interleaved",
+]

@@ -1,0 +1,143 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Grad-CAM (Selvaraju et al., ICCV 2017) for transformers image classifiers: the localization baseline that
+CLARiTy is compared with (maps quality in the evaluation, cost in the benchmark).
+
+For class c, with A (B, K, h, w) the activations of a target layer and y_c the class logit,
+
+    alpha_c = mean over (h, w) of dy_c/dA            (B, K)
+    CAM_c   = relu(sum_k alpha_c[k] * A[k])         (B, h, w), min-max normalised to [0, 1] per image
+
+One forward pass, then one backward pass per class (`retain_graph=True`). By default the backward passes stop at
+the target layer (`torch.autograd.grad` with respect to A only), which is the cheapest exact Grad-CAM;
+`parameter_gradients=True` also computes every parameter's gradient, which reproduces the cost of the common
+`loss.backward(retain_graph=True)` implementations (e.g. pytorch-grad-cam). Both give the same maps.
+
+Example:
+
+```python
+from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
+from clarity_hf.evaluation.gradcam import GradCAM
+
+teacher = ConvNextV2ForImageClassification(ConvNextV2Config(num_labels=14)).eval()
+cam = GradCAM(teacher)  # target layer: the last stage of the ConvNeXt(V2) encoder
+out = cam(pixel_values, class_indices=range(14))
+out.heatmaps  # (B, 14, h, w) float32 in [0, 1]; h = w = image side / 32 for ConvNeXt
+```
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class GradCAMOutput:
+    """
+    Args:
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`): the classifier's logits (detached).
+        heatmaps (`torch.FloatTensor` of shape `(batch_size, len(class_indices), h, w)`): one map per requested
+            class, float32, min-max normalised to [0, 1] per (image, class); a map that is zero everywhere after
+            the ReLU stays all zeros.
+        class_indices (`list[int]`): the classes of the heatmap channels, in order.
+    """
+
+    logits: torch.Tensor
+    heatmaps: torch.Tensor
+    class_indices: list[int]
+
+
+def default_target_layer(model: nn.Module) -> nn.Module:
+    """The last stage of a ConvNeXt / ConvNeXtV2 classifier (`model.<base>.encoder.stages[-1]`)."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    encoder = getattr(base, "encoder", None)
+    stages = getattr(encoder, "stages", None)
+    if stages is None or len(stages) == 0:
+        raise ValueError(
+            f"cannot find a default Grad-CAM target layer in {type(model).__name__}: pass `target_layer` "
+            "(a module whose output is a (batch, channels, height, width) feature map)"
+        )
+    return stages[-1]
+
+
+def _minmax(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    flat = maps.flatten(-2)
+    low = flat.min(dim=-1, keepdim=True).values
+    high = flat.max(dim=-1, keepdim=True).values
+    return ((flat - low) / (high - low).clamp_min(eps)).reshape(maps.shape)
+
+
+class GradCAM:
+    """Grad-CAM maps for a list of classes from one forward pass and one backward pass per class.
+
+    Args:
+        model (`nn.Module`): an image classifier returning an output with `.logits` (B, num_labels) or a tensor.
+            Use it in eval mode (BatchNorm / dropout); parameters need not require gradients.
+        target_layer (`nn.Module`, *optional*): the module whose output feature map (B, K, h, w) is explained;
+            defaults to the last encoder stage of a ConvNeXt(V2) model.
+        parameter_gradients (`bool`, *optional*, defaults to `False`): also compute the gradients of all parameters
+            that require them in each backward pass (the cost of the usual `loss.backward()` implementations).
+    """
+
+    def __init__(
+        self, model: nn.Module, target_layer: nn.Module | None = None, parameter_gradients: bool = False
+    ):
+        self.model = model
+        self.target_layer = target_layer if target_layer is not None else default_target_layer(model)
+        self.parameter_gradients = parameter_gradients
+
+    def __call__(
+        self, pixel_values: torch.Tensor, class_indices: Iterable[int] | None = None
+    ) -> GradCAMOutput:
+        captured: list[torch.Tensor] = []
+
+        def hook(module, inputs, output):
+            feature_map = output[0] if isinstance(output, (tuple, list)) else output
+            captured.append(feature_map)
+
+        handle = self.target_layer.register_forward_hook(hook)
+        try:
+            with torch.enable_grad():
+                pixel_values = pixel_values.detach().requires_grad_(True)
+                outputs = self.model(pixel_values)
+                logits = outputs.logits if hasattr(outputs, "logits") else outputs
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(
+                f"the Grad-CAM target layer ran {len(captured)} times in one forward pass, expected 1"
+            )
+        activations = captured[0]
+        if activations.dim() != 4:
+            raise ValueError(
+                f"the Grad-CAM target layer must output (batch, channels, height, width), got {tuple(activations.shape)}"
+            )
+        if logits.dim() != 2:
+            raise ValueError(f"the model's logits must be (batch, num_labels), got {tuple(logits.shape)}")
+
+        num_labels = logits.shape[1]
+        classes = list(range(num_labels)) if class_indices is None else [int(c) for c in class_indices]
+        if not classes:
+            raise ValueError("class_indices is empty")
+        for index in classes:
+            if not 0 <= index < num_labels:
+                raise ValueError(f"class index {index} is out of range for {num_labels} labels")
+
+        parameters = (
+            [p for p in self.model.parameters() if p.requires_grad] if self.parameter_gradients else []
+        )
+        maps = []
+        for position, index in enumerate(classes):
+            # Each image's logit depends only on its own activations, so the batch sum gives per-image gradients.
+            score = logits[:, index].sum()
+            gradients = torch.autograd.grad(
+                score, [activations, *parameters], retain_graph=position < len(classes) - 1, allow_unused=True
+            )[0]
+            weights = gradients.float().mean(dim=(2, 3), keepdim=True)  # (B, K, 1, 1)
+            maps.append(torch.relu((weights * activations.detach().float()).sum(dim=1)))  # (B, h, w)
+        heatmaps = _minmax(torch.stack(maps, dim=1))  # (B, C', h, w)
+        return GradCAMOutput(logits=logits.detach(), heatmaps=heatmaps, class_indices=classes)
+
+
+__all__ = ["GradCAM", "GradCAMOutput", "default_target_layer"]
