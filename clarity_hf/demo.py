@@ -66,14 +66,14 @@ class DemoConfig:
     image_size: int = 128
     patch_size: int = 16
     teacher_preset: str = "convnextv2-test"
-    num_train: int = 2048
+    num_train: int = 1536
     num_validation: int = 256
     num_test: int = 512
     batch_size: int = 32
-    teacher_steps: int = 192
-    student_steps: int = 320
-    baseline_steps: int = 320
-    ablation_steps: int = 160
+    teacher_steps: int = 120
+    student_steps: int = 240
+    baseline_steps: int = 240
+    ablation_steps: int = 80
     teacher_learning_rate: float = 2e-3
     learning_rate: float = 1e-3
     ablations: list[str] = field(default_factory=lambda: list(ABLATIONS))
