@@ -121,8 +121,13 @@ def oracle_predictions(shift: int) -> SplitPredictions:
     labels[[1, 3], NIH_PATHOLOGIES.index("Mass")] = 1
     logits = labels * 4 - 2
     return SplitPredictions(
-        logits=logits, heatmaps=heatmaps, labels=labels, image_ids=list("abcd"), boxes=boxes,
-        box_frames=[(40, 80)] * 4, box_splits=["tune", "tune", "eval", "eval"],
+        logits=logits,
+        heatmaps=heatmaps,
+        labels=labels,
+        image_ids=list("abcd"),
+        boxes=boxes,
+        box_frames=[(40, 80)] * 4,
+        box_splits=["tune", "tune", "eval", "eval"],
     )
 
 
@@ -136,7 +141,9 @@ def test_evaluate_predictions_oracle_and_shifted():
     # Shift every heatmap 5 px right. Eval Nodule: box (65, 2, 75, 12) vs GT (60, 2, 70, 12): IoU = 50 / 150 = 1/3,
     # found at T(IoU) 0.1-0.3. Eval Mass: box (5, 0, 35, 20) vs GT (0, 0, 30, 20): IoU = 500 / 700 = 0.714, found
     # at every T(IoU) up to 0.7.
-    shifted = evaluate_predictions(oracle_predictions(5), NIH_PATHOLOGIES, n_bootstrap=0)["localization"]["eval"]
+    shifted = evaluate_predictions(oracle_predictions(5), NIH_PATHOLOGIES, n_bootstrap=0)["localization"][
+        "eval"
+    ]
     assert shifted["iou"]["per_class"]["Nodule"] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     assert shifted["iou"]["per_class"]["Mass"] == [1.0] * 7
     assert shifted["iou"]["macro"] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5]
@@ -179,9 +186,16 @@ def test_plain_vit_trains_with_the_project_loop(small_data, tmp_path):
     from clarity_hf.training import ClarityTrainingConfig, train
 
     config = ClarityTrainingConfig(
-        model="clarity", model_preset="clarity-tiny", image_size=64, distillation_loss_weight=0.0,
-        output_dir=str(tmp_path / "vit"), max_steps=2, per_device_train_batch_size=16, report_to=[],
-        disable_tqdm=True, save_total_limit=1,
+        model="clarity",
+        model_preset="clarity-tiny",
+        image_size=64,
+        distillation_loss_weight=0.0,
+        output_dir=str(tmp_path / "vit"),
+        max_steps=2,
+        per_device_train_batch_size=16,
+        report_to=[],
+        disable_tqdm=True,
+        save_total_limit=1,
     )
     model = PlainViTForMultiLabelClassification(plain_vit_config(ClarityConfig.from_preset("clarity-tiny")))
     before = model.classifier.weight.detach().clone()

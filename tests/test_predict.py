@@ -9,14 +9,13 @@ from pathlib import Path
 import pydicom
 import pytest
 import torch
+from helpers import REPO_ROOT, subprocess_env
 from PIL import Image
 
 from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
 from clarity_hf.cli import predict_main
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
 from clarity_hf.evaluation.run import build_processor
-
-from helpers import REPO_ROOT, subprocess_env
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 IMAGES = ["00000001_000.png", "tbx11k_tb0005.png", "siim_pneumothorax_example.dcm"]
@@ -44,7 +43,10 @@ def model_dir(tmp_path_factory):
 def test_predict_writes_original_size_overlay_and_json(name, model_dir, tmp_path, capsys):
     image = FIXTURES / name
     output = tmp_path / f"{image.stem}.png"
-    assert predict_main([str(image), "--model", str(model_dir), "--threshold", "0.0", "--output", str(output)]) == 0
+    assert (
+        predict_main([str(image), "--model", str(model_dir), "--threshold", "0.0", "--output", str(output)])
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     width, height = original_size(image)
     with Image.open(output) as overlay:
@@ -57,13 +59,20 @@ def test_predict_writes_original_size_overlay_and_json(name, model_dir, tmp_path
     assert {b["label"] for b in result["boxes"]} == set(NIH_PATHOLOGIES)
     for box in result["boxes"]:
         coords = box["box"]
-        assert 0 <= coords["xmin"] < coords["xmax"] <= width and 0 <= coords["ymin"] < coords["ymax"] <= height
+        assert (
+            0 <= coords["xmin"] < coords["xmax"] <= width and 0 <= coords["ymin"] < coords["ymax"] <= height
+        )
         assert 0.0 <= box["score"] <= result["scores"][box["label"]] + 1e-6
 
 
 def test_predict_threshold_one_gives_no_boxes(model_dir, tmp_path, capsys):
     image = FIXTURES / IMAGES[0]
-    assert predict_main([str(image), "--model", str(model_dir), "--threshold", "1.0", "--output", str(tmp_path / "o.png")]) == 0
+    assert (
+        predict_main(
+            [str(image), "--model", str(model_dir), "--threshold", "1.0", "--output", str(tmp_path / "o.png")]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["boxes"] == []
 
 
@@ -81,11 +90,28 @@ def test_predict_bad_inputs(model_dir, tmp_path, capsys):
 def test_python_m_clarity_hf_predict(model_dir, tmp_path):
     output = tmp_path / "overlay.png"
     completed = subprocess.run(
-        [sys.executable, "-m", "clarity_hf", "predict", str(FIXTURES / IMAGES[2]), "--model", str(model_dir),
-         "--output", str(output)],
-        capture_output=True, text=True, env=subprocess_env(), cwd=REPO_ROOT, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "clarity_hf",
+            "predict",
+            str(FIXTURES / IMAGES[2]),
+            "--model",
+            str(model_dir),
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=REPO_ROOT,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(completed.stdout)
     with Image.open(output) as overlay:
-        assert overlay.size == (1024, 1024) == (result["original_size"]["width"], result["original_size"]["height"])
+        assert (
+            overlay.size
+            == (1024, 1024)
+            == (result["original_size"]["width"], result["original_size"]["height"])
+        )
