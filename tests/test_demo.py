@@ -135,3 +135,44 @@ def test_entry_points_are_declared():
     text = (REPO_ROOT / "pyproject.toml").read_text()
     assert 'clarity-demo = "clarity_hf.cli:demo_main"' in text
     assert 'clarity-predict = "clarity_hf.cli:predict_main"' in text
+
+
+def test_evaluate_script_writes_a_report_folder(tmp_path, capsys):
+    import importlib.util
+
+    import torch
+
+    from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
+    from clarity_hf.evaluation.run import build_processor
+
+    torch.manual_seed(0)
+    folder = tmp_path / "model"
+    ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).save_pretrained(folder)
+    build_processor(64).save_pretrained(folder)
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO_ROOT / "scripts" / "evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "report"
+    argv = [
+        "--model",
+        f"tiny={folder}",
+        "--synthetic",
+        "--synthetic-num-test",
+        "40",
+        "--synthetic-image-size",
+        "64",
+        "--n-bootstrap",
+        "10",
+        "--output-dir",
+        str(out),
+    ]
+    assert script.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["models"]) == ["tiny"] and report["models"]["tiny"]["localization"]["split"] == "eval"
+    assert (
+        printed["report_markdown"] == str(out / "report.md")
+        and (out / "figures" / "overlays_00.png").is_file()
+    )
+    with pytest.raises(SystemExit, match="no split 'nope'"):
+        script.main(argv[:-2] + ["--split", "nope", "--output-dir", str(out)])
