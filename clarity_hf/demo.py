@@ -1,0 +1,701 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""The main job (`clarity-demo`, `python -m clarity_hf demo`): data -> teacher -> CLARiTy student -> baselines ->
+ablations -> evaluation report + overlay figures -> Hub-ready model folder -> reload in a fresh process.
+
+With no arguments everything runs offline on this CPU: the synthetic chest X-ray benchmark
+(`clarity_hf.data.synthetic.build_synthetic_cxr`), a tiny ConvNeXtV2 teacher, a tiny CLARiTy student (distilled),
+a plain-ViT baseline of the same size, one student per ablation switch, all trained by the project's one training
+loop (`clarity_hf.training.train`) and evaluated by `clarity_hf.evaluation` on the `test` split (AUROC on every
+image; localization threshold tuned on the `tune` half of the boxed images, reported on the `eval` half).
+
+`--data-dir` points the same job at a real NIH ChestX-ray14 download (`clarity_hf.data.chestxray14`);
+`--preset clarity-s-16-512` switches to the shipped paper configurations (`clarity_s16_512.yaml` with the
+`teacher_512.yaml` ConvNeXtV2-B teacher), to run under `accelerate launch` on GPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .configuration_clarity import NIH_PATHOLOGIES
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ABLATIONS", "DemoConfig", "DemoResult", "run_demo", "parse_ablations", "verdict"]
+
+# One switch per CLARiTy component: name -> (row label, ClarityConfig overrides).
+ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "segment_cam": ("w/o SegmentCAM", {"use_segment_cam": False}),
+    "anatomical_prior": ("w/o anatomical prior", {"use_anatomical_prior": False}),
+    "orthogonal_loss": ("w/o orthogonal loss", {"orthogonal_loss_weight": 0.0}),
+    "attention_pooling": ("w/o attention pooling", {"use_attention_pooling": False}),
+    "distillation": ("w/o distillation", {"distillation_loss_weight": 0.0}),
+}
+STUDENT_NAME = "CLARiTy"
+BASELINE_NAMES = ("teacher Grad-CAM", "teacher CAM", "plain ViT (CLS attention)")
+VERDICT_IOU = (0.3, 0.5)
+VERDICT_AUROC = 0.9
+PAPER_PRESETS = {  # student preset -> (student config, teacher config) shipped with clarity_hf.training
+    "clarity-s-16-224": ("clarity_s16_224.yaml", "teacher_512.yaml"),
+    "clarity-s-16-512": ("clarity_s16_512.yaml", "teacher_512.yaml"),
+}
+
+
+@dataclass
+class DemoConfig:
+    """Options of the demo (the command line of `clarity-demo`)."""
+
+    output_dir: str = "./clarity-demo-output"
+    data_dir: str | None = None
+    preset: str = "clarity-tiny"
+    image_size: int = 128
+    patch_size: int = 16
+    teacher_preset: str = "convnextv2-test"
+    num_train: int = 1536
+    num_validation: int = 256
+    num_test: int = 512
+    batch_size: int = 32
+    teacher_steps: int = 120
+    student_steps: int = 240
+    baseline_steps: int = 240
+    ablation_steps: int = 80
+    teacher_learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
+    ablations: list[str] = field(default_factory=lambda: list(ABLATIONS))
+    n_bootstrap: int = 200
+    seed: int = 0
+    quick: bool = False
+    reload_check: bool = True
+    figure_images: int = 6
+
+    @classmethod
+    def quick_config(cls, **overrides: Any) -> DemoConfig:
+        """The `--quick` schedule (tests): 64 px, a few hundred images, a few steps per model."""
+        values = dict(
+            image_size=64,
+            patch_size=8,
+            num_train=96,
+            num_validation=32,
+            num_test=96,
+            batch_size=16,
+            teacher_steps=4,
+            student_steps=4,
+            baseline_steps=4,
+            ablation_steps=4,
+            n_bootstrap=20,
+            ablations=[],
+            figure_images=3,
+            quick=True,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class DemoResult:
+    output_dir: Path
+    report_json: Path
+    report_markdown: Path
+    figures: list[Path]
+    model_dir: Path
+    reload: dict
+    timings: dict
+    verdict: dict
+
+
+def parse_ablations(text: str | Sequence[str] | None) -> list[str]:
+    """ "none", "all" or a comma-separated list of `ABLATIONS` keys -> the list of keys."""
+    if text is None:
+        return []
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    if items in (["none"], []):
+        return []
+    if items == ["all"]:
+        return list(ABLATIONS)
+    unknown = [t for t in items if t not in ABLATIONS]
+    if unknown:
+        raise ValueError(f"unknown ablation(s) {unknown}; choose from {list(ABLATIONS)}, 'all' or 'none'")
+    return items
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+def build_data(config: DemoConfig):
+    """The DatasetDict: the synthetic benchmark, or NIH ChestX-ray14 from `config.data_dir`."""
+    if config.data_dir:
+        from .data.chestxray14 import build_chestxray14
+
+        if not Path(config.data_dir).is_dir():
+            raise FileNotFoundError(
+                f"--data-dir {config.data_dir!r} is not a folder (the NIH ChestX-ray14 download)"
+            )
+        return build_chestxray14(config.data_dir, seed=config.seed, box_split_seed=config.seed)
+    from .data.synthetic import build_synthetic_cxr
+
+    return build_synthetic_cxr(
+        config.num_train,
+        config.num_validation,
+        config.num_test,
+        image_size=config.image_size,
+        seed=config.seed,
+        box_split_seed=config.seed,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------- training
+def _training_config(config: DemoConfig, model: str, output_dir: Path, steps: int, **overrides: Any):
+    from .training import ClarityTrainingConfig
+
+    if config.preset in PAPER_PRESETS:
+        student_file, teacher_file = PAPER_PRESETS[config.preset]
+        base = ClarityTrainingConfig.from_file(teacher_file if model == "convnextv2" else student_file)
+        values = {
+            "output_dir": str(output_dir),
+            "dataset": config.data_dir or "synthetic",
+            "seed": config.seed,
+        }
+        if model == "clarity" and overrides.get("teacher_name_or_path"):
+            values["teacher_image_size"] = base.image_size
+        values.update(overrides)
+        return replace(base, **values)
+    values = dict(
+        model=model,
+        model_preset=config.teacher_preset if model == "convnextv2" else config.preset,
+        image_size=config.image_size,
+        drop_path_rate=0.0,
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=config.teacher_learning_rate if model == "convnextv2" else config.learning_rate,
+        weight_decay=0.05,
+        warmup_steps=max(1, steps // 10),
+        checkpointing_steps=0,
+        save_total_limit=1,
+        logging_steps=max(1, steps // 4),
+        report_to=["jsonl"],
+        disable_tqdm=True,
+        seed=config.seed,
+    )
+    if model == "clarity" and config.preset == "clarity-tiny":
+        values["model_config_overrides"] = {"patch_size": config.patch_size}
+    values.update(overrides)
+    if "model_config_overrides" in overrides and model == "clarity" and config.preset == "clarity-tiny":
+        values["model_config_overrides"] = {
+            "patch_size": config.patch_size,
+            **overrides["model_config_overrides"],
+        }
+    return ClarityTrainingConfig(**values)
+
+
+def _train(training_config, datasets, model=None) -> Path:
+    from .training import train
+
+    result = train(training_config, model=model, datasets=datasets)
+    if result.best_model_dir is None:
+        raise RuntimeError(
+            f"training in {training_config.output_dir} produced no model (no validation AUROC)"
+        )
+    return Path(result.best_model_dir)
+
+
+# ----------------------------------------------------------------------------------------------------------- report
+def _macro_at(entry: dict, threshold: float) -> float:
+    localization = entry.get("localization") or {}
+    result = localization.get("eval") if "eval" in localization else localization
+    if not result:
+        return float("nan")
+    table = result["iou"]
+    for t, value in zip(table["thresholds"], table["macro"]):
+        if math.isclose(t, threshold):
+            return float(value) if value is not None else float("nan")
+    return float("nan")
+
+
+def _mean_loc(entry: dict) -> float:
+    localization = entry.get("localization") or {}
+    result = localization.get("eval") if "eval" in localization else localization
+    values = [v for v in (result or {}).get("iou", {}).get("macro", []) if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _auroc(entry: dict) -> float:
+    classification = entry.get("classification") or {}
+    value = classification.get("mean_auroc")
+    return float(value) if value is not None else float("nan")
+
+
+def verdict(entries: dict, student: str = STUDENT_NAME, baselines: Sequence[str] = BASELINE_NAMES) -> dict:
+    """Issue 5's acceptance check, computed from the numbers: mean AUROC >= 0.9 and better localization than every
+    baseline at T(IoU) 0.3 and 0.5."""
+    clarity = entries[student]
+    checks = []
+    auroc = _auroc(clarity)
+    checks.append(
+        {
+            "check": f"{student} mean AUROC >= {VERDICT_AUROC}",
+            "value": auroc,
+            "passed": bool(auroc >= VERDICT_AUROC),
+        }
+    )
+    for name in baselines:
+        if name not in entries:
+            continue
+        for t in VERDICT_IOU:
+            ours, theirs = _macro_at(clarity, t), _macro_at(entries[name], t)
+            checks.append(
+                {
+                    "check": f"{student} > {name} at T(IoU)={t:g}",
+                    "value": ours,
+                    "baseline": theirs,
+                    "passed": bool(ours > theirs),
+                }
+            )
+    return {"passed": all(c["passed"] for c in checks), "checks": checks}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def verdict_markdown(result: dict, data: str) -> str:
+    lines = ["## Verdict (issue 5 acceptance, computed from the numbers above)", ""]
+    if result["passed"]:
+        lines.append(f"**Met** on {data}: every check below passes.")
+    else:
+        failed = [c["check"] for c in result["checks"] if not c["passed"]]
+        lines.append(
+            f"**NOT met** on {data}: {len(failed)} of {len(result['checks'])} checks fail ({'; '.join(failed)})."
+        )
+    lines += ["", "| check | CLARiTy | baseline | result |", "|---|---|---|---|"]
+    for c in result["checks"]:
+        lines.append(
+            f"| {c['check']} | {_fmt(c['value'])} | {_fmt(c.get('baseline'))} | {'pass' if c['passed'] else 'FAIL'} |"
+        )
+    return "\n".join(lines)
+
+
+def ablation_markdown(rows: list[dict], steps: int) -> str:
+    lines = [
+        "## Ablation (one CLARiTy component switched off per row)",
+        "",
+        f"Every row is a student trained with the same data, seed and schedule ({steps} optimizer steps); "
+        "localization on the eval half after tuning on the tune half. Delta = row - full model.",
+        "",
+        "| variant | switch | mean AUROC | T(IoU)=0.3 | T(IoU)=0.5 | mean acc. T(IoU) 0.1-0.7 | delta AUROC | delta T0.3 | delta T0.5 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    full = rows[0]
+    for row in rows:
+        d = [row[k] - full[k] for k in ("mean_auroc", "iou_0.3", "iou_0.5")]
+        lines.append(
+            f"| {row['variant']} | `{row['switch']}` | {_fmt(row['mean_auroc'])} | {_fmt(row['iou_0.3'])} | "
+            f"{_fmt(row['iou_0.5'])} | {_fmt(row['mean_iou_accuracy'])} | {_fmt(d[0], 3)} | {_fmt(d[1], 3)} | {_fmt(d[2], 3)} |"
+        )
+    return "\n".join(lines)
+
+
+def _ablation_row(variant: str, switch: str, entry: dict) -> dict:
+    return {
+        "variant": variant,
+        "switch": switch,
+        "mean_auroc": _auroc(entry),
+        "iou_0.3": _macro_at(entry, 0.3),
+        "iou_0.5": _macro_at(entry, 0.5),
+        "mean_iou_accuracy": _mean_loc(entry),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------- reload
+RELOAD_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+
+    class BlockClarityHf:  # prove the folder alone suffices: clarity_hf may not be imported in this process
+        def find_spec(self, name, path=None, target=None):
+            if name == "clarity_hf" or name.startswith("clarity_hf."):
+                raise ImportError("clarity_hf is blocked in this process")
+
+    sys.meta_path.insert(0, BlockClarityHf())
+    import torch
+    from transformers import AutoModel
+
+    folder, inputs = sys.argv[1], sys.argv[2]
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    data = torch.load(inputs)
+    with torch.no_grad():
+        output = model(data["pixel_values"])
+    print(json.dumps({
+        "class": type(model).__module__ + "." + type(model).__name__,
+        "clarity_hf_imported": any(m == "clarity_hf" or m.startswith("clarity_hf.") for m in sys.modules),
+        "max_abs_logit_diff": float((output.logits - data["logits"]).abs().max()),
+        "max_abs_heatmap_diff": float((output.heatmaps - data["heatmaps"]).abs().max()),
+    }))
+    """
+)
+
+
+def reload_in_fresh_process(model_dir: Path, model, pixel_values: torch.Tensor, timeout: float = 300) -> dict:
+    """Load `model_dir` with `AutoModel.from_pretrained(..., trust_remote_code=True)` in a new Python process where
+    `clarity_hf` cannot be imported, run it on `pixel_values` and compare with `model`'s outputs."""
+    with torch.no_grad():
+        reference = model.eval()(pixel_values)
+    inputs = model_dir.parent / "reload_inputs.pt"
+    torch.save(
+        {"pixel_values": pixel_values, "logits": reference.logits, "heatmaps": reference.heatmaps}, inputs
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    env["HF_MODULES_CACHE"] = str(model_dir.parent / ".hf_modules")
+    completed = subprocess.run(
+        [sys.executable, "-c", RELOAD_SCRIPT, str(model_dir.resolve()), str(inputs.resolve())],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(model_dir.parent),
+        timeout=timeout,
+    )
+    inputs.unlink(missing_ok=True)
+    if completed.returncode != 0:
+        return {"ok": False, "error": completed.stderr[-2000:]}
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result["ok"] = (
+        not result["clarity_hf_imported"]
+        and result["max_abs_logit_diff"] < 1e-4
+        and result["max_abs_heatmap_diff"] < 1e-4
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------- main
+def _log(message: str) -> None:
+    print(f"[clarity-demo] {message}", flush=True)
+
+
+def run_demo(config: DemoConfig) -> DemoResult:
+    """Run the whole job (see the module docstring); returns where everything is."""
+    from .evaluation.baselines import PlainViTForMultiLabelClassification, plain_vit_config
+    from .evaluation.run import (
+        evaluate_predictions,
+        heatmap_methods,
+        load_model_for_evaluation,
+        predict_split,
+        reported_thresholds,
+        save_figure,
+        write_evaluation,
+    )
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = round(now - since, 1)
+        _log(f"{name}: {timings[name]:.1f} s")
+        return now
+
+    out = Path(config.output_dir)
+    if out.exists():
+        for sub in ("runs", "model", "figures"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = out / "runs"
+    torch.manual_seed(config.seed)
+
+    # 1. data
+    t = time.perf_counter()
+    source = (
+        f"NIH ChestX-ray14 at {config.data_dir}"
+        if config.data_dir
+        else (
+            f"synthetic CXR benchmark (seed {config.seed}, {config.image_size} px, {config.num_train}/"
+            f"{config.num_validation}/{config.num_test} train/validation/test images)"
+        )
+    )
+    _log(f"data: {source}")
+    datasets = build_data(config)
+    test = datasets["test"]
+    try:
+        from .data.features import get_label_names
+
+        label_names = get_label_names(datasets)
+    except (ImportError, ValueError):
+        label_names = list(NIH_PATHOLOGIES)
+    t = lap("data", t)
+
+    # 2. teacher, 3. student (distilled), 4. plain ViT baseline
+    _log(f"training the ConvNeXtV2 teacher ({config.teacher_steps} steps)")
+    teacher_dir = _train(
+        _training_config(config, "convnextv2", runs / "teacher", config.teacher_steps), datasets
+    )
+    t = lap("train teacher", t)
+    # Without augmentation the teacher's logits are the same at every epoch: compute them once (one forward pass
+    # over the training split) instead of running the teacher in every step of every student.
+    teacher_source: dict[str, Any] = {"teacher_name_or_path": str(teacher_dir)}
+    if config.preset not in PAPER_PRESETS:
+        from transformers import AutoModelForImageClassification
+
+        from .training.teacher_cache import add_teacher_logits
+
+        cache_config = _training_config(config, "clarity", runs / "cache", 1)
+        frozen = AutoModelForImageClassification.from_pretrained(teacher_dir).eval()
+        datasets = add_teacher_logits(
+            frozen, datasets, config.image_size, cache_config, ["train"], batch_size=64
+        )
+        teacher_source = {"use_cached_teacher_logits": True}
+        del frozen
+        t = lap("teacher logits cache", t)
+    _log(f"training the CLARiTy student ({config.student_steps} steps, distilled from the teacher)")
+    student_dir = _train(
+        _training_config(
+            config,
+            "clarity",
+            runs / "student",
+            config.student_steps,
+            **teacher_source,
+            distillation_loss_weight=0.5,
+        ),
+        datasets,
+    )
+    t = lap("train student", t)
+    _log(
+        f"training the plain-ViT baseline ({config.baseline_steps} steps, same backbone size, one CLS token)"
+    )
+    vit_training = _training_config(
+        config, "clarity", runs / "plain_vit", config.baseline_steps, distillation_loss_weight=0.0
+    )
+    from .training.models import build_model
+
+    student_like = build_model(vit_training, label_names)
+    vit_dir = _train(
+        vit_training,
+        datasets,
+        model=PlainViTForMultiLabelClassification(plain_vit_config(student_like.config)),
+    )
+    del student_like
+    t = lap("train plain ViT", t)
+
+    # 5. ablations (same schedule for every row, the full model included)
+    ablation_dirs: dict[str, Path] = {}
+    if config.ablations:
+        reference_steps = config.ablation_steps
+        if reference_steps == config.student_steps:
+            ablation_dirs["full"] = student_dir
+        else:
+            _log(f"ablation reference: full CLARiTy, {reference_steps} steps")
+            ablation_dirs["full"] = _train(
+                _training_config(
+                    config,
+                    "clarity",
+                    runs / "ablation_full",
+                    reference_steps,
+                    **teacher_source,
+                    distillation_loss_weight=0.5,
+                ),
+                datasets,
+            )
+        for key in config.ablations:
+            label, overrides = ABLATIONS[key]
+            _log(f"ablation {label}: {overrides} ({reference_steps} steps)")
+            distill = overrides.get("distillation_loss_weight", 0.5)
+            model_overrides = {k: v for k, v in overrides.items() if k != "distillation_loss_weight"}
+            extra = teacher_source if distill > 0 else {}
+            ablation_dirs[key] = _train(
+                _training_config(
+                    config,
+                    "clarity",
+                    runs / f"ablation_{key}",
+                    reference_steps,
+                    distillation_loss_weight=distill,
+                    model_config_overrides=model_overrides,
+                    **extra,
+                ),
+                datasets,
+            )
+        t = lap("train ablations", t)
+
+    # 6. evaluation: every model on the same test split with the same code
+    _log(f"evaluating on the test split ({len(test)} images)")
+    student, processor, _ = load_model_for_evaluation(student_dir)
+    teacher, _, teacher_kind = load_model_for_evaluation(teacher_dir)
+    vit, _, vit_kind = load_model_for_evaluation(vit_dir)
+    methods = {
+        **heatmap_methods(student, "clarity", STUDENT_NAME),
+        **heatmap_methods(teacher, teacher_kind),
+        **heatmap_methods(vit, vit_kind),
+    }
+    ablation_models = {}
+    for key, folder in ablation_dirs.items():
+        if folder == student_dir:
+            continue
+        name = "CLARiTy (full, ablation schedule)" if key == "full" else f"CLARiTy {ABLATIONS[key][0]}"
+        ablation_models[key] = name
+        methods.update(heatmap_methods(load_model_for_evaluation(folder)[0], "clarity", name))
+    predictions = predict_split(methods, test, processor, batch_size=64)
+    notes = {
+        STUDENT_NAME: f"tiny CLARiTy student ({config.preset}), distilled from the teacher, {config.student_steps} steps",
+        "teacher Grad-CAM": "ConvNeXtV2 teacher, Grad-CAM on the last stage (logits: the teacher's)",
+        "teacher CAM": "ConvNeXtV2 teacher, CAM (classifier weights on the last-stage map, before pooling)",
+        "plain ViT (CLS attention)": "plain ViT, same backbone size, ONE CLS token, random init (no DINO weights "
+        "offline); heatmap = last-layer CLS attention, mean over heads",
+    }
+    entries = {
+        name: evaluate_predictions(
+            pred, label_names, n_bootstrap=config.n_bootstrap, notes=notes.get(name, "")
+        )
+        for name, pred in predictions.items()
+    }
+    t = lap("evaluate", t)
+
+    # 7. report: summary + verdict + ablation rows + timings, and the figures
+    figures_dir = out / "figures"
+    figures = []
+    for name, stem in (
+        (STUDENT_NAME, "overlays_clarity"),
+        ("teacher Grad-CAM", "overlays_teacher_gradcam"),
+        ("plain ViT (CLS attention)", "overlays_plain_vit"),
+    ):
+        path = save_figure(
+            figures_dir / f"{stem}.png",
+            test,
+            predictions[name],
+            label_names,
+            threshold=reported_thresholds(entries[name]),
+            max_images=config.figure_images,
+        )
+        if path is not None:
+            figures.append(path)
+    check = verdict(entries)
+    ablation_rows = []
+    if ablation_dirs:
+        full_name = STUDENT_NAME if ablation_dirs["full"] == student_dir else ablation_models["full"]
+        ablation_rows.append(_ablation_row("full CLARiTy", "-", entries[full_name]))
+        for key in config.ablations:
+            label, overrides = ABLATIONS[key]
+            switch = ", ".join(f"{k}={v}" for k, v in overrides.items())
+            ablation_rows.append(_ablation_row(label, switch, entries[ablation_models[key]]))
+    t = lap("figures", t)
+
+    # 8. Hub-ready folder of the student, with the tuned heatmap thresholds in its processor
+    model_dir = out / "model"
+    tuned = reported_thresholds(entries[STUDENT_NAME])
+    if isinstance(tuned, dict):
+        processor.heatmap_threshold = [float(tuned.get(name, 0.5)) for name in label_names]
+    results_json = {
+        "schema_version": 1,
+        "model_name": f"clarity-demo-{config.preset}",
+        "training": {
+            "synthetic_only": not bool(config.data_dir),
+            "dataset_name": "NIH ChestX-ray14" if config.data_dir else "clarity_hf synthetic CXR benchmark",
+            "description": f"Trained by `clarity-demo` ({source}); {config.student_steps} optimizer steps, distilled from "
+            f"a {config.teacher_preset} teacher.",
+            "base_model": None,
+            "recipe": {
+                "steps": config.student_steps,
+                "batch_size": config.batch_size,
+                "learning_rate": config.learning_rate,
+                "image_size": config.image_size,
+            },
+        },
+        "evaluation": {"dataset_name": source, "split": "test", "synthetic": not bool(config.data_dir)},
+        "classification": entries[STUDENT_NAME]["classification"],
+        "localization": entries[STUDENT_NAME].get("localization"),
+    }
+    examples_dir = out / "examples"
+    examples_dir.mkdir(exist_ok=True)
+    example_paths = []
+    for i in range(min(2, len(test))):
+        path = examples_dir / test[i]["image_id"]
+        test[i]["image"].save(path)
+        example_paths.append(path)
+    hub_results = json.loads(json.dumps(results_json, default=_json_default))
+    try:
+        from .hub import save_for_hub
+
+        save_for_hub(
+            student,
+            processor,
+            model_dir,
+            results=hub_results,
+            example_images=example_paths,
+            model_name=results_json["model_name"],
+        )
+    except ImportError:  # pragma: no cover - the publish module ships with clarity_hf
+        student.save_pretrained(model_dir)
+        processor.save_pretrained(model_dir)
+    t = lap("save model folder", t)
+
+    # 9. reload in a fresh process
+    reload = {"ok": None, "skipped": True}
+    if config.reload_check:
+        pixel_values = processor(
+            images=[test[i]["image"] for i in range(min(2, len(test)))], return_tensors="pt"
+        )["pixel_values"]
+        reload = reload_in_fresh_process(model_dir, student, pixel_values)
+        _log(f"fresh-process reload: {'OK' if reload.get('ok') else 'FAILED'} {reload}")
+        t = lap("reload check", t)
+
+    timings["total"] = round(time.perf_counter() - started, 1)
+    data_text = "synthetic data" if not config.data_dir else "NIH ChestX-ray14"
+    sections = [verdict_markdown(check, data_text)]
+    if ablation_rows:
+        sections.append(ablation_markdown(ablation_rows, config.ablation_steps))
+    sections.append(
+        "## Run\n\n"
+        + "\n".join(f"- {k}: {v:.1f} s" for k, v in timings.items())
+        + f"\n- fresh-process reload of `{model_dir.name}/` with trust_remote_code (clarity_hf blocked): "
+        + ("OK" if reload.get("ok") else ("skipped" if reload.get("skipped") else f"FAILED ({reload})"))
+        + "\n- figures: "
+        + ", ".join(f"`{p.relative_to(out)}`" for p in figures)
+        + "\n- heatmap methods' inference time on the test split: "
+        + ", ".join(f"{n} {p.seconds:.1f} s" for n, p in predictions.items())
+    )
+    metadata = {
+        "data": source,
+        "split": "test (AUROC: every image; localization: tuned on box_split=tune, reported on box_split=eval)",
+        "student": f"{config.preset} ({config.image_size} px, patch {config.patch_size if config.preset == 'clarity-tiny' else 16})",
+        "teacher": config.teacher_preset,
+        "schedule": f"teacher {config.teacher_steps}, student {config.student_steps}, plain ViT {config.baseline_steps}, "
+        f"ablations {config.ablation_steps} optimizer steps, batch {config.batch_size}",
+        "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+    }
+    paths = write_evaluation(
+        out,
+        entries,
+        metadata=metadata,
+        title="clarity-demo: CLARiTy vs baselines on the same data",
+        extra_markdown="\n\n".join(sections),
+        extra_json={
+            "verdict": check,
+            "ablation": ablation_rows,
+            "timings": timings,
+            "reload": reload,
+            "config": asdict(config),
+        },
+    )
+    _log(f"report: {paths['markdown']} and {paths['json']}")
+    for p in figures:
+        _log(f"figure: {p}")
+    _log(f"model folder: {model_dir} (AutoModel.from_pretrained(..., trust_remote_code=True))")
+    _log(f"verdict: {'met' if check['passed'] else 'NOT met'}; total {timings['total']:.1f} s")
+    return DemoResult(out, paths["json"], paths["markdown"], figures, model_dir, reload, timings, check)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

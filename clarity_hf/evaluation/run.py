@@ -1,0 +1,348 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Run any model (CLARiTy, the ConvNeXtV2 teacher with Grad-CAM / CAM, the plain-ViT attention baseline) over a
+dataset split, and evaluate the logits and low-resolution heatmaps with the project's metrics: `compute_auroc` on
+every image of the split, `LocalizationEvaluator` on the boxed images (threshold tuned on `box_split == "tune"`,
+reported on `"eval"`).
+
+    model, processor, kind = load_model_for_evaluation("runs/student/best_model")
+    predictions = predict_split(heatmap_methods(model, kind), dataset["test"], processor)
+    entries = {name: evaluate_predictions(p) for name, p in predictions.items()}
+    write_evaluation("report/", entries, dataset["test"], predictions)
+
+Images go through a `ClarityImageProcessor` (the model folder's own, or one built from the training recipe's size,
+mean and std), so evaluation sees what inference sees.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from datasets import Image as ImageFeature
+from transformers import AutoConfig, AutoModelForImageClassification
+
+from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
+from ..image_processing_clarity import ClarityImageProcessor
+from ..modeling_clarity import ClarityForMultiLabelLocalization
+from .baselines import (
+    PLAIN_VIT_ARCHITECTURE,
+    PlainViTForMultiLabelClassification,
+    teacher_cam,
+    teacher_gradcam,
+)
+from .classification import compute_auroc
+from .figures import save_overlay_grid
+from .localization import LocalizationEvaluator
+from .report import ModelEntry, write_report
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "HeatmapMethod",
+    "SplitPredictions",
+    "build_processor",
+    "evaluate_predictions",
+    "heatmap_methods",
+    "load_model_for_evaluation",
+    "model_kind",
+    "predict_split",
+    "reported_thresholds",
+    "figure_rows",
+    "save_figure",
+    "write_evaluation",
+]
+
+# A heatmap method: pixel_values (B, 3, H, W) -> an output with `logits` (B, C) and `heatmaps` (B, C, h, w).
+HeatmapMethod = Callable[[torch.Tensor], Any]
+
+
+@dataclass
+class SplitPredictions:
+    """One method's outputs over one split, aligned with the split's rows."""
+
+    logits: np.ndarray  # (N, C) float32
+    heatmaps: np.ndarray  # (N, C, h, w) float32 in [0, 1], the model's resolution
+    labels: np.ndarray  # (N, C) float32
+    image_ids: list[str]
+    boxes: list[list[dict]]
+    box_frames: list[tuple[int, int]]  # (height, width) of each row's box frame
+    box_splits: list[str]
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def model_kind(config) -> str:
+    """ "clarity", "plain_vit" or "convnextv2" from a model config."""
+    if PLAIN_VIT_ARCHITECTURE in (getattr(config, "architectures", None) or []):
+        return "plain_vit"
+    if config.model_type == "clarity":
+        return "clarity"
+    if config.model_type in ("convnextv2", "convnext"):
+        return "convnextv2"
+    raise ValueError(
+        f"cannot evaluate a model of type {config.model_type!r} (clarity, plain ViT or ConvNeXt(V2))"
+    )
+
+
+def build_processor(
+    image_size: int, image_mean: float = 0.5, image_std: float = 0.25
+) -> ClarityImageProcessor:
+    """The processor matching the training recipe (gray -> 3 channels, (x - mean) / std)."""
+    return ClarityImageProcessor(
+        size={"height": image_size, "width": image_size},
+        image_mean=[image_mean] * 3,
+        image_std=[image_std] * 3,
+    )
+
+
+def load_model_for_evaluation(folder: str | Path) -> tuple[torch.nn.Module, ClarityImageProcessor, str]:
+    """A saved model folder -> (model in eval mode, its image processor, kind)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: not a model folder (no config.json)")
+    config = AutoConfig.from_pretrained(folder)
+    kind = model_kind(config)
+    if kind == "plain_vit":
+        model = PlainViTForMultiLabelClassification.from_pretrained(folder)
+    elif kind == "clarity":
+        model = ClarityForMultiLabelLocalization.from_pretrained(folder)
+    else:
+        model = AutoModelForImageClassification.from_pretrained(folder)
+    if (folder / "preprocessor_config.json").is_file():
+        processor = ClarityImageProcessor.from_pretrained(folder)
+    else:
+        size = int(getattr(config, "image_size", 224))
+        logger.warning(
+            "%s has no preprocessor_config.json: using a %d px processor, mean 0.5, std 0.25", folder, size
+        )
+        processor = build_processor(size)
+    return model.eval(), processor, kind
+
+
+def heatmap_methods(model: torch.nn.Module, kind: str, name: str | None = None) -> dict[str, HeatmapMethod]:
+    """The heatmap methods of a model: CLARiTy -> its heatmaps; plain ViT -> CLS attention; ConvNeXt(V2) teacher ->
+    Grad-CAM and CAM. Keys are method names (`name` prefixes them)."""
+    if kind == "clarity":
+        return {(name or "CLARiTy"): lambda x: _no_grad(model, x)}
+    if kind == "plain_vit":
+        return {(name or "plain ViT (CLS attention)"): lambda x: _no_grad(model, x)}
+    if kind == "convnextv2":
+        prefix = name or "teacher"
+        return {
+            f"{prefix} Grad-CAM": lambda x: teacher_gradcam(model, x),
+            f"{prefix} CAM": lambda x: teacher_cam(model, x),
+        }
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+@torch.no_grad()
+def _no_grad(model: torch.nn.Module, pixel_values: torch.Tensor):
+    return model(pixel_values=pixel_values)
+
+
+def _box_frame(dataset: Dataset, example: Mapping[str, Any]) -> tuple[int, int]:
+    """(height, width) of the frame of the example's boxes."""
+    try:
+        from ..data.features import get_box_frame
+
+        width, height = get_box_frame(dataset, example)
+    except ImportError:  # pragma: no cover - the data package ships with clarity_hf
+        width, height = example["original_size"]
+    return int(height), int(width)
+
+
+def predict_split(
+    methods: Mapping[str, HeatmapMethod],
+    dataset: Dataset,
+    processor: ClarityImageProcessor,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+) -> dict[str, SplitPredictions]:
+    """Run every method over every row of `dataset` (one decode and preprocessing per batch, shared by the
+    methods). Returns method name -> predictions."""
+    import time
+
+    if len(dataset) == 0:
+        raise ValueError("the split to evaluate is empty")
+    for column in ("image", "labels"):
+        if column not in dataset.column_names:
+            raise ValueError(f"the split has no {column!r} column (columns: {dataset.column_names})")
+    meta_columns = [
+        c for c in ("image_id", "boxes", "original_size", "box_split") if c in dataset.column_names
+    ]
+    images = dataset.select_columns(["image"])
+    if isinstance(images.features["image"], ImageFeature) and not images.features["image"].decode:
+        images = images.cast_column("image", ImageFeature(decode=True))
+    meta = dataset.select_columns(["labels", *meta_columns])
+    logits: dict[str, list[np.ndarray]] = {name: [] for name in methods}
+    heatmaps: dict[str, list[np.ndarray]] = {name: [] for name in methods}
+    seconds = dict.fromkeys(methods, 0.0)
+    for start in range(0, len(dataset), batch_size):
+        stop = min(start + batch_size, len(dataset))
+        batch_images = images[start:stop]["image"]
+        pixel_values = processor(images=batch_images, return_tensors="pt")["pixel_values"].to(device)
+        for name, method in methods.items():
+            began = time.perf_counter()
+            output = method(pixel_values)
+            seconds[name] += time.perf_counter() - began
+            logits[name].append(output.logits.detach().float().cpu().numpy())
+            heatmaps[name].append(output.heatmaps.detach().float().cpu().numpy())
+    rows = meta[:]
+    labels = np.asarray(rows["labels"], dtype=np.float32)
+    n = len(dataset)
+    image_ids = rows.get("image_id", [str(i) for i in range(n)])
+    boxes = rows.get("boxes", [[] for _ in range(n)])
+    splits = [s or "" for s in rows.get("box_split", [""] * n)]
+    frames = [
+        _box_frame(dataset, {"original_size": size}) for size in rows.get("original_size", [(0, 0)] * n)
+    ]
+    return {
+        name: SplitPredictions(
+            logits=np.concatenate(logits[name]),
+            heatmaps=np.concatenate(heatmaps[name]),
+            labels=labels,
+            image_ids=list(image_ids),
+            boxes=[list(b or []) for b in boxes],
+            box_frames=frames,
+            box_splits=splits,
+            seconds=seconds[name],
+        )
+        for name in methods
+    }
+
+
+def evaluate_predictions(
+    predictions: SplitPredictions,
+    class_names: Sequence[str],
+    boxed_classes: Sequence[str] = NIH_BOXED_PATHOLOGIES,
+    per_class_thresholds: bool = False,
+    n_bootstrap: int = 200,
+    notes: str = "",
+) -> ModelEntry:
+    """AUROC over every row, localization over the boxed rows (tuned on `tune`, reported on `eval`; when the split
+    has no tune / eval halves, every boxed row is evaluated at the default threshold 0.5)."""
+    entry: ModelEntry = {
+        "classification": compute_auroc(
+            predictions.logits, predictions.labels, class_names=list(class_names), n_bootstrap=n_bootstrap
+        )
+    }
+    boxed = [name for name in boxed_classes if name in class_names]
+    evaluator = LocalizationEvaluator(class_names=list(class_names), boxed_classes=boxed)
+    for i, boxes in enumerate(predictions.boxes):
+        if boxes:
+            evaluator.add(
+                predictions.image_ids[i],
+                predictions.heatmaps[i],
+                boxes,
+                predictions.box_frames[i],
+                predictions.box_splits[i],
+            )
+    if len(evaluator):
+        splits = set(predictions.box_splits)
+        if {"tune", "eval"} <= splits:
+            entry["localization"] = evaluator.tune_and_evaluate(per_class=per_class_thresholds)
+        else:
+            logger.warning(
+                "no tune / eval halves in the split: localization at threshold 0.5 on every boxed image"
+            )
+            entry["localization"] = evaluator.compute(0.5, split=None)
+    if notes:
+        entry["notes"] = notes
+    return entry
+
+
+def reported_thresholds(entry: Mapping[str, Any]) -> dict[str, float] | float:
+    """The heatmap threshold(s) an entry's localization used (tuned ones when tuned), for figures."""
+    localization = entry.get("localization") or {}
+    if "thresholds" in localization:
+        return dict(localization["thresholds"])
+    levels = localization.get("heatmap_thresholds") or {}
+    return {name: float(v[0]) for name, v in levels.items()} if levels else 0.5
+
+
+def figure_rows(predictions: SplitPredictions, max_images: int = 6, split: str = "eval") -> list[int]:
+    """Rows for an overlay figure: boxed images of `split`, covering as many boxed classes as possible."""
+    candidates = [
+        i for i, b in enumerate(predictions.boxes) if b and predictions.box_splits[i] in (split, "")
+    ]
+    chosen, seen = [], set()
+    for i in candidates:
+        labels = {b["label"] for b in predictions.boxes[i]}
+        if labels - seen:
+            chosen.append(i)
+            seen |= labels
+        if len(chosen) == max_images:
+            break
+    for i in candidates:
+        if len(chosen) >= max_images:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return chosen
+
+
+def save_figure(
+    path: str | Path,
+    dataset: Dataset,
+    predictions: SplitPredictions,
+    class_names: Sequence[str],
+    threshold: Any = 0.5,
+    max_images: int = 6,
+    tile_size: int = 160,
+) -> Path | None:
+    """The overlay grid (one row per boxed class, one column per image) of one method's heatmaps."""
+    rows = figure_rows(predictions, max_images)
+    if not rows:
+        return None
+    images = [dataset[int(i)]["image"] for i in rows]
+    boxed = [name for name in NIH_BOXED_PATHOLOGIES if name in class_names]
+    return save_overlay_grid(
+        path,
+        images,
+        [predictions.heatmaps[i] for i in rows],
+        boxes=[predictions.boxes[i] for i in rows],
+        class_names=list(class_names),
+        classes=boxed,
+        threshold=threshold,
+        tile_size=tile_size,
+        image_ids=[predictions.image_ids[i] for i in rows],
+    )
+
+
+def write_evaluation(
+    output_dir: str | Path,
+    entries: Mapping[str, ModelEntry],
+    metadata: Mapping[str, Any] | None = None,
+    title: str = "CLARiTy evaluation",
+    extra_markdown: str = "",
+    extra_json: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """`report.json` + `report.md` (the evaluation package's report) with optional extra sections appended."""
+    paths = write_report(output_dir, entries, title=title, metadata=metadata)
+    if extra_json:
+        report = json.loads(paths["json"].read_text(encoding="utf-8"))
+        report.update(_json_safe(extra_json))
+        paths["json"].write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    if extra_markdown:
+        with open(paths["markdown"], "a", encoding="utf-8") as handle:
+            handle.write("\n" + extra_markdown.rstrip() + "\n")
+    return paths
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,136 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Evaluate saved models on a dataset split and write a report folder (report.json, report.md, overlay figures).
+
+    python scripts/evaluate.py --model runs/student/best_model --model runs/teacher/best_model \
+        --dataset data/nih --split test --output-dir reports/nih
+    python scripts/evaluate.py --model clarity-demo-output/model --synthetic --output-dir reports/synthetic
+
+Each `--model` is a folder (`NAME=DIR` names its rows): a CLARiTy model gives one row, a ConvNeXt(V2) teacher two
+(Grad-CAM and CAM), a plain-ViT baseline one (CLS attention). AUROC on every image of the split; localization tuned on
+`box_split == "tune"`, reported on `"eval"`. The logic is `clarity_hf.evaluation.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from datasets import DatasetDict, load_from_disk
+
+from clarity_hf.evaluation.run import (
+    evaluate_predictions,
+    heatmap_methods,
+    load_model_for_evaluation,
+    predict_split,
+    reported_thresholds,
+    save_figure,
+    write_evaluation,
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", action="append", required=True, help="model folder, or NAME=DIR (repeatable)"
+    )
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument(
+        "--dataset", help="a DatasetDict folder written by save_to_disk (clarity_hf data builders)"
+    )
+    data.add_argument("--synthetic", action="store_true", help="build the synthetic benchmark's test split")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--synthetic-num-test", type=int, default=512)
+    parser.add_argument("--synthetic-image-size", type=int, default=128)
+    parser.add_argument("--synthetic-seed", type=int, default=0)
+    parser.add_argument(
+        "--per-class-thresholds", action="store_true", help="tune one heatmap threshold per class"
+    )
+    parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output-dir", required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.synthetic:
+        from clarity_hf.data.synthetic import build_synthetic_cxr
+
+        datasets = build_synthetic_cxr(
+            0, 0, args.synthetic_num_test, image_size=args.synthetic_image_size, seed=args.synthetic_seed
+        )
+        source = f"synthetic CXR benchmark (seed {args.synthetic_seed}, {args.synthetic_image_size} px)"
+    else:
+        if not Path(args.dataset).is_dir():
+            sys.exit(f"evaluate.py: --dataset {args.dataset}: no such folder")
+        datasets = load_from_disk(args.dataset)
+        source = args.dataset
+    if isinstance(datasets, DatasetDict):
+        if args.split not in datasets:
+            sys.exit(f"evaluate.py: {source} has no split {args.split!r} (splits: {list(datasets)})")
+        split = datasets[args.split]
+    else:
+        split = datasets
+    try:
+        from clarity_hf.data.features import get_label_names
+
+        label_names = get_label_names(split)
+    except ValueError:
+        label_names = None
+
+    methods, processor = {}, None
+    for spec in args.model:
+        name, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        model, model_processor, kind = load_model_for_evaluation(folder)
+        model.to(args.device)
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if label_names is not None and names != label_names:
+            sys.exit(f"evaluate.py: {folder} predicts {names}, the data has labels {label_names}")
+        label_names = names
+        processor = processor or model_processor
+        methods.update(heatmap_methods(model, kind, name or None))
+    predictions = predict_split(methods, split, processor, batch_size=args.batch_size, device=args.device)
+    entries = {
+        name: evaluate_predictions(
+            pred, label_names, per_class_thresholds=args.per_class_thresholds, n_bootstrap=args.n_bootstrap
+        )
+        for name, pred in predictions.items()
+    }
+    out = Path(args.output_dir)
+    figures = []
+    for index, (name, pred) in enumerate(predictions.items()):
+        path = save_figure(
+            out / "figures" / f"overlays_{index:02d}.png",
+            split,
+            pred,
+            label_names,
+            reported_thresholds(entries[name]),
+        )
+        if path is not None:
+            figures.append(f"{name}: {path}")
+    paths = write_evaluation(
+        out,
+        entries,
+        metadata={"data": source, "split": args.split, "models": ", ".join(args.model)},
+        extra_markdown="## Figures\n\n" + "\n".join(f"- {f}" for f in figures) if figures else "",
+    )
+    print(
+        json.dumps(
+            {
+                "report_json": str(paths["json"]),
+                "report_markdown": str(paths["markdown"]),
+                "figures": figures,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

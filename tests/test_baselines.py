@@ -1,0 +1,207 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Baselines (teacher Grad-CAM and CAM, plain-ViT CLS attention) and the split runner that feeds them, like CLARiTy,
+through the same AUROC and localization code."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
+
+from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
+from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
+from clarity_hf.data.synthetic import build_synthetic_cxr
+from clarity_hf.evaluation.baselines import (
+    PlainViTForMultiLabelClassification,
+    plain_vit_config,
+    teacher_cam,
+    teacher_gradcam,
+)
+from clarity_hf.evaluation.run import (
+    SplitPredictions,
+    _box_frame,
+    build_processor,
+    evaluate_predictions,
+    heatmap_methods,
+    load_model_for_evaluation,
+    predict_split,
+)
+
+
+def tiny_teacher(image_size=64):
+    torch.manual_seed(0)
+    config = ConvNextV2Config(
+        depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 32, 64], num_labels=14, image_size=image_size
+    )
+    return ConvNextV2ForImageClassification(config).eval()
+
+
+def test_teacher_cam_is_the_exact_decomposition_of_the_logits():
+    teacher = tiny_teacher(128)
+    with torch.no_grad():  # non-trivial LayerNorm affine and bias, so the check covers them
+        teacher.convnextv2.layernorm.weight.uniform_(0.5, 1.5)
+        teacher.convnextv2.layernorm.bias.normal_()
+    x = torch.randn(3, 3, 128, 128)
+    out = teacher_cam(teacher, x)
+    assert out.heatmaps.shape == (3, 14, 4, 4)
+    assert out.heatmaps.min() >= 0 and out.heatmaps.max() <= 1
+    assert torch.allclose(out.heatmaps.amax(dim=(2, 3)), torch.ones(3, 14))
+    # Recompute the raw CAM and check mean_hw(CAM) / sigma + const == logits.
+    base = teacher.convnextv2
+    with torch.no_grad():
+        features = base(x).last_hidden_state
+        pooled = features.mean((2, 3))
+        sigma = (pooled.var(1, unbiased=False, keepdim=True) + base.layernorm.eps).sqrt()
+        weights = teacher.classifier.weight * base.layernorm.weight
+        cam = torch.einsum("ck,bkhw->bchw", weights, features - features.mean(1, keepdim=True))
+        constant = teacher.classifier.weight @ base.layernorm.bias + teacher.classifier.bias
+        logits = teacher(x).logits
+    assert torch.allclose(cam.mean((2, 3)) / sigma + constant, logits, atol=1e-4)
+    assert torch.allclose(out.logits, logits, atol=1e-5)
+    low, high = cam.flatten(2).min(-1).values, cam.flatten(2).max(-1).values
+    expected = (cam - low[..., None, None]) / (high - low)[..., None, None]
+    assert torch.allclose(out.heatmaps, expected, atol=1e-5)
+
+
+def test_teacher_gradcam_maps():
+    teacher = tiny_teacher()
+    out = teacher_gradcam(teacher, torch.randn(2, 3, 64, 64))
+    assert out.heatmaps.shape == (2, 14, 2, 2) and out.logits.shape == (2, 14)
+    assert out.heatmaps.dtype == torch.float32
+    assert out.heatmaps.min() >= 0 and out.heatmaps.max() <= 1
+
+
+def test_plain_vit_heatmap_is_the_dino_cls_attention():
+    torch.manual_seed(0)
+    model = PlainViTForMultiLabelClassification(ClarityConfig.from_preset("clarity-tiny")).eval()
+    assert model.clarity.embeddings.class_tokens.shape[1] == 1  # ONE class token: a plain ViT
+    assert model.config.num_labels == 14 and model.classifier.out_features == 14
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model(x)
+        # DINO's idiom on the full last-layer attention: CLS row, patch columns, mean over heads.
+        attention = model.clarity.get_last_selfattention(x)  # (B, H, 1 + N, 1 + N)
+    reference = attention[:, :, 0, 1:].mean(1).reshape(2, 8, 8)
+    low = reference.flatten(1).min(-1).values[:, None, None]
+    high = reference.flatten(1).max(-1).values[:, None, None]
+    reference = (reference - low) / (high - low)
+    assert out.heatmaps.shape == (2, 14, 8, 8)
+    assert torch.allclose(out.heatmaps, reference[:, None].expand(-1, 14, -1, -1), atol=1e-5)
+    assert out.heatmaps.min() >= 0 and out.heatmaps.max() <= 1
+
+
+def test_plain_vit_config_switches_clarity_parts_off():
+    plain = plain_vit_config(ClarityConfig.from_preset("clarity-tiny", orthogonal_loss_weight=0.3))
+    assert not plain.use_segment_cam and not plain.use_attention_pooling and not plain.use_anatomical_prior
+    assert plain.distillation_loss_weight == 0 and plain.num_attention_map_layers == 1
+    assert plain.hidden_size == 64 and plain.num_labels == 14
+
+
+def test_box_frame_is_height_width():
+    dataset = build_synthetic_cxr(0, 0, 1, image_size=32, num_proc=1)["test"]
+    # `original_size` is (width, height) in the data schema; the evaluator wants (height, width).
+    assert _box_frame(dataset, {"original_size": [80, 40]}) == (40, 80)
+
+
+def oracle_predictions(shift: int) -> SplitPredictions:
+    """Four 40x80 (h x w) images whose heatmap is exactly the ground-truth box (shifted by `shift` pixels)."""
+    boxes = [
+        [{"label": "Nodule", "x": 10.0, "y": 5.0, "w": 20.0, "h": 10.0}],
+        [{"label": "Mass", "x": 50.0, "y": 20.0, "w": 16.0, "h": 16.0}],
+        [{"label": "Nodule", "x": 60.0, "y": 2.0, "w": 10.0, "h": 10.0}],
+        [{"label": "Mass", "x": 0.0, "y": 0.0, "w": 30.0, "h": 20.0}],
+    ]
+    heatmaps = np.zeros((4, 14, 40, 80), dtype=np.float32)
+    for i, image_boxes in enumerate(boxes):
+        for box in image_boxes:
+            c = NIH_PATHOLOGIES.index(box["label"])
+            x, y, w, h = (int(box[k]) for k in ("x", "y", "w", "h"))
+            heatmaps[i, c, y : y + h, min(x + shift, 80 - 1) : min(x + w + shift, 80)] = 1.0
+    labels = np.zeros((4, 14), dtype=np.float32)
+    labels[[0, 2], NIH_PATHOLOGIES.index("Nodule")] = 1
+    labels[[1, 3], NIH_PATHOLOGIES.index("Mass")] = 1
+    logits = labels * 4 - 2
+    return SplitPredictions(
+        logits=logits,
+        heatmaps=heatmaps,
+        labels=labels,
+        image_ids=list("abcd"),
+        boxes=boxes,
+        box_frames=[(40, 80)] * 4,
+        box_splits=["tune", "tune", "eval", "eval"],
+    )
+
+
+def test_evaluate_predictions_oracle_and_shifted():
+    exact = evaluate_predictions(oracle_predictions(0), NIH_PATHOLOGIES, n_bootstrap=0)
+    assert exact["classification"]["per_class"]["Nodule"]["auroc"] == 1.0
+    result = exact["localization"]["eval"]
+    assert result["n_images"] == 2 and sum(result["n_gt_boxes"].values()) == 2
+    assert result["iou"]["macro"] == [1.0] * 7
+    assert result["false_positives"]["total"] == 0
+    # Shift every heatmap 5 px right. Eval Nodule: box (65, 2, 75, 12) vs GT (60, 2, 70, 12): IoU = 50 / 150 = 1/3,
+    # found at T(IoU) 0.1-0.3. Eval Mass: box (5, 0, 35, 20) vs GT (0, 0, 30, 20): IoU = 500 / 700 = 0.714, found
+    # at every T(IoU) up to 0.7.
+    shifted = evaluate_predictions(oracle_predictions(5), NIH_PATHOLOGIES, n_bootstrap=0)["localization"][
+        "eval"
+    ]
+    assert shifted["iou"]["per_class"]["Nodule"] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert shifted["iou"]["per_class"]["Mass"] == [1.0] * 7
+    assert shifted["iou"]["macro"] == [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5]
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return build_synthetic_cxr(48, 16, 48, image_size=64, seed=3, num_proc=1)
+
+
+def test_all_methods_flow_through_the_same_evaluator(small_data):
+    torch.manual_seed(0)
+    clarity = ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).eval()
+    vit = PlainViTForMultiLabelClassification(ClarityConfig.from_preset("clarity-tiny")).eval()
+    methods = {
+        **heatmap_methods(clarity, "clarity"),
+        **heatmap_methods(tiny_teacher(), "convnextv2"),
+        **heatmap_methods(vit, "plain_vit"),
+    }
+    assert set(methods) == {"CLARiTy", "teacher Grad-CAM", "teacher CAM", "plain ViT (CLS attention)"}
+    test = small_data["test"]
+    predictions = predict_split(methods, test, build_processor(64), batch_size=20)
+    boxed = sum(1 for b in test["boxes"] if b)
+    assert boxed > 4 and {"tune", "eval"} <= set(test["box_split"])
+    for name, pred in predictions.items():
+        grid = 2 if "teacher" in name else 8
+        assert pred.heatmaps.shape == (len(test), 14, grid, grid), name
+        assert pred.heatmaps.min() >= 0 and pred.heatmaps.max() <= 1, name
+        assert pred.logits.shape == (len(test), 14)
+        entry = evaluate_predictions(pred, NIH_PATHOLOGIES, n_bootstrap=0)
+        localization = entry["localization"]
+        assert localization["eval"]["n_images"] + localization["tune"]["n_images"] == boxed
+        assert len(localization["eval"]["iou"]["macro"]) == 7
+        assert 0 <= entry["classification"]["mean_auroc"] <= 1
+    # The CAM and Grad-CAM baselines share the teacher's logits.
+    assert np.allclose(predictions["teacher CAM"].logits, predictions["teacher Grad-CAM"].logits, atol=1e-5)
+
+
+def test_plain_vit_trains_with_the_project_loop(small_data, tmp_path):
+    from clarity_hf.training import ClarityTrainingConfig, train
+
+    config = ClarityTrainingConfig(
+        model="clarity",
+        model_preset="clarity-tiny",
+        image_size=64,
+        distillation_loss_weight=0.0,
+        output_dir=str(tmp_path / "vit"),
+        max_steps=2,
+        per_device_train_batch_size=16,
+        report_to=[],
+        disable_tqdm=True,
+        save_total_limit=1,
+    )
+    model = PlainViTForMultiLabelClassification(plain_vit_config(ClarityConfig.from_preset("clarity-tiny")))
+    before = model.classifier.weight.detach().clone()
+    result = train(config, model=model, datasets=small_data)
+    assert result.global_step == 2 and result.best_model_dir
+    loaded, processor, kind = load_model_for_evaluation(result.best_model_dir)
+    assert kind == "plain_vit" and isinstance(loaded, PlainViTForMultiLabelClassification)
+    assert not torch.equal(loaded.classifier.weight, before)  # it was trained
+    assert processor.size == {"height": 64, "width": 64}

@@ -1,0 +1,178 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""The main job: `python -m clarity_hf demo --quick` writes the report, the figures and a Hub-ready model folder that
+reloads with trust_remote_code in a fresh process; the verdict and ablation helpers compute from the numbers."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO_ROOT, subprocess_env
+from PIL import Image
+
+from clarity_hf.cli import build_demo_parser
+from clarity_hf.demo import ABLATIONS, DemoConfig, parse_ablations, verdict, verdict_markdown
+from clarity_hf.evaluation.figures import HEADER_HEIGHT, LABEL_WIDTH
+
+
+def entry(auroc, iou):
+    """A report entry with mean AUROC `auroc` and eval-half macro accuracies `iou` at T(IoU) 0.1 ... 0.7."""
+    return {
+        "classification": {"mean_auroc": auroc},
+        "localization": {"eval": {"iou": {"thresholds": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "macro": iou}}},
+    }
+
+
+def test_verdict_from_the_numbers():
+    baseline = entry(0.8, [0.5, 0.4, 0.3, 0.2, 0.1, 0.0, 0.0])
+    good = entry(0.95, [0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
+    result = verdict({"CLARiTy": good, "teacher Grad-CAM": baseline, "teacher CAM": baseline})
+    assert result["passed"] and len(result["checks"]) == 5  # AUROC + 2 baselines x (0.3, 0.5)
+    assert "**Met**" in verdict_markdown(result, "synthetic data")
+    # Equal at 0.5 is not better; AUROC 0.899 fails.
+    tied = entry(0.899, [0.6, 0.5, 0.4, 0.3, 0.1, 0.1, 0.0])
+    result = verdict({"CLARiTy": tied, "teacher Grad-CAM": baseline})
+    failed = [c["check"] for c in result["checks"] if not c["passed"]]
+    assert failed == ["CLARiTy mean AUROC >= 0.9", "CLARiTy > teacher Grad-CAM at T(IoU)=0.5"]
+    text = verdict_markdown(result, "synthetic data")
+    assert "**NOT met**" in text and "| 0.100 | 0.100 | FAIL |" in text and "0.899" in text
+
+
+def test_parse_ablations():
+    assert (
+        parse_ablations("all")
+        == list(ABLATIONS)
+        == [
+            "segment_cam",
+            "anatomical_prior",
+            "orthogonal_loss",
+            "attention_pooling",
+            "distillation",
+        ]
+    )
+    assert parse_ablations("none") == [] and parse_ablations(None) == []
+    assert parse_ablations("distillation, segment_cam") == ["distillation", "segment_cam"]
+    with pytest.raises(ValueError, match="unknown ablation"):
+        parse_ablations("dino")
+
+
+def test_demo_parser_defaults():
+    args = build_demo_parser().parse_args([])
+    assert (
+        args.output_dir == "./clarity-demo-output" and args.data_dir is None and args.preset == "clarity-tiny"
+    )
+    assert DemoConfig().ablations == list(ABLATIONS)
+    assert DemoConfig.quick_config().ablations == [] and DemoConfig.quick_config().image_size == 64
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clarity_hf",
+            "demo",
+            "--quick",
+            "--output-dir",
+            str(out),
+            "--ablations",
+            "distillation",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    summary = json.loads(completed.stdout[completed.stdout.rindex("{\n") :])
+    assert summary["reload_ok"] is True
+    report = json.loads((out / "report.json").read_text())
+    models = report["models"]
+    assert {
+        "CLARiTy",
+        "teacher Grad-CAM",
+        "teacher CAM",
+        "plain ViT (CLS attention)",
+        "CLARiTy w/o distillation",
+    } <= set(models)
+    for name, model in models.items():
+        assert model["localization"]["split"] == "eval" and model["tuning"]["tune_split"] == "tune", name
+        assert len(model["classification"]["per_class"]) == 14
+    assert report["published"]["rows"][0]["model"] == "CLARiTy-S-16-512"
+    assert report["reload"]["ok"] is True and report["reload"]["clarity_hf_imported"] is False
+    assert [row["variant"] for row in report["ablation"]] == ["full CLARiTy", "w/o distillation"]
+    assert report["verdict"]["passed"] in (True, False) and len(report["verdict"]["checks"]) == 7
+    markdown = (out / "report.md").read_text()
+    for heading in ("## Summary", "## Verdict", "## Ablation", "(published)", "## Run"):
+        assert heading in markdown
+    assert ("**Met**" in markdown) == report["verdict"]["passed"]
+    # Figures: 8 boxed-class rows, one column per chosen image (160 px tiles).
+    figure = out / "figures" / "overlays_clarity.png"
+    with Image.open(figure) as image:
+        width, height = image.size
+    assert height == HEADER_HEIGHT + 8 * 160 and (width - LABEL_WIDTH) % 160 == 0 and width > LABEL_WIDTH
+    # The Hub-ready folder.
+    names = {p.name for p in (out / "model").iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "modeling_clarity.py",
+        "configuration_clarity.py",
+        "preprocessor_config.json",
+        "README.md",
+    } <= names
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in names)
+    processor = json.loads((out / "model" / "preprocessor_config.json").read_text())
+    tuned = models["CLARiTy"]["tuning"]["thresholds"]
+    assert processor["heatmap_threshold"][:8] == [tuned[name] for name in list(tuned)]
+    assert str(out / "model") in completed.stdout and str(out / "report.md") in completed.stdout
+
+
+def test_entry_points_are_declared():
+    text = (REPO_ROOT / "pyproject.toml").read_text()
+    assert 'clarity-demo = "clarity_hf.cli:demo_main"' in text
+    assert 'clarity-predict = "clarity_hf.cli:predict_main"' in text
+
+
+def test_evaluate_script_writes_a_report_folder(tmp_path, capsys):
+    import importlib.util
+
+    import torch
+
+    from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
+    from clarity_hf.evaluation.run import build_processor
+
+    torch.manual_seed(0)
+    folder = tmp_path / "model"
+    ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).save_pretrained(folder)
+    build_processor(64).save_pretrained(folder)
+    spec = importlib.util.spec_from_file_location("evaluate_script", REPO_ROOT / "scripts" / "evaluate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "report"
+    argv = [
+        "--model",
+        f"tiny={folder}",
+        "--synthetic",
+        "--synthetic-num-test",
+        "40",
+        "--synthetic-image-size",
+        "64",
+        "--n-bootstrap",
+        "10",
+        "--output-dir",
+        str(out),
+    ]
+    assert script.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["models"]) == ["tiny"] and report["models"]["tiny"]["localization"]["split"] == "eval"
+    assert (
+        printed["report_markdown"] == str(out / "report.md")
+        and (out / "figures" / "overlays_00.png").is_file()
+    )
+    with pytest.raises(SystemExit, match="no split 'nope'"):
+        script.main(argv[:-2] + ["--split", "nope", "--output-dir", str(out)])
