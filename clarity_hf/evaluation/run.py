@@ -149,13 +149,9 @@ def _no_grad(model: torch.nn.Module, pixel_values: torch.Tensor):
 
 def _box_frame(dataset: Dataset, example: Mapping[str, Any]) -> tuple[int, int]:
     """(height, width) of the frame of the example's boxes."""
-    try:
-        from ..data.features import get_box_frame
+    from ..data.features import get_box_frame
 
-        width, height = get_box_frame(dataset, example)
-    except ImportError:  # pragma: no cover - the data package ships with clarity_hf
-        width, height = example["original_size"]
-    return int(height), int(width)
+    return get_box_frame(dataset, example)
 
 
 def predict_split(
