@@ -39,10 +39,11 @@ from .data import (
     SKIP_KINDS,
     ClarityTrainingDataset,
     EpochSeededSampler,
-    collate_eval,
-    collate_train,
+    count_problems,
+    eval_collator,
     get_dataset_label_names,
     load_datasets,
+    train_collator,
 )
 from .metrics import multilabel_auroc
 from .models import build_model, freeze, load_teacher
@@ -220,7 +221,7 @@ def train(
         train_set,
         batch_size=config.per_device_train_batch_size,
         sampler=sampler,
-        collate_fn=collate_train,
+        collate_fn=train_collator(),
         num_workers=config.dataloader_num_workers,
         generator=torch.Generator().manual_seed(config.seed),
     )
@@ -228,7 +229,7 @@ def train(
         eval_set,
         batch_size=config.per_device_eval_batch_size,
         shuffle=False,
-        collate_fn=collate_eval,
+        collate_fn=eval_collator(),
         num_workers=config.dataloader_num_workers,
         generator=torch.Generator().manual_seed(config.seed),
     )
@@ -329,8 +330,8 @@ def train(
         batch_in_epoch = skip
         for batch in loader:
             batch_in_epoch += 1
-            epoch_skipped += batch["skipped"].to(epoch_skipped.device)
-            epoch_files.extend(batch["skipped_files"])
+            epoch_skipped += count_problems(batch["problems"]).to(epoch_skipped.device)
+            epoch_files.extend(batch["problems"])
             local_images = batch["pixel_values"].shape[0]
             # Every process takes the same branch: skip the step everywhere if one process has no valid image.
             empty = (
