@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..configuration_clarity import NIH_PATHOLOGIES
+from ..evaluation.classification import compute_auroc
 from .arguments import ClarityTrainingConfig
 from .checkpointing import read_training_state, resolve_resume_path, save_checkpoint
 from .data import (
@@ -45,7 +46,6 @@ from .data import (
     load_datasets,
     train_collator,
 )
-from .metrics import multilabel_auroc
 from .models import build_model, freeze, load_teacher
 from .trackers import JSONLTracker
 
@@ -510,7 +510,9 @@ def _gather_strings(accelerator: Accelerator, items: list[str]) -> list[str]:
 
 @torch.no_grad()
 def evaluate(accelerator: Accelerator, model, eval_loader, label_names: list[str]) -> dict:
-    """Per-class and mean AUROC over the validation split; each sample counted once (`gather_for_metrics`)."""
+    """Per-class and mean AUROC over the validation split (`clarity_hf.evaluation.compute_auroc`, no bootstrap);
+    each sample counted once (`gather_for_metrics`), unreadable images left out. A class whose validation labels
+    are all 0 or all 1 has no AUROC (NaN) and is left out of the mean."""
     model.eval()
     all_scores, all_labels, all_valid = [], [], []
     for batch in eval_loader:
@@ -522,10 +524,16 @@ def evaluate(accelerator: Accelerator, model, eval_loader, label_names: list[str
         all_labels.append(labels.cpu())
         all_valid.append(valid.cpu())
     scores, labels, valid = torch.cat(all_scores), torch.cat(all_labels), torch.cat(all_valid)
-    metrics = multilabel_auroc(labels[valid].numpy(), scores[valid].numpy(), label_names)
-    metrics.update(num_samples=int(valid.numel()), num_invalid=int((~valid).sum()))
-    metrics["scores"], metrics["labels"] = scores.numpy(), labels.numpy()
-    return metrics
+    auroc = compute_auroc(scores[valid].numpy(), labels[valid].numpy(), label_names, n_bootstrap=0)
+    return {
+        "per_class": {name: auroc["per_class"][name]["auroc"] for name in label_names},
+        "mean_auroc": auroc["mean_auroc"],
+        "num_defined": auroc["n_classes_in_mean"],
+        "num_samples": int(valid.numel()),
+        "num_invalid": int((~valid).sum()),
+        "scores": scores.numpy(),
+        "labels": labels.numpy(),
+    }
 
 
 __all__ = ["train", "evaluate", "TrainResult", "NonFiniteLossError"]
