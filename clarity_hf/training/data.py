@@ -27,6 +27,7 @@ import torch
 from datasets import Dataset, DatasetDict, Image, load_from_disk
 from torch.utils.data import Sampler
 
+from ..data.features import get_label_names
 from ..data.transforms import IMAGE_COLUMNS, PROBLEM_KINDS, ClarityCollator, ClarityTransform
 
 logger = logging.getLogger(__name__)
@@ -74,11 +75,7 @@ def build_synthetic(config) -> DatasetDict:
 
 
 def get_dataset_label_names(dataset: DatasetDict | Dataset) -> list[str] | None:
-    """The label names stored by the clarity_hf data builders, or None."""
-    try:
-        from ..data.features import get_label_names
-    except ImportError:
-        return None
+    """The label names stored by the clarity_hf data builders, or None (a data set from elsewhere)."""
     try:
         return get_label_names(dataset)
     except ValueError:
