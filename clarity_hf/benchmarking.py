@@ -72,6 +72,17 @@ class BenchmarkSettings:
     memory_batch_size: int = 8
     memory_subprocesses: bool = True
     include_training: bool = False
+    # --include-training: the training step (clarity_hf.training.benchmark) and data loading (cache vs raw PNG).
+    training_student_preset: str = "clarity-s-16-224"
+    training_teacher_preset: str = "convnextv2-base"
+    training_image_size: int = 224
+    training_batch_size: int = 8
+    training_steps: int = 3
+    data_num_images: int = 64
+    data_source_size: int = 1024
+    data_image_size: int = 224
+    data_batch_size: int = 32
+    data_batches: int = 4
 
     @classmethod
     def quick(cls, device: str = "cpu", threads: int | None = None) -> "BenchmarkSettings":
@@ -94,6 +105,16 @@ class BenchmarkSettings:
             memory_resolution=64,
             memory_batch_size=2,
             memory_subprocesses=False,
+            training_student_preset="clarity-tiny",
+            training_teacher_preset="convnextv2-test",
+            training_image_size=64,
+            training_batch_size=2,
+            training_steps=1,
+            data_num_images=8,
+            data_source_size=256,
+            data_image_size=64,
+            data_batch_size=4,
+            data_batches=2,
         )
 
     def repeats_for(self, resolution: int) -> int:
@@ -636,17 +657,18 @@ def run_benchmark(settings: BenchmarkSettings, command: str = "", verbose: bool 
         lines.append(f"| {name} | {peak / 2**20:.0f} | {peak / max(reference, 1):.2f}x |")
     results["memory_mib"] = {name: peak / 2**20 for name, peak in memory.items()}
 
-    # 5. Training and data loading (filled by the training and data issues).
+    # 5. Training and data loading.
     lines += ["", "## Training step and data loading", ""]
     if settings.include_training:
-        lines.append(
-            "`--include-training` is not implemented yet: the training and data issues add these rows."
-        )
+        log("training step")
+        training_lines, results["training"] = training_section(settings)
+        log("data loading")
+        data_lines, results["data_loading"] = data_loading_section(settings)
+        lines += training_lines + [""] + data_lines
     else:
         lines.append(
-            "Not measured in this run. Rows for the training step (student alone, student + teacher, cached teacher "
-            "logits) and data loading (cache vs raw PNG) are added with `--include-training` once the training and "
-            "data modules land."
+            "Not measured in this run: `scripts/benchmark.py --include-training` adds the training step (student "
+            "alone, student + online teacher, cached teacher logits) and data loading (cache vs raw PNG)."
         )
     lines.append("")
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -658,6 +680,135 @@ def run_benchmark(settings: BenchmarkSettings, command: str = "", verbose: bool 
     results["load_average"] = [load_start, load_end]
     log("done")
     return "\n".join(lines), results
+
+
+def training_section(settings: BenchmarkSettings) -> tuple[list[str], list[dict]]:
+    """Optimizer steps per second of the student alone, with an online teacher and with cached teacher logits
+    (`clarity_hf.training.benchmark.benchmark_training`, on the benchmark's device and threads: CPU)."""
+    from .training.benchmark import benchmark_training, format_markdown
+
+    rows = benchmark_training(
+        settings.training_student_preset,
+        settings.training_teacher_preset,
+        settings.training_image_size,
+        settings.training_batch_size,
+        settings.training_steps,
+        settings.warmup,
+    )
+    title = (
+        f"### Training step ({settings.training_student_preset} student, {settings.training_teacher_preset} "
+        f"teacher, {settings.training_image_size}px, batch {settings.training_batch_size}, float32, median of "
+        f"{settings.training_steps} interleaved steps; forward + loss + backward + clipping + AdamW)"
+    )
+    return format_markdown(rows, title).splitlines(), rows
+
+
+def benchmark_data_loading(
+    num_images: int = 64,
+    source_size: int = 1024,
+    image_size: int = 224,
+    batch_size: int = 32,
+    batches: int = 4,
+    seed: int = 0,
+) -> list[dict]:
+    """Images per second of reading batches of decoded, model-sized images (a) from the original PNGs (open,
+    decode, grayscale, resize: training without a cache) and (b) from the preprocessing cache
+    (`clarity_hf.data.cache.build_cache`, PNG and raw PGM). The PNGs are synthetic radiographs rendered at
+    `source_size`, so they compress like real ones. Rows `{"source", "images_per_second", "speedup"}`."""
+    import tempfile
+
+    import numpy as np
+    from datasets import Dataset
+    from PIL import Image
+
+    from .data.cache import build_cache
+    from .data.features import attach_metadata, clarity_features, make_metadata
+    from .data.synthetic import render_synthetic_cxr
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        rows: dict[str, list] = {key: [] for key in clarity_features(14)}
+        for i in range(num_images):
+            sample = render_synthetic_cxr(seed, "train", i, source_size)
+            path = root / f"{i:05d}.png"
+            Image.fromarray(sample.image).save(path)
+            values = dict(
+                image=str(path),
+                labels=sample.labels.tolist(),
+                image_id=path.name,
+                patient_id=str(i),
+                age=None,
+                sex="",
+                view_position="",
+                follow_up=0,
+                original_size=[source_size, source_size],
+                pixel_spacing=[0.0, 0.0],
+                boxes=[],
+                box_split="",
+            )
+            for key, value in values.items():
+                rows[key].append(value)
+        dataset = attach_metadata(
+            Dataset.from_dict(rows, features=clarity_features(14)), make_metadata([], "bench")
+        )
+        caches = {
+            fmt: build_cache(dataset, root / fmt, image_size=image_size, progress=False, image_format=fmt)[
+                "train"
+            ]
+            for fmt in ("png", "pgm")
+        }
+        rng = np.random.default_rng(seed)
+        chosen = [rng.choice(num_images, batch_size) for _ in range(batches)]
+
+        def original() -> None:
+            for batch in chosen:
+                for i in batch:
+                    with Image.open(rows["image"][i]) as image:
+                        image.convert("L").resize((image_size,) * 2, Image.BILINEAR)
+
+        def from_cache(cached) -> None:
+            for batch in chosen:
+                for image in cached[[int(i) for i in batch]]["image"]:
+                    np.asarray(image)
+
+        runs = [(f"original {source_size}px PNG", original)]
+        runs += [
+            (f"cache {image_size}px {fmt}", partial(from_cache, cached)) for fmt, cached in caches.items()
+        ]
+        seconds = {}
+        for name, function in runs:
+            function()  # warm the page cache
+            start = time.perf_counter()
+            function()
+            seconds[name] = time.perf_counter() - start
+    reference = seconds[runs[0][0]]
+    return [
+        {
+            "source": name,
+            "images_per_second": batch_size * batches / value,
+            "speedup": reference / value,
+        }
+        for name, value in seconds.items()
+    ]
+
+
+def data_loading_section(settings: BenchmarkSettings) -> tuple[list[str], list[dict]]:
+    rows = benchmark_data_loading(
+        settings.data_num_images,
+        settings.data_source_size,
+        settings.data_image_size,
+        settings.data_batch_size,
+        settings.data_batches,
+    )
+    lines = [
+        f"### Data loading ({settings.data_batches} batches of {settings.data_batch_size} decoded "
+        f"{settings.data_image_size}px images from {settings.data_num_images} synthetic radiographs)",
+        "",
+        "| source | images/s | speed-up vs original PNG |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {r['source']} | {r['images_per_second']:.0f} | {r['speedup']:.1f}x |" for r in rows]
+    return lines, rows
 
 
 def _no_grad(function: Callable[[], object], device: torch.device | None = None, mode: str = "fp32"):

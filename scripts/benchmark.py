@@ -5,6 +5,7 @@
     python scripts/benchmark.py                 # the full run (~8 minutes on 2 CPU cores)
     python scripts/benchmark.py --quick         # smoke run on tiny models (< 60 s); does not overwrite BENCHMARKS.md
     python scripts/benchmark.py --device cuda   # the same table on a GPU
+    python scripts/benchmark.py --include-training  # also the training step and data loading (cache vs PNG)
 
 The logic lives in `clarity_hf.benchmarking`.
 """
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--include-training",
         action="store_true",
-        help="add training-step and data-loading rows (when available)",
+        help="add the training-step (student / + teacher / cached logits) and data-loading rows",
     )
     args = parser.parse_args(argv)
     if args.device.startswith("cuda"):

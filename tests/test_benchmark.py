@@ -23,6 +23,7 @@ def test_quick_benchmark_writes_report(tmp_path):
             sys.executable,
             str(ROOT / "scripts/benchmark.py"),
             "--quick",
+            "--include-training",
             "--output",
             str(report),
             "--json",
@@ -45,7 +46,7 @@ def test_quick_benchmark_writes_report(tmp_path):
     ):
         assert heading in text, heading
     assert "| torch | " + torch.__version__ in text
-    assert "`python scripts/benchmark.py --quick --output" in text
+    assert "`python scripts/benchmark.py --quick --include-training --output" in text
     for mode in ("fp32", "bf16-autocast", "bf16"):
         for batch in (1, 2):
             assert f"| 64 | {batch} | {mode} |" in text
@@ -60,6 +61,13 @@ def test_quick_benchmark_writes_report(tmp_path):
     figures = json.loads(raw.read_text())
     assert len(figures["vs_plain"]) == 6 and all(row["ratio"] > 0 for row in figures["vs_plain"])
     assert figures["matmul_gflops"]["fp32"] > 0 and len(figures["flops"]) == 3
+    # --include-training: the training step and the data loading rows
+    for mode in ("student alone", "student + online teacher", "student + cached teacher logits"):
+        assert f"| {mode} | " in text
+    assert "| original 256px PNG | " in text and "| cache 64px pgm | " in text
+    assert [row["mode"] for row in figures["training"]][0] == "student alone"
+    assert all(row["images_per_second"] > 0 for row in figures["training"] + figures["data_loading"])
+    assert figures["data_loading"][0]["speedup"] == 1.0
 
 
 def test_plain_vit_has_one_class_token_and_counts_fewer_flops():

@@ -99,6 +99,77 @@ def test_bad_images_are_marked_and_dropped(tmp_path, caplog):
     assert collator(examples[1:]) is None and collator.num_dropped == 6
 
 
+def test_per_sample_seeded_views_depend_only_on_seed_epoch_and_index(small):
+    transform = train_transform(32, seed=7)
+    features = small["train"].features
+    rows = small["train"].cast_column("image", features["image"].__class__(decode=False))
+    rows = rows.cast_column("anatomy_mask", features["anatomy_mask"].__class__(decode=False))
+    images, masks = rows["image"], rows["anatomy_mask"]
+
+    def view(epoch, index, seed=7):
+        t = transform if seed == 7 else train_transform(32, seed=seed)
+        return t.transform_one(images[index], masks[index], rng=t.sample_rng(epoch, index))
+
+    first = view(0, 3)
+    for _ in range(3):  # the transform's own stream advancing in between changes nothing
+        transform.transform_one(images[1], masks[1])
+    again = view(0, 3)
+    assert torch.equal(first["pixel_values"], again["pixel_values"])
+    assert torch.equal(first["anatomy_masks"], again["anatomy_masks"])
+    assert not torch.equal(first["pixel_values"], view(1, 3)["pixel_values"])  # another epoch
+    assert not torch.equal(first["pixel_values"], view(0, 3, seed=8)["pixel_values"])  # another seed
+    with pytest.raises(ValueError, match="seed"):
+        train_transform(32).sample_rng(0, 0)
+    # eval mode ignores the generator: the resize only
+    plain = eval_transform(32)
+    assert torch.equal(
+        plain.transform_one(images[3], rng=np.random.default_rng(0))["pixel_values"],
+        plain.transform_one(images[3])["pixel_values"],
+    )
+
+
+def test_collator_modes_for_distributed_loops(tmp_path):
+    transform = eval_transform(8, invalid_on_bad_mask=True)
+    good = {"bytes": _png_bytes(Image.new("L", (16, 16), 200)), "path": None}
+    examples = [
+        transform.transform_one(good, good, "a.png"),
+        transform.transform_one({"bytes": None, "path": str(tmp_path / "gone.png")}, good, "gone.png"),
+        transform.transform_one(good, {"bytes": b"junk", "path": None}, "b.png"),
+    ]
+    for index, example in enumerate(examples):
+        example.update(labels=[1.0, 0.0], index=index, teacher_logits=[0.5, -0.5])
+    assert [e["valid"] for e in examples] == [True, False, False]
+    assert examples[1]["problem"] == "missing_file" and examples[2]["problem"] == "corrupt_image"
+    assert "b.png (anatomy mask)" in examples[2]["where"]
+
+    evaluation = ClarityCollator(keep_invalid=True, report_problems=True)(examples)
+    assert evaluation["pixel_values"].shape == (3, 3, 8, 8) and evaluation["valid"].tolist() == [
+        True,
+        False,
+        False,
+    ]
+    assert evaluation["index"].tolist() == [0, 1, 2] and evaluation["teacher_logits"].shape == (3, 2)
+    assert evaluation["anatomy_masks"].shape == (3, 1, 8, 8)
+    assert [p.split(":")[0] for p in evaluation["problems"]] == ["missing_file", "corrupt_image"]
+    assert "gone.png" in evaluation["problems"][0]
+
+    training = ClarityCollator(return_empty=True, report_problems=True)
+    batch = training(examples)
+    assert batch["pixel_values"].shape == (1, 3, 8, 8) and batch["index"].tolist() == [0]
+    empty = training(examples[1:])
+    assert empty["pixel_values"].shape == (0, 3, 8, 8) and empty["labels"].shape == (0, 2)
+    assert empty["index"].shape == (0,) and len(empty["problems"]) == 2 and training.num_dropped == 4
+    assert ClarityCollator()(examples[1:]) is None  # the default still signals an all-invalid batch
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_collator_counts_across_dataloader_workers(small, tmp_path):
     broken = (
         small["train"]

@@ -12,7 +12,7 @@ import torch
 
 from clarity_hf import ClarityForMultiLabelLocalization
 from clarity_hf.training import ClarityTrainingConfig, train
-from clarity_hf.training.data import ClarityTrainingDataset, collate_eval
+from clarity_hf.training.data import ClarityTrainingDataset, eval_collator
 
 IMAGE_SIZE = 96  # the shipped tiny configs' size
 # Floors below the measured best values (student 0.9006, teacher 0.7825 at 96 px, 384 steps), with room for platform
@@ -28,7 +28,7 @@ def pointing_game(model, dataset, config) -> tuple[float, float, int]:
     boxed = [i for i, boxes in enumerate(dataset["boxes"]) if boxes]
     subset = dataset.select(boxed)
     wrapped = ClarityTrainingDataset(subset, IMAGE_SIZE, config, name="validation")
-    batch = collate_eval([wrapped[i] for i in range(len(wrapped))])
+    batch = eval_collator()([wrapped[i] for i in range(len(wrapped))])
     with torch.no_grad():
         heatmaps = model(pixel_values=batch["pixel_values"]).heatmaps  # (B, C, h, w)
     grid = heatmaps.shape[-1]

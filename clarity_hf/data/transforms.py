@@ -12,7 +12,8 @@ returns:
 * `anatomy_masks`: float32 tensor (1, S, S) in {0, 1}, only when the data set has an `anatomy_mask` column and the
   example's mask is not None; it gets the same geometric augmentation as the image;
 * `valid`: bool. An image that cannot be decoded (missing file, corrupt bytes, zero size) gives `valid=False`, a
-  zero `pixel_values` and a warning naming the image; training never crashes on it.
+  zero `pixel_values` and a warning naming the image; training never crashes on it. `transform_one` also says why
+  (`problem`: one of `PROBLEM_KINDS`) and which image (`where`).
 
 Images may arrive decoded (PIL) or undecoded (`{"bytes", "path"}` dicts, or path strings). Decoding inside the
 transform is what lets a corrupt image be caught, so `with_clarity_transform` casts the image columns to
@@ -22,10 +23,20 @@ Augmentation (train mode, CXR-safe, the spec's section 4): random resized crop o
 3/4-4/3), rotation of +-10 degrees, brightness and contrast jitter (factor in [1 - 0.2, 1 + 0.2]). No horizontal
 flip: it moves the heart to the wrong side. Eval mode only resizes. Only PIL and torch are used.
 
+Random parameters come from a numpy generator: the transform's own stream by default (`seed`), or, for exactly
+reproducible training, one made by `sample_rng(epoch, index)` and passed to `transform_one(..., rng=...)`: the view
+of a sample then depends only on (seed, epoch, sample index), not on the order, the worker or the process that
+draws it, so a run resumed in the middle of an epoch sees exactly the views of an uninterrupted one.
+
 `ClarityCollator` stacks the valid examples into a batch for the model (`pixel_values`, `labels`, and
 `anatomy_masks` when every valid example has one), drops the invalid ones and counts them in `num_dropped` (a
 counter shared with DataLoader worker processes); `dropped_ids` lists the first dropped image ids seen in this
-process. If every example of a batch is invalid it returns None: skip such a batch.
+process. If every example of a batch is invalid it returns None: skip such a batch. Two options serve distributed
+loops, where every process must see batches of the same structure: `keep_invalid=True` (evaluation) keeps every
+example (zero images) and adds a boolean `valid` tensor, so that batches stay fixed-size for `gather_for_metrics`;
+`return_empty=True` returns a batch of zero examples instead of None. `teacher_logits` and `index` are stacked
+when every example carries them; `report_problems=True` adds `problems`, one "kind: image" string per invalid
+example.
 """
 
 from __future__ import annotations
@@ -49,6 +60,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_COLUMNS = ("image", "anatomy_mask")
 MAX_LOGGED_BAD_IMAGES = 20
+PROBLEM_KINDS = ("missing_file", "corrupt_image")
+DECODE_ERRORS = (OSError, ValueError, UnidentifiedImageError, SyntaxError)
 
 
 def to_grayscale(image: PILImage.Image) -> PILImage.Image:
@@ -63,6 +76,17 @@ def to_grayscale(image: PILImage.Image) -> PILImage.Image:
     return image.convert("L")
 
 
+class MissingImageError(ValueError):
+    """An image entry without any data (None, or neither bytes nor path)."""
+
+
+def problem_kind(error: Exception) -> str:
+    """`missing_file` for an absent file or empty entry, `corrupt_image` for data that does not decode."""
+    if isinstance(error, (FileNotFoundError, MissingImageError)):
+        return "missing_file"
+    return "corrupt_image"
+
+
 def decode_image(value: Any) -> PILImage.Image:
     """Decode a PIL image, a `{"bytes", "path"}` dict or a path; raises on missing / corrupt data."""
     if isinstance(value, PILImage.Image):
@@ -73,9 +97,11 @@ def decode_image(value: Any) -> PILImage.Image:
         elif value.get("path"):
             image = PILImage.open(value["path"])
         else:
-            raise ValueError("image entry has neither bytes nor path")
+            raise MissingImageError("image entry has neither bytes nor path")
     elif isinstance(value, str):
         image = PILImage.open(value)
+    elif value is None:
+        raise MissingImageError("no image")
     else:
         raise ValueError(f"cannot decode an image from {type(value).__name__}")
     image.load()
@@ -95,7 +121,9 @@ class ClarityTransform:
         rotation: maximum absolute rotation in degrees.
         brightness / contrast: jitter strengths (factors drawn in [1 - b, 1 + b]).
         mean / std: per-channel normalisation.
-        seed: seed of the augmentation generator (None: fresh randomness).
+        seed: seed of the augmentation generator (None: fresh randomness), and of `sample_rng`.
+        invalid_on_bad_mask: an example whose anatomy mask cannot be decoded is invalid (True) or keeps its image
+            and loses its mask (False).
     """
 
     def __init__(
@@ -110,6 +138,7 @@ class ClarityTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         seed: int | None = None,
+        invalid_on_bad_mask: bool = False,
     ):
         self.image_size = int(image_size)
         self.train = train
@@ -118,6 +147,7 @@ class ClarityTransform:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.seed = seed
+        self.invalid_on_bad_mask = invalid_on_bad_mask
         self.rng = np.random.default_rng(seed)
         self.num_invalid = 0
         self._worker_id: int | None = None
@@ -129,24 +159,33 @@ class ClarityTransform:
             self._worker_id = info.id
             self.rng = np.random.default_rng([info.seed % 2**63, 0 if self.seed is None else self.seed])
 
+    def sample_rng(self, epoch: int, index: int) -> np.random.Generator:
+        """The generator of sample `index` in epoch `epoch`: a function of (seed, epoch, index) only."""
+        if self.seed is None:
+            raise ValueError("sample_rng needs a transform built with a seed")
+        return np.random.default_rng([int(self.seed), int(epoch), int(index)])
+
     # -- geometry ------------------------------------------------------------------------------------------
-    def sample_geometry(self, width: int, height: int) -> tuple[tuple[float, float, float, float], float]:
+    def sample_geometry(
+        self, width: int, height: int, rng: np.random.Generator | None = None
+    ) -> tuple[tuple[float, float, float, float], float]:
         """A crop box (left, top, right, bottom) in source pixels and a rotation angle in degrees."""
         if not self.train:
             return (0.0, 0.0, float(width), float(height)), 0.0
+        rng = self.rng if rng is None else rng
         area = width * height
         for _ in range(10):
-            target = area * self.rng.uniform(*self.scale)
-            aspect = math.exp(self.rng.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
+            target = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(math.log(self.ratio[0]), math.log(self.ratio[1])))
             w, h = math.sqrt(target * aspect), math.sqrt(target / aspect)
             if w <= width and h <= height:
-                left, top = self.rng.uniform(0, width - w), self.rng.uniform(0, height - h)
+                left, top = rng.uniform(0, width - w), rng.uniform(0, height - h)
                 break
         else:  # fall back to a centred crop of the largest allowed area
             w = h = math.sqrt(area * self.scale[0])
             w, h = min(w, width), min(h, height)
             left, top = (width - w) / 2, (height - h) / 2
-        angle = self.rng.uniform(-self.rotation, self.rotation)
+        angle = rng.uniform(-self.rotation, self.rotation)
         return (left, top, left + w, top + h), angle
 
     def apply_geometry(self, image: PILImage.Image, box, angle: float, resample: int) -> PILImage.Image:
@@ -157,35 +196,31 @@ class ClarityTransform:
         return out
 
     # -- intensity -----------------------------------------------------------------------------------------
-    def to_pixel_values(self, image: PILImage.Image) -> torch.Tensor:
+    def to_pixel_values(self, image: PILImage.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
         x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
         if self.train:
+            rng = self.rng if rng is None else rng
             if self.brightness:
-                x = x * float(self.rng.uniform(1 - self.brightness, 1 + self.brightness))
+                x = x * float(rng.uniform(1 - self.brightness, 1 + self.brightness))
             if self.contrast:
                 mean = x.mean()
-                x = (x - mean) * float(self.rng.uniform(1 - self.contrast, 1 + self.contrast)) + mean
+                x = (x - mean) * float(rng.uniform(1 - self.contrast, 1 + self.contrast)) + mean
             x = x.clamp(0.0, 1.0)
         return (x.unsqueeze(0).expand(3, -1, -1) - self.mean) / self.std
 
     # -- one example ---------------------------------------------------------------------------------------
-    def transform_one(self, image: Any, mask: Any = None, name: str = "") -> dict[str, Any]:
-        """One image (and optional mask) -> `pixel_values`, `valid`, and `anatomy_masks` where a mask is given."""
+    def transform_one(
+        self, image: Any, mask: Any = None, name: str = "", rng: np.random.Generator | None = None
+    ) -> dict[str, Any]:
+        """One image (and optional mask) -> `pixel_values`, `valid`, and `anatomy_masks` where a mask is given;
+        an invalid example also gets `problem` (a `PROBLEM_KINDS` entry) and `where` (name and error). `rng`
+        (e.g. `sample_rng(epoch, index)`) replaces the transform's own random stream for this example."""
         try:
             decoded = to_grayscale(decode_image(image))
-        except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as err:
-            self.num_invalid += 1
-            if self.num_invalid <= MAX_LOGGED_BAD_IMAGES:
-                logger.warning("bad image %s skipped: %s", name or "<unnamed>", err)
-            out: dict[str, Any] = {
-                "pixel_values": torch.zeros(3, self.image_size, self.image_size),
-                "valid": False,
-            }
-            if mask is not None:
-                out["anatomy_masks"] = torch.zeros(1, self.image_size, self.image_size)
-            return out
-        box, angle = self.sample_geometry(*decoded.size)
-        pixels = self.to_pixel_values(self.apply_geometry(decoded, box, angle, PILImage.BILINEAR))
+        except DECODE_ERRORS as err:
+            return self._invalid(err, name, mask is not None)
+        box, angle = self.sample_geometry(*decoded.size, rng=rng)
+        pixels = self.to_pixel_values(self.apply_geometry(decoded, box, angle, PILImage.BILINEAR), rng=rng)
         out = {"pixel_values": pixels, "valid": True}
         if mask is not None:
             try:
@@ -194,8 +229,24 @@ class ClarityTransform:
                     mask_image = mask_image.resize(decoded.size, PILImage.NEAREST)
                 warped = self.apply_geometry(mask_image, box, angle, PILImage.NEAREST)
                 out["anatomy_masks"] = torch.from_numpy((np.asarray(warped) > 127).astype(np.float32))[None]
-            except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as err:
+            except DECODE_ERRORS as err:
+                if self.invalid_on_bad_mask:
+                    return self._invalid(err, f"{name} (anatomy mask)", True)
                 logger.warning("bad anatomy mask of %s ignored: %s", name or "<unnamed>", err)
+        return out
+
+    def _invalid(self, error: Exception, name: str, with_mask: bool) -> dict[str, Any]:
+        self.num_invalid += 1
+        if self.num_invalid <= MAX_LOGGED_BAD_IMAGES:
+            logger.warning("bad image %s skipped: %s", name or "<unnamed>", error)
+        out: dict[str, Any] = {
+            "pixel_values": torch.zeros(3, self.image_size, self.image_size),
+            "valid": False,
+            "problem": problem_kind(error),
+            "where": f"{name or '<unnamed>'}: {type(error).__name__}: {error}",
+        }
+        if with_mask:
+            out["anatomy_masks"] = torch.zeros(1, self.image_size, self.image_size)
         return out
 
     # -- batch (set_transform) -----------------------------------------------------------------------------
@@ -253,34 +304,67 @@ class ClarityCollator:
     across DataLoader workers (a shared counter); `dropped_ids` keeps the first ids dropped in this process.
     """
 
-    def __init__(self, max_recorded: int = 100):
+    STACKED_EXTRAS = ("teacher_logits", "index")
+
+    def __init__(
+        self,
+        max_recorded: int = 100,
+        keep_invalid: bool = False,
+        return_empty: bool = False,
+        report_problems: bool = False,
+    ):
         self._dropped = multiprocessing.get_context("spawn").Value("q", 0)
         self.max_recorded = max_recorded
         self.dropped_ids: list[str] = []
+        self.keep_invalid = keep_invalid
+        self.return_empty = return_empty
+        self.report_problems = report_problems
 
     @property
     def num_dropped(self) -> int:
         return int(self._dropped.value)
 
-    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor] | None:
-        valid = [e for e in examples if e.get("valid", True)]
-        dropped = len(examples) - len(valid)
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+        is_valid = [bool(e.get("valid", True)) for e in examples]
+        kept = list(examples) if self.keep_invalid else [e for e, ok in zip(examples, is_valid) if ok]
+        dropped = 0 if self.keep_invalid else len(examples) - len(kept)
         if dropped:
             with self._dropped.get_lock():
                 self._dropped.value += dropped
-            for example in examples:
-                if not example.get("valid", True) and len(self.dropped_ids) < self.max_recorded:
+            for example, ok in zip(examples, is_valid):
+                if not ok and len(self.dropped_ids) < self.max_recorded:
                     self.dropped_ids.append(str(example.get("image_id", "")))
-        if not valid:
+        if not kept and not self.return_empty:
             return None
-        batch = {
-            "pixel_values": torch.stack([e["pixel_values"] for e in valid]),
-            "labels": torch.stack([torch.as_tensor(e["labels"], dtype=torch.float32) for e in valid]),
+        batch: dict[str, Any] = {
+            "pixel_values": _stack([e["pixel_values"] for e in kept], examples[0]["pixel_values"]),
+            "labels": _stack(
+                [torch.as_tensor(e["labels"], dtype=torch.float32) for e in kept],
+                torch.as_tensor(examples[0]["labels"], dtype=torch.float32),
+            ),
         }
-        masks = [e.get("anatomy_masks") for e in valid]
-        if all(m is not None for m in masks):
-            batch["anatomy_masks"] = torch.stack(masks)
+        masks = [e.get("anatomy_masks") for e in kept]
+        if all(m is not None for m in masks) and examples[0].get("anatomy_masks") is not None:
+            batch["anatomy_masks"] = _stack(masks, examples[0]["anatomy_masks"])
+        for key in self.STACKED_EXTRAS:
+            if all(key in e for e in examples):
+                batch[key] = _stack(
+                    [torch.as_tensor(e[key]) for e in kept], torch.as_tensor(examples[0][key])
+                )
+        if self.keep_invalid:
+            batch["valid"] = torch.tensor(is_valid, dtype=torch.bool)
+        if self.report_problems:
+            batch["problems"] = [
+                f"{e.get('problem', 'corrupt_image')}: {e.get('where', e.get('image_id', ''))}"
+                for e, ok in zip(examples, is_valid)
+                if not ok
+            ]
         return batch
+
+
+def _stack(tensors: Sequence[torch.Tensor], template: torch.Tensor) -> torch.Tensor:
+    """`torch.stack`, or an empty (0, *template.shape) tensor for no tensors."""
+    return torch.stack(list(tensors)) if tensors else template.new_zeros((0, *template.shape))
 
 
 _DEFAULT_COLLATOR: ClarityCollator | None = None

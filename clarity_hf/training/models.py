@@ -12,15 +12,12 @@ labels nothing is re-initialised: tokens and heads are reused by position, whate
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from transformers import AutoModelForImageClassification, ConvNextV2Config, ConvNextV2ForImageClassification
 
 from ..configuration_clarity import ClarityConfig
+from ..convert import convert_dino_checkpoint
 from ..modeling_clarity import ClarityForMultiLabelLocalization
-
-logger = logging.getLogger(__name__)
 
 CONVNEXTV2_PRESETS = {
     # Paper configuration of the teacher (ConvNeXtV2-Base).
@@ -72,26 +69,12 @@ def build_model(config, label_names: list[str]) -> torch.nn.Module:
         return ConvNextV2ForImageClassification(model_config)
 
     if config.model_name_or_path:
-        model = ClarityForMultiLabelLocalization.from_pretrained(
+        return ClarityForMultiLabelLocalization.from_pretrained(
             config.model_name_or_path, ignore_mismatched_sizes=True, **labels, **overrides
         )
-        return model
     model_config = ClarityConfig.from_preset(config.model_preset, **labels, **overrides)
     if config.init_from_dino:
-        try:
-            from ..convert import convert_dino_checkpoint
-        except ImportError as err:
-            raise ImportError(
-                "init_from_dino needs clarity_hf.convert.convert_dino_checkpoint (the DINO conversion), "
-                "which is not installed in this version of clarity_hf"
-            ) from err
-        converted = convert_dino_checkpoint(config.init_from_dino, model_config)
-        if isinstance(converted, torch.nn.Module):
-            return converted
-        model = ClarityForMultiLabelLocalization(model_config)
-        missing, unexpected = model.load_state_dict(converted, strict=False)
-        logger.info("DINO init: %d missing (new heads), %d unexpected keys", len(missing), len(unexpected))
-        return model
+        return convert_dino_checkpoint(config.init_from_dino, model_config, seed=config.seed)
     return ClarityForMultiLabelLocalization(model_config)
 
 

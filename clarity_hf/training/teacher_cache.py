@@ -10,7 +10,7 @@ from datasets import DatasetDict, List, Value
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import ClarityTrainingDataset, collate_eval
+from .data import ClarityTrainingDataset, eval_collator
 
 
 @torch.no_grad()
@@ -20,7 +20,7 @@ def compute_teacher_logits(
     """(N, C) teacher logits of one split, preprocessed exactly like the training data without augmentation."""
     teacher = teacher.eval().to(device)
     wrapped = ClarityTrainingDataset(dataset, image_size, config, augment=False, name="cache")
-    loader = DataLoader(wrapped, batch_size=batch_size, shuffle=False, collate_fn=collate_eval)
+    loader = DataLoader(wrapped, batch_size=batch_size, shuffle=False, collate_fn=eval_collator())
     logits = []
     for batch in tqdm(loader, desc="teacher logits", disable=config.disable_tqdm):
         logits.append(teacher(pixel_values=batch["pixel_values"].to(device)).logits.float().cpu())

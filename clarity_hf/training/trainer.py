@@ -5,8 +5,8 @@ CLARiTy student (optionally distilled from a frozen teacher or from cached teach
     result = train(ClarityTrainingConfig(model="clarity", output_dir="runs/tiny", max_steps=300))
 
 Layout of `output_dir`: `checkpoints/checkpoint-N` (Accelerate states, atomic, at most `save_total_limit`),
-`best_model/` (Hub-ready `save_pretrained` folder of the best validation mean AUROC, with the processor when
-available), `logs/` (TensorBoard and `metrics.jsonl`), `train_result.json`.
+`best_model/` (Hub-ready folder of the best validation mean AUROC, with its `ClarityImageProcessor`),
+`logs/` (TensorBoard and `metrics.jsonl`), `train_result.json`.
 
 Exact resume: the data order and augmentation depend only on (seed, epoch, sample index) (see `data.py`); the
 checkpoint stores model, optimizer, scheduler, scaler and every process's RNG states (Accelerate) plus the epoch and
@@ -33,18 +33,20 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..configuration_clarity import NIH_PATHOLOGIES
+from ..evaluation.classification import compute_auroc
+from ..image_processing_clarity import ClarityImageProcessor
 from .arguments import ClarityTrainingConfig
 from .checkpointing import read_training_state, resolve_resume_path, save_checkpoint
 from .data import (
     SKIP_KINDS,
     ClarityTrainingDataset,
     EpochSeededSampler,
-    collate_eval,
-    collate_train,
+    count_problems,
+    eval_collator,
     get_dataset_label_names,
     load_datasets,
+    train_collator,
 )
-from .metrics import multilabel_auroc
 from .models import build_model, freeze, load_teacher
 from .trackers import JSONLTracker
 
@@ -109,43 +111,51 @@ def _trackers(config: ClarityTrainingConfig, logging_dir: str) -> list:
 
 
 def _export_best(accelerator: Accelerator, model, output_dir: Path, config: ClarityTrainingConfig) -> Path:
-    """Hub-ready folder of the unwrapped model (+ processor when available), written next to and then renamed."""
+    """Hub-ready folder of the unwrapped model and its `ClarityImageProcessor` (the run's size, mean and std),
+    written next to `best_model/` and then renamed over it. A CLARiTy model goes through
+    `clarity_hf.hub.save_for_hub` (weights, code files, `auto_map`, model card); the ConvNeXtV2 teacher, a native
+    transformers model, through `save_pretrained`."""
     target = output_dir / "best_model"
     temporary = output_dir / ".tmp-best_model"
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(temporary, safe_serialization=True)
-        _save_processor(unwrapped, temporary, config)
+        processor = build_processor(unwrapped.config, config)
+        if getattr(unwrapped.config, "model_type", None) == "clarity":
+            from ..hub import save_for_hub
+
+            save_for_hub(unwrapped, processor, temporary)
+        else:
+            unwrapped.save_pretrained(temporary, safe_serialization=True)
+            processor.save_pretrained(temporary)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(temporary, target)
     accelerator.wait_for_everyone()
     return target
 
 
-def _save_processor(model, folder: Path, config: ClarityTrainingConfig) -> None:
-    size = getattr(model.config, "image_size", None) or config.image_size or config.synthetic_image_size
-    try:
-        from ..image_processing_clarity import ClarityImageProcessor
-    except ImportError:
-        logger.warning(
-            "clarity_hf.image_processing_clarity.ClarityImageProcessor is not available: %s has no "
-            "preprocessor_config.json (inputs: grayscale resized to %d, repeated to 3 channels, (x - %s) / %s)",
-            folder,
-            size,
-            config.image_mean,
-            config.image_std,
-        )
-        return
-    try:
-        processor = ClarityImageProcessor(
-            size={"height": size, "width": size},
-            image_mean=list(config.image_mean),
-            image_std=list(config.image_std),
-        )
-    except TypeError:
-        processor = ClarityImageProcessor()
-    processor.save_pretrained(folder)
+def build_processor(model_config, config: ClarityTrainingConfig) -> ClarityImageProcessor:
+    """The image processor that reproduces the run's evaluation input: grayscale, bilinear resize to the model's
+    side, [0, 1], repeated to 3 channels, normalised with the run's mean / std."""
+    size = getattr(model_config, "image_size", None) or config.image_size or config.synthetic_image_size
+    return ClarityImageProcessor(
+        size={"height": size, "width": size},
+        resample="bilinear",
+        image_mean=list(config.image_mean),
+        image_std=list(config.image_std),
+        id2label={int(k): v for k, v in model_config.id2label.items()},
+    )
+
+
+def _forget_previous_precision(mixed_precision: str) -> None:
+    """Let a second `train` in the same single process use another `mixed_precision`: Accelerate keeps the first
+    run's choice in a process-wide state and refuses a different one. Distributed runs are left alone."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, mixed_precision):
+        if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            AcceleratorState._reset_state()
 
 
 def _update_steps_per_epoch(num_batches: int, accumulation: int) -> int:
@@ -166,6 +176,7 @@ def train(
     logging_dir = output_dir / "logs"
     # Accelerate runs several CPU processes (torchrun, MULTI_CPU over gloo) only when told `cpu=True`.
     multi_process_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    _forget_previous_precision(config.mixed_precision)
     accelerator = Accelerator(
         cpu=config.use_cpu or multi_process_cpu,
         mixed_precision=config.mixed_precision,
@@ -220,7 +231,7 @@ def train(
         train_set,
         batch_size=config.per_device_train_batch_size,
         sampler=sampler,
-        collate_fn=collate_train,
+        collate_fn=train_collator(),
         num_workers=config.dataloader_num_workers,
         generator=torch.Generator().manual_seed(config.seed),
     )
@@ -228,7 +239,7 @@ def train(
         eval_set,
         batch_size=config.per_device_eval_batch_size,
         shuffle=False,
-        collate_fn=collate_eval,
+        collate_fn=eval_collator(),
         num_workers=config.dataloader_num_workers,
         generator=torch.Generator().manual_seed(config.seed),
     )
@@ -329,8 +340,8 @@ def train(
         batch_in_epoch = skip
         for batch in loader:
             batch_in_epoch += 1
-            epoch_skipped += batch["skipped"].to(epoch_skipped.device)
-            epoch_files.extend(batch["skipped_files"])
+            epoch_skipped += count_problems(batch["problems"]).to(epoch_skipped.device)
+            epoch_files.extend(batch["problems"])
             local_images = batch["pixel_values"].shape[0]
             # Every process takes the same branch: skip the step everywhere if one process has no valid image.
             empty = (
@@ -509,7 +520,9 @@ def _gather_strings(accelerator: Accelerator, items: list[str]) -> list[str]:
 
 @torch.no_grad()
 def evaluate(accelerator: Accelerator, model, eval_loader, label_names: list[str]) -> dict:
-    """Per-class and mean AUROC over the validation split; each sample counted once (`gather_for_metrics`)."""
+    """Per-class and mean AUROC over the validation split (`clarity_hf.evaluation.compute_auroc`, no bootstrap);
+    each sample counted once (`gather_for_metrics`), unreadable images left out. A class whose validation labels
+    are all 0 or all 1 has no AUROC (NaN) and is left out of the mean."""
     model.eval()
     all_scores, all_labels, all_valid = [], [], []
     for batch in eval_loader:
@@ -521,10 +534,16 @@ def evaluate(accelerator: Accelerator, model, eval_loader, label_names: list[str
         all_labels.append(labels.cpu())
         all_valid.append(valid.cpu())
     scores, labels, valid = torch.cat(all_scores), torch.cat(all_labels), torch.cat(all_valid)
-    metrics = multilabel_auroc(labels[valid].numpy(), scores[valid].numpy(), label_names)
-    metrics.update(num_samples=int(valid.numel()), num_invalid=int((~valid).sum()))
-    metrics["scores"], metrics["labels"] = scores.numpy(), labels.numpy()
-    return metrics
+    auroc = compute_auroc(scores[valid].numpy(), labels[valid].numpy(), label_names, n_bootstrap=0)
+    return {
+        "per_class": {name: auroc["per_class"][name]["auroc"] for name in label_names},
+        "mean_auroc": auroc["mean_auroc"],
+        "num_defined": auroc["n_classes_in_mean"],
+        "num_samples": int(valid.numel()),
+        "num_invalid": int((~valid).sum()),
+        "scores": scores.numpy(),
+        "labels": labels.numpy(),
+    }
 
 
 __all__ = ["train", "evaluate", "TrainResult", "NonFiniteLossError"]
