@@ -15,10 +15,11 @@ from clarity_hf.training import ClarityTrainingConfig, train
 from clarity_hf.training.data import ClarityTrainingDataset, eval_collator
 
 IMAGE_SIZE = 96  # the shipped tiny configs' size
-# Floors below the measured best values (student 0.9006, teacher 0.7825 at 96 px, 384 steps), with room for platform
-# noise. The tiny ConvNeXtV2 teacher does not reach 0.9 in this budget (see the training report).
+# Floors below the measured best values, with room for platform noise. Teacher: 0.861 (tiny_teacher_cpu.yaml, 768
+# steps of 16); the issue's 0.9 is not reached in this budget. Student: 0.9006 was measured on an earlier state of
+# the data generator; on main at 961245c (and unchanged since) tiny_cpu.yaml gives 0.8252, below this floor.
 MIN_STUDENT_AUROC = 0.88
-MIN_TEACHER_AUROC = 0.72
+MIN_TEACHER_AUROC = 0.83
 
 
 def pointing_game(model, dataset, config) -> tuple[float, float, int]:
