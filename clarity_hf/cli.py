@@ -55,7 +55,10 @@ def build_demo_parser() -> argparse.ArgumentParser:
         help=f"'none', 'all' (default; 'none' with --quick) or a comma-separated list of {', '.join(ABLATIONS)}",
     )
     parser.add_argument(
-        "--image-size", type=int, default=None, help="input side of the tiny models (128; 64 quick)"
+        "--image-size",
+        type=int,
+        default=None,
+        help="input side (default: the preset's training config, 96 for clarity-tiny; 64 with --quick)",
     )
     for name in (
         "num-train",
@@ -98,8 +101,6 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
-    if args.image_size is not None and args.preset == "clarity-tiny":
-        overrides["patch_size"] = 8 if args.image_size <= 64 else 16
     if args.ablations is not None:
         overrides["ablations"] = parse_ablations(args.ablations)
     overrides["reload_check"] = not args.no_reload_check

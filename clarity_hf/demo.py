@@ -50,10 +50,14 @@ STUDENT_NAME = "CLARiTy"
 BASELINE_NAMES = ("teacher Grad-CAM", "teacher CAM", "plain ViT (CLS attention)")
 VERDICT_IOU = (0.3, 0.5)
 VERDICT_AUROC = 0.9
-PAPER_PRESETS = {  # student preset -> (student config, teacher config) shipped with clarity_hf.training
+# student preset -> (student config, teacher config) shipped with clarity_hf.training: the one source of every
+# training hyperparameter; the demo only sets the output folders, the data, the seed and (optionally) the steps.
+PRESET_CONFIGS = {
+    "clarity-tiny": ("tiny_cpu.yaml", "tiny_teacher_cpu.yaml"),
     "clarity-s-16-224": ("clarity_s16_224.yaml", "teacher_512.yaml"),
     "clarity-s-16-512": ("clarity_s16_512.yaml", "teacher_512.yaml"),
 }
+PAPER_PRESETS = ("clarity-s-16-224", "clarity-s-16-512")
 
 
 @dataclass
@@ -63,19 +67,17 @@ class DemoConfig:
     output_dir: str = "./clarity-demo-output"
     data_dir: str | None = None
     preset: str = "clarity-tiny"
-    image_size: int = 128
-    patch_size: int = 16
-    teacher_preset: str = "convnextv2-test"
-    num_train: int = 1536
-    num_validation: int = 256
+    # `None` takes the value of the preset's shipped training configs (`PRESET_CONFIGS`); see `resolved()`.
+    image_size: int | None = None
+    num_train: int | None = None
+    num_validation: int | None = None
     num_test: int = 512
-    batch_size: int = 32
-    teacher_steps: int = 120
-    student_steps: int = 240
-    baseline_steps: int = 240
-    ablation_steps: int = 80
-    teacher_learning_rate: float = 2e-3
-    learning_rate: float = 1e-3
+    batch_size: int | None = None
+    teacher_steps: int | None = None
+    student_steps: int | None = None
+    baseline_steps: int | None = None
+    ablation_steps: int = 128
+    learning_rate: float | None = None
     ablations: list[str] = field(default_factory=lambda: list(ABLATIONS))
     n_bootstrap: int = 200
     seed: int = 0
@@ -88,7 +90,6 @@ class DemoConfig:
         """The `--quick` schedule (tests): 64 px, a few hundred images, a few steps per model."""
         values = dict(
             image_size=64,
-            patch_size=8,
             num_train=96,
             num_validation=32,
             num_test=96,
@@ -104,6 +105,37 @@ class DemoConfig:
         )
         values.update(overrides)
         return cls(**values)
+
+    def training_configs(self):
+        """The (student, teacher) `ClarityTrainingConfig`s shipped for this preset."""
+        from .training import ClarityTrainingConfig
+
+        if self.preset not in PRESET_CONFIGS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESET_CONFIGS)}")
+        return tuple(ClarityTrainingConfig.from_file(name) for name in PRESET_CONFIGS[self.preset])
+
+    def resolved(self) -> DemoConfig:
+        """A copy with every `None` filled from the shipped training configs: image size, data sizes, student
+        batch size and learning rate, and each model's number of optimizer steps (`max_steps`, else epochs x
+        batches per epoch)."""
+        student, teacher = self.training_configs()
+        values = {
+            "image_size": self.image_size or student.image_size,
+            "num_train": self.num_train or student.synthetic_num_train,
+            "num_validation": self.num_validation or student.synthetic_num_validation,
+            "batch_size": self.batch_size or student.per_device_train_batch_size,
+            "learning_rate": self.learning_rate or student.learning_rate,
+        }
+
+        def steps(base, batch_size: int) -> int:
+            if base.max_steps and base.max_steps > 0:
+                return base.max_steps
+            return base.num_train_epochs * math.ceil(values["num_train"] / batch_size)
+
+        values["teacher_steps"] = self.teacher_steps or steps(teacher, teacher.per_device_train_batch_size)
+        values["student_steps"] = self.student_steps or steps(student, values["batch_size"])
+        values["baseline_steps"] = self.baseline_steps or values["student_steps"]
+        return replace(self, **values)
 
 
 @dataclass
@@ -158,48 +190,39 @@ def build_data(config: DemoConfig):
 
 # ------------------------------------------------------------------------------------------------------- training
 def _training_config(config: DemoConfig, model: str, output_dir: Path, steps: int, **overrides: Any):
-    from .training import ClarityTrainingConfig
-
-    if config.preset in PAPER_PRESETS:
-        student_file, teacher_file = PAPER_PRESETS[config.preset]
-        base = ClarityTrainingConfig.from_file(teacher_file if model == "convnextv2" else student_file)
-        values = {
-            "output_dir": str(output_dir),
-            "dataset": config.data_dir or "synthetic",
-            "seed": config.seed,
-        }
-        if model == "clarity" and overrides.get("teacher_name_or_path"):
-            values["teacher_image_size"] = base.image_size
-        values.update(overrides)
-        return replace(base, **values)
-    values = dict(
-        model=model,
-        model_preset=config.teacher_preset if model == "convnextv2" else config.preset,
-        image_size=config.image_size,
-        drop_path_rate=0.0,
-        output_dir=str(output_dir),
-        max_steps=steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=64,
-        learning_rate=config.teacher_learning_rate if model == "convnextv2" else config.learning_rate,
-        weight_decay=0.05,
-        warmup_steps=max(1, steps // 10),
-        checkpointing_steps=0,
-        save_total_limit=1,
-        logging_steps=max(1, steps // 4),
-        report_to=["jsonl"],
-        disable_tqdm=True,
-        seed=config.seed,
-    )
-    if model == "clarity" and config.preset == "clarity-tiny":
-        values["model_config_overrides"] = {"patch_size": config.patch_size}
+    """The shipped training config of `model` for the preset, with the demo's folders, data, seed and schedule."""
+    student, teacher = config.training_configs()
+    base = teacher if model == "convnextv2" else student
+    values: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "dataset": config.data_dir or "synthetic",
+        "seed": config.seed,
+        "max_steps": steps,
+        "image_size": config.image_size,
+        "checkpointing_steps": 0,
+        "save_total_limit": 1,
+        "logging_steps": max(1, steps // 4),
+        "report_to": ["jsonl"],
+        "disable_tqdm": True,
+    }
+    if model != "convnextv2":
+        values["per_device_train_batch_size"] = config.batch_size
+        values["learning_rate"] = config.learning_rate
+        if overrides.get("teacher_name_or_path"):
+            values["teacher_image_size"] = config.image_size
     values.update(overrides)
-    if "model_config_overrides" in overrides and model == "clarity" and config.preset == "clarity-tiny":
+    if "model_config_overrides" in overrides:
         values["model_config_overrides"] = {
-            "patch_size": config.patch_size,
+            **(base.model_config_overrides or {}),
             **overrides["model_config_overrides"],
         }
-    return ClarityTrainingConfig(**values)
+    return replace(base, **values)
+
+
+def _teacher_description(config: DemoConfig) -> str:
+    teacher = config.training_configs()[1]
+    overrides = teacher.model_config_overrides or {}
+    return f"ConvNeXtV2 ({teacher.model_preset}{', ' + str(overrides) if overrides else ''})"
 
 
 def _train(training_config, datasets, model=None) -> Path:
@@ -399,6 +422,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         write_evaluation,
     )
 
+    config = config.resolved()
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -595,26 +619,29 @@ def run_demo(config: DemoConfig) -> DemoResult:
     tuned = reported_thresholds(entries[STUDENT_NAME])
     if isinstance(tuned, dict):
         processor.heatmap_threshold = [float(tuned.get(name, 0.5)) for name in label_names]
-    results_json = {
-        "schema_version": 1,
-        "model_name": f"clarity-demo-{config.preset}",
-        "training": {
-            "synthetic_only": not bool(config.data_dir),
-            "dataset_name": "NIH ChestX-ray14" if config.data_dir else "clarity_hf synthetic CXR benchmark",
-            "description": f"Trained by `clarity-demo` ({source}); {config.student_steps} optimizer steps, distilled from "
-            f"a {config.teacher_preset} teacher.",
-            "base_model": None,
-            "recipe": {
-                "steps": config.student_steps,
-                "batch_size": config.batch_size,
-                "learning_rate": config.learning_rate,
-                "image_size": config.image_size,
+    # The model card reads the student's entry and the run's description from an evaluation report.
+    from .evaluation.report import build_report
+
+    hub_results = build_report(
+        {STUDENT_NAME: entries[STUDENT_NAME]},
+        title=f"clarity-demo-{config.preset}",
+        metadata={
+            "training": {
+                "synthetic_only": not bool(config.data_dir),
+                "dataset_name": "NIH ChestX-ray14" if config.data_dir else "clarity_hf synthetic CXR benchmark",
+                "description": f"Trained by `clarity-demo` ({source}); {config.student_steps} optimizer steps, "
+                f"distilled from a {_teacher_description(config)} teacher.",
+                "base_model": None,
+                "recipe": {
+                    "steps": config.student_steps,
+                    "batch_size": config.batch_size,
+                    "learning_rate": config.learning_rate,
+                    "image_size": config.image_size,
+                },
             },
+            "evaluation": {"dataset_name": source, "split": "test", "synthetic": not bool(config.data_dir)},
         },
-        "evaluation": {"dataset_name": source, "split": "test", "synthetic": not bool(config.data_dir)},
-        "classification": entries[STUDENT_NAME]["classification"],
-        "localization": entries[STUDENT_NAME].get("localization"),
-    }
+    )
     examples_dir = out / "examples"
     examples_dir.mkdir(exist_ok=True)
     example_paths = []
@@ -622,7 +649,6 @@ def run_demo(config: DemoConfig) -> DemoResult:
         path = examples_dir / test[i]["image_id"]
         test[i]["image"].save(path)
         example_paths.append(path)
-    hub_results = json.loads(json.dumps(results_json, default=_json_default))
     try:
         from .hub import save_for_hub
 
@@ -632,7 +658,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
             model_dir,
             results=hub_results,
             example_images=example_paths,
-            model_name=results_json["model_name"],
+            model_name=STUDENT_NAME,
         )
     except ImportError:  # pragma: no cover - the publish module ships with clarity_hf
         student.save_pretrained(model_dir)
@@ -667,8 +693,8 @@ def run_demo(config: DemoConfig) -> DemoResult:
     metadata = {
         "data": source,
         "split": "test (AUROC: every image; localization: tuned on box_split=tune, reported on box_split=eval)",
-        "student": f"{config.preset} ({config.image_size} px, patch {config.patch_size if config.preset == 'clarity-tiny' else 16})",
-        "teacher": config.teacher_preset,
+        "student": f"{config.preset} ({config.image_size} px), `{PRESET_CONFIGS[config.preset][0]}`",
+        "teacher": f"{_teacher_description(config)}, `{PRESET_CONFIGS[config.preset][1]}`",
         "schedule": f"teacher {config.teacher_steps}, student {config.student_steps}, plain ViT {config.baseline_steps}, "
         f"ablations {config.ablation_steps} optimizer steps, batch {config.batch_size}",
         "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
