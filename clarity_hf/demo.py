@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .configuration_clarity import NIH_PATHOLOGIES
+from .hub import WITHOUT_CLARITY_HF
 
 logger = logging.getLogger(__name__)
 
@@ -344,16 +345,9 @@ def _ablation_row(variant: str, switch: str, entry: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------- reload
-RELOAD_SCRIPT = textwrap.dedent(
+RELOAD_SCRIPT = WITHOUT_CLARITY_HF + textwrap.dedent(
     """
-    import json, sys
-
-    class BlockClarityHf:  # prove the folder alone suffices: clarity_hf may not be imported in this process
-        def find_spec(self, name, path=None, target=None):
-            if name == "clarity_hf" or name.startswith("clarity_hf."):
-                raise ImportError("clarity_hf is blocked in this process")
-
-    sys.meta_path.insert(0, BlockClarityHf())
+    import json
     import torch
     from transformers import AutoModel
 
@@ -628,7 +622,9 @@ def run_demo(config: DemoConfig) -> DemoResult:
         metadata={
             "training": {
                 "synthetic_only": not bool(config.data_dir),
-                "dataset_name": "NIH ChestX-ray14" if config.data_dir else "clarity_hf synthetic CXR benchmark",
+                "dataset_name": "NIH ChestX-ray14"
+                if config.data_dir
+                else "clarity_hf synthetic CXR benchmark",
                 "description": f"Trained by `clarity-demo` ({source}); {config.student_steps} optimizer steps, "
                 f"distilled from a {_teacher_description(config)} teacher.",
                 "base_model": None,

@@ -108,6 +108,13 @@ RECONSTRUCTED_FIELDS: dict[str, str] = {
 }
 
 
+# The first lines of a script run in a fresh process to prove that a saved folder works on its own, as for a Hub user
+# without clarity_hf, also where clarity_hf is installed (CI): importing clarity_hf or any submodule then fails.
+WITHOUT_CLARITY_HF = (
+    'import sys\nsys.modules["clarity_hf"] = None  # everything must come from the model folder\n'
+)
+
+
 class UnsafeCheckpointError(ValueError):
     """A model folder holds pickle weights and no safetensors: clarity_hf never loads it."""
 

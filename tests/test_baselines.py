@@ -98,8 +98,8 @@ def test_plain_vit_config_switches_clarity_parts_off():
 
 def test_box_frame_is_height_width():
     dataset = build_synthetic_cxr(0, 0, 1, image_size=32, num_proc=1)["test"]
-    # `original_size` is (width, height) in the data schema; the evaluator wants (height, width).
-    assert _box_frame(dataset, {"original_size": [80, 40]}) == (40, 80)
+    # `original_size` is (height, width) in the data schema, as the evaluator wants it.
+    assert _box_frame(dataset, {"original_size": [40, 80]}) == (40, 80)
 
 
 def oracle_predictions(shift: int) -> SplitPredictions:

@@ -21,6 +21,7 @@ from clarity_hf import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
 from clarity_hf.evaluation.report import PUBLISHED_RESULTS
 from clarity_hf.hub import (
     HUB_CODE_FILES,
+    WITHOUT_CLARITY_HF,
     UnsafeCheckpointError,
     check_safetensors_only,
     describe_folder,
@@ -269,8 +270,7 @@ def test_pipeline_loads_in_fresh_process_without_clarity_hf(export, tmp_path):
     folder, _, _ = export
     script = tmp_path / "run_pipeline.py"
     script.write_text(
-        "import importlib.util, json, sys\n"
-        "assert importlib.util.find_spec('clarity_hf') is None, 'clarity_hf must not be importable'\n"
+        WITHOUT_CLARITY_HF + "import json\n"
         "from transformers import pipeline\n"
         "pipe = pipeline('chest-xray-localization', model=sys.argv[1], trust_remote_code=True)\n"
         "out = pipe(sys.argv[2], threshold=0.0, heatmap_threshold=0.6)\n"

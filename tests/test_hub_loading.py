@@ -12,20 +12,13 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForObjectDetection
 
 from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization, ClarityImageProcessor
+from clarity_hf.hub import WITHOUT_CLARITY_HF
 from clarity_hf.modeling_clarity import CLARITY_AUTO_MAP
 
 NIH_PNG = Path(__file__).resolve().parent / "fixtures" / "00000001_000.png"
 
-REMOTE_LOAD = textwrap.dedent(
+REMOTE_LOAD = WITHOUT_CLARITY_HF + textwrap.dedent(
     """
-    import sys
-
-    class BlockClarityHf:  # the package may be installed (CI): make sure the Hub files alone are used
-        def find_spec(self, name, path=None, target=None):
-            if name == "clarity_hf" or name.startswith("clarity_hf."):
-                raise ImportError("clarity_hf is blocked in this process")
-
-    sys.meta_path.insert(0, BlockClarityHf())
     try:
         import clarity_hf  # noqa: F401
         raise AssertionError("clarity_hf must not be importable here")

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from transformers.utils import ModelOutput
 
+from clarity_hf.hub import WITHOUT_CLARITY_HF
 from clarity_hf.image_processing_clarity import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
@@ -571,10 +572,9 @@ def test_saved_folder_has_processor_code_and_auto_map(tiny_model_dir):
     assert (tiny_model_dir / "image_processing_clarity.py").is_file()
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = WITHOUT_CLARITY_HF + textwrap.dedent(
     """
-    import json, sys
-    sys.modules["clarity_hf"] = None  # the package must not be importable: everything comes from the folder
+    import json
     import numpy as np, torch
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModel, pipeline
