@@ -29,24 +29,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .configuration_clarity import ClarityConfig
+from .configuration_clarity import CLARITY_PRESETS, ClarityConfig
 from .evaluation.gradcam import GradCAM
 from .modeling_clarity import ClarityForMultiLabelLocalization, ClarityModel
+from .training.models import CONVNEXTV2_PRESETS
 
 DTYPE_MODES = ("fp32", "bf16-autocast", "bf16")
-# ConvNeXtV2-Base, the teacher of the paper configuration (spec section 3).
-CONVNEXTV2_BASE = {"depths": [3, 3, 27, 3], "hidden_sizes": [128, 256, 512, 1024]}
-CONVNEXTV2_SMOKE = {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128]}
-CLARITY_SMOKE = {
-    "patch_size": 8,
-    "hidden_size": 64,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "intermediate_size": 128,
-    "num_attention_map_layers": 2,
-    "foreground_hidden_size": 16,
-    "anatomical_prior_size": 32,
-}
+# ConvNeXtV2-Base, the teacher of the paper configuration (spec section 3), and the tiny test models: the same
+# presets the training code and the model use.
+CONVNEXTV2_BASE = CONVNEXTV2_PRESETS["convnextv2-base"]
+CONVNEXTV2_SMOKE = CONVNEXTV2_PRESETS["convnextv2-test"]
+CLARITY_SMOKE = {k: v for k, v in CLARITY_PRESETS["clarity-tiny"].items() if k != "image_size"}
 
 
 @dataclass
