@@ -358,7 +358,10 @@ RELOAD_SCRIPT = WITHOUT_CLARITY_HF + textwrap.dedent(
         output = model(data["pixel_values"])
     print(json.dumps({
         "class": type(model).__module__ + "." + type(model).__name__,
-        "clarity_hf_imported": any(m == "clarity_hf" or m.startswith("clarity_hf.") for m in sys.modules),
+        "clarity_hf_imported": any(
+            module is not None and (name == "clarity_hf" or name.startswith("clarity_hf."))
+            for name, module in sys.modules.items()
+        ),
         "max_abs_logit_diff": float((output.logits - data["logits"]).abs().max()),
         "max_abs_heatmap_diff": float((output.heatmaps - data["heatmaps"]).abs().max()),
     }))
