@@ -48,10 +48,12 @@ from ..configuration_clarity import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
 from .features import (
     NIH_BOX_FRAME,
     BuildReport,
+    Problems,
     attach_metadata,
     clarity_features,
     dataset_from_columns,
     make_metadata,
+    parse_box_geometry,
     stratified_group_split,
 )
 
@@ -64,19 +66,6 @@ METADATA_COLUMNS = (
     11  # image, labels, follow-up, patient, age, sex, view, width, height, spacing x, spacing y
 )
 BBOX_COLUMNS = 6  # image, label, x, y, w, h
-
-
-class _Problems:
-    """Raise on the first problem, or (skip mode) record it in the report and let the caller skip the item."""
-
-    def __init__(self, skip: bool, report: BuildReport):
-        self.skip = skip
-        self.report = report
-
-    def __call__(self, kind: str, message: str) -> None:
-        if not self.skip:
-            raise ValueError(f"{message} (pass skip_missing=True to skip such rows and get a report)")
-        self.report.add(kind, message)
 
 
 @dataclass
@@ -128,7 +117,7 @@ def _is_blank(row: Sequence[str]) -> bool:
     return not "".join(row).strip()
 
 
-def read_metadata(path: Path, problems: _Problems) -> dict[str, _Row]:
+def read_metadata(path: Path, problems: Problems) -> dict[str, _Row]:
     """Read `Data_Entry_2017*.csv` by position; returns image name -> row, in file order."""
     label_index = {name: i for i, name in enumerate(NIH_PATHOLOGIES)}
     rows: dict[str, _Row] = {}
@@ -186,7 +175,7 @@ def read_metadata(path: Path, problems: _Problems) -> dict[str, _Row]:
     return rows
 
 
-def read_boxes(path: Path, rows: dict[str, _Row], problems: _Problems) -> int:
+def read_boxes(path: Path, rows: dict[str, _Row], problems: Problems) -> int:
     """Read `BBox_List_2017.csv` by position into `rows[...].boxes`; returns the number of boxes kept."""
     kept = 0
     with _open_text(path) as handle:
@@ -207,14 +196,10 @@ def read_boxes(path: Path, rows: dict[str, _Row], problems: _Problems) -> int:
             if label not in NIH_PATHOLOGIES:
                 problems("unknown_label", f"{where}: unknown box label {row[1]!r} for {image_id}")
                 continue
-            try:
-                x, y, w, h = (float(cell) for cell in row[2:6])
-            except ValueError:
-                problems("malformed_row", f"{where}: non-numeric box {row[2:6]}")
+            geometry = parse_box_geometry(row[2:6], where, problems)
+            if geometry is None:
                 continue
-            if not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
-                problems("malformed_row", f"{where}: invalid box geometry {row[2:6]}")
-                continue
+            x, y, w, h = geometry
             if image_id not in rows:
                 problems("box_without_image", f"{where}: box for {image_id}, which is not in the metadata")
                 continue
@@ -224,7 +209,7 @@ def read_boxes(path: Path, rows: dict[str, _Row], problems: _Problems) -> int:
 
 
 def read_split_list(
-    source: str | os.PathLike | Iterable[str], rows: dict[str, _Row], problems: _Problems
+    source: str | os.PathLike | Iterable[str], rows: dict[str, _Row], problems: Problems
 ) -> list[str]:
     """Image names of a split list (a file path, or an iterable of names), checked against the metadata."""
     if isinstance(source, (str, os.PathLike)):
@@ -320,7 +305,7 @@ def _report_dropped_boxes(row: _Row, report: BuildReport) -> None:
 
 
 def _check_patients(
-    splits: dict[str, list[str]], rows: dict[str, _Row], problems: _Problems, source: str
+    splits: dict[str, list[str]], rows: dict[str, _Row], problems: Problems, source: str
 ) -> None:
     """No patient may have images in two splits; in skip mode, the patient's non-test images are dropped."""
     owner: dict[str, str] = {}
@@ -378,7 +363,7 @@ def build_chestxray14(
     """
     root = Path(root)
     report = BuildReport()
-    problems = _Problems(skip_missing, report)
+    problems = Problems(skip_missing, report)
     metadata_path = (
         Path(metadata_file) if metadata_file else _find_file(root, ["Data_Entry_2017*.csv*"], "metadata")
     )

@@ -192,6 +192,35 @@ def get_build_report(dataset: Dataset | DatasetDict) -> BuildReport:
     return BuildReport.from_dict(get_metadata(dataset).get("report"))
 
 
+class Problems:
+    """What a builder does with a bad item: raise a `ValueError` with the message (the default), or, with
+    `skip_missing=True`, record it in the build report and let the caller skip the item."""
+
+    def __init__(self, skip: bool, report: BuildReport | None = None):
+        self.skip = skip
+        self.report = report if report is not None else BuildReport()
+
+    def __call__(self, kind: str, message: str) -> None:
+        if not self.skip:
+            raise ValueError(f"{message} (pass skip_missing=True to skip such items and get a report)")
+        self.report.add(kind, message)
+
+
+def parse_box_geometry(
+    cells: Sequence[str], where: str, problems: Problems
+) -> tuple[float, float, float, float] | None:
+    """x, y, w, h from four CSV cells; a non-numeric, non-finite or empty box is a `malformed_row` problem (None)."""
+    try:
+        x, y, w, h = (float(cell) for cell in cells)
+    except ValueError:
+        problems("malformed_row", f"{where}: non-numeric box {list(cells)}")
+        return None
+    if not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
+        problems("malformed_row", f"{where}: invalid box geometry {list(cells)}")
+        return None
+    return x, y, w, h
+
+
 def get_box_frame(dataset: Dataset | DatasetDict, example: dict[str, Any]) -> tuple[int, int]:
     """(height, width) of the pixel frame the example's `boxes` are expressed in (the evaluator's `original_size`)."""
     frame = get_metadata(dataset).get("box_frame", "original_size")

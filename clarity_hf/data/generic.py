@@ -30,21 +30,10 @@ from typing import Any
 from datasets import Dataset
 from PIL import Image as PILImage
 
-from .features import BuildReport, attach_metadata, clarity_features, make_metadata
+from .features import Problems, attach_metadata, clarity_features, make_metadata, parse_box_geometry
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NEGATIVE_FOLDERS = ("No Finding", "normal", "Normal", "healthy", "Healthy", "no_finding")
-
-
-class _Problems:
-    def __init__(self, skip: bool):
-        self.skip = skip
-        self.report = BuildReport()
-
-    def __call__(self, kind: str, message: str) -> None:
-        if not self.skip:
-            raise ValueError(f"{message} (pass skip_missing=True to skip such items and get a report)")
-        self.report.add(kind, message)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -78,7 +67,7 @@ def _row(
 
 
 def _finish(
-    rows: list[dict[str, Any]], label_names: Sequence[str], source: str, problems: _Problems
+    rows: list[dict[str, Any]], label_names: Sequence[str], source: str, problems: Problems
 ) -> Dataset:
     features = clarity_features(len(label_names))
     columns = {key: [row[key] for row in rows] for key in features}
@@ -93,7 +82,7 @@ def _resolve(root: Path, value: str) -> Path:
 
 
 def _read_box_csv(
-    path: Path, label_index: dict[str, int], problems: _Problems
+    path: Path, label_index: dict[str, int], problems: Problems
 ) -> dict[str, list[tuple[int, dict[str, Any]]]]:
     """Boxes CSV (header row; columns image, label, x, y, w, h by position) -> image -> [(line, box)]."""
     boxes: dict[str, list[tuple[int, dict[str, Any]]]] = {}
@@ -111,14 +100,10 @@ def _read_box_csv(
             if label not in label_index:
                 problems("unknown_label", f"{where}: unknown box label {label!r}")
                 continue
-            try:
-                x, y, w, h = (float(v) for v in row[2:6])
-            except ValueError:
-                problems("malformed_row", f"{where}: non-numeric box {row[2:6]}")
+            geometry = parse_box_geometry(row[2:6], where, problems)
+            if geometry is None:
                 continue
-            if w <= 0 or h <= 0:
-                problems("malformed_row", f"{where}: box with non-positive size {row[2:6]}")
-                continue
+            x, y, w, h = geometry
             boxes.setdefault(row[0].strip(), []).append(
                 (line, {"label": label, "x": x, "y": y, "w": w, "h": h})
             )
@@ -156,7 +141,7 @@ def load_csv_dataset(
     """
     csv_path = Path(csv_path)
     root = Path(image_root) if image_root is not None else csv_path.parent
-    problems = _Problems(skip_missing)
+    problems = Problems(skip_missing)
     with open(csv_path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])
@@ -249,7 +234,7 @@ def load_image_folder(
     neither a label nor negative is an error (or skipped and reported with `skip_missing=True`).
     """
     root = Path(root)
-    problems = _Problems(skip_missing)
+    problems = Problems(skip_missing)
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     if not folders:
         raise ValueError(f"{root}: no class folders")
@@ -290,7 +275,7 @@ def load_coco_dataset(
     vector marks the categories that have a box on it.
     """
     annotation_file, image_root = Path(annotation_file), Path(image_root)
-    problems = _Problems(skip_missing)
+    problems = Problems(skip_missing)
     data = json.loads(annotation_file.read_text())
     for key in ("images", "annotations", "categories"):
         if key not in data:
