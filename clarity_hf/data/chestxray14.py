@@ -30,9 +30,6 @@ NOT the official split, so its test numbers are not comparable with published on
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import logging
 import os
 import warnings
@@ -52,7 +49,9 @@ from .features import (
     attach_metadata,
     clarity_features,
     dataset_from_columns,
+    iter_csv_rows,
     make_metadata,
+    open_text,
     parse_box_geometry,
     stratified_group_split,
 )
@@ -82,12 +81,6 @@ class _Row:
     boxes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
 def _find_file(root: Path, patterns: Sequence[str], what: str, required: bool = True) -> Path | None:
     candidates: list[Path] = []
     for pattern in patterns:
@@ -113,98 +106,72 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
-def _is_blank(row: Sequence[str]) -> bool:
-    return not "".join(row).strip()
-
-
 def read_metadata(path: Path, problems: Problems) -> dict[str, _Row]:
     """Read `Data_Entry_2017*.csv` by position; returns image name -> row, in file order."""
     label_index = {name: i for i, name in enumerate(NIH_PATHOLOGIES)}
     rows: dict[str, _Row] = {}
-    with _open_text(path) as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or not header or "image" not in header[0].lower():
-            raise ValueError(
-                f"{path.name}:1: expected the Data_Entry header (Image Index, Finding Labels, ...)"
-            )
-        for line, row in enumerate(reader, start=2):
-            if _is_blank(row):
-                continue
-            where = f"{path.name}:{line}"
-            if len(row) < METADATA_COLUMNS or any(cell.strip() for cell in row[METADATA_COLUMNS:]):
-                problems(
-                    "malformed_row", f"{where}: malformed row, expected {METADATA_COLUMNS} columns: {row}"
-                )
-                continue
-            image_id = row[0].strip()
-            labels = [0.0] * len(NIH_PATHOLOGIES)
-            names = [_canonical_label(name) for name in row[1].split("|") if name.strip()]
-            unknown = [n for n in names if n != NO_FINDING and n not in label_index]
-            if unknown or not names or (NO_FINDING in names and len(names) > 1):
-                problem = f"unknown label(s) {unknown}" if unknown else f"invalid label field {row[1]!r}"
-                problems("unknown_label", f"{where}: {problem} for {image_id}")
-                continue
-            for name in names:
-                if name != NO_FINDING:
-                    labels[label_index[name]] = 1.0
-            try:
-                follow_up, age = _parse_int(row[2]), _parse_int(row[4])
-                size = [_parse_int(row[8]), _parse_int(row[7])]  # the CSV gives width, height
-                spacing = [float(row[9]), float(row[10])]
-            except ValueError:
-                problems("malformed_row", f"{where}: non-numeric follow-up/age/size/spacing in {row}")
-                continue
-            if not image_id or not row[3].strip():
-                problems("malformed_row", f"{where}: empty image name or patient id in {row}")
-                continue
-            if image_id in rows:
-                problems("malformed_row", f"{where}: duplicate image {image_id}")
-                continue
-            rows[image_id] = _Row(
-                image_id=image_id,
-                labels=labels,
-                follow_up=follow_up,
-                patient_id=str(int(row[3])) if row[3].strip().isdigit() else row[3].strip(),
-                age=age,
-                sex=row[5].strip(),
-                view_position=row[6].strip(),
-                original_size=size,
-                pixel_spacing=spacing,
-            )
+    header = "Data_Entry header (Image Index, Finding Labels, ...)"
+    for _, where, row in iter_csv_rows(
+        path, METADATA_COLUMNS, problems, f"{METADATA_COLUMNS} columns", header_hint=header
+    ):
+        image_id = row[0].strip()
+        labels = [0.0] * len(NIH_PATHOLOGIES)
+        names = [_canonical_label(name) for name in row[1].split("|") if name.strip()]
+        unknown = [n for n in names if n != NO_FINDING and n not in label_index]
+        if unknown or not names or (NO_FINDING in names and len(names) > 1):
+            problem = f"unknown label(s) {unknown}" if unknown else f"invalid label field {row[1]!r}"
+            problems("unknown_label", f"{where}: {problem} for {image_id}")
+            continue
+        for name in names:
+            if name != NO_FINDING:
+                labels[label_index[name]] = 1.0
+        try:
+            follow_up, age = _parse_int(row[2]), _parse_int(row[4])
+            size = [_parse_int(row[8]), _parse_int(row[7])]  # the CSV gives width, height
+            spacing = [float(row[9]), float(row[10])]
+        except ValueError:
+            problems("malformed_row", f"{where}: non-numeric follow-up/age/size/spacing in {row}")
+            continue
+        if not image_id or not row[3].strip():
+            problems("malformed_row", f"{where}: empty image name or patient id in {row}")
+            continue
+        if image_id in rows:
+            problems("malformed_row", f"{where}: duplicate image {image_id}")
+            continue
+        rows[image_id] = _Row(
+            image_id=image_id,
+            labels=labels,
+            follow_up=follow_up,
+            patient_id=str(int(row[3])) if row[3].strip().isdigit() else row[3].strip(),
+            age=age,
+            sex=row[5].strip(),
+            view_position=row[6].strip(),
+            original_size=size,
+            pixel_spacing=spacing,
+        )
     return rows
 
 
 def read_boxes(path: Path, rows: dict[str, _Row], problems: Problems) -> int:
     """Read `BBox_List_2017.csv` by position into `rows[...].boxes`; returns the number of boxes kept."""
     kept = 0
-    with _open_text(path) as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or not header or "image" not in header[0].lower():
-            raise ValueError(
-                f"{path.name}:1: expected the BBox_List header (Image Index, Finding Label, ...)"
-            )
-        for line, row in enumerate(reader, start=2):
-            if _is_blank(row):
-                continue
-            where = f"{path.name}:{line}"
-            if len(row) < BBOX_COLUMNS or any(cell.strip() for cell in row[BBOX_COLUMNS:]):
-                problems("malformed_row", f"{where}: malformed row, expected {BBOX_COLUMNS} columns: {row}")
-                continue
-            image_id, label = row[0].strip(), _canonical_label(row[1])
-            if label not in NIH_PATHOLOGIES:
-                problems("unknown_label", f"{where}: unknown box label {row[1]!r} for {image_id}")
-                continue
-            geometry = parse_box_geometry(row[2:6], where, problems)
-            if geometry is None:
-                continue
-            x, y, w, h = geometry
-            if image_id not in rows:
-                problems("box_without_image", f"{where}: box for {image_id}, which is not in the metadata")
-                continue
-            rows[image_id].boxes.append({"label": label, "x": x, "y": y, "w": w, "h": h})
-            kept += 1
+    header = "BBox_List header (Image Index, Finding Label, ...)"
+    for _, where, row in iter_csv_rows(
+        path, BBOX_COLUMNS, problems, f"{BBOX_COLUMNS} columns", header_hint=header
+    ):
+        image_id, label = row[0].strip(), _canonical_label(row[1])
+        if label not in NIH_PATHOLOGIES:
+            problems("unknown_label", f"{where}: unknown box label {row[1]!r} for {image_id}")
+            continue
+        geometry = parse_box_geometry(row[2:6], where, problems)
+        if geometry is None:
+            continue
+        x, y, w, h = geometry
+        if image_id not in rows:
+            problems("box_without_image", f"{where}: box for {image_id}, which is not in the metadata")
+            continue
+        rows[image_id].boxes.append({"label": label, "x": x, "y": y, "w": w, "h": h})
+        kept += 1
     return kept
 
 
@@ -214,7 +181,7 @@ def read_split_list(
     """Image names of a split list (a file path, or an iterable of names), checked against the metadata."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        with _open_text(path) as handle:
+        with open_text(path) as handle:
             entries = [(f"{path.name}:{i}", line.strip()) for i, line in enumerate(handle, start=1)]
     else:
         entries = [(f"split list entry {i}", str(name).strip()) for i, name in enumerate(source, start=1)]

@@ -32,10 +32,14 @@ and `map`, and the cache's `load_cache` re-attaches them after a Parquet round t
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -190,6 +194,35 @@ def get_label_names(dataset: Dataset | DatasetDict) -> list[str]:
 def get_build_report(dataset: Dataset | DatasetDict) -> BuildReport:
     """The report of what the builder skipped (empty when nothing was)."""
     return BuildReport.from_dict(get_metadata(dataset).get("report"))
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """A CSV or text file, plain or gzipped (`.gz`), as UTF-8 text for `csv.reader`."""
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def iter_csv_rows(
+    path: Path, columns: int, problems: Problems, expected: str, header_hint: str | None = None
+) -> Iterator[tuple[int, str, list[str]]]:
+    """Read a CSV with a header by position: yield (line, "file:line", row) for each non-blank row that has at least
+    `columns` cells and nothing but empty cells after them (trailing empty columns are fine); any other row is a
+    `malformed_row` problem ("expected `expected`"). With `header_hint`, a header whose first cell does not name an
+    image is an error ("expected the `header_hint` header")."""
+    with open_text(path) as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header_hint is not None and (not header or "image" not in header[0].lower()):
+            raise ValueError(f"{path.name}:1: expected the {header_hint} header")
+        for line, row in enumerate(reader, start=2):
+            if not "".join(row).strip():
+                continue
+            where = f"{path.name}:{line}"
+            if len(row) < columns or any(cell.strip() for cell in row[columns:]):
+                problems("malformed_row", f"{where}: malformed row, expected {expected}: {row}")
+                continue
+            yield line, where, row
 
 
 class Problems:

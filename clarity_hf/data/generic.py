@@ -30,7 +30,14 @@ from typing import Any
 from datasets import Dataset
 from PIL import Image as PILImage
 
-from .features import Problems, attach_metadata, clarity_features, make_metadata, parse_box_geometry
+from .features import (
+    Problems,
+    attach_metadata,
+    clarity_features,
+    iter_csv_rows,
+    make_metadata,
+    parse_box_geometry,
+)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NEGATIVE_FOLDERS = ("No Finding", "normal", "Normal", "healthy", "Healthy", "no_finding")
@@ -86,27 +93,16 @@ def _read_box_csv(
 ) -> dict[str, list[tuple[int, dict[str, Any]]]]:
     """Boxes CSV (header row; columns image, label, x, y, w, h by position) -> image -> [(line, box)]."""
     boxes: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        next(reader, None)
-        for line, row in enumerate(reader, start=2):
-            if not any(cell.strip() for cell in row):
-                continue
-            where = f"{path.name}:{line}"
-            if len(row) < 6 or any(cell.strip() for cell in row[6:]):
-                problems("malformed_row", f"{where}: malformed box row, expected image,label,x,y,w,h: {row}")
-                continue
-            label = row[1].strip()
-            if label not in label_index:
-                problems("unknown_label", f"{where}: unknown box label {label!r}")
-                continue
-            geometry = parse_box_geometry(row[2:6], where, problems)
-            if geometry is None:
-                continue
-            x, y, w, h = geometry
-            boxes.setdefault(row[0].strip(), []).append(
-                (line, {"label": label, "x": x, "y": y, "w": w, "h": h})
-            )
+    for line, where, row in iter_csv_rows(path, 6, problems, "image,label,x,y,w,h"):
+        label = row[1].strip()
+        if label not in label_index:
+            problems("unknown_label", f"{where}: unknown box label {label!r}")
+            continue
+        geometry = parse_box_geometry(row[2:6], where, problems)
+        if geometry is None:
+            continue
+        x, y, w, h = geometry
+        boxes.setdefault(row[0].strip(), []).append((line, {"label": label, "x": x, "y": y, "w": w, "h": h}))
     return boxes
 
 
