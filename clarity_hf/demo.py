@@ -718,9 +718,3 @@ def run_demo(config: DemoConfig) -> DemoResult:
     _log(f"model folder: {model_dir} (AutoModel.from_pretrained(..., trust_remote_code=True))")
     _log(f"verdict: {'met' if check['passed'] else 'NOT met'}; total {timings['total']:.1f} s")
     return DemoResult(out, paths["json"], paths["markdown"], figures, model_dir, reload, timings, check)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -41,6 +41,7 @@ __all__ = [
     "render_markdown",
     "write_report",
     "load_report",
+    "jsonable",
 ]
 
 # The paper's published rows, encoded once. Source: clarity-spec.md section 1 -- second-hand figures from a
@@ -79,12 +80,12 @@ class ModelEntry(TypedDict, total=False):
     notes: str
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Deep copy with tuples as lists, numpy scalars as Python numbers and NaN / inf as None."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -126,7 +127,7 @@ def build_report(
             "tuning": tuning,
             "notes": entry.get("notes", ""),
         }
-    return _jsonable(
+    return jsonable(
         {
             "title": title,
             "clarity_hf_version": __version__,

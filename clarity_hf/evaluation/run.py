@@ -40,7 +40,7 @@ from .baselines import (
 from .classification import compute_auroc
 from .figures import save_overlay_grid
 from .localization import LocalizationEvaluator
-from .report import ModelEntry, write_report
+from .report import ModelEntry, jsonable, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -324,21 +324,9 @@ def write_evaluation(
     paths = write_report(output_dir, entries, title=title, metadata=metadata)
     if extra_json:
         report = json.loads(paths["json"].read_text(encoding="utf-8"))
-        report.update(_json_safe(extra_json))
+        report.update(jsonable(extra_json))
         paths["json"].write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     if extra_markdown:
         with open(paths["markdown"], "a", encoding="utf-8") as handle:
             handle.write("\n" + extra_markdown.rstrip() + "\n")
     return paths
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
