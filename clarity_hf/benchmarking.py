@@ -3,10 +3,11 @@
 
 Every comparison is timed side by side in one process: the cases of a group run interleaved (A B A B ...) after
 warm-up calls, and the report gives the median and the min-max of the repeats, and ratios of medians. Peak memory
-is measured in a fresh subprocess per case: on CPU the increase of the process's peak resident set size
-(VmHWM, reset through /proc/self/clear_refs; `ru_maxrss` where that is not possible) over its resident set size
-just before the forward pass, on CUDA `torch.cuda.max_memory_allocated`
-over the allocated memory before it.
+is measured in a fresh subprocess per case as the peak of the bytes held by torch's allocator during one forward
+pass over those held before it: on CUDA `torch.cuda.max_memory_allocated`, on CPU the running "Total Allocated"
+of the profiler's memory events (`torch.profiler.profile(profile_memory=True)`), which, unlike the resident set
+size, does not depend on what the C library's malloc kept from earlier work. On CPU the growth of the peak
+resident set size (VmHWM) is reported beside it.
 
 Models are built from configurations with random weights (timings do not depend on the weights).
 """
@@ -19,6 +20,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity
 
 from .configuration_clarity import CLARITY_PRESETS, ClarityConfig
 from .evaluation.gradcam import GradCAM
@@ -295,20 +298,38 @@ def measure_memory_case(spec: dict) -> dict:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-    else:
-        reset = _reset_peak_rss()
-        before = _rss_bytes()
-    with torch.no_grad():
-        output = model(pixel_values, **run_kwargs)
-    del output
-    if device.type == "cuda":
+        with torch.no_grad():
+            output = model(pixel_values, **run_kwargs)
+        del output
         torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device)
-        method = "cuda max_memory_allocated"
-    else:
-        peak = _peak_rss_bytes(reset)
-        method = "VmHWM (reset) - RSS before forward" if reset else "ru_maxrss - RSS before forward"
-    return {"peak_bytes": max(0, peak - before), "method": method}
+        return {
+            "peak_bytes": max(0, torch.cuda.max_memory_allocated(device) - before),
+            "method": "cuda max_memory_allocated",
+        }
+    reset = _reset_peak_rss()
+    rss_before = _rss_bytes()
+    with (
+        torch.no_grad(),
+        torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
+        output = model(pixel_values, **run_kwargs)
+        del output
+    return {
+        "peak_bytes": _profiled_peak_allocated(prof),
+        "rss_bytes": max(0, _peak_rss_bytes(reset) - rss_before),
+        "method": "torch CPU allocator peak (profiler memory events)",
+    }
+
+
+def _profiled_peak_allocated(prof: torch.profiler.profile) -> int:
+    """The highest running "Total Allocated" of a memory-profiled CPU run: the bytes torch's allocator held at the
+    busiest moment, counted from the start of the profile."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    totals = [event["args"].get("Total Allocated", 0) for event in events if event.get("name") == "[memory]"]
+    return max([0, *totals])
 
 
 def run_memory_cases(specs: dict[str, dict]) -> dict[str, dict]:
@@ -637,17 +658,23 @@ def run_benchmark(settings: BenchmarkSettings, command: str = "", verbose: bool 
         "",
         f"## Peak memory of one forward pass ({resolution}px, batch {batch_size}, fp32)",
         "",
-        "Each case in a fresh subprocess. CPU: peak resident set size (VmHWM, reset just before; else "
-        "`ru_maxrss`) minus the resident set size "
-        "just before the forward pass, i.e. the activations and workspace of the pass (weights excluded). CUDA: "
-        "`torch.cuda.max_memory_allocated` minus the allocated memory before it.",
+        "Each case in a fresh subprocess. Peak of the bytes held by torch's allocator during the pass minus those "
+        "held before it, i.e. the activations and workspace of the pass (weights excluded): CPU from the "
+        "profiler's memory events, CUDA `torch.cuda.max_memory_allocated`. On CPU the growth of the peak resident "
+        "set size (VmHWM, reset just before the pass) is given beside it; it also counts oneDNN scratch space and "
+        "is lowered by memory malloc kept from model building.",
         "",
-        "| case | peak MiB | vs CLARiTy (sdpa) |",
-        "|---|---|---|",
     ]
     reference = memory["CLARiTy, class-row maps (sdpa, default)"]
+    with_rss = all("rss_bytes" in result for result in memory_results.values())
+    lines += (
+        ["| case | peak MiB | vs CLARiTy (sdpa) | RSS growth MiB |", "|---|---|---|---|"]
+        if with_rss
+        else ["| case | peak MiB | vs CLARiTy (sdpa) |", "|---|---|---|"]
+    )
     for name, peak in memory.items():
-        lines.append(f"| {name} | {peak / 2**20:.0f} | {peak / max(reference, 1):.2f}x |")
+        rss = f" {memory_results[name]['rss_bytes'] / 2**20:.0f} |" if with_rss else ""
+        lines.append(f"| {name} | {peak / 2**20:.0f} | {peak / max(reference, 1):.2f}x |{rss}")
     results["memory_mib"] = {name: peak / 2**20 for name, peak in memory.items()}
 
     # 5. Training and data loading.
