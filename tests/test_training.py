@@ -72,7 +72,7 @@ def test_cli_overrides_file(tmp_path):
         ]
     )
     assert config.learning_rate == 0.01  # from the command line
-    assert config.per_device_train_batch_size == 32  # from the file
+    assert config.per_device_train_batch_size == 16  # from the file
     assert config.model_config_overrides == {"num_hidden_layers": 2}
     json_file = tmp_path / "run.json"
     json_file.write_text(
@@ -247,3 +247,44 @@ def test_nonfinite_loss_stops_with_last_good_checkpoint(tmp_path, tiny_data):
     assert latest.name == "checkpoint-2"
     assert read_training_state(latest)["global_step"] == 2
     assert not math.isnan(sum(float(p.detach().sum()) for p in model.parameters()))
+
+
+def test_balanced_pos_weight_reaches_the_loss_and_the_saved_config(tmp_path):
+    from datasets import Dataset
+
+    from clarity_hf.training.data import balanced_pos_weight
+
+    labels = [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+    assert balanced_pos_weight(Dataset.from_dict({"labels": labels})) == [3.0, 3.0, 1 / 3]
+    with pytest.raises(ValueError, match=r"split 'train' has no positive image for class index\(es\) \[1\]"):
+        balanced_pos_weight(Dataset.from_dict({"labels": [[1.0, 0.0], [0.0, 0.0]]}))
+    with pytest.raises(ValueError, match="pos_weight is applied by the CLARiTy model's loss"):
+        ClarityTrainingConfig(model="convnextv2", pos_weight="balanced", output_dir="x")
+
+    data = build_synthetic(tiny_config(tmp_path, synthetic_num_train=192))  # every class has a positive
+    train_labels = np.asarray(data["train"]["labels"])
+    positives = train_labels.sum(0)
+    expected = (len(train_labels) - positives) / positives
+    result = train(tiny_config(tmp_path, max_steps=1, pos_weight="balanced"), datasets=data)
+    saved = json.loads((tmp_path / "best_model" / "config.json").read_text())["pos_weight"]
+    np.testing.assert_allclose(saved, expected, rtol=1e-6)
+
+    assert result.global_step == 1
+
+    # The model's BCE weighs positives by it (set_pos_weight on a model built without).
+    from clarity_hf.training.models import set_pos_weight
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(tmp_path), [f"c{i}" for i in range(14)]).eval()
+    assert model.pos_weight is None
+    pixel_values, targets = torch.randn(3, 3, 32, 32), torch.tensor(train_labels[:3], dtype=torch.float32)
+    weights = torch.arange(1.0, 15.0)
+    set_pos_weight(model, weights.tolist())
+    with torch.no_grad():
+        output = model(pixel_values=pixel_values, labels=targets)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    expected_loss = bce(output.token_logits, targets, pos_weight=weights) + bce(
+        output.pooled_logits, targets, pos_weight=weights
+    )
+    torch.testing.assert_close(output.classification_loss, expected_loss)
+    assert model.config.pos_weight == weights.tolist()

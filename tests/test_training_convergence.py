@@ -15,12 +15,14 @@ from clarity_hf.training import ClarityTrainingConfig, train
 from clarity_hf.training.data import ClarityTrainingDataset, eval_collator
 
 IMAGE_SIZE = 96  # the shipped tiny configs' size
-# Floors below the measured best values, with room for platform noise. Teacher: 0.861 (tiny_teacher_cpu.yaml, 768
-# steps of 16). Student: 0.8252 (tiny_cpu.yaml, 384 steps of 32, ImageNet normalisation; an earlier state of the
-# pipeline measured 0.9006). Issue 4's target of 0.9 is NOT reached by either in this CPU budget: these floors guard
-# the measured behaviour, they do not claim the target.
-MIN_STUDENT_AUROC = 0.80
-MIN_TEACHER_AUROC = 0.83
+# Issue 4's target: validation mean AUROC >= 0.9 on 1024 synthetic validation images. Measured with the shipped
+# configs on 2 CPU cores (same seed, torch and thread count -> same numbers): teacher 0.917 (tiny_teacher_cpu.yaml,
+# 1536 steps of 16): the target is met and asserted. Student 0.892 (tiny_cpu.yaml, 2048 steps of 16, class-balanced
+# BCE): the target is NOT met; the floor guards the measured value. Runs that differ only by rounding pos_weight to
+# two decimals land at 0.909, i.e. the student is at the target within its run-to-run spread, not reliably above
+# it: Hernia and Nodule stay near chance (see tiny_cpu.yaml).
+MIN_STUDENT_AUROC = 0.88
+MIN_TEACHER_AUROC = 0.90
 
 
 def pointing_game(model, dataset, config) -> tuple[float, float, int]:

@@ -51,6 +51,14 @@ class ClarityTrainingConfig:
         default=None,
         metadata={"help": "Label names; default: the data set's label names, else the 14 NIH labels."},
     )
+    pos_weight: str | None = field(
+        default=None,
+        metadata={
+            "help": "`balanced`: the CLARiTy BCE's per-class pos_weight = negatives / positives of the training "
+            "split (rare classes such as Hernia otherwise stay at their prior for long). An explicit list goes in "
+            "model_config_overrides: {pos_weight: [...]}."
+        },
+    )
     image_size: int | None = field(default=None, metadata={"help": "Input side; default: the preset's."})
     drop_path_rate: float | None = field(
         default=None, metadata={"help": "Stochastic depth; default: the preset's."}
@@ -173,6 +181,13 @@ class ClarityTrainingConfig:
             raise ValueError("give either use_cached_teacher_logits or teacher_name_or_path, not both")
         if self.model == "convnextv2" and (self.teacher_name_or_path or self.use_cached_teacher_logits):
             raise ValueError("the convnextv2 teacher is trained without a teacher: drop teacher_name_or_path")
+        if self.pos_weight not in (None, "balanced"):
+            raise ValueError(f"pos_weight must be `balanced` or unset, got {self.pos_weight!r}")
+        if self.pos_weight and self.model != "clarity":
+            raise ValueError(
+                "pos_weight is applied by the CLARiTy model's loss; the convnextv2 teacher uses transformers' "
+                "own BCE, which has none"
+            )
         if self.gradient_accumulation_steps < 1 or self.per_device_train_batch_size < 1:
             raise ValueError("gradient_accumulation_steps and per_device_train_batch_size must be >= 1")
 

@@ -23,6 +23,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 
+import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, Image, load_from_disk
 from torch.utils.data import Sampler
@@ -72,6 +73,18 @@ def build_synthetic(config) -> DatasetDict:
         seed=config.synthetic_seed,
     )
     return DatasetDict({name: split for name, split in dataset.items() if len(split) > 0})
+
+
+def balanced_pos_weight(dataset: Dataset, name: str = "train") -> list[float]:
+    """Per-class negatives / positives of a split's multi-hot `labels` (the `pos_weight` of a class-balanced BCE)."""
+    labels = np.asarray(dataset.select_columns(["labels"])["labels"], dtype=np.float64)  # (N, C)
+    positives = labels.sum(axis=0)
+    if (positives == 0).any():
+        raise ValueError(
+            f"pos_weight=balanced: split {name!r} has no positive image for class index(es) "
+            f"{np.flatnonzero(positives == 0).tolist()}"
+        )
+    return ((len(labels) - positives) / positives).tolist()
 
 
 def get_dataset_label_names(dataset: DatasetDict | Dataset) -> list[str] | None:

@@ -78,6 +78,17 @@ def build_model(config, label_names: list[str]) -> torch.nn.Module:
     return ClarityForMultiLabelLocalization(model_config)
 
 
+def set_pos_weight(model: torch.nn.Module, pos_weight: list[float]) -> None:
+    """Give the BCE of a CLARiTy model (or the plain-ViT baseline: any model with a `pos_weight` buffer) per-class
+    positive weights; saved in the config, the buffer is not a weight."""
+    if not hasattr(model, "pos_weight"):
+        raise ValueError(f"{type(model).__name__} has no pos_weight for its loss")
+    if len(pos_weight) != model.config.num_labels:
+        raise ValueError(f"pos_weight has {len(pos_weight)} entries for {model.config.num_labels} labels")
+    model.config.pos_weight = [float(w) for w in pos_weight]
+    model.pos_weight = torch.tensor(model.config.pos_weight, dtype=torch.float32, device=model.device)
+
+
 def load_teacher(path: str, label_names: list[str]) -> torch.nn.Module:
     """A trained teacher folder, checked against the student's labels, frozen and in eval mode."""
     teacher = AutoModelForImageClassification.from_pretrained(path)

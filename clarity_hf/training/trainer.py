@@ -41,13 +41,14 @@ from .data import (
     SKIP_KINDS,
     ClarityTrainingDataset,
     EpochSeededSampler,
+    balanced_pos_weight,
     count_problems,
     eval_collator,
     get_dataset_label_names,
     load_datasets,
     train_collator,
 )
-from .models import build_model, freeze, load_teacher
+from .models import build_model, freeze, load_teacher, set_pos_weight
 from .trackers import JSONLTracker
 
 logger = logging.getLogger(__name__)
@@ -195,6 +196,8 @@ def train(
     label_names = config.label_names or get_dataset_label_names(datasets) or list(NIH_PATHOLOGIES)
     if model is None:
         model = build_model(config, label_names)
+    if config.pos_weight == "balanced":
+        set_pos_weight(model, balanced_pos_weight(datasets[config.train_split], config.train_split))
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if model_labels != list(label_names):
         raise ValueError(f"the model predicts {model_labels} but the data has labels {label_names}")
