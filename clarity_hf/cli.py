@@ -14,7 +14,7 @@ __all__ = ["demo_main", "predict_main", "main"]
 
 DEMO_EPILOG = """\
 examples:
-  clarity-demo                                   # synthetic data, CPU, about 9 minutes on 2 cores
+  clarity-demo                                   # synthetic data, CPU, about 8 minutes on 2 cores
   clarity-demo --quick --output-dir /tmp/demo    # a smoke run (under 2 minutes)
   clarity-demo --data-dir /data/ChestX-ray14     # the same job on a real NIH ChestX-ray14 download
   accelerate launch -m clarity_hf demo --data-dir /data/ChestX-ray14 --preset clarity-s-16-512

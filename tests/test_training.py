@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -288,3 +289,79 @@ def test_balanced_pos_weight_reaches_the_loss_and_the_saved_config(tmp_path):
     )
     torch.testing.assert_close(output.classification_loss, expected_loss)
     assert model.config.pos_weight == weights.tolist()
+
+
+def test_prior_logits_are_the_bce_optimal_constants():
+    from datasets import Dataset
+
+    from clarity_hf.training.data import prior_logits
+
+    labels = Dataset.from_dict(
+        {"labels": [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]}
+    )
+    # half a pseudo-image on each side: a class without positives still gets a finite logit
+    np.testing.assert_allclose(prior_logits(labels), np.log([1.5 / 3.5, 0.5 / 4.5, 3.5 / 1.5]), rtol=1e-12)
+    np.testing.assert_allclose(
+        prior_logits(labels, pos_weight=[3.0, 1.0, 0.5]), np.log([3 * 1.5 / 3.5, 0.5 / 4.5, 0.5 * 3.5 / 1.5])
+    )
+    # it is the constant that minimises the BCE: the gradient of the mean BCE there is ~0 (exactly 0 without the
+    # pseudo-counts; here within their effect)
+    targets = torch.tensor(labels["labels"])
+    constant = torch.tensor(prior_logits(labels), requires_grad=True)
+    torch.nn.functional.binary_cross_entropy_with_logits(constant.expand(4, 3), targets).backward()
+    assert constant.grad.abs().max() < 0.04
+    with pytest.raises(ValueError, match="classifier_bias_init must be one of"):
+        ClarityTrainingConfig(classifier_bias_init="zeros", output_dir="x")
+
+
+@pytest.mark.parametrize("model_type", ["clarity", "convnextv2"])
+def test_prior_bias_init_of_new_heads(tmp_path, tiny_data, model_type):
+    from clarity_hf.training.data import prior_logits
+
+    expected = torch.tensor(prior_logits(tiny_data["train"]))
+    overrides = {}
+    if model_type == "convnextv2":
+        overrides = dict(model="convnextv2", model_preset="convnextv2-test", model_config_overrides=None)
+    heads = (
+        ["token_classifier.bias", "pooled_classifier.bias"]
+        if model_type == "clarity"
+        else ["classifier.bias"]
+    )
+
+    def biases(folder):
+        from safetensors.torch import load_file
+
+        state = load_file(os.path.join(folder, "model.safetensors"))
+        return [state[name] for name in heads]
+
+    # learning_rate 0: the saved heads are the initial ones
+    result = train(
+        tiny_config(tmp_path / "prior", max_steps=1, learning_rate=0.0, **overrides), datasets=tiny_data
+    )
+    for bias in biases(result.best_model_dir):
+        torch.testing.assert_close(bias, expected)
+    assert expected.min() < -1.0  # the rare labels start well below 0 (zeros would be the "none" init)
+    result = train(
+        tiny_config(
+            tmp_path / "none", max_steps=1, learning_rate=0.0, classifier_bias_init="none", **overrides
+        ),
+        datasets=tiny_data,
+    )
+    for bias in biases(result.best_model_dir):
+        assert torch.count_nonzero(bias) == 0
+
+    # A head loaded from a saved model with the same number of labels is kept, not reset to the prior.
+    with torch.no_grad():
+        trained = build_model(tiny_config(tmp_path, **overrides), [f"c{i}" for i in range(14)])
+        for name in heads:
+            trained.get_parameter(name).fill_(0.25)
+    trained.save_pretrained(tmp_path / "trained")
+    config = tiny_config(
+        tmp_path / "kept",
+        max_steps=1,
+        learning_rate=0.0,
+        model_name_or_path=str(tmp_path / "trained"),
+        **overrides,
+    )
+    for bias in biases(train(config, datasets=tiny_data).best_model_dir):
+        torch.testing.assert_close(bias, torch.full((14,), 0.25))

@@ -16,6 +16,7 @@ from transformers import HfArgumentParser
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODEL_TYPES = ("clarity", "convnextv2")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+BIAS_INITS = ("prior", "none")
 
 
 @dataclass
@@ -55,8 +56,18 @@ class ClarityTrainingConfig:
         default=None,
         metadata={
             "help": "`balanced`: the CLARiTy BCE's per-class pos_weight = negatives / positives of the training "
-            "split (rare classes such as Hernia otherwise stay at their prior for long). An explicit list goes in "
+            "split. An explicit list goes in "
             "model_config_overrides: {pos_weight: [...]}."
+        },
+    )
+    classifier_bias_init: str = field(
+        default="prior",
+        metadata={
+            "help": "`prior`: start the classification head's biases at the log-odds of each label's frequency in "
+            "the training split (with pos_weight: of the weighted frequency), as RetinaNet's prior initialisation, "
+            "so that rare labels (Hernia) are not pushed into a dead zone in the first steps; applied to every new "
+            "head, not to a head loaded from model_name_or_path with the same number of labels. `none`: keep the "
+            "model's own initialisation (zeros)."
         },
     )
     image_size: int | None = field(default=None, metadata={"help": "Input side; default: the preset's."})
@@ -187,6 +198,10 @@ class ClarityTrainingConfig:
             raise ValueError(
                 "pos_weight is applied by the CLARiTy model's loss; the convnextv2 teacher uses transformers' "
                 "own BCE, which has none"
+            )
+        if self.classifier_bias_init not in BIAS_INITS:
+            raise ValueError(
+                f"classifier_bias_init must be one of {BIAS_INITS}, got {self.classifier_bias_init!r}"
             )
         if self.gradient_accumulation_steps < 1 or self.per_device_train_batch_size < 1:
             raise ValueError("gradient_accumulation_steps and per_device_train_batch_size must be >= 1")

@@ -75,16 +75,31 @@ def build_synthetic(config) -> DatasetDict:
     return DatasetDict({name: split for name, split in dataset.items() if len(split) > 0})
 
 
+def label_counts(dataset: Dataset) -> tuple[np.ndarray, int]:
+    """Per-class positive counts (C,) of a split's multi-hot `labels`, and the number of images."""
+    labels = np.asarray(dataset.select_columns(["labels"])["labels"], dtype=np.float64)  # (N, C)
+    return labels.sum(axis=0), len(labels)
+
+
 def balanced_pos_weight(dataset: Dataset, name: str = "train") -> list[float]:
     """Per-class negatives / positives of a split's multi-hot `labels` (the `pos_weight` of a class-balanced BCE)."""
-    labels = np.asarray(dataset.select_columns(["labels"])["labels"], dtype=np.float64)  # (N, C)
-    positives = labels.sum(axis=0)
+    positives, total = label_counts(dataset)
     if (positives == 0).any():
         raise ValueError(
             f"pos_weight=balanced: split {name!r} has no positive image for class index(es) "
             f"{np.flatnonzero(positives == 0).tolist()}"
         )
-    return ((len(labels) - positives) / positives).tolist()
+    return ((total - positives) / positives).tolist()
+
+
+def prior_logits(dataset: Dataset, pos_weight: Sequence[float] | None = None) -> list[float]:
+    """The constant logit per class that minimises the (pos_weight-weighted) BCE on a split: log(w * n_pos / n_neg).
+
+    Counts get half a pseudo-image on each side, so that a class without positives (or without negatives) gives a
+    finite value; with `pos_weight` = negatives / positives it is close to 0 for every class."""
+    positives, total = label_counts(dataset)
+    weights = np.ones_like(positives) if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
+    return np.log(weights * (positives + 0.5) / (total - positives + 0.5)).tolist()
 
 
 def get_dataset_label_names(dataset: DatasetDict | Dataset) -> list[str] | None:

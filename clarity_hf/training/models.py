@@ -13,7 +13,12 @@ labels nothing is re-initialised: tokens and heads are reused by position, whate
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForImageClassification, ConvNextV2Config, ConvNextV2ForImageClassification
+from transformers import (
+    AutoConfig,
+    AutoModelForImageClassification,
+    ConvNextV2Config,
+    ConvNextV2ForImageClassification,
+)
 
 from ..configuration_clarity import ClarityConfig
 from ..convert import convert_dino_checkpoint
@@ -87,6 +92,35 @@ def set_pos_weight(model: torch.nn.Module, pos_weight: list[float]) -> None:
         raise ValueError(f"pos_weight has {len(pos_weight)} entries for {model.config.num_labels} labels")
     model.config.pos_weight = [float(w) for w in pos_weight]
     model.pos_weight = torch.tensor(model.config.pos_weight, dtype=torch.float32, device=model.device)
+
+
+def classifier_biases(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The bias vectors (C,) of a model's classification head(s): CLARiTy's token and pooled classifiers, the
+    `classifier` Linear of the ConvNeXtV2 teacher and of the plain-ViT baseline."""
+    heads = [getattr(model, name, None) for name in ("token_classifier", "pooled_classifier", "classifier")]
+    biases = [head.bias for head in heads if head is not None and getattr(head, "bias", None) is not None]
+    if not biases:
+        raise ValueError(f"{type(model).__name__} has no classifier bias to initialise")
+    return biases
+
+
+@torch.no_grad()
+def init_classifier_bias(model: torch.nn.Module, logits: list[float]) -> None:
+    """Set every classifier bias to the given per-class constant logits (`data.prior_logits`); the weights are
+    kept, so the head starts by predicting the label prior and learns the image-dependent part."""
+    for bias in classifier_biases(model):
+        if bias.shape != (len(logits),):
+            raise ValueError(f"{len(logits)} prior logits for a classifier bias of shape {tuple(bias.shape)}")
+        bias.copy_(torch.tensor(logits, dtype=bias.dtype, device=bias.device))
+
+
+def head_is_new(config, label_names: list[str]) -> bool:
+    """Whether `build_model(config, label_names)` gives a freshly initialised head: always from a preset or a DINO
+    checkpoint; from `model_name_or_path` only when its number of labels differs (see the module docstring)."""
+    if not config.model_name_or_path:
+        return True
+    saved = AutoConfig.from_pretrained(config.model_name_or_path)
+    return saved.num_labels != len(label_names)
 
 
 def load_teacher(path: str, label_names: list[str]) -> torch.nn.Module:

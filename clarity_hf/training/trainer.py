@@ -46,9 +46,10 @@ from .data import (
     eval_collator,
     get_dataset_label_names,
     load_datasets,
+    prior_logits,
     train_collator,
 )
-from .models import build_model, freeze, load_teacher, set_pos_weight
+from .models import build_model, freeze, head_is_new, init_classifier_bias, load_teacher, set_pos_weight
 from .trackers import JSONLTracker
 
 logger = logging.getLogger(__name__)
@@ -194,10 +195,14 @@ def train(
         with accelerator.main_process_first():
             datasets = load_datasets(config)
     label_names = config.label_names or get_dataset_label_names(datasets) or list(NIH_PATHOLOGIES)
+    new_head = model is not None or head_is_new(config, label_names)
     if model is None:
         model = build_model(config, label_names)
+    train_split = datasets[config.train_split]
     if config.pos_weight == "balanced":
-        set_pos_weight(model, balanced_pos_weight(datasets[config.train_split], config.train_split))
+        set_pos_weight(model, balanced_pos_weight(train_split, config.train_split))
+    if config.classifier_bias_init == "prior" and new_head:
+        init_classifier_bias(model, prior_logits(train_split, getattr(model.config, "pos_weight", None)))
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if model_labels != list(label_names):
         raise ValueError(f"the model predicts {model_labels} but the data has labels {label_names}")
