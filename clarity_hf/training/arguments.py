@@ -56,8 +56,7 @@ class ClarityTrainingConfig:
         default=None,
         metadata={
             "help": "`balanced`: the CLARiTy BCE's per-class pos_weight = negatives / positives of the training "
-            "split. An explicit list goes in "
-            "model_config_overrides: {pos_weight: [...]}."
+            "split. An explicit list goes in model_config_overrides: {pos_weight: [...]}."
         },
     )
     classifier_bias_init: str = field(
@@ -66,8 +65,8 @@ class ClarityTrainingConfig:
             "help": "`prior`: start the classification head's biases at the log-odds of each label's frequency in "
             "the training split (with pos_weight: of the weighted frequency), as RetinaNet's prior initialisation, "
             "so that rare labels (Hernia) are not pushed into a dead zone in the first steps; applied to every new "
-            "head, not to a head loaded from model_name_or_path with the same number of labels. `none`: keep the "
-            "model's own initialisation (zeros)."
+            "head (a model given to `train()` counts as new), not to a head loaded from model_name_or_path with the "
+            "same number of labels. `none`: keep the model's own initialisation (zeros)."
         },
     )
     image_size: int | None = field(default=None, metadata={"help": "Input side; default: the preset's."})

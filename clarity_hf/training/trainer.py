@@ -171,7 +171,9 @@ def train(
     datasets=None,
 ) -> TrainResult:
     """Train `config.model` on `config.dataset` (or the given `model` / `teacher` / `datasets`) and return the
-    best validation AUROC, the output paths and the skipped-image counts. See the module docstring."""
+    best validation AUROC, the output paths and the skipped-image counts. See the module docstring. A given `model`
+    counts as new for `classifier_bias_init: prior` (its head biases are set to the label prior); pass
+    `classifier_bias_init="none"` to keep a trained head."""
     if config.output_dir is None:
         raise ValueError("output_dir is required")
     output_dir = Path(config.output_dir)
