@@ -304,9 +304,12 @@ class ClarityImageProcessor(BaseImageProcessor):
         **kwargs,
     ):
         kwargs.pop("image_processor_type", None)
-        for key in ("rescale_factor", "do_convert_rgb", "do_center_crop", "crop_size"):
+        do_convert_rgb = kwargs.pop("do_convert_rgb", None)
+        for key in ("rescale_factor", "do_center_crop", "crop_size"):
             kwargs.pop(key, None)  # keys a generic image-processor config may carry; meaningless here
         super().__init__(**kwargs)
+        if do_convert_rgb is not None:  # recorded as transformers does; every image becomes gray regardless
+            self.do_convert_rgb = _check_bool("do_convert_rgb", do_convert_rgb)
         height, width = _resolve_size(224 if size is None else size)
         self.do_resize = _check_bool("do_resize", do_resize)
         self.size = {"height": height, "width": width}
