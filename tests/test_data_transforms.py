@@ -8,7 +8,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from helpers import REPO_ROOT, subprocess_env
+from helpers import REPO_ROOT, clarity_dataset_of_files, subprocess_env
 from PIL import Image
 
 from clarity_hf.data.cache import build_cache, load_cache, make_dataset_card, push_to_hub, resize_for_cache
@@ -220,10 +220,6 @@ def test_cache_round_trip_and_resume(small, tmp_path):
 
 
 def test_cache_of_nih_like_pngs_and_bad_image(tmp_path):
-    from datasets import Dataset
-
-    from clarity_hf.data.features import attach_metadata, clarity_features, make_metadata
-
     paths = []
     for i in range(3):
         path = tmp_path / f"{i}.png"
@@ -232,26 +228,7 @@ def test_cache_of_nih_like_pngs_and_bad_image(tmp_path):
         ).save(path)
         paths.append(str(path))
     (tmp_path / "bad.png").write_bytes(b"nope")
-    rows = {k: [] for k in clarity_features(2)}
-    for i, path in enumerate(paths + [str(tmp_path / "bad.png")]):
-        for key, value in dict(
-            image=path,
-            labels=[0.0, 1.0],
-            image_id=f"{i}.png",
-            patient_id=str(i),
-            age=1,
-            sex="M",
-            view_position="PA",
-            follow_up=0,
-            original_size=[256, 256],
-            pixel_spacing=[0.1, 0.1],
-            boxes=[],
-            box_split="",
-        ).items():
-            rows[key].append(value)
-    dataset = attach_metadata(
-        Dataset.from_dict(rows, features=clarity_features(2)), make_metadata(["A", "B"], "test")
-    )
+    dataset = clarity_dataset_of_files(paths + [str(tmp_path / "bad.png")])
     with pytest.raises(ValueError, match="image 3.png cannot be decoded"):
         build_cache(dataset, tmp_path / "c1", image_size=32, progress=False)
     # The cache holds round(255 x) of the processor's image (decoded, resized bilinearly in float32).

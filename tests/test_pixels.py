@@ -7,11 +7,11 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from datasets import Dataset
+from helpers import clarity_dataset_of_files
 from PIL import Image, ImageFile
 
 from clarity_hf.data.cache import build_cache, load_cache
-from clarity_hf.data.features import attach_metadata, clarity_features, get_build_report, make_metadata
+from clarity_hf.data.features import get_build_report
 from clarity_hf.data.generic import load_image_folder
 from clarity_hf.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_processor, eval_transform
 from clarity_hf.image_processing_clarity import ClarityImageProcessor, ClarityImageProcessorKwargs
@@ -120,30 +120,6 @@ def parity_files(tmp_path) -> dict[str, str]:
     return {key: str(path) for key, path in files.items()}
 
 
-def clarity_dataset(paths: list[str]) -> Dataset:
-    rows = {key: [] for key in clarity_features(2)}
-    for index, path in enumerate(paths):
-        row = dict(
-            image=path,
-            labels=[0.0, 1.0],
-            image_id=f"{index}",
-            patient_id=str(index),
-            age=1,
-            sex="F",
-            view_position="PA",
-            follow_up=0,
-            original_size=[0, 0],
-            pixel_spacing=[0.0, 0.0],
-            boxes=[],
-            box_split="",
-        )
-        for key, value in row.items():
-            rows[key].append(value)
-    return attach_metadata(
-        Dataset.from_dict(rows, features=clarity_features(2)), make_metadata(["A", "B"], "t")
-    )
-
-
 def unnormalise(pixel_values) -> np.ndarray:
     """(B, 3, S, S) normalised -> the gray image in [0, 1] before normalisation, (B, S, S)."""
     values = np.asarray(pixel_values, dtype=np.float32)
@@ -162,7 +138,9 @@ def test_training_loop_feeds_the_processors_pixels(tmp_path):
     assert torch.isfinite(expected).all()
 
     # The training loop's own dataset and collator, without augmentation.
-    dataset = ClarityTrainingDataset(clarity_dataset(list(files.values())), SIDE, ClarityTrainingConfig())
+    dataset = ClarityTrainingDataset(
+        clarity_dataset_of_files(list(files.values())), SIDE, ClarityTrainingConfig()
+    )
     batch = train_collator()([dataset[i] for i in range(len(dataset))])
     assert batch["problems"] == [] and batch["pixel_values"].shape == expected.shape
     fed = unnormalise(batch["pixel_values"])
@@ -172,7 +150,9 @@ def test_training_loop_feeds_the_processors_pixels(tmp_path):
         assert difference <= 1e-6, f"{kind}: training pixels differ from the processor's by {difference}"
 
     # Through the 8-bit cache: within the stated quantisation (round(255 x)), at most 1/255 of the range.
-    cached = build_cache(clarity_dataset(list(files.values())), tmp_path / "cache", SIDE, progress=False)
+    cached = build_cache(
+        clarity_dataset_of_files(list(files.values())), tmp_path / "cache", SIDE, progress=False
+    )
     cached_set = ClarityTrainingDataset(cached["train"], SIDE, ClarityTrainingConfig())
     from_cache = unnormalise(
         train_collator()([cached_set[i] for i in range(len(cached_set))])["pixel_values"]
@@ -271,7 +251,11 @@ def test_png_bomb_is_an_image_decode_error_everywhere(tmp_path):
     good = tmp_path / "good.png"
     Image.fromarray((_ramp() * 255).astype(np.uint8)).save(good)
     cached = build_cache(
-        clarity_dataset([str(good), str(bomb)]), tmp_path / "cache", 16, skip_missing=True, progress=False
+        clarity_dataset_of_files([str(good), str(bomb)]),
+        tmp_path / "cache",
+        16,
+        skip_missing=True,
+        progress=False,
     )
     assert len(cached["train"]) == 1 and get_build_report(cached).counts == {"undecodable_image": 1}
     folder = tmp_path / "folder" / "A"
@@ -436,7 +420,7 @@ def test_nan_heatmaps_give_no_nan_maps_or_boxes():
 
 def test_cache_is_loadable_and_states_its_quantisation(tmp_path):
     files = parity_files(tmp_path)
-    build_cache(clarity_dataset([files["png16"]]), tmp_path / "cache", 16, progress=False)
+    build_cache(clarity_dataset_of_files([files["png16"]]), tmp_path / "cache", 16, progress=False)
     import json
 
     info = json.loads((tmp_path / "cache" / "clarity_cache.json").read_text())
