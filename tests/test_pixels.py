@@ -426,3 +426,11 @@ def test_cache_is_loadable_and_states_its_quantisation(tmp_path):
     info = json.loads((tmp_path / "cache" / "clarity_cache.json").read_text())
     assert info["resample"] == "bilinear" and "round(255 * x)" in info["pixels"]
     assert len(load_cache(tmp_path / "cache")["train"]) == 1
+
+
+def test_large_dicom_pixel_data_are_read_after_the_header_check(tmp_path):
+    # 2 MiB of pixel data: above the deferred-reading size, so pixel_array reads them from the file afterwards.
+    stored = (np.random.default_rng(0).random((1024, 1024)) * 4095).astype(np.uint16)
+    path = write_dicom(tmp_path / "big.dcm", stored)
+    np.testing.assert_array_equal(load_unit_gray(str(path)), stored / 4095.0)
+    assert image_size(path) == (1024, 1024)
