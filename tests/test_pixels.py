@@ -434,3 +434,17 @@ def test_large_dicom_pixel_data_are_read_after_the_header_check(tmp_path):
     path = write_dicom(tmp_path / "big.dcm", stored)
     np.testing.assert_array_equal(load_unit_gray(str(path)), stored / 4095.0)
     assert image_size(path) == (1024, 1024)
+
+
+def test_predict_cli_reports_a_bomb_without_a_traceback(tmp_path, capsys):
+    from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
+    from clarity_hf.cli import predict_main
+
+    folder = tmp_path / "model"
+    ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).save_pretrained(folder)
+    build_processor(64).save_pretrained(folder)
+    bomb = tmp_path / "bomb.png"
+    write_png_header(bomb, 60000, 60000)
+    assert predict_main([str(bomb), "--model", str(folder), "--output", str(tmp_path / "o.png")]) == 2
+    error = capsys.readouterr().err
+    assert "bomb.png" in error and "decompression bomb" in error and "Traceback" not in error
