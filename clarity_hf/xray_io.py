@@ -365,7 +365,10 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str, max_image_pixels: int | Non
         # VOI LUT table: pydicom applies it; its output spans the table's bit depth (LUT Descriptor, 3rd value).
         try:
             lut_bits = int(voi_luts[0].LUTDescriptor[2])
-            out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
+            # A LUT is indexed by integer input values; pydicom warns about (and may misread) float arrays.
+            integral = np.array_equal(values, np.round(values)) and np.abs(values).max() < 2.0**62
+            lut_input = values.astype(np.int64) if integral else values
+            out = np.asarray(apply_voi_lut(lut_input, ds, index=0, prefer_lut=True), dtype=np.float64)
         except Exception as err:  # e.g. NotImplementedError for an unsupported LUT Descriptor bit depth
             raise ImageDecodeError(
                 f"{name}: DICOM VOI LUT Sequence could not be applied ({type(err).__name__}: {err})"

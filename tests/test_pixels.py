@@ -383,7 +383,7 @@ def test_malformed_dicom_window_center_and_voi_lut_name_the_file(tmp_path):
     item.LUTData = np.arange(64, dtype=np.uint16).tobytes()
     ds.VOILUTSequence = [item]
     ds.save_as(str(path))
-    with pytest.warns(UserWarning), pytest.raises(ImageDecodeError, match=r"lut.dcm.*VOI LUT.*40"):
+    with pytest.raises(ImageDecodeError, match=r"lut.dcm.*VOI LUT.*40"):
         ClarityImageProcessor()(str(path))
 
 
@@ -448,3 +448,20 @@ def test_predict_cli_reports_a_bomb_without_a_traceback(tmp_path, capsys):
     assert predict_main([str(bomb), "--model", str(folder), "--output", str(tmp_path / "o.png")]) == 2
     error = capsys.readouterr().err
     assert "bomb.png" in error and "decompression bomb" in error and "Traceback" not in error
+
+
+def test_dicom_voi_lut_sequence_maps_stored_values_through_the_table(tmp_path):
+    from pydicom.dataset import Dataset as DicomDataset
+
+    stored = (_ramp() * 4095).astype(np.uint16)
+    table = np.round(np.sqrt(np.arange(4096) / 4095.0) * 65535).astype(
+        np.uint16
+    )  # a non-linear 16-bit VOI LUT
+    path = write_dicom(tmp_path / "voi.dcm", stored)
+    ds = pydicom.dcmread(str(path))
+    item = DicomDataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.LUTData = table.tobytes()
+    ds.VOILUTSequence = [item]
+    ds.save_as(str(path))
+    np.testing.assert_allclose(load_unit_gray(str(path)), table[stored] / 65535.0, atol=1e-12)
