@@ -214,6 +214,8 @@ class ClarityImageProcessor(BaseImageProcessor):
         - torch tensors (H, W), (C, H, W) or (H, W, C) (C first is preferred where both fit).
         - paths (str / Path) of PNG, JPEG or other PIL-readable files (EXIF orientation applied), and of DICOM files
           (recognised by the `DICM` marker or a .dcm / .dicom / .dic suffix), and pydicom Datasets.
+        - encoded file bytes, and `{"bytes", "path"}` dicts (a `datasets` Image column read with `decode=False`).
+    Decoding is `xray_io.load_unit_gray`, shared with training and the dataset cache.
 
     Grayscale: RGB(A) becomes ITU-R 601-2 luma (0.299 R + 0.587 G + 0.114 B) computed in float; alpha is dropped;
     an RGB image whose three channels are equal keeps its values exactly.
