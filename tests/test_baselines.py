@@ -10,7 +10,7 @@ from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
 from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
 from clarity_hf.data.synthetic import build_synthetic_cxr
-from clarity_hf.evaluation.baselines import (
+from clarity_hf.baselines import (
     PlainViTForMultiLabelClassification,
     plain_vit_config,
     teacher_cam,

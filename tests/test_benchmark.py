@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from clarity_hf.benchmarking import CLARITY_SMOKE, PlainViT, count_forward_flops, measure_memory_case
+from benchmarks.core import CLARITY_SMOKE, PlainViT, count_forward_flops, measure_memory_case
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import pytest
 from helpers import REPO_ROOT, subprocess_env
 from PIL import Image
 
-from clarity_hf.cli import build_demo_parser
-from clarity_hf.demo import ABLATIONS, DemoConfig, parse_ablations, verdict, verdict_markdown
+from clarity_hf.commands.cli import build_demo_parser
+from clarity_hf.commands.demo import ABLATIONS, DemoConfig, parse_ablations, verdict, verdict_markdown
 from clarity_hf.evaluation.figures import HEADER_HEIGHT, LABEL_WIDTH
 
 
@@ -133,8 +133,8 @@ def test_quick_demo_end_to_end(tmp_path):
 
 def test_entry_points_are_declared():
     text = (REPO_ROOT / "pyproject.toml").read_text()
-    assert 'clarity-demo = "clarity_hf.cli:demo_main"' in text
-    assert 'clarity-predict = "clarity_hf.cli:predict_main"' in text
+    assert 'clarity-demo = "clarity_hf.commands.cli:demo_main"' in text
+    assert 'clarity-predict = "clarity_hf.commands.cli:predict_main"' in text
 
 
 def test_evaluate_script_writes_a_report_folder(tmp_path, capsys):

@@ -19,9 +19,9 @@ from PIL import Image
 
 from clarity_hf import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
 from clarity_hf.evaluation.report import PUBLISHED_RESULTS
+from clarity_hf.commands.demo import WITHOUT_CLARITY_HF
 from clarity_hf.hub import (
     HUB_CODE_FILES,
-    WITHOUT_CLARITY_HF,
     UnsafeCheckpointError,
     check_safetensors_only,
     describe_folder,

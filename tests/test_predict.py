@@ -13,7 +13,7 @@ from helpers import REPO_ROOT, subprocess_env
 from PIL import Image
 
 from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
-from clarity_hf.cli import predict_main
+from clarity_hf.commands.cli import predict_main
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
 from clarity_hf.evaluation.run import build_processor
 

@@ -31,7 +31,7 @@ from transformers import AutoConfig, AutoModelForImageClassification
 from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
 from ..image_processing_clarity import ClarityImageProcessor
 from ..modeling_clarity import ClarityForMultiLabelLocalization
-from .baselines import (
+from ..baselines import (
     PLAIN_VIT_ARCHITECTURE,
     PlainViTForMultiLabelClassification,
     teacher_cam,

@@ -32,10 +32,10 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity
 
-from .configuration_clarity import CLARITY_PRESETS, ClarityConfig
-from .evaluation.gradcam import GradCAM
-from .modeling_clarity import ClarityForMultiLabelLocalization, ClarityModel
-from .training.models import CONVNEXTV2_PRESETS
+from clarity_hf.configuration_clarity import CLARITY_PRESETS, ClarityConfig
+from clarity_hf.evaluation.gradcam import GradCAM
+from clarity_hf.modeling_clarity import ClarityForMultiLabelLocalization, ClarityModel
+from clarity_hf.training.models import CONVNEXTV2_PRESETS
 
 DTYPE_MODES = ("fp32", "bf16-autocast", "bf16")
 # ConvNeXtV2-Base, the teacher of the paper configuration (spec section 3), and the tiny test models: the same
@@ -705,7 +705,7 @@ def run_benchmark(settings: BenchmarkSettings, command: str = "", verbose: bool 
 def training_section(settings: BenchmarkSettings) -> tuple[list[str], list[dict]]:
     """Optimizer steps per second of the student alone, with an online teacher and with cached teacher logits
     (`clarity_hf.training.benchmark.benchmark_training`, on the benchmark's device and threads: CPU)."""
-    from .training.benchmark import benchmark_training, format_markdown
+    from clarity_hf.training.benchmark import benchmark_training, format_markdown
 
     rows = benchmark_training(
         settings.training_student_preset,
@@ -741,9 +741,9 @@ def benchmark_data_loading(
     from datasets import Dataset
     from PIL import Image
 
-    from .data.cache import build_cache
-    from .data.features import attach_metadata, clarity_features, make_metadata
-    from .data.synthetic import render_synthetic_cxr
+    from clarity_hf.data.cache import build_cache
+    from clarity_hf.data.features import attach_metadata, clarity_features, make_metadata
+    from clarity_hf.data.synthetic import render_synthetic_cxr
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .configuration_clarity import NIH_PATHOLOGIES
-from .hub import WITHOUT_CLARITY_HF
+from ..configuration_clarity import NIH_PATHOLOGIES
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +108,7 @@ class DemoConfig:
 
     def training_configs(self):
         """The (student, teacher) `ClarityTrainingConfig`s shipped for this preset."""
-        from .training import ClarityTrainingConfig
+        from ..training import ClarityTrainingConfig
 
         if self.preset not in PRESET_CONFIGS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESET_CONFIGS)}")
@@ -170,14 +169,14 @@ def parse_ablations(text: str | Sequence[str] | None) -> list[str]:
 def build_data(config: DemoConfig):
     """The DatasetDict: the synthetic benchmark, or NIH ChestX-ray14 from `config.data_dir`."""
     if config.data_dir:
-        from .data.chestxray14 import build_chestxray14
+        from ..data.chestxray14 import build_chestxray14
 
         if not Path(config.data_dir).is_dir():
             raise FileNotFoundError(
                 f"--data-dir {config.data_dir!r} is not a folder (the NIH ChestX-ray14 download)"
             )
         return build_chestxray14(config.data_dir, seed=config.seed, box_split_seed=config.seed)
-    from .data.synthetic import build_synthetic_cxr
+    from ..data.synthetic import build_synthetic_cxr
 
     return build_synthetic_cxr(
         config.num_train,
@@ -227,7 +226,7 @@ def _teacher_description(config: DemoConfig) -> str:
 
 
 def _train(training_config, datasets, model=None) -> Path:
-    from .training import train
+    from ..training import train
 
     result = train(training_config, model=model, datasets=datasets)
     if result.best_model_dir is None:
@@ -345,6 +344,9 @@ def _ablation_row(variant: str, switch: str, entry: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------- reload
+# The first lines of a script run in a fresh process to prove that a saved folder works on its own, as for a Hub user
+# without clarity_hf, also where clarity_hf is installed: importing clarity_hf or any submodule then fails.
+WITHOUT_CLARITY_HF = 'import sys\nsys.modules["clarity_hf"] = None  # everything must come from the model folder\n'
 RELOAD_SCRIPT = WITHOUT_CLARITY_HF + textwrap.dedent(
     """
     import json
@@ -408,8 +410,8 @@ def _log(message: str) -> None:
 
 def run_demo(config: DemoConfig) -> DemoResult:
     """Run the whole job (see the module docstring); returns where everything is."""
-    from .evaluation.baselines import PlainViTForMultiLabelClassification, plain_vit_config
-    from .evaluation.run import (
+    from ..baselines import PlainViTForMultiLabelClassification, plain_vit_config
+    from ..evaluation.run import (
         evaluate_predictions,
         heatmap_methods,
         load_model_for_evaluation,
@@ -451,7 +453,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     datasets = build_data(config)
     test = datasets["test"]
     try:
-        from .data.features import get_label_names
+        from ..data.features import get_label_names
 
         label_names = get_label_names(datasets)
     except (ImportError, ValueError):
@@ -470,7 +472,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     if config.preset not in PAPER_PRESETS:
         from transformers import AutoModelForImageClassification
 
-        from .training.teacher_cache import add_teacher_logits
+        from ..training.teacher_cache import add_teacher_logits
 
         cache_config = _training_config(config, "clarity", runs / "cache", 1)
         frozen = AutoModelForImageClassification.from_pretrained(teacher_dir).eval()
@@ -499,7 +501,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     vit_training = _training_config(
         config, "clarity", runs / "plain_vit", config.baseline_steps, distillation_loss_weight=0.0
     )
-    from .training.models import build_model
+    from ..training.models import build_model
 
     student_like = build_model(vit_training, label_names)
     vit_dir = _train(
@@ -617,7 +619,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
     if isinstance(tuned, dict):
         processor.heatmap_threshold = [float(tuned.get(name, 0.5)) for name in label_names]
     # The model card reads the student's entry and the run's description from an evaluation report.
-    from .evaluation.report import build_report
+    from ..evaluation.report import build_report
 
     hub_results = build_report(
         {STUDENT_NAME: entries[STUDENT_NAME]},
@@ -649,7 +651,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         test[i]["image"].save(path)
         example_paths.append(path)
     try:
-        from .hub import save_for_hub
+        from ..hub import save_for_hub
 
         save_for_hub(
             student,

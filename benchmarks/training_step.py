@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from ..configuration_clarity import NIH_PATHOLOGIES, ClarityConfig
-from ..modeling_clarity import ClarityForMultiLabelLocalization
-from .models import CONVNEXTV2_PRESETS, freeze, label_maps
-from .optim import create_optimizer
+from clarity_hf.configuration_clarity import NIH_PATHOLOGIES, ClarityConfig
+from clarity_hf.modeling_clarity import ClarityForMultiLabelLocalization
+from clarity_hf.training.models import CONVNEXTV2_PRESETS, freeze, label_maps
+from clarity_hf.training.optim import create_optimizer
 
 
 def _student(preset: str, image_size: int, distillation_weight: float) -> ClarityForMultiLabelLocalization:

@@ -152,8 +152,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     if not image_path.is_file():
         print(f"clarity-predict: {image_path}: no such file", file=sys.stderr)
         return 2
-    from .hub import load_for_inference
-    from .visualization import decode_for_display, overlay_heatmap
+    from ..hub import load_for_inference
+    from ..visualization import decode_for_display, overlay_heatmap
 
     try:
         pipe = load_for_inference(args.model)
