@@ -3,7 +3,6 @@
 the upload sends only what the export wrote, and user strings in the cards render inert."""
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -11,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from helpers import REPO_ROOT, subprocess_env
+from helpers import subprocess_env
 from hub_testing import HubStandIn, make_results, make_tiny_export
 from huggingface_hub import DatasetCard, ModelCard
 from PIL import Image
 
-from clarity_hf import ClarityConfig, NIH_PATHOLOGIES
+from clarity_hf import NIH_PATHOLOGIES, ClarityConfig
 from clarity_hf.hub import (
     MANIFEST_NAME,
     ExportError,
@@ -29,7 +28,7 @@ from clarity_hf.hub import (
     render_model_card,
 )
 
-HOSTILE = '<script>alert(1)</script><img src=x onerror=alert(2)> # heading | extra | column\n---\nlicense: mit\n---\n# Owned'
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)> # heading | extra | column\n---\nlicense: mit\n---\n# Owned"
 
 
 @pytest.fixture(scope="module")
@@ -177,10 +176,17 @@ def test_push_uploads_only_the_exported_files(exported, tmp_path):
 
 
 def _push(folder, hub, tmp_path, check=True):
-    env = {**subprocess_env(), "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_ENDPOINT": hub.endpoint}
+    env = {
+        **subprocess_env(),
+        "HF_HUB_OFFLINE": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_ENDPOINT": hub.endpoint,
+    }
     env["HF_HOME"] = str(tmp_path / "hf_home")
     code = "from clarity_hf.hub import push_to_hub; import sys; push_to_hub(sys.argv[1], 'test-org/t', token='hf_x')"
-    run = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True, timeout=120
+    )
     if check:
         assert run.returncode == 0, run.stderr[-3000:]
     return run
@@ -202,7 +208,9 @@ def _hostile_results(label, text):
     classification = entry["classification"]
     first = classification["class_names"][0]
     classification["class_names"][0] = label
-    classification["per_class"] = {label if k == first else k: v for k, v in classification["per_class"].items()}
+    classification["per_class"] = {
+        label if k == first else k: v for k, v in classification["per_class"].items()
+    }
     localization = entry["localization"]
     boxed = localization["classes"][0]
     localization["classes"][0] = label
@@ -239,13 +247,19 @@ def test_dataset_card_renders_user_strings_inert():
     labels = [HOSTILE, *NIH_PATHOLOGIES[1:]]
     counts = {split: {name: 1 for name in labels} for split in sizes}
     hostile = render_dataset_card(
-        split_sizes=sizes, label_counts=counts, features={HOSTILE: HOSTILE}, label_names=labels,
-        pretty_name=HOSTILE, source=HOSTILE,
+        split_sizes=sizes,
+        label_counts=counts,
+        features={HOSTILE: HOSTILE},
+        label_names=labels,
+        pretty_name=HOSTILE,
+        source=HOSTILE,
     )
     benign = render_dataset_card(
         split_sizes={"train": 12, "test": 3},
         label_counts={s: {name: 1 for name in NIH_PATHOLOGIES} for s in ("train", "test")},
-        features={"x": "y"}, pretty_name="benign", source="benign",
+        features={"x": "y"},
+        pretty_name="benign",
+        source="benign",
     )
     text = hostile.content
     for raw in ("<script", "<img", "\n# heading", "\n# Owned", "\nlicense: mit"):

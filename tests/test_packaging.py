@@ -27,7 +27,9 @@ def test_every_package_is_in_the_wheel_and_nothing_else():
 
 
 def test_card_templates_ship_inside_the_package():
-    package_data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package_data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]
     assert "templates/*.md" in package_data["clarity_hf.hub"]
     for template in (MODEL_CARD_TEMPLATE, DATASET_CARD_TEMPLATE):
         assert template.is_file() and template.parent == REPO_ROOT / "clarity_hf" / "hub" / "templates"

@@ -71,7 +71,10 @@ def render_template(template_path: str | Path, metadata: Mapping[str, Any], **fi
     """A card's text: the YAML front matter (`yaml.safe_dump` of `metadata`) and the template with every
     `{{ name }}` replaced by `fields[name]` (already escaped Markdown). An unknown placeholder is an error."""
     template = Path(template_path).read_text(encoding="utf-8")
-    fields = {**fields, "card_data": yaml.safe_dump(dict(metadata), sort_keys=False, allow_unicode=True).strip()}
+    fields = {
+        **fields,
+        "card_data": yaml.safe_dump(dict(metadata), sort_keys=False, allow_unicode=True).strip(),
+    }
 
     def replace(match: re.Match) -> str:
         name = match.group(1)
@@ -170,8 +173,15 @@ def _classification_table(classification: Mapping[str, Any]) -> str:
     return markdown_table(["Pathology", "AUROC", "95% CI", "positives", "negatives"], rows)
 
 
-def _classification_summary(classification: Mapping[str, Any], model_name: str, published: Mapping[str, Any]) -> str:
-    rows = [[f"**{escape_markdown(model_name)} (this checkpoint)**", f"**{format_number(classification['mean_auroc'])}**"]]
+def _classification_summary(
+    classification: Mapping[str, Any], model_name: str, published: Mapping[str, Any]
+) -> str:
+    rows = [
+        [
+            f"**{escape_markdown(model_name)} (this checkpoint)**",
+            f"**{format_number(classification['mean_auroc'])}**",
+        ]
+    ]
     for row in published["rows"]:
         if row["mean_auroc"] is not None:
             rows.append([f"{escape_markdown(row['model'])} (published)", format_published(row["mean_auroc"])])
@@ -191,7 +201,9 @@ def _accuracy_table(
 ) -> str:
     thresholds = [float(t) for t in table["thresholds"]]
     header = ["Pathology"] + [f"T({kind})={t:g}" for t in thresholds]
-    rows = [[escape_markdown(name)] + [format_number(v, 3) for v in table["per_class"][name]] for name in classes]
+    rows = [
+        [escape_markdown(name)] + [format_number(v, 3) for v in table["per_class"][name]] for name in classes
+    ]
     rows.append(["**Macro (this checkpoint)**"] + [f"**{format_number(v)}**" for v in table["macro"]])
     if published is not None:
         published_thresholds = [round(float(t), 3) for t in published["iou_thresholds"]]
@@ -199,7 +211,8 @@ def _accuracy_table(
             accuracy = dict(zip(published_thresholds, row["iou_macro"] or []))
             if accuracy:
                 cells = [
-                    format_published(accuracy[round(t, 3)]) if round(t, 3) in accuracy else "" for t in thresholds
+                    format_published(accuracy[round(t, 3)]) if round(t, 3) in accuracy else ""
+                    for t in thresholds
                 ]
                 rows.append([f"{escape_markdown(row['model'])} (published)"] + cells)
     return markdown_table(header, rows)
@@ -244,7 +257,9 @@ def _localization_section(
 def _eval_results(entry: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[EvalResult]:
     # These strings go into the YAML metadata only (written by yaml.safe_dump), not into the Markdown.
     dataset_name = str(evaluation.get("dataset_name", NIH_DATASET_NAME))
-    dataset_type = str(evaluation.get("dataset_id") or ("synthetic" if evaluation.get("synthetic") else "nih-chestxray14"))
+    dataset_type = str(
+        evaluation.get("dataset_id") or ("synthetic" if evaluation.get("synthetic") else "nih-chestxray14")
+    )
     split = str(evaluation.get("split", "test"))
     common = {"dataset_type": dataset_type, "dataset_name": dataset_name, "dataset_split": split}
     classification_task = {
@@ -332,7 +347,9 @@ def _widget(example_outputs: Sequence[Mapping[str, Any]], repo_id: str | None) -
             {
                 "src": src,
                 "example_title": str(example["title"]),
-                "output": {"data": [{"label": str(label), "score": round(float(score), 4)} for label, score in top]},
+                "output": {
+                    "data": [{"label": str(label), "score": round(float(score), 4)} for label, score in top]
+                },
             }
         )
     return widget
@@ -372,7 +389,13 @@ def render_model_card(
     datasets = [str(d) for d in (training.get("dataset_id"), evaluation.get("dataset_id")) if d]
     base_model = training.get("base_model", DEFAULT_BASE_MODEL)
     eval_results = _eval_results(entry, evaluation) if results else None
-    tags = ["medical-imaging", "chest-xray", "weakly-supervised-localization", "vision-transformer", "clarity"]
+    tags = [
+        "medical-imaging",
+        "chest-xray",
+        "weakly-supervised-localization",
+        "vision-transformer",
+        "clarity",
+    ]
     if synthetic:
         tags.append("synthetic-data")
     card_data = ModelCardData(
@@ -404,7 +427,9 @@ def render_model_card(
             + f", split {code_span(evaluation.get('split', 'test'))}"
         )
         status_line = f"Measured results below are on {where}" + (
-            " (synthetic test images: they say nothing about real chest X-rays)." if evaluation.get("synthetic") else "."
+            " (synthetic test images: they say nothing about real chest X-rays)."
+            if evaluation.get("synthetic")
+            else "."
         )
         results_intro = (
             f"All figures of this checkpoint are read from its evaluation report (`eval_results.json`, model "
@@ -445,7 +470,12 @@ def render_model_card(
 
 # ---------------------------------------------------------------------------------------------------- dataset card
 def _size_category(total: int) -> str:
-    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+    for bound, name in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
         if total < bound:
             return name
     return "1M<n<10M"
@@ -484,7 +514,9 @@ def render_dataset_card(
             names = list(label_names or NIH_PATHOLOGIES)
             label_counts = {}
             for name, split in dataset.items():
-                labels = np.asarray(split.with_format("numpy")["labels"], dtype=np.float32).reshape(split.num_rows, -1)
+                labels = np.asarray(split.with_format("numpy")["labels"], dtype=np.float32).reshape(
+                    split.num_rows, -1
+                )
                 label_counts[name] = {label: int(v) for label, v in zip(names, labels.sum(0))}
     label_names = list(label_names or NIH_PATHOLOGIES)
     source = str(source or metadata.get("source") or NIH_DATASET_NAME)
@@ -505,7 +537,8 @@ def render_dataset_card(
         ["split", "images"], [[escape_markdown(name), str(rows)] for name, rows in split_sizes.items()]
     )
     feature_table = markdown_table(
-        ["column", "feature"], [[code_span(name), code_span(feature)] for name, feature in (features or {}).items()]
+        ["column", "feature"],
+        [[code_span(name), code_span(feature)] for name, feature in (features or {}).items()],
     )
     if label_counts:
         splits = list(label_counts)

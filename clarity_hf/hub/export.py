@@ -81,7 +81,9 @@ def _prepare_folder(folder: Path, overwrite: bool) -> None:
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise ExportError(f"{folder}: not a directory")
     folder.mkdir(parents=True, exist_ok=True)
-    present = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
+    present = sorted(
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink()
+    )
     if not present:
         return
     if overwrite:
@@ -240,9 +242,13 @@ def push_to_hub(
     folder = check_safetensors_only(folder)
     pickles = pickle_files(folder)
     if pickles:
-        raise UnsafeCheckpointError(f"{folder}: refusing to upload pickle file(s) {pickles}; publish safetensors only")
+        raise UnsafeCheckpointError(
+            f"{folder}: refusing to upload pickle file(s) {pickles}; publish safetensors only"
+        )
     names = exported_files(folder)
-    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=os.fspath(folder / name)) for name in names]
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=os.fspath(folder / name)) for name in names
+    ]
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
     if revision is not None and revision != "main" and not create_pr:

@@ -52,7 +52,9 @@ class UntrustedModelFolderError(ValueError):
 
 def pickle_files(folder: Path) -> list[str]:
     """The names of the pickle checkpoints directly in `folder`."""
-    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(PICKLE_SUFFIXES))
+    return sorted(
+        p.name for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(PICKLE_SUFFIXES)
+    )
 
 
 def check_safetensors_only(folder: str | Path) -> Path:
@@ -76,13 +78,17 @@ def check_safetensors_only(folder: str | Path) -> Path:
             )
         raise FileNotFoundError(f"{folder}: no model.safetensors (no *.safetensors file) in this folder")
     if pickles:
-        logger.warning("%s: ignoring pickle file(s) %s; only the safetensors weights are read", folder, pickles)
+        logger.warning(
+            "%s: ignoring pickle file(s) %s; only the safetensors weights are read", folder, pickles
+        )
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no config.json")
     return folder
 
 
-def resolve_model_folder(folder_or_repo: str | Path, revision: str | None = None, token: str | None = None) -> Path:
+def resolve_model_folder(
+    folder_or_repo: str | Path, revision: str | None = None, token: str | None = None
+) -> Path:
     """A local folder as is, or a Hub repo id downloaded with `snapshot_download` restricted to config,
     safetensors and card files (pickle files and code are never downloaded); then [`check_safetensors_only`]."""
     path = Path(folder_or_repo)
@@ -91,7 +97,10 @@ def resolve_model_folder(folder_or_repo: str | Path, revision: str | None = None
     if path.exists() or str(folder_or_repo).startswith((".", "/")):
         raise FileNotFoundError(f"{folder_or_repo}: not a model folder")
     local = snapshot_download(
-        str(folder_or_repo), revision=revision, token=token, allow_patterns=["*.json", "*.safetensors", "*.md"]
+        str(folder_or_repo),
+        revision=revision,
+        token=token,
+        allow_patterns=["*.json", "*.safetensors", "*.md"],
     )
     try:
         return check_safetensors_only(local)
@@ -156,7 +165,9 @@ def load_for_inference(
         processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
     else:
         processor = ClarityImageProcessor(size=config.image_size, id2label=config.id2label)
-    if not isinstance(model, ClarityForMultiLabelLocalization) or not isinstance(processor, ClarityImageProcessor):
+    if not isinstance(model, ClarityForMultiLabelLocalization) or not isinstance(
+        processor, ClarityImageProcessor
+    ):
         raise UntrustedModelFolderError(
             f"{folder}: loaded {type(model).__name__} / {type(processor).__name__}, not clarity_hf's classes"
         )

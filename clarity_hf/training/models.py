@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoConfig, AutoModelForImageClassification, ConvNextV2ForImageClassification
 
-from ..baselines.teacher import CONVNEXTV2_PRESETS, build_teacher
+from ..baselines.teacher import build_teacher
 from ..configuration_clarity import ClarityConfig
 from ..convert import convert_dino_checkpoint
 from ..modeling_clarity import ClarityForMultiLabelLocalization
