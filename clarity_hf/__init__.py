@@ -32,10 +32,6 @@ def _register_auto_classes() -> None:
     AutoImageProcessor.register(
         ClarityConfig, slow_image_processor_class=ClarityImageProcessor, exist_ok=True
     )
-    # save_pretrained copies the Hub code files next to the weights and writes `auto_map`.
-    ClarityConfig.register_for_auto_class()
-    ClarityForMultiLabelLocalization.register_for_auto_class("AutoModel")
-    ClarityImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 
 _register_auto_classes()

@@ -430,12 +430,6 @@ class ClarityPreTrainedModel(PreTrainedModel):
             if not getattr(module.anatomical_prior, "_is_hf_initialized", False):
                 module.anatomical_prior.copy_(default_anatomical_prior(module.anatomical_prior.shape[-1]))
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # Every auto class resolves to the same model, so that AutoModel, AutoModelForImageClassification and
-        # AutoModelForObjectDetection all load a saved folder with trust_remote_code=True.
-        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **CLARITY_AUTO_MAP}
-        return super().save_pretrained(save_directory, *args, **kwargs)
-
     @property
     def pathologies(self) -> list[str]:
         """The label names, in logit order."""
@@ -519,6 +513,10 @@ class ClarityModel(ClarityPreTrainedModel):
 class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
     """CLARiTy with its heads: multi-label logits for the C pathologies and one heatmap per pathology."""
 
+    # save_pretrained copies this file and its relative imports next to the weights (transformers'
+    # `register_for_auto_class` mechanism) and writes `auto_map`.
+    _auto_class = "AutoModel"
+
     def __init__(self, config: ClarityConfig):
         super().__init__(config)
         self.clarity = ClarityModel(config)
@@ -563,6 +561,12 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
             return F.adaptive_avg_pool2d(masks, size)  # (B, 1, h, w)
         atlas = F.interpolate(self.anatomical_prior.float(), size=size, mode="bilinear", align_corners=False)
         return atlas.expand(batch_size, -1, -1, -1)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Every auto class resolves to this model, so that AutoModel, AutoModelForImageClassification and
+        # AutoModelForObjectDetection all load a saved folder with trust_remote_code=True.
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **CLARITY_AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def forward(
         self,

@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from clarity_hf import ClarityForMultiLabelLocalization, ClarityImageProcessor
+from clarity_hf.data.transforms import build_processor
 from clarity_hf.hub import describe_folder, push_to_hub, resolve_model_folder, save_for_hub
 
 
@@ -30,7 +32,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--examples", nargs="*", default=[], help="example images (PNG/JPEG/DICOM) for the card"
     )
-    parser.add_argument("--out", default=None, help="export folder (default: a temporary directory)")
+    parser.add_argument(
+        "--out", default=None, help="export folder, new or empty (default: a temporary directory)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="empty a non-empty --out folder first")
     parser.add_argument(
         "--model-name", default=None, help="the report's model entry to publish (default: its first model)"
     )
@@ -45,10 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from clarity_hf import ClarityForMultiLabelLocalization
-    from clarity_hf.data.transforms import build_processor
-    from clarity_hf.image_processing_clarity import ClarityImageProcessor
-
     source = resolve_model_folder(args.model)
     model = ClarityForMultiLabelLocalization.from_pretrained(source, use_safetensors=True)
     if (source / "preprocessor_config.json").is_file():
@@ -64,6 +65,7 @@ def main(argv=None) -> int:
         example_images=args.examples,
         repo_id=args.repo_id,
         model_name=args.model_name,
+        overwrite=args.overwrite,
     )
     files = describe_folder(out)
     verb = "would upload" if args.dry_run else "uploading"

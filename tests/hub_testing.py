@@ -1,12 +1,12 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Test helpers for the Hub export: a tiny exported model, an evaluation JSON, and a loopback stand-in for the few Hub API endpoints that `HfApi.create_repo` / `create_branch` / `upload_folder`
-call, for tests: it records every request and keeps the committed files in memory."""
+"""Test helpers for the Hub export: a tiny exported model, an evaluation JSON, and a loopback stand-in for the few
+Hub API endpoints that `HfApi.create_repo` / `create_branch` / `create_commit` call: it records every request and
+keeps the committed files in memory."""
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -128,17 +128,10 @@ class HubStandIn:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def shared_dir() -> Path:
-    return Path(os.environ.get("CLARITY_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-
-
 def real_fixtures() -> dict[str, Path]:
-    """The real chest X-rays in shared/realdata: one NIH PNG (512 x 512) and one DICOM."""
-    root = shared_dir() / "realdata"
-    return {
-        "png": root / "nih" / "00000001_000.png",
-        "dicom": root / "dicom" / "siim_pneumothorax_example.dcm",
-    }
+    """The real chest X-rays shipped in tests/fixtures: one NIH PNG (512 x 512) and one DICOM."""
+    root = REPO_ROOT / "tests" / "fixtures"
+    return {"png": root / "00000001_000.png", "dicom": root / "siim_pneumothorax_example.dcm"}
 
 
 def make_results(seed: int = 0, synthetic_only: bool = True, model_name: str = "clarity-tiny-test") -> dict:

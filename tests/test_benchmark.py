@@ -1,6 +1,6 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""`scripts/benchmark.py --quick` runs end to end and writes the Markdown report with every section and row.
-No timing assertions: the figures depend on the machine."""
+"""`python -m benchmarks.run --quick` runs end to end and writes the Markdown page with every section and row, and
+the page writer replaces only its own sections. No timing assertions: the figures depend on the machine."""
 
 import json
 import os
@@ -8,20 +8,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
-from clarity_hf.benchmarking import CLARITY_SMOKE, PlainViT, count_forward_flops, measure_memory_case
+from benchmarks.measure import CLARITY_SMOKE, PlainViT, count_forward_flops, measure_memory_case
+from benchmarks.report import write_sections
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quick_benchmark_writes_report(tmp_path):
     report, raw = tmp_path / "BENCH.md", tmp_path / "bench.json"
+    report.write_text(
+        "# CLARiTy benchmarks\n\n<!-- BEGIN rehearsal -->\nkept as it is\n<!-- END rehearsal -->\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     subprocess.run(
         [
             sys.executable,
-            str(ROOT / "scripts/benchmark.py"),
+            "-m",
+            "benchmarks.run",
             "--quick",
             "--include-training",
             "--output",
@@ -31,6 +37,7 @@ def test_quick_benchmark_writes_report(tmp_path):
         ],
         check=True,
         env=env,
+        cwd=ROOT,
         timeout=300,
         capture_output=True,
     )
@@ -46,7 +53,8 @@ def test_quick_benchmark_writes_report(tmp_path):
     ):
         assert heading in text, heading
     assert "| torch | " + torch.__version__ in text
-    assert "`python scripts/benchmark.py --quick --include-training --output" in text
+    assert "`python -m benchmarks.run --quick --include-training --output" in text
+    assert "<!-- BEGIN rehearsal -->\nkept as it is\n<!-- END rehearsal -->" in text
     for mode in ("fp32", "bf16-autocast", "bf16"):
         for batch in (1, 2):
             assert f"| 64 | {batch} | {mode} |" in text
@@ -59,7 +67,8 @@ def test_quick_benchmark_writes_report(tmp_path):
     for case in ("plain ViT (sdpa)", "full attention in map layers (eager)", "output_attentions=True"):
         assert case in text
     figures = json.loads(raw.read_text())
-    assert len(figures["vs_plain"]) == 6 and all(row["ratio"] > 0 for row in figures["vs_plain"])
+    assert len(figures["speed"]) == 6
+    assert all(row["plain"]["median"] > 0 and row["clarity"]["median"] > 0 for row in figures["speed"])
     assert figures["matmul_gflops"]["fp32"] > 0 and len(figures["flops"]) == 3
     # --include-training: the training step and the data loading rows
     for mode in ("student alone", "student + online teacher", "student + cached teacher logits"):
@@ -72,7 +81,7 @@ def test_quick_benchmark_writes_report(tmp_path):
 
 def test_plain_vit_has_one_class_token_and_counts_fewer_flops():
     plain = PlainViT(64, CLARITY_SMOKE).eval()
-    assert plain.backbone.embeddings.class_tokens.shape[1] == 1
+    assert plain.model.clarity.embeddings.class_tokens.shape[1] == 1
     pixel_values = torch.randn(1, 3, 64, 64)
     assert plain(pixel_values).shape == (1, 14)
     flops = count_forward_flops(plain, pixel_values)
@@ -105,3 +114,22 @@ def test_memory_case_sees_the_full_attention():
     # The eager map path holds one layer's full attention (and its scores) at a time: more than the class-row path,
     # less than keeping all of them.
     assert 2 * 4 * 270 * 270 * 4 <= eager - sdpa < full - sdpa
+
+
+def test_write_sections_replaces_only_its_own(tmp_path):
+    page = tmp_path / "BENCHMARKS.md"
+    page.write_text(
+        "# CLARiTy benchmarks\n\nintro\n\n<!-- BEGIN speed -->\nold speed\n<!-- END speed -->\n\n"
+        "<!-- BEGIN other -->\n| other | table |\n<!-- END other -->\n\ntrailing note\n"
+    )
+    write_sections(page, {"speed": "new speed\n", "memory": "memory table"})
+    assert page.read_text() == (
+        "# CLARiTy benchmarks\n\nintro\n\n<!-- BEGIN speed -->\nnew speed\n<!-- END speed -->\n\n"
+        "<!-- BEGIN other -->\n| other | table |\n<!-- END other -->\n\ntrailing note\n\n"
+        "<!-- BEGIN memory -->\nmemory table\n<!-- END memory -->\n"
+    )
+    write_sections(page, {"memory": "memory again"})
+    assert page.read_text().count("<!-- BEGIN memory -->") == 1 and "memory again" in page.read_text()
+    page.write_text(page.read_text() + "<!-- BEGIN memory -->\nx\n<!-- END memory -->\n")
+    with pytest.raises(ValueError, match="appears 2 times"):
+        write_sections(page, {"memory": "y"})

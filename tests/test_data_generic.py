@@ -14,6 +14,7 @@ from clarity_hf.data.generic import load_coco_dataset, load_csv_dataset, load_im
 TB_LABELS = ["ActiveTuberculosis", "ObsoletePulmonaryTuberculosis", "PulmonaryTuberculosis"]
 
 
+@pytest.mark.requires_shared("realdata", "tbx11k")
 def test_tbx11k_coco_sample():
     dataset = load_coco_dataset(TBX11K_DIR / "annotations" / "TBX11K_train.json", TBX11K_DIR / "imgs")
     assert get_label_names(dataset) == TB_LABELS
@@ -35,6 +36,7 @@ def test_tbx11k_coco_sample():
     assert first["image"].size == (512, 512)
 
 
+@pytest.mark.requires_shared("realdata", "tbx11k")
 def test_coco_bad_input(tmp_path):
     data = json.loads((TBX11K_DIR / "annotations" / "TBX11K_train.json").read_text())
     data["annotations"].append({"id": 9, "image_id": 777, "category_id": 1, "bbox": [1, 2, 3, 4]})
@@ -107,6 +109,7 @@ def test_csv_with_separated_label_column(tmp_path):
     assert len(dataset) == 2 and get_build_report(dataset).counts == {"missing_image": 1}
 
 
+@pytest.mark.requires_shared("realdata", "tbx11k")
 def test_image_folder(tmp_path):
     _write_images(tmp_path / "Pneumonia", ["1.png", "2.png"])
     _write_images(tmp_path / "normal", ["3.png"])

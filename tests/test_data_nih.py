@@ -56,6 +56,7 @@ def full_nih():
     return dataset
 
 
+@pytest.mark.requires_shared("nih")
 def test_full_metadata_counts(full_nih):
     columns = {split: full_nih[split].select_columns(["labels", "patient_id", "image"]) for split in full_nih}
     labels = np.concatenate([np.asarray(c["labels"], dtype=np.float32) for c in columns.values()])
@@ -78,6 +79,7 @@ def test_full_metadata_counts(full_nih):
     assert "fallback" in get_build_report(full_nih).notes[0]
 
 
+@pytest.mark.requires_shared("nih")
 def test_full_boxes_and_box_split(full_nih):
     boxed = []
     for split in full_nih:

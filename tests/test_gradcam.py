@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
 
-from clarity_hf.evaluation.gradcam import GradCAM
+from clarity_hf.baselines.gradcam import GradCAM
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
 
 from clarity_hf import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
+from clarity_hf.commands.demo import WITHOUT_CLARITY_HF
 from clarity_hf.evaluation.report import PUBLISHED_RESULTS
 from clarity_hf.hub import (
     HUB_CODE_FILES,
-    WITHOUT_CLARITY_HF,
     UnsafeCheckpointError,
     check_safetensors_only,
     describe_folder,
@@ -33,7 +33,6 @@ from clarity_hf.hub import (
 FIXTURES = real_fixtures()
 MODEL = "clarity-tiny-test"  # the report's first model entry, the one the card reads by default
 PAPER = next(row for row in PUBLISHED_RESULTS["rows"] if row["model"] == "CLARiTy-S-16-512")
-pytestmark = pytest.mark.skipif(not FIXTURES["png"].is_file(), reason="shared/realdata is missing")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForObjectDetection
 
 from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization, ClarityImageProcessor
-from clarity_hf.hub import WITHOUT_CLARITY_HF
+from clarity_hf.commands.demo import WITHOUT_CLARITY_HF
 from clarity_hf.modeling_clarity import CLARITY_AUTO_MAP
 
 NIH_PNG = Path(__file__).resolve().parent / "fixtures" / "00000001_000.png"
@@ -61,7 +61,9 @@ def saved_tiny_model(tmp_path: Path) -> tuple[ClarityForMultiLabelLocalization, 
     model = ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).eval()
     folder = tmp_path / "clarity-tiny"
     model.save_pretrained(folder)
-    ClarityImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+    processor = ClarityImageProcessor(size={"height": 64, "width": 64})
+    processor.register_for_auto_class("AutoImageProcessor")  # as save_for_hub does
+    processor.save_pretrained(folder)
     pixel_values = torch.randn(2, 3, 64, 64)
     torch.save(pixel_values, folder / "pixel_values.pt")
     return model, folder, pixel_values

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from transformers.utils import ModelOutput
 
-from clarity_hf.hub import WITHOUT_CLARITY_HF
+from clarity_hf.commands.demo import WITHOUT_CLARITY_HF
 from clarity_hf.image_processing_clarity import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,

@@ -1,34 +1,35 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""pyproject.toml lists the packages explicitly (so that `model_cards/` ships as `clarity_hf.model_cards`): every
-package of the tree must be in that list, and the card templates must be where the mapping points."""
+"""The wheel holds every package of `clarity_hf/` and the card templates, and nothing of `benchmarks/`,
+`scripts/`, `space/` or `tests/`."""
 
 from pathlib import Path
 
 import pytest
+from setuptools import find_packages
+
+from clarity_hf.hub.cards import DATASET_CARD_TEMPLATE, MODEL_CARD_TEMPLATE
 
 tomllib = pytest.importorskip("tomllib")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_every_package_is_listed_and_templates_are_mapped():
+def test_every_package_is_in_the_wheel_and_nothing_else():
     setuptools = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(setuptools["packages"])
+    shipped = set(find_packages(str(REPO_ROOT), **setuptools["packages"]["find"]))
     in_tree = {
         ".".join(init.parent.relative_to(REPO_ROOT).parts)
         for init in (REPO_ROOT / "clarity_hf").rglob("__init__.py")
     }
-    assert in_tree - listed == set(), "add these packages to [tool.setuptools] packages in pyproject.toml"
-    mapped = setuptools["package-dir"]["clarity_hf.model_cards"]
-    templates = {p.name for p in (REPO_ROOT / mapped).glob("*.md")}
-    assert {"model_card_template.md", "dataset_card_template.md"} <= templates
-    assert (
-        "clarity_hf.model_cards" in listed and "*.md" in setuptools["package-data"]["clarity_hf.model_cards"]
-    )
+    assert shipped == in_tree
+    assert {"clarity_hf.hub", "clarity_hf.commands", "clarity_hf.baselines"} <= shipped
+    assert not any(name.split(".")[0] in ("benchmarks", "scripts", "space", "tests") for name in shipped)
 
-    from clarity_hf import hub
 
-    assert (
-        hub.MODEL_CARD_TEMPLATE.is_file()
-        and hub.MODEL_CARD_TEMPLATE.parent.resolve() == (REPO_ROOT / mapped).resolve()
-    )
+def test_card_templates_ship_inside_the_package():
+    package_data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]
+    assert "templates/*.md" in package_data["clarity_hf.hub"]
+    for template in (MODEL_CARD_TEMPLATE, DATASET_CARD_TEMPLATE):
+        assert template.is_file() and template.parent == REPO_ROOT / "clarity_hf" / "hub" / "templates"

@@ -17,7 +17,6 @@ from PIL import Image
 from clarity_hf import NIH_PATHOLOGIES
 
 FIXTURES = real_fixtures()
-pytestmark = pytest.mark.skipif(not FIXTURES["png"].is_file(), reason="shared/realdata is missing")
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,7 @@ from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bar
 from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
+from ..hub.cards import make_dataset_card
 from ..image_processing_clarity import resize_unit_gray
 from ..xray_io import ImageDecodeError, MissingImageError, load_unit_gray
 from .features import BuildReport, attach_metadata, get_metadata
@@ -268,60 +269,6 @@ def load_cache(output_dir: str | os.PathLike, splits: Sequence[str] | None = Non
     for split in loaded:
         attach_metadata(loaded[split], info["metadata"])
     return loaded
-
-
-def make_dataset_card(
-    dataset: DatasetDict, pretty_name: str = "clarity_hf chest X-ray data", license: str = "other"
-) -> str:
-    """Markdown body of a dataset card for a clarity_hf `DatasetDict` (label names, splits, columns, caveats)."""
-    metadata = get_metadata(dataset)
-    splits = "\n".join(f"| {name} | {len(part):,} |" for name, part in dataset.items())
-    labels = ", ".join(metadata.get("label_names", []))
-    frame = metadata.get("box_frame", "original_size")
-    frame_text = (
-        f"a fixed {frame[0]}x{frame[1]} frame"
-        if isinstance(frame, list)
-        else "the frame given by `original_size`"
-    )
-    size = metadata.get("cache", {}).get("image_size")
-    fmt = metadata.get("cache", {}).get("image_format", "png").upper()
-    return f"""---
-license: {license}
-pretty_name: {pretty_name}
-task_categories:
-- image-classification
-- object-detection
-tags:
-- medical
-- chest-x-ray
-- clarity_hf
----
-
-# {pretty_name}
-
-Built with [clarity_hf](https://github.com/) from: {metadata.get("source", "unknown source")}.
-{"Images are resized to " + str(size) + "x" + str(size) + " 8-bit grayscale (" + fmt + ")." if size else ""}
-
-| split | rows |
-|---|---|
-{splits}
-
-**Labels** (`labels` is a multi-hot float vector in this order): {labels}
-
-**Boxes** (`boxes`: label, x, y, w, h, top-left corner) are in {frame_text}; `box_split` ("tune" / "eval") marks
-the two halves of the localization benchmark.
-
-Columns: `image`, `labels`, `image_id`, `patient_id`, `age`, `sex`, `view_position`, `follow_up`, `original_size`
-(width, height), `pixel_spacing` (mm), `boxes`, `box_split`.
-
-clarity_hf metadata:
-
-```json
-{json.dumps(metadata, indent=1)[:4000]}
-```
-
-Use of the source data is subject to its own terms; cite its authors (for NIH ChestX-ray14: Wang et al., CVPR 2017).
-"""
 
 
 def push_to_hub(

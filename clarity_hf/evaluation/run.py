@@ -28,16 +28,16 @@ from datasets import Dataset
 from datasets import Image as ImageFeature
 from transformers import AutoConfig, AutoModelForImageClassification
 
-from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
-from ..data.transforms import build_processor
-from ..image_processing_clarity import ClarityImageProcessor
-from ..modeling_clarity import ClarityForMultiLabelLocalization
-from .baselines import (
+from ..baselines import (
     PLAIN_VIT_ARCHITECTURE,
     PlainViTForMultiLabelClassification,
     teacher_cam,
     teacher_gradcam,
 )
+from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
+from ..data.transforms import build_processor
+from ..image_processing_clarity import ClarityImageProcessor
+from ..modeling_clarity import ClarityForMultiLabelLocalization
 from .classification import compute_auroc
 from .figures import save_overlay_grid
 from .localization import LocalizationEvaluator

@@ -13,25 +13,12 @@ labels nothing is re-initialised: tokens and heads are reused by position, whate
 from __future__ import annotations
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForImageClassification,
-    ConvNextV2Config,
-    ConvNextV2ForImageClassification,
-)
+from transformers import AutoConfig, AutoModelForImageClassification, ConvNextV2ForImageClassification
 
+from ..baselines.teacher import build_teacher
 from ..configuration_clarity import ClarityConfig
 from ..convert import convert_dino_checkpoint
 from ..modeling_clarity import ClarityForMultiLabelLocalization
-
-CONVNEXTV2_PRESETS = {
-    # Paper configuration of the teacher (ConvNeXtV2-Base).
-    "convnextv2-base": {"depths": [3, 3, 27, 3], "hidden_sizes": [128, 256, 512, 1024]},
-    "convnextv2-tiny": {"depths": [3, 3, 9, 3], "hidden_sizes": [96, 192, 384, 768]},
-    "convnextv2-nano": {"depths": [2, 2, 8, 2], "hidden_sizes": [80, 160, 320, 640]},
-    # Tests and CPU demos only.
-    "convnextv2-test": {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128]},
-}
 
 
 def label_maps(label_names: list[str]) -> dict:
@@ -62,16 +49,7 @@ def build_model(config, label_names: list[str]) -> torch.nn.Module:
                 **labels,
                 **overrides,
             )
-        if config.model_preset not in CONVNEXTV2_PRESETS:
-            raise ValueError(
-                f"unknown ConvNeXtV2 preset {config.model_preset!r}; known: {sorted(CONVNEXTV2_PRESETS)}"
-            )
-        model_config = ConvNextV2Config(
-            **{**CONVNEXTV2_PRESETS[config.model_preset], **overrides},
-            problem_type="multi_label_classification",
-            **labels,
-        )
-        return ConvNextV2ForImageClassification(model_config)
+        return build_teacher(config.model_preset, label_names, **overrides)
 
     if config.model_name_or_path:
         return ClarityForMultiLabelLocalization.from_pretrained(

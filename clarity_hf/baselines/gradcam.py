@@ -16,7 +16,7 @@ Example:
 
 ```python
 from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
-from clarity_hf.evaluation.gradcam import GradCAM
+from clarity_hf.baselines import GradCAM
 
 teacher = ConvNextV2ForImageClassification(ConvNextV2Config(num_labels=14)).eval()
 cam = GradCAM(teacher)  # target layer: the last stage of the ConvNeXt(V2) encoder

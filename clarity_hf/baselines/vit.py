@@ -1,25 +1,17 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Localization baselines, evaluated with the same code on the same data as CLARiTy.
+"""The plain-ViT baseline, evaluated with the same code on the same data as CLARiTy and timed against it.
 
-- **Grad-CAM of the ConvNeXtV2 teacher** ([`teacher_gradcam`]): `clarity_hf.evaluation.gradcam.GradCAM` on the last
-  encoder stage (one map per class, ReLU, min-max normalised).
-- **CAM of the ConvNeXtV2 teacher** ([`teacher_cam`], Zhou et al. 2016): the classifier weights applied to the
-  last-stage feature map *before* pooling. transformers' ConvNeXtV2 head is `Linear(LayerNorm(mean_hw F))`; the
-  LayerNorm is an affine map of the pooled vector, so the exact per-location decomposition of the logit is
-
-      CAM_c(h, w) = sum_k W[c, k] * gamma[k] * (F[k, h, w] - mean_k F[:, h, w])
-
-  (logit_c = mean_hw CAM_c / sigma + const, sigma the pooled vector's std). The map is min-max normalised per
-  (image, class) to [0, 1] (no ReLU, as in CAM).
-- **Plain ViT, CLS-token attention** ([`PlainViTForMultiLabelClassification`]): the CLARiTy backbone
+**Plain ViT, CLS-token attention** ([`PlainViTForMultiLabelClassification`]): the CLARiTy backbone
   (`ClarityModel`) built with ONE class token (a plain ViT with a CLS token) and a linear 14-way head on the
   CLS output. Its heatmap, for every class, is the CLS token's last-layer attention to the patches, mean over heads
   (DINO's attention-map idiom), min-max normalised. Offline the backbone starts from random init (the same
   initialiser as the student), not from DINO weights; with a DINO checkpoint the student's DINO import applies.
   It is trained by the project's training loop: `train(config, model=PlainViTForMultiLabelClassification(...))`.
+  [`PlainViTForMultiLabelClassification.classify`] gives the logits without any attention map: the reference of the
+  speed benchmark (CLARiTy's kernels with one class token, so that the ratio isolates CLARiTy's extra work).
 
-All heatmaps are (B, C, h, w) float32 in [0, 1] at the model's own low resolution; the localization evaluator
-upsamples them to the box frame.
+Heatmaps are (B, C, h, w) float32 in [0, 1] at the model's own low resolution; the localization evaluator upsamples
+them to the box frame.
 """
 
 from __future__ import annotations
@@ -30,32 +22,19 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from ..configuration_clarity import ClarityConfig
 from ..modeling_clarity import ClarityModel, ClarityPreTrainedModel, minmax_normalize
-from .gradcam import GradCAM
 
 __all__ = [
-    "BaselineOutput",
     "PlainViTOutput",
     "PlainViTForMultiLabelClassification",
     "PLAIN_VIT_ARCHITECTURE",
     "plain_vit_config",
-    "teacher_cam",
-    "teacher_gradcam",
 ]
 
 PLAIN_VIT_ARCHITECTURE = "PlainViTForMultiLabelClassification"
-
-
-@dataclass
-class BaselineOutput(ModelOutput):
-    """`logits` (B, C) and `heatmaps` (B, C, h, w) float32 in [0, 1]."""
-
-    logits: torch.Tensor | None = None
-    heatmaps: torch.Tensor | None = None
 
 
 @dataclass
@@ -115,11 +94,6 @@ class PlainViTForMultiLabelClassification(ClarityPreTrainedModel):
         self.register_buffer("pos_weight", pos_weight, persistent=False)
         self.post_init()
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        # Not a CLARiTy model: skip ClarityPreTrainedModel's auto_map (the Hub classes would load the wrong model).
-        self.config.auto_map = None
-        return PreTrainedModel.save_pretrained(self, save_directory, *args, **kwargs)
-
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -141,23 +115,9 @@ class PlainViTForMultiLabelClassification(ClarityPreTrainedModel):
             )
         return PlainViTOutput(loss=loss, logits=logits, heatmaps=heatmaps, cls_attention=cls_attention)
 
-
-def teacher_gradcam(teacher: nn.Module, pixel_values: torch.Tensor) -> BaselineOutput:
-    """Grad-CAM maps of every class of a ConvNeXt(V2) classifier (last encoder stage): (B, C, h, w) in [0, 1]."""
-    output = GradCAM(teacher)(pixel_values)
-    return BaselineOutput(logits=output.logits.float(), heatmaps=output.heatmaps.float())
-
-
-@torch.no_grad()
-def teacher_cam(teacher: nn.Module, pixel_values: torch.Tensor) -> BaselineOutput:
-    """CAM of every class of a transformers ConvNeXt(V2) classifier (see the module docstring): (B, C, h, w) in
-    [0, 1], from the same forward pass as the logits."""
-    base = getattr(teacher, teacher.base_model_prefix)
-    outputs = base(pixel_values)
-    features = outputs.last_hidden_state.float()  # (B, K, h, w), before pooling
-    norm, classifier = base.layernorm, teacher.classifier
-    logits = classifier(outputs.pooler_output).float()
-    weights = classifier.weight.float() * norm.weight.float()[None]  # (C, K)
-    centred = features - features.mean(dim=1, keepdim=True)
-    cams = torch.einsum("ck,bkhw->bchw", weights, centred)
-    return BaselineOutput(logits=logits, heatmaps=minmax_normalize(cams))
+    def classify(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The (B, C) logits of `forward` without computing any attention map."""
+        hidden_states = self.clarity.embeddings(pixel_values)
+        for layer in self.clarity.encoder.layers:
+            hidden_states = layer(hidden_states, 1)[0]  # no class-attention rows requested
+        return self.classifier(self.clarity.layernorm(hidden_states[:, 0]))

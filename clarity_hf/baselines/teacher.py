@@ -1,0 +1,92 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""The ConvNeXtV2 teacher (built once here for training, evaluation and benchmarks) and its two localization
+baselines.
+
+- [`build_teacher`]: a randomly initialised `ConvNextV2ForImageClassification` from a preset of
+  [`CONVNEXTV2_PRESETS`] (ConvNeXtV2-Base is the paper's teacher) for multi-label classification.
+- **Grad-CAM of the teacher** ([`teacher_gradcam`]): [`GradCAM`] on the last encoder stage (one map per class,
+  ReLU, min-max normalised).
+- **CAM of the teacher** ([`teacher_cam`], Zhou et al. 2016): the classifier weights applied to the last-stage
+  feature map *before* pooling. transformers' ConvNeXtV2 head is `Linear(LayerNorm(mean_hw F))`; the LayerNorm is an
+  affine map of the pooled vector, so the exact per-location decomposition of the logit is
+
+      CAM_c(h, w) = sum_k W[c, k] * gamma[k] * (F[k, h, w] - mean_k F[:, h, w])
+
+  (logit_c = mean_hw CAM_c / sigma + const, sigma the pooled vector's std). The map is min-max normalised per
+  (image, class) to [0, 1] (no ReLU, as in CAM).
+
+Heatmaps are (B, C, h, w) float32 in [0, 1] at the model's own low resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
+from transformers.utils import ModelOutput
+
+from ..configuration_clarity import NIH_PATHOLOGIES
+from ..modeling_clarity import minmax_normalize
+from .gradcam import GradCAM
+
+__all__ = ["BaselineOutput", "CONVNEXTV2_PRESETS", "build_teacher", "teacher_cam", "teacher_gradcam"]
+
+CONVNEXTV2_PRESETS = {
+    # Paper configuration of the teacher (ConvNeXtV2-Base).
+    "convnextv2-base": {"depths": [3, 3, 27, 3], "hidden_sizes": [128, 256, 512, 1024]},
+    "convnextv2-tiny": {"depths": [3, 3, 9, 3], "hidden_sizes": [96, 192, 384, 768]},
+    "convnextv2-nano": {"depths": [2, 2, 8, 2], "hidden_sizes": [80, 160, 320, 640]},
+    # Tests and CPU demos only.
+    "convnextv2-test": {"depths": [1, 1, 1, 1], "hidden_sizes": [16, 32, 64, 128]},
+}
+
+
+def build_teacher(
+    preset: str = "convnextv2-base", label_names: Sequence[str] = NIH_PATHOLOGIES, **overrides: Any
+) -> ConvNextV2ForImageClassification:
+    """A randomly initialised multi-label ConvNeXtV2 classifier of `preset` over `label_names`; `overrides` are
+    `ConvNextV2Config` fields (e.g. `image_size`, `drop_path_rate`)."""
+    if preset not in CONVNEXTV2_PRESETS:
+        raise ValueError(f"unknown ConvNeXtV2 preset {preset!r}; known: {sorted(CONVNEXTV2_PRESETS)}")
+    label_names = list(label_names)
+    config = ConvNextV2Config(
+        **{**CONVNEXTV2_PRESETS[preset], **overrides},
+        problem_type="multi_label_classification",
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: index for index, name in enumerate(label_names)},
+    )
+    return ConvNextV2ForImageClassification(config)
+
+
+@dataclass
+class BaselineOutput(ModelOutput):
+    """`logits` (B, C) and `heatmaps` (B, C, h, w) float32 in [0, 1]."""
+
+    logits: torch.Tensor | None = None
+    heatmaps: torch.Tensor | None = None
+
+
+def teacher_gradcam(teacher: nn.Module, pixel_values: torch.Tensor) -> BaselineOutput:
+    """Grad-CAM maps of every class of a ConvNeXt(V2) classifier (last encoder stage): (B, C, h, w) in [0, 1]."""
+    output = GradCAM(teacher)(pixel_values)
+    return BaselineOutput(logits=output.logits.float(), heatmaps=output.heatmaps.float())
+
+
+@torch.no_grad()
+def teacher_cam(teacher: nn.Module, pixel_values: torch.Tensor) -> BaselineOutput:
+    """CAM of every class of a transformers ConvNeXt(V2) classifier (see the module docstring): (B, C, h, w) in
+    [0, 1], from the same forward pass as the logits."""
+    base = getattr(teacher, teacher.base_model_prefix)
+    outputs = base(pixel_values)
+    features = outputs.last_hidden_state.float()  # (B, K, h, w), before pooling
+    norm, classifier = base.layernorm, teacher.classifier
+    logits = classifier(outputs.pooler_output).float()
+    weights = classifier.weight.float() * norm.weight.float()[None]  # (C, K)
+    centred = features - features.mean(dim=1, keepdim=True)
+    cams = torch.einsum("ck,bkhw->bchw", weights, centred)
+    return BaselineOutput(logits=logits, heatmaps=minmax_normalize(cams))

@@ -1,0 +1,47 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Publishing CLARiTy on the Hugging Face Hub.
+
+- `loading`: the safetensors-only loader used by the CLI, the Space and the pipeline ([`load_for_inference`]).
+- `export`: the Hub repo folder ([`save_for_hub`]) and its upload ([`push_to_hub`]).
+- `cards`: the model card and the dataset card, from measured results and the templates in `templates/`.
+"""
+
+from .cards import load_results, make_dataset_card, render_dataset_card, render_model_card, select_model
+from .export import (
+    HUB_CODE_FILES,
+    MANIFEST_NAME,
+    ExportError,
+    describe_folder,
+    exported_files,
+    push_to_hub,
+    save_for_hub,
+)
+from .loading import (
+    PICKLE_SUFFIXES,
+    UnsafeCheckpointError,
+    UntrustedModelFolderError,
+    check_safetensors_only,
+    load_for_inference,
+    resolve_model_folder,
+)
+
+__all__ = [
+    "HUB_CODE_FILES",
+    "MANIFEST_NAME",
+    "PICKLE_SUFFIXES",
+    "ExportError",
+    "UnsafeCheckpointError",
+    "UntrustedModelFolderError",
+    "check_safetensors_only",
+    "describe_folder",
+    "exported_files",
+    "load_for_inference",
+    "load_results",
+    "make_dataset_card",
+    "push_to_hub",
+    "render_dataset_card",
+    "render_model_card",
+    "resolve_model_folder",
+    "save_for_hub",
+    "select_model",
+]
