@@ -41,18 +41,14 @@ __all__ = [
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The files a Hub repo needs to run with trust_remote_code; each imports only torch / transformers / numpy / PIL
-# and its siblings, relatively. xray_io.py and heatmaps.py are shipped when the package has them.
-HUB_CODE_FILES = tuple(
-    name
-    for name in (
-        "configuration_clarity.py",
-        "modeling_clarity.py",
-        "image_processing_clarity.py",
-        "pipeline_clarity.py",
-        "xray_io.py",
-        "heatmaps.py",
-    )
-    if (PACKAGE_DIR / name).is_file()
+# and its siblings, relatively.
+HUB_CODE_FILES = (
+    "configuration_clarity.py",
+    "modeling_clarity.py",
+    "image_processing_clarity.py",
+    "pipeline_clarity.py",
+    "xray_io.py",
+    "heatmaps.py",
 )
 MANIFEST_NAME = ".clarity_hf_export.json"
 
