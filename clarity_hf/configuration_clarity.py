@@ -279,6 +279,13 @@ class ClarityConfig(PretrainedConfig):
                     f"pos_weight weighs the multi-label BCE; it does not apply to problem_type={self.problem_type!r}"
                 )
 
+    def to_diff_dict(self) -> dict:
+        diff = super().to_diff_dict()
+        # `None` (infer from the labels) differs from this class's multi-label default, though not from the base
+        # class's: always write it so that it survives a save and load.
+        diff["problem_type"] = self.problem_type
+        return diff
+
     @property
     def pathologies(self) -> list[str]:
         return [self.id2label[i] for i in range(self.num_labels)]

@@ -213,14 +213,14 @@ SUPPORTED_ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 def get_attention_function(attn_implementation: str | None) -> Callable:
     if attn_implementation in (None, "eager"):
         return eager_attention_forward
-    if attn_implementation not in SUPPORTED_ATTENTION_IMPLEMENTATIONS or attn_implementation not in (
-        ALL_ATTENTION_FUNCTIONS
-    ):
+    if attn_implementation not in SUPPORTED_ATTENTION_IMPLEMENTATIONS:
         raise ValueError(
             f"attn_implementation={attn_implementation!r} is not supported by CLARiTy; supported: "
             f"{', '.join(repr(name) for name in SUPPORTED_ATTENTION_IMPLEMENTATIONS)}"
         )
-    return ALL_ATTENTION_FUNCTIONS[attn_implementation]
+    if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
+        return ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation, eager_attention_forward)
+    return ALL_ATTENTION_FUNCTIONS[attn_implementation]  # transformers before get_interface
 
 
 class ClaritySelfAttention(nn.Module):
@@ -486,6 +486,16 @@ class ClarityPreTrainedModel(PreTrainedModel):
     # Flash and flex kernels are not tested with the class-row maps: transformers refuses them with its message.
     _supports_flash_attn = False
     _supports_flex_attn = False
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, *args, **kwargs):
+        # Refuse what this model does not run with the list of what it does, before transformers' generic checks
+        # (which would e.g. report a missing flash-attn package for a kernel this model never uses).
+        if isinstance(attn_implementation, str) and attn_implementation not in SUPPORTED_ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"attn_implementation={attn_implementation!r} is not supported by {type(self).__name__}; supported: "
+                f"{', '.join(repr(name) for name in SUPPORTED_ATTENTION_IMPLEMENTATIONS)}"
+            )
+        return super()._check_and_adjust_attn_implementation(attn_implementation, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
