@@ -221,7 +221,9 @@ class ClarityConfig(PretrainedConfig):
             if not is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.image_size % self.patch_size != 0:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
@@ -229,12 +231,17 @@ class ClarityConfig(PretrainedConfig):
         if self.segment_cam_kernel_size % 2 == 0:
             # An even kernel with padding k // 2 changes the grid: the maps would not match the patches.
             raise ValueError(f"segment_cam_kernel_size must be odd, got {self.segment_cam_kernel_size}")
-        if not is_int(self.num_attention_map_layers) or not 1 <= self.num_attention_map_layers <= self.num_hidden_layers:
+        if (
+            not is_int(self.num_attention_map_layers)
+            or not 1 <= self.num_attention_map_layers <= self.num_hidden_layers
+        ):
             raise ValueError(
                 f"num_attention_map_layers must be in [1, {self.num_hidden_layers}], got {self.num_attention_map_layers!r}"
             )
         if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
-            raise ValueError(f"hidden_act must be one of transformers' activations {sorted(ACT2FN)}, got {self.hidden_act!r}")
+            raise ValueError(
+                f"hidden_act must be one of transformers' activations {sorted(ACT2FN)}, got {self.hidden_act!r}"
+            )
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
             value = getattr(self, name)
             if not is_number(value) or not 0 <= value < 1:
@@ -266,12 +273,16 @@ class ClarityConfig(PretrainedConfig):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not self.num_labels:
-            raise ValueError(f"num_labels must be at least 1 (one class token per label), got {self.num_labels!r}")
+            raise ValueError(
+                f"num_labels must be at least 1 (one class token per label), got {self.num_labels!r}"
+            )
         if not self.use_attention_pooling and self.logit_combination != "token":
             self.logit_combination = "token"
         if self.pos_weight is not None:
             if len(self.pos_weight) != self.num_labels:
-                raise ValueError(f"pos_weight has {len(self.pos_weight)} entries for {self.num_labels} labels")
+                raise ValueError(
+                    f"pos_weight has {len(self.pos_weight)} entries for {self.num_labels} labels"
+                )
             if not all(is_number(weight) and weight > 0 for weight in self.pos_weight):
                 raise ValueError(f"pos_weight must hold positive numbers, got {self.pos_weight!r}")
             if self.problem_type not in (None, "multi_label_classification"):

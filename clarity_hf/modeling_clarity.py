@@ -255,7 +255,9 @@ class ClaritySelfAttention(nn.Module):
         batch_size, seq_len, dim = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch_size, seq_len, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, d)
-        attention_function = get_attention_function("eager" if force_eager else self.config._attn_implementation)
+        attention_function = get_attention_function(
+            "eager" if force_eager else self.config._attn_implementation
+        )
         context, attn_weights = attention_function(
             self,
             query,
@@ -270,7 +272,9 @@ class ClaritySelfAttention(nn.Module):
             if attn_weights is not None:
                 class_attention = attn_weights[:, :, :num_class_tokens, num_class_tokens:]  # (B, H, C, N)
             else:
-                class_scores = torch.matmul(query[:, :, :num_class_tokens], key.transpose(2, 3)) * self.scaling
+                class_scores = (
+                    torch.matmul(query[:, :, :num_class_tokens], key.transpose(2, 3)) * self.scaling
+                )
                 class_attention = F.softmax(class_scores, dim=-1, dtype=torch.float32)[..., num_class_tokens:]
         output = self.proj_dropout(self.proj(context.reshape(batch_size, seq_len, dim)))
         return output, class_attention, attn_weights
@@ -449,7 +453,10 @@ def foreground_loss(foreground: torch.Tensor, target: torch.Tensor, eps: float =
 
 
 def classification_loss(
-    logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None, pos_weight: torch.Tensor | None = None
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    problem_type: str | None,
+    pos_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One logit set's supervised term in float32, as transformers' `ForSequenceClassificationLoss`: MSE
     (regression), cross-entropy over the C logits (single-label) or BCE with `pos_weight` (multi-label)."""
@@ -490,7 +497,10 @@ class ClarityPreTrainedModel(PreTrainedModel):
     def _check_and_adjust_attn_implementation(self, attn_implementation, *args, **kwargs):
         # Refuse what this model does not run with the list of what it does, before transformers' generic checks
         # (which would e.g. report a missing flash-attn package for a kernel this model never uses).
-        if isinstance(attn_implementation, str) and attn_implementation not in SUPPORTED_ATTENTION_IMPLEMENTATIONS:
+        if (
+            isinstance(attn_implementation, str)
+            and attn_implementation not in SUPPORTED_ATTENTION_IMPLEMENTATIONS
+        ):
             raise ValueError(
                 f"attn_implementation={attn_implementation!r} is not supported by {type(self).__name__}; supported: "
                 f"{', '.join(repr(name) for name in SUPPORTED_ATTENTION_IMPLEMENTATIONS)}"
@@ -570,7 +580,7 @@ class ClarityModel(ClarityPreTrainedModel):
             # As transformers' models do: only the eager kernel returns attention weights.
             logger.warning_once(
                 f"`{config._attn_implementation}` attention does not support `output_attentions=True`: no attentions "
-                "are returned. Load the model with `attn_implementation=\"eager\"` to get them."
+                'are returned. Load the model with `attn_implementation="eager"` to get them.'
             )
 
         embeddings = self.embeddings(pixel_values)  # (B, C+N, D)
@@ -753,11 +763,17 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
                 if labels is not None:
                     pos_weight = None
                     if config.pos_weight:
-                        pos_weight = torch.tensor(config.pos_weight, dtype=torch.float32, device=labels.device)
-                    classification = classification_loss(token_logits, labels, config.problem_type, pos_weight)
+                        pos_weight = torch.tensor(
+                            config.pos_weight, dtype=torch.float32, device=labels.device
+                        )
+                    classification = classification_loss(
+                        token_logits, labels, config.problem_type, pos_weight
+                    )
                     loss = loss + config.class_token_loss_weight * classification
                     if pooled_logits is not None:
-                        pooled_term = classification_loss(pooled_logits, labels, config.problem_type, pos_weight)
+                        pooled_term = classification_loss(
+                            pooled_logits, labels, config.problem_type, pos_weight
+                        )
                         classification = classification + pooled_term
                         loss = loss + config.pooled_loss_weight * pooled_term
                 if teacher_logits is not None and config.distillation_loss_weight > 0:

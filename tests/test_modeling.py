@@ -123,7 +123,9 @@ def test_efficient_class_maps_equal_eager_reference():
 def test_efficient_maps_match_eager_for_the_224_preset():
     config = ClarityConfig.from_preset("clarity-s-16-224", num_hidden_layers=4)
     fast = make_model(config)
-    eager = make_model(ClarityConfig.from_preset("clarity-s-16-224", num_hidden_layers=4, attn_implementation="eager"))
+    eager = make_model(
+        ClarityConfig.from_preset("clarity-s-16-224", num_hidden_layers=4, attn_implementation="eager")
+    )
     with torch.no_grad():
         pixel_values = torch.randn(1, 3, 224, 224)
         maps = fast(pixel_values).class_attentions

@@ -33,7 +33,9 @@ def pixels(batch: int = 2, seed: int = 1) -> torch.Tensor:
 
 def assert_same_outputs(actual, expected, atol: float = 0.0) -> None:
     for name in ("logits", "heatmaps", "class_attentions", "foreground", "token_logits", "pooled_logits"):
-        torch.testing.assert_close(getattr(actual, name), getattr(expected, name), atol=atol, rtol=0, msg=name)
+        torch.testing.assert_close(
+            getattr(actual, name), getattr(expected, name), atol=atol, rtol=0, msg=name
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,7 +210,9 @@ def test_output_attentions_follows_transformers_models():
     assert sdpa_out.attentions == ()
     assert len(sdpa_out.hidden_states) == len(eager_out.hidden_states) == NUM_LAYERS + 1
     # get_last_selfattention gives the full attention of the last block under either kernel
-    torch.testing.assert_close(sdpa.get_last_selfattention(pixels()), eager_out.attentions[-1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        sdpa.get_last_selfattention(pixels()), eager_out.attentions[-1], atol=1e-6, rtol=0
+    )
 
 
 def test_attn_implementation_from_pretrained_selects_the_kernel(tmp_path):
@@ -257,11 +261,18 @@ def test_patch_affinity_refinement_is_the_same_under_both_kernels():
     "problem_type,num_labels,make_labels,torch_loss",
     [
         ("single_label_classification", 5, lambda: torch.tensor([0, 3, 4, 1]), nn.CrossEntropyLoss()),
-        ("regression", 3, lambda: torch.randn(4, 3, generator=torch.Generator().manual_seed(3)), nn.MSELoss()),
+        (
+            "regression",
+            3,
+            lambda: torch.randn(4, 3, generator=torch.Generator().manual_seed(3)),
+            nn.MSELoss(),
+        ),
         ("regression", 1, lambda: torch.randn(4, generator=torch.Generator().manual_seed(3)), nn.MSELoss()),
     ],
 )
-def test_problem_type_trains_a_step_with_the_matching_torch_loss(problem_type, num_labels, make_labels, torch_loss):
+def test_problem_type_trains_a_step_with_the_matching_torch_loss(
+    problem_type, num_labels, make_labels, torch_loss
+):
     labels = make_labels()
     # Only the supervised term: no pooled head, no label-free regularisers.
     config = tiny_config(
@@ -402,7 +413,15 @@ def test_config_round_trips_and_accepts_transformers_common_kwargs(tmp_path):
 # torch.export
 # ---------------------------------------------------------------------------------------------------------------
 
-EXPORTED = ("logits", "heatmaps", "class_attentions", "foreground", "segment_maps", "token_logits", "pooled_logits")
+EXPORTED = (
+    "logits",
+    "heatmaps",
+    "class_attentions",
+    "foreground",
+    "segment_maps",
+    "token_logits",
+    "pooled_logits",
+)
 
 
 def _assert_exported_matches(exported_module, model, pixel_values):
