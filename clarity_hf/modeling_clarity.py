@@ -467,6 +467,11 @@ def classification_loss(
         return F.mse_loss(logits, labels.float())
     if problem_type == "single_label_classification":
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
+    if labels.shape != logits.shape:
+        raise ValueError(
+            f"labels of shape {tuple(labels.shape)} for problem_type='multi_label_classification': multi-hot labels "
+            f"of shape {tuple(logits.shape)} expected (class indices need problem_type='single_label_classification')"
+        )
     return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=pos_weight)
 
 

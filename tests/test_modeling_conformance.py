@@ -334,6 +334,8 @@ def test_multi_label_default_keeps_pos_weight():
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weights))
     expected = criterion(out.token_logits, labels) + criterion(out.pooled_logits, labels)
     torch.testing.assert_close(out.loss, expected)
+    with pytest.raises(ValueError, match="labels of shape \\(2,\\) for problem_type='multi_label_classification'"):
+        model(pixels(), labels=torch.tensor([1, 3]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
