@@ -210,14 +210,17 @@ def eager_attention_forward(
 SUPPORTED_ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 
 
+def unsupported_attention_message(attn_implementation, model_name: str = "CLARiTy") -> str:
+    # Begins as transformers' own message for an unknown kernel name.
+    supported = ", ".join(f'"{name}"' for name in SUPPORTED_ATTENTION_IMPLEMENTATIONS)
+    return f'Specified `attn_implementation="{attn_implementation}"` is not supported by {model_name}; supported: {supported}'
+
+
 def get_attention_function(attn_implementation: str | None) -> Callable:
     if attn_implementation in (None, "eager"):
         return eager_attention_forward
     if attn_implementation not in SUPPORTED_ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(
-            f"attn_implementation={attn_implementation!r} is not supported by CLARiTy; supported: "
-            f"{', '.join(repr(name) for name in SUPPORTED_ATTENTION_IMPLEMENTATIONS)}"
-        )
+        raise ValueError(unsupported_attention_message(attn_implementation))
     if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
         return ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation, eager_attention_forward)
     return ALL_ATTENTION_FUNCTIONS[attn_implementation]  # transformers before get_interface
@@ -506,10 +509,7 @@ class ClarityPreTrainedModel(PreTrainedModel):
             isinstance(attn_implementation, str)
             and attn_implementation not in SUPPORTED_ATTENTION_IMPLEMENTATIONS
         ):
-            raise ValueError(
-                f"attn_implementation={attn_implementation!r} is not supported by {type(self).__name__}; supported: "
-                f"{', '.join(repr(name) for name in SUPPORTED_ATTENTION_IMPLEMENTATIONS)}"
-            )
+            raise ValueError(unsupported_attention_message(attn_implementation, type(self).__name__))
         return super()._check_and_adjust_attn_implementation(attn_implementation, *args, **kwargs)
 
     @torch.no_grad()

@@ -230,7 +230,7 @@ def test_attn_implementation_from_pretrained_selects_the_kernel(tmp_path):
 
 @pytest.mark.parametrize("name", ["flash_attention_2", "flex_attention", "no_such_kernel"])
 def test_unsupported_attention_implementations_name_what_is_supported(tmp_path, name):
-    message = f"attn_implementation='{name}' is not supported .*supported: 'eager', 'sdpa'"
+    message = f'Specified `attn_implementation="{name}"` is not supported .*supported: "eager", "sdpa"'
     with pytest.raises(ValueError, match=message):
         ClarityForMultiLabelLocalization(tiny_config(attn_implementation=name))
     model = make_model(tiny_config())
@@ -241,7 +241,7 @@ def test_unsupported_attention_implementations_name_what_is_supported(tmp_path, 
         model.set_attn_implementation(name)
     # set behind the checks' back: the forward pass refuses it too
     model.config._attn_implementation = name
-    with pytest.raises(ValueError, match="supported: 'eager', 'sdpa'"):
+    with pytest.raises(ValueError, match='supported: "eager", "sdpa"'):
         model(pixels())
 
 
@@ -334,7 +334,9 @@ def test_multi_label_default_keeps_pos_weight():
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(weights))
     expected = criterion(out.token_logits, labels) + criterion(out.pooled_logits, labels)
     torch.testing.assert_close(out.loss, expected)
-    with pytest.raises(ValueError, match="labels of shape \\(2,\\) for problem_type='multi_label_classification'"):
+    with pytest.raises(
+        ValueError, match="labels of shape \\(2,\\) for problem_type='multi_label_classification'"
+    ):
         model(pixels(), labels=torch.tensor([1, 3]))
 
 

@@ -19,6 +19,7 @@ import shutil
 import sys
 import unittest
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -29,11 +30,13 @@ if not TESTS_DIR or not (Path(TESTS_DIR) / "test_modeling_common.py").is_file():
 pytest.importorskip("parameterized", reason="transformers' common tests need the `parameterized` package")
 
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from transformers.models.auto import modeling_auto  # noqa: E402
 
 from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization, ClarityModel  # noqa: E402
 
 # Values that differ from PretrainedConfig's defaults (as transformers' tests/utils/test_configuration_utils.py).
-CONFIG_COMMON_KWARGS = '''
+CONFIG_COMMON_KWARGS = """
 config_common_kwargs = {
     "return_dict": False,
     "output_hidden_states": True,
@@ -46,7 +49,7 @@ config_common_kwargs = {
     "label2id": {"label": "0"},
     "problem_type": "regression",
 }
-'''
+"""
 STAND_INS = {
     "exporters/test_export.py": "class ExportTesterMixin:\n    pass\n",
     "generation/test_utils.py": "class GenerationTesterMixin:\n    pass\n",
@@ -144,6 +147,12 @@ class ClarityCommonTest(ModelTesterMixin, unittest.TestCase):
     test_torch_exportable = False  # the export mixin is a stand-in; torch.export is tested in its own file
 
     def setUp(self):
+        # An in-tree model's base class is listed in MODEL_MAPPING_NAMES, which the common tests read to tell a base
+        # model (no loss, skipped by the training tests) from a model with a head; registering with AutoModel does
+        # not list it there.
+        patch = mock.patch.dict(modeling_auto.MODEL_MAPPING_NAMES, {"clarity": "ClarityModel"})
+        patch.start()
+        self.addCleanup(patch.stop)
         self.model_tester = ClarityModelTester(self)
         # ViT's test passes hidden_size=37; ClarityConfig refuses a width its 6 default heads do not divide.
         self.config_tester = ConfigTester(
@@ -159,3 +168,12 @@ class ClarityCommonTest(ModelTesterMixin, unittest.TestCase):
 
     def test_config(self):
         self.config_tester.run_common_tests()
+
+    def test_model_get_set_embeddings(self):
+        # As transformers' vision models (ViT) override it: the input embedding is a patch projection, not a table.
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIsInstance(model.get_input_embeddings(), nn.Module)
+            output_embeddings = model.get_output_embeddings()
+            self.assertTrue(output_embeddings is None or isinstance(output_embeddings, nn.Linear))
