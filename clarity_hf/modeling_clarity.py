@@ -337,7 +337,6 @@ class ClarityEncoder(nn.Module):
         self.config = config
         rates = drop_path_rates(config.drop_path_rate, config.num_hidden_layers)
         self.layers = nn.ModuleList([ClarityLayer(config, rate) for rate in rates])
-        self.gradient_checkpointing = False
 
     def forward(
         self,
@@ -498,7 +497,7 @@ class ClarityPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["ClarityEmbeddings", "ClarityLayer"]
     _supports_sdpa = True
-    # Flash and flex kernels are not tested with the class-row maps: transformers refuses them with its message.
+    # Flash and flex kernels are not tested with the class-row maps: refused (see SUPPORTED_ATTENTION_IMPLEMENTATIONS).
     _supports_flash_attn = False
     _supports_flex_attn = False
 
