@@ -652,6 +652,19 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
     def get_last_selfattention(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.clarity.get_last_selfattention(pixel_values)
 
+    @property
+    def pos_weight(self) -> torch.Tensor | None:
+        """The multi-label BCE's per-class positive weights (C,), read from `config.pos_weight`: kept in the config,
+        not a tensor of the model, so that the model builds on `meta` and loads without it."""
+        if not self.config.pos_weight:
+            return None
+        return torch.tensor(self.config.pos_weight, dtype=torch.float32, device=self.device)
+
+    @pos_weight.setter
+    def pos_weight(self, value: torch.Tensor | list[float] | None) -> None:
+        weights = None if value is None else [float(w) for w in torch.as_tensor(value).flatten().tolist()]
+        self.config.pos_weight = weights
+
     @torch.no_grad()
     def set_anatomical_prior(self, prior: torch.Tensor) -> None:
         """Replace the population atlas (any (H, W) map in [0, 1]; resampled to the buffer's size)."""
@@ -765,11 +778,7 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
             if labels is not None or teacher_logits is not None:
                 loss = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
                 if labels is not None:
-                    pos_weight = None
-                    if config.pos_weight:
-                        pos_weight = torch.tensor(
-                            config.pos_weight, dtype=torch.float32, device=labels.device
-                        )
+                    pos_weight = self.pos_weight
                     classification = classification_loss(
                         token_logits, labels, config.problem_type, pos_weight
                     )
