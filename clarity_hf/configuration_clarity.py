@@ -8,7 +8,6 @@ user with the paper's full text can switch it.
 """
 
 import math
-import numbers
 
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
@@ -99,9 +98,9 @@ class ClarityConfig(PretrainedConfig):
             `"multi_label_classification"` (BCE), `"single_label_classification"` (cross-entropy) or `"regression"`
             (MSE); `None` infers it from the labels as transformers' classification models do.
 
-    The attention kernel is transformers' `attn_implementation` (`"sdpa"` by default: the class maps are computed
-    from the C class-token rows only; `"eager"`: the full attention, the reference). Every value is checked here, so
-    that a bad one fails at construction and at `from_pretrained` with a `ValueError` naming the field.
+    The attention kernel is transformers' `attn_implementation`: `"sdpa"` by default (the class maps are computed
+    with the C class-token query rows only) or `"eager"` (the full attention, the reference). Every value is checked
+    here, so that a bad one fails at construction and at `from_pretrained` with a `ValueError` naming the field.
     """
 
     model_type = "clarity"
@@ -200,10 +199,10 @@ class ClarityConfig(PretrainedConfig):
         """Refuse every value the model cannot build or train with, naming the field and the value."""
 
         def is_int(value) -> bool:
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            return isinstance(value, int) and not isinstance(value, bool)
 
         def is_number(value) -> bool:
-            return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
         for name in (
             "image_size",
