@@ -7,7 +7,13 @@ choices (see the README, "What follows the paper and what is reconstructed"); ea
 user with the paper's full text can switch it.
 """
 
+import math
+
 from transformers import PretrainedConfig
+from transformers.activations import ACT2FN
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 # The 14 NIH ChestX-ray14 pathologies in the order of Wang et al. 2017; the first 8 carry boxes.
 NIH_PATHOLOGIES = (
@@ -31,6 +37,7 @@ NIH_BOXED_PATHOLOGIES = NIH_PATHOLOGIES[:8]
 LOGIT_COMBINATIONS = ("mean", "token", "pooled")
 DISTILLATION_TYPES = ("soft", "hard")
 HEATMAP_SOURCES = ("segment_cam", "attention")
+PROBLEM_TYPES = ("multi_label_classification", "single_label_classification", "regression")
 
 
 class ClarityConfig(PretrainedConfig):
@@ -82,13 +89,18 @@ class ClarityConfig(PretrainedConfig):
         orthogonal_loss_weight (`float`, *optional*, defaults to 0.1): *reconstructed* lambda of the orthogonal
             class-token loss (0 switches it off).
         foreground_loss_weight (`float`, *optional*, defaults to 0.5): lambda of the BCE + Dice foreground loss.
-        pos_weight (`list[float]`, *optional*): per-class positive weights for the BCE.
+        pos_weight (`list[float]`, *optional*): per-class positive weights for the BCE (multi-label only).
         class_token_init (`str`, *optional*, defaults to `"cls_noise"`): *reconstructed* how the DINO conversion
             initialises the class tokens: `"cls_noise"` (DINO CLS token + N(0, class_token_init_std)) or
             `"trunc_normal"`.
         class_token_init_std (`float`, *optional*, defaults to 0.02): std of that noise / truncated normal.
-        attn_implementation_maps (`str`, *optional*, defaults to `"sdpa"`): `"sdpa"` (class rows only) or `"eager"`
-            (full attention materialised: the reference implementation).
+        problem_type (`str`, *optional*, defaults to `"multi_label_classification"`): the supervised loss:
+            `"multi_label_classification"` (BCE), `"single_label_classification"` (cross-entropy) or `"regression"`
+            (MSE); `None` infers it from the labels as transformers' classification models do.
+
+    The attention kernel is transformers' `attn_implementation`: `"sdpa"` by default (the class maps are computed
+    with the C class-token query rows only) or `"eager"` (the full attention, the reference). Every value is checked
+    here, so that a bad one fails at construction and at `from_pretrained` with a `ValueError` naming the field.
     """
 
     model_type = "clarity"
@@ -131,9 +143,15 @@ class ClarityConfig(PretrainedConfig):
         pos_weight=None,
         class_token_init="cls_noise",
         class_token_init_std=0.02,
-        attn_implementation_maps="sdpa",
         **kwargs,
     ):
+        if "attn_implementation_maps" in kwargs:
+            # Written by earlier versions; the kernel is transformers' `attn_implementation` now.
+            legacy = kwargs.pop("attn_implementation_maps")
+            if legacy != "sdpa":
+                logger.warning(
+                    f"attn_implementation_maps={legacy!r} is no longer read: pass attn_implementation={legacy!r}"
+                )
         if "id2label" not in kwargs and "num_labels" not in kwargs:
             kwargs["id2label"] = dict(enumerate(NIH_PATHOLOGIES))
         kwargs.setdefault("problem_type", "multi_label_classification")
@@ -175,10 +193,32 @@ class ClarityConfig(PretrainedConfig):
         self.pos_weight = list(pos_weight) if pos_weight is not None else None
         self.class_token_init = class_token_init
         self.class_token_init_std = class_token_init_std
-        self.attn_implementation_maps = attn_implementation_maps
         self._validate_clarity()
 
     def _validate_clarity(self):
+        """Refuse every value the model cannot build or train with, naming the field and the value."""
+
+        def is_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        for name in (
+            "image_size",
+            "patch_size",
+            "num_channels",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "segment_cam_kernel_size",
+            "foreground_hidden_size",
+            "anatomical_prior_size",
+        ):
+            value = getattr(self, name)
+            if not is_int(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.image_size % self.patch_size != 0:
             raise ValueError(
                 f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
@@ -187,24 +227,74 @@ class ClarityConfig(PretrainedConfig):
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
             )
-        if not 1 <= self.num_attention_map_layers <= self.num_hidden_layers:
+        if self.segment_cam_kernel_size % 2 == 0:
+            # An even kernel with padding k // 2 changes the grid: the maps would not match the patches.
+            raise ValueError(f"segment_cam_kernel_size must be odd, got {self.segment_cam_kernel_size}")
+        if (
+            not is_int(self.num_attention_map_layers)
+            or not 1 <= self.num_attention_map_layers <= self.num_hidden_layers
+        ):
             raise ValueError(
-                f"num_attention_map_layers must be in [1, {self.num_hidden_layers}], got {self.num_attention_map_layers}"
+                f"num_attention_map_layers must be in [1, {self.num_hidden_layers}], got {self.num_attention_map_layers!r}"
             )
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
+            raise ValueError(
+                f"hidden_act must be one of transformers' activations {sorted(ACT2FN)}, got {self.hidden_act!r}"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            value = getattr(self, name)
+            if not is_number(value) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+        for name in ("layer_norm_eps", "pooling_temperature", "distillation_temperature"):
+            value = getattr(self, name)
+            if not is_number(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        for name in (
+            "initializer_range",
+            "class_token_init_std",
+            "class_token_loss_weight",
+            "pooled_loss_weight",
+            "distillation_loss_weight",
+            "orthogonal_loss_weight",
+            "foreground_loss_weight",
+        ):
+            value = getattr(self, name)
+            if not is_number(value) or value < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
         for name, value, allowed in (
             ("logit_combination", self.logit_combination, LOGIT_COMBINATIONS),
             ("distillation_type", self.distillation_type, DISTILLATION_TYPES),
             ("heatmap_source", self.heatmap_source, HEATMAP_SOURCES),
             ("attention_map_head_fusion", self.attention_map_head_fusion, ("mean", "max")),
             ("class_token_init", self.class_token_init, ("cls_noise", "trunc_normal")),
-            ("attn_implementation_maps", self.attn_implementation_maps, ("sdpa", "eager")),
+            ("problem_type", self.problem_type, (None, *PROBLEM_TYPES)),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not self.num_labels:
+            raise ValueError(
+                f"num_labels must be at least 1 (one class token per label), got {self.num_labels!r}"
+            )
         if not self.use_attention_pooling and self.logit_combination != "token":
             self.logit_combination = "token"
-        if self.pos_weight is not None and len(self.pos_weight) != self.num_labels:
-            raise ValueError(f"pos_weight has {len(self.pos_weight)} entries for {self.num_labels} labels")
+        if self.pos_weight is not None:
+            if len(self.pos_weight) != self.num_labels:
+                raise ValueError(
+                    f"pos_weight has {len(self.pos_weight)} entries for {self.num_labels} labels"
+                )
+            if not all(is_number(weight) and weight > 0 for weight in self.pos_weight):
+                raise ValueError(f"pos_weight must hold positive numbers, got {self.pos_weight!r}")
+            if self.problem_type not in (None, "multi_label_classification"):
+                raise ValueError(
+                    f"pos_weight weighs the multi-label BCE; it does not apply to problem_type={self.problem_type!r}"
+                )
+
+    def to_diff_dict(self) -> dict:
+        diff = super().to_diff_dict()
+        # `None` (infer from the labels) differs from this class's multi-label default, though not from the base
+        # class's: always write it so that it survives a save and load.
+        diff["problem_type"] = self.problem_type
+        return diff
 
     @property
     def pathologies(self) -> list[str]:

@@ -5,8 +5,9 @@ pooling, an orthogonal class-token loss and multi-label distillation (arXiv 2512
 One forward pass, top to bottom:
     pixel_values (B,3,S,S)
       -> ClarityEmbeddings: patches (B,N,D), C class tokens with their own positions -> (B,C+N,D)
-      -> ClarityEncoder: pre-norm blocks through scaled_dot_product_attention; the last K blocks also return the
-         C class-token attention rows (B,H,C,N), never a full (L,L) attention -> class maps A (B,C,h,w)
+      -> ClarityEncoder: pre-norm blocks through `config._attn_implementation` ("sdpa" by default, or "eager");
+         the last K blocks also return the C class-token attention rows (B,H,C,N): under SDPA from the class
+         queries alone, never a full (L,L) attention -> class maps A (B,C,h,w)
       -> final LayerNorm -> class tokens (B,C,D) and patch tokens (B,N,D)
     ClarityForMultiLabelLocalization:
       token logits      per-class linear on the class tokens                             (B,C)
@@ -14,11 +15,13 @@ One forward pass, top to bottom:
                         trained against the anatomical prior (per-image masks, else the shipped atlas)
       attention pooling softmax over patches of S/tau (gated by G) weights patch tokens -> LN -> per-class linear
       heatmaps          H = normalise(sqrt(A * relu(S))) * G                              (B,C,h,w)
-      losses            BCE (token + pooled), distillation, orthogonal class tokens, foreground BCE + Dice
+      losses            by `config.problem_type`: BCE (multi-label), cross-entropy or MSE, on token + pooled
+                        logits; distillation (multi-label only), orthogonal class tokens, foreground BCE + Dice
 
 Imports only torch, transformers and the sibling configuration file, so that the file runs from the Hub.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,9 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.utils import ModelOutput
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput, logging
 
 from .configuration_clarity import ClarityConfig
+
+logger = logging.get_logger(__name__)
 
 CLARITY_AUTO_MAP = {
     "AutoConfig": "configuration_clarity.ClarityConfig",
@@ -173,19 +180,67 @@ class ClarityEmbeddings(nn.Module):
         return self.dropout(torch.cat([class_tokens, patches], dim=1))  # (B, C+N, D)
 
 
-class ClaritySelfAttention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection.
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference attention, as `modeling_vit.eager_attention_forward`: the full (B, H, L, L) probabilities.
 
-    The fast path runs `scaled_dot_product_attention` for every token and, when the class maps are wanted, computes
-    the softmax of the C class-token query rows only: (B, H, C, L) instead of (B, H, L, L). The eager path (used for
-    `output_attentions`, patch-affinity refinement and as the reference in tests) materialises all rows.
+    The probabilities are returned before attention dropout, so that the class maps read from them do not depend on
+    the kernel in training either."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, H, L, L)
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_output = torch.matmul(F.dropout(attn_weights, p=dropout, training=module.training), value)
+    attn_output = attn_output.transpose(1, 2).contiguous()  # (B, L, H, d)
+    return attn_output, attn_weights
+
+
+# The kernels this model runs; every other name fails with this list (the class maps need no kernel support: they
+# are computed from the class queries alone).
+SUPPORTED_ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
+
+
+def unsupported_attention_message(attn_implementation, model_name: str = "CLARiTy") -> str:
+    # Begins as transformers' own message for an unknown kernel name.
+    supported = ", ".join(f'"{name}"' for name in SUPPORTED_ATTENTION_IMPLEMENTATIONS)
+    return f'Specified `attn_implementation="{attn_implementation}"` is not supported by {model_name}; supported: {supported}'
+
+
+def get_attention_function(attn_implementation: str | None) -> Callable:
+    if attn_implementation in (None, "eager"):
+        return eager_attention_forward
+    if attn_implementation not in SUPPORTED_ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(unsupported_attention_message(attn_implementation))
+    if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
+        return ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation, eager_attention_forward)
+    return ALL_ATTENTION_FUNCTIONS[attn_implementation]  # transformers before get_interface
+
+
+class ClaritySelfAttention(nn.Module):
+    """Multi-head self-attention with a fused qkv projection; the kernel is `config._attn_implementation`.
+
+    The map layers also return the class-to-patch attention (B, H, C, N). With the eager kernel it is read from the
+    full attention; with any other kernel it is the softmax of the C class-token query rows only, (B, H, C, L), so
+    that no (L, L) attention is ever built.
     """
 
     def __init__(self, config: ClarityConfig):
         super().__init__()
+        self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.scale = self.head_dim**-0.5
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = False
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.attention_dropout = config.attention_probs_dropout_prob
@@ -194,32 +249,38 @@ class ClaritySelfAttention(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        num_class_tokens: int,
+        num_class_tokens: int = 0,
         return_class_attention: bool = False,
-        return_full_attention: bool = False,
-        eager: bool = False,
+        force_eager: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns the output (B, L, D), the class attention (B, H, C, N) when asked, and the full attention
+        (B, H, L, L) when the eager kernel ran (`force_eager` runs it whatever the configured kernel)."""
         batch_size, seq_len, dim = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch_size, seq_len, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, d)
-        dropout = self.attention_dropout if self.training else 0.0
-        class_attention = full_attention = None
-        if eager or return_full_attention:
-            scores = torch.matmul(query, key.transpose(-1, -2)) * self.scale  # (B, H, L, L)
-            probs = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
-            full_attention = probs
-            context = torch.matmul(F.dropout(probs, p=dropout, training=self.training), value)
-            if return_class_attention:
-                class_attention = probs[:, :, :num_class_tokens, num_class_tokens:]  # (B, H, C, N)
-        else:
-            context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)  # (B, H, L, d)
-            if return_class_attention:
-                class_query = query[:, :, :num_class_tokens] * self.scale  # (B, H, C, d)
-                class_scores = torch.matmul(class_query, key.transpose(-1, -2))  # (B, H, C, L)
-                class_attention = class_scores.softmax(dim=-1, dtype=torch.float32)[..., num_class_tokens:]
-        context = context.transpose(1, 2).reshape(batch_size, seq_len, dim)
-        output = self.proj_dropout(self.proj(context))
-        return output, class_attention, full_attention if return_full_attention else None
+        attention_function = get_attention_function(
+            "eager" if force_eager else self.config._attn_implementation
+        )
+        context, attn_weights = attention_function(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+        )  # (B, L, H, d), (B, H, L, L) or None
+        class_attention = None
+        if return_class_attention:
+            if attn_weights is not None:
+                class_attention = attn_weights[:, :, :num_class_tokens, num_class_tokens:]  # (B, H, C, N)
+            else:
+                class_scores = (
+                    torch.matmul(query[:, :, :num_class_tokens], key.transpose(2, 3)) * self.scaling
+                )
+                class_attention = F.softmax(class_scores, dim=-1, dtype=torch.float32)[..., num_class_tokens:]
+        output = self.proj_dropout(self.proj(context.reshape(batch_size, seq_len, dim)))
+        return output, class_attention, attn_weights
 
 
 class ClarityMLP(nn.Module):
@@ -234,8 +295,11 @@ class ClarityMLP(nn.Module):
         return self.dropout(self.fc2(self.act(self.fc1(hidden_states))))
 
 
-class ClarityLayer(nn.Module):
-    """A pre-norm ViT block: x + attn(norm1(x)), then x + mlp(norm2(x)), with stochastic depth."""
+class ClarityLayer(GradientCheckpointingLayer):
+    """A pre-norm ViT block: x + attn(norm1(x)), then x + mlp(norm2(x)), with stochastic depth.
+
+    As a `GradientCheckpointingLayer` it is recomputed in the backward pass after `gradient_checkpointing_enable()`
+    (the hidden states must be passed positionally for `use_reentrant=True`)."""
 
     def __init__(self, config: ClarityConfig, drop_path_rate: float = 0.0):
         super().__init__()
@@ -248,26 +312,31 @@ class ClarityLayer(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        num_class_tokens: int,
+        num_class_tokens: int = 0,
         return_class_attention: bool = False,
-        return_full_attention: bool = False,
-        eager: bool = False,
+        force_eager: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        attention_output, class_attention, full_attention = self.attention(
-            self.norm1(hidden_states), num_class_tokens, return_class_attention, return_full_attention, eager
+        attention_output, class_attention, attn_weights = self.attention(
+            self.norm1(hidden_states), num_class_tokens, return_class_attention, force_eager
         )
         hidden_states = hidden_states + self.drop_path(attention_output)
         hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
-        return hidden_states, class_attention, full_attention
+        return hidden_states, class_attention, attn_weights
+
+
+def drop_path_rates(drop_path_rate: float, num_layers: int) -> list[float]:
+    """Stochastic-depth rate of each block, rising linearly from 0 (plain Python: the model builds on `meta`)."""
+    if num_layers < 2:
+        return [0.0] * num_layers
+    return [drop_path_rate * index / (num_layers - 1) for index in range(num_layers)]
 
 
 class ClarityEncoder(nn.Module):
     def __init__(self, config: ClarityConfig):
         super().__init__()
         self.config = config
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        rates = drop_path_rates(config.drop_path_rate, config.num_hidden_layers)
         self.layers = nn.ModuleList([ClarityLayer(config, rate) for rate in rates])
-        self.gradient_checkpointing = False
 
     def forward(
         self,
@@ -276,34 +345,33 @@ class ClarityEncoder(nn.Module):
         num_map_layers: int,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
-        eager: bool = False,
         patch_affinity: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], tuple | None, tuple | None]:
         """Returns the last hidden states, the class attention (B,H,C,N) of each map layer, the patch-to-patch
-        attention (B,H,N,N) of each map layer (only with `patch_affinity`), and the optional hidden states /
-        attentions tuples."""
+        attention (B,H,N,N) of each map layer (only with `patch_affinity`, which runs the map layers eagerly), and
+        the optional hidden states / attentions tuples (attentions only from the eager kernel, as in transformers'
+        models: empty under any other kernel)."""
         first_map_layer = len(self.layers) - num_map_layers
+        eager = self.config._attn_implementation in (None, "eager")
         class_attentions, patch_affinities = [], []
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for index, layer in enumerate(self.layers):
             is_map_layer = index >= first_map_layer
-            need_full = output_attentions or (patch_affinity and is_map_layer)
-            args = (hidden_states, num_class_tokens, is_map_layer, need_full, eager)
-            if self.gradient_checkpointing and self.training:
-                hidden_states, class_attention, full_attention = torch.utils.checkpoint.checkpoint(
-                    layer, *args, use_reentrant=False
-                )
-            else:
-                hidden_states, class_attention, full_attention = layer(*args)
+            hidden_states, class_attention, attn_weights = layer(
+                hidden_states,
+                num_class_tokens=num_class_tokens,
+                return_class_attention=is_map_layer,
+                force_eager=patch_affinity and is_map_layer,
+            )
             if is_map_layer:
                 class_attentions.append(class_attention)
                 if patch_affinity:
-                    patch_affinities.append(full_attention[:, :, num_class_tokens:, num_class_tokens:])
+                    patch_affinities.append(attn_weights[:, :, num_class_tokens:, num_class_tokens:])
             if output_hidden_states:
                 all_hidden_states = all_hidden_states + (hidden_states,)
-            if output_attentions:
-                all_attentions = all_attentions + (full_attention,)
+            if output_attentions and eager:
+                all_attentions = all_attentions + (attn_weights,)
         return hidden_states, class_attentions, patch_affinities, all_hidden_states, all_attentions
 
 
@@ -386,6 +454,29 @@ def foreground_loss(foreground: torch.Tensor, target: torch.Tensor, eps: float =
     return bce + dice.mean()
 
 
+def classification_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    problem_type: str | None,
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One logit set's supervised term in float32, as transformers' `ForSequenceClassificationLoss`: MSE
+    (regression), cross-entropy over the C logits (single-label) or BCE with `pos_weight` (multi-label)."""
+    logits = logits.float()
+    if problem_type == "regression":
+        if logits.shape[-1] == 1:
+            return F.mse_loss(logits.squeeze(), labels.float().squeeze())
+        return F.mse_loss(logits, labels.float())
+    if problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
+    if labels.shape != logits.shape:
+        raise ValueError(
+            f"labels of shape {tuple(labels.shape)} for problem_type='multi_label_classification': multi-hot labels "
+            f"of shape {tuple(logits.shape)} expected (class indices need problem_type='single_label_classification')"
+        )
+    return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=pos_weight)
+
+
 def distillation_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0, kind: str = "soft"
 ) -> torch.Tensor:
@@ -402,9 +493,23 @@ class ClarityPreTrainedModel(PreTrainedModel):
     config: ClarityConfig
     base_model_prefix = "clarity"
     main_input_name = "pixel_values"
+    input_modalities = ("image",)
     supports_gradient_checkpointing = True
     _no_split_modules = ["ClarityEmbeddings", "ClarityLayer"]
     _supports_sdpa = True
+    # Flash and flex kernels are not tested with the class-row maps: refused (see SUPPORTED_ATTENTION_IMPLEMENTATIONS).
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+
+    def _check_and_adjust_attn_implementation(self, attn_implementation, *args, **kwargs):
+        # Refuse what this model does not run with the list of what it does, before transformers' generic checks
+        # (which would e.g. report a missing flash-attn package for a kernel this model never uses).
+        if (
+            isinstance(attn_implementation, str)
+            and attn_implementation not in SUPPORTED_ATTENTION_IMPLEMENTATIONS
+        ):
+            raise ValueError(unsupported_attention_message(attn_implementation, type(self).__name__))
+        return super()._check_and_adjust_attn_implementation(attn_implementation, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -427,6 +532,7 @@ class ClarityPreTrainedModel(PreTrainedModel):
             nn.init.trunc_normal_(module.weight, mean=0.0, std=std)
             nn.init.zeros_(module.bias)
         elif isinstance(module, ClarityForMultiLabelLocalization) and module.anatomical_prior is not None:
+            # The buffer's value from __init__, also after a build on `meta` + `to_empty()`; a loaded atlas is kept.
             if not getattr(module.anatomical_prior, "_is_hf_initialized", False):
                 module.anatomical_prior.copy_(default_anatomical_prior(module.anatomical_prior.shape[-1]))
 
@@ -468,6 +574,13 @@ class ClarityModel(ClarityPreTrainedModel):
         grid_h = pixel_values.shape[-2] // config.patch_size
         grid_w = pixel_values.shape[-1] // config.patch_size
 
+        if output_attentions and config._attn_implementation not in (None, "eager"):
+            # As transformers' models do: only the eager kernel returns attention weights.
+            logger.warning_once(
+                f"`{config._attn_implementation}` attention does not support `output_attentions=True`: no attentions "
+                'are returned. Load the model with `attn_implementation="eager"` to get them.'
+            )
+
         embeddings = self.embeddings(pixel_values)  # (B, C+N, D)
         hidden_states, class_attentions, affinities, all_hidden, all_attentions = self.encoder(
             embeddings,
@@ -475,7 +588,6 @@ class ClarityModel(ClarityPreTrainedModel):
             num_map_layers=config.num_attention_map_layers,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            eager=config.attn_implementation_maps == "eager",
             patch_affinity=config.use_patch_affinity_refinement,
         )
         sequence_output = self.layernorm(hidden_states)  # (B, C+N, D)
@@ -502,12 +614,13 @@ class ClarityModel(ClarityPreTrainedModel):
 
     @torch.no_grad()
     def get_last_selfattention(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """DINO's idiom: the full attention (B, H, L, L) of the last block, tokens ordered [class tokens, patches]."""
+        """DINO's idiom: the full attention (B, H, L, L) of the last block, tokens ordered [class tokens, patches].
+        The last block runs the eager kernel whatever `attn_implementation` is."""
         hidden_states = self.embeddings(pixel_values)
         num_classes = self.config.num_labels
         for layer in self.encoder.layers[:-1]:
-            hidden_states = layer(hidden_states, num_classes)[0]
-        return self.encoder.layers[-1](hidden_states, num_classes, return_full_attention=True)[2]
+            hidden_states = layer(hidden_states, num_class_tokens=num_classes)[0]
+        return self.encoder.layers[-1](hidden_states, num_class_tokens=num_classes, force_eager=True)[2]
 
 
 class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
@@ -532,12 +645,23 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
             self.register_buffer("anatomical_prior", default_anatomical_prior(size), persistent=True)
         else:
             self.anatomical_prior = None
-        pos_weight = torch.tensor(config.pos_weight, dtype=torch.float32) if config.pos_weight else None
-        self.register_buffer("pos_weight", pos_weight, persistent=False)
         self.post_init()
 
     def get_last_selfattention(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.clarity.get_last_selfattention(pixel_values)
+
+    @property
+    def pos_weight(self) -> torch.Tensor | None:
+        """The multi-label BCE's per-class positive weights (C,), read from `config.pos_weight`: kept in the config,
+        not a tensor of the model, so that the model builds on `meta` and loads without it."""
+        if not self.config.pos_weight:
+            return None
+        return torch.tensor(self.config.pos_weight, dtype=torch.float32, device=self.device)
+
+    @pos_weight.setter
+    def pos_weight(self, value: torch.Tensor | list[float] | None) -> None:
+        weights = None if value is None else [float(w) for w in torch.as_tensor(value).flatten().tolist()]
+        self.config.pos_weight = weights
 
     @torch.no_grad()
     def set_anatomical_prior(self, prior: torch.Tensor) -> None:
@@ -580,9 +704,15 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
         **kwargs,
     ) -> ClarityMultiLabelLocalizationOutput | tuple:
         r"""
-        labels (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*): multi-hot targets.
+        labels (`torch.Tensor`, *optional*): the targets for `config.problem_type` (inferred as in transformers'
+            classification models when `None`): `"multi_label_classification"`, multi-hot `(batch_size,
+            num_labels)` for a BCE with `config.pos_weight`; `"single_label_classification"`, class indices
+            `(batch_size,)` for a cross-entropy; `"regression"`, `(batch_size, num_labels)` values for an MSE. The
+            term is computed on the token logits and on the pooled logits, weighted by `class_token_loss_weight` and
+            `pooled_loss_weight`. The orthogonal and foreground terms apply to every problem type.
         teacher_logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*): the frozen teacher's
-            logits on the same augmented view, for the distillation term.
+            logits on the same augmented view, for the (multi-label, sigmoid) distillation term; refused for the
+            other problem types.
         anatomy_masks (`torch.FloatTensor` of shape `(batch_size, 1, height, width)`, *optional*): per-image
             anatomical masks (lungs + heart) in [0, 1]; without them the model's atlas is the foreground target.
         """
@@ -633,19 +763,33 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
             heatmaps = heatmaps * foreground.float()
 
         loss = classification = distill = orthogonal = fg_loss = None
+        if labels is not None and config.problem_type is None:
+            # As transformers' classification models do: infer once from the labels and keep it in the config.
+            if num_classes == 1:
+                config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                config.problem_type = "single_label_classification"
+            else:
+                config.problem_type = "multi_label_classification"
+        multi_label = config.problem_type in (None, "multi_label_classification")
+        if teacher_logits is not None and config.distillation_loss_weight > 0 and not multi_label:
+            raise ValueError(
+                f"teacher_logits: the distillation term is defined for problem_type='multi_label_classification' "
+                f"only, this model has problem_type={config.problem_type!r} (set distillation_loss_weight=0)"
+            )
         # Every loss term in float32, also under autocast (mixed-precision training, bf16 inference).
         with torch.autocast(device_type=pixel_values.device.type, enabled=False):
             if labels is not None or teacher_logits is not None:
                 loss = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
                 if labels is not None:
-                    labels = labels.float()
-                    classification = F.binary_cross_entropy_with_logits(
-                        token_logits.float(), labels, pos_weight=self.pos_weight
+                    pos_weight = self.pos_weight
+                    classification = classification_loss(
+                        token_logits, labels, config.problem_type, pos_weight
                     )
                     loss = loss + config.class_token_loss_weight * classification
                     if pooled_logits is not None:
-                        pooled_term = F.binary_cross_entropy_with_logits(
-                            pooled_logits.float(), labels, pos_weight=self.pos_weight
+                        pooled_term = classification_loss(
+                            pooled_logits, labels, config.problem_type, pos_weight
                         )
                         classification = classification + pooled_term
                         loss = loss + config.pooled_loss_weight * pooled_term

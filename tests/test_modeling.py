@@ -97,16 +97,17 @@ def test_efficient_class_maps_equal_eager_reference():
     config = tiny_config(num_attention_map_layers=3)
     fast = make_model(config)
     eager = ClarityForMultiLabelLocalization(
-        tiny_config(num_attention_map_layers=3, attn_implementation_maps="eager")
+        tiny_config(num_attention_map_layers=3, attn_implementation="eager")
     )
     eager.load_state_dict(fast.state_dict())
     eager.eval()
+    assert fast.config._attn_implementation == "sdpa" and eager.config._attn_implementation == "eager"
     pixel_values = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         fast_out = fast(pixel_values)
         eager_out = eager(pixel_values)
         # Independent reference: the full attention tensors of every layer (all rows, all heads).
-        full = fast.clarity(pixel_values, output_attentions=True)
+        full = eager.clarity(pixel_values, output_attentions=True)
     torch.testing.assert_close(fast_out.class_attentions, eager_out.class_attentions, atol=1e-5, rtol=0)
     torch.testing.assert_close(fast_out.logits, eager_out.logits, atol=1e-5, rtol=0)
     torch.testing.assert_close(fast_out.heatmaps, eager_out.heatmaps, atol=1e-5, rtol=0)
@@ -122,10 +123,13 @@ def test_efficient_class_maps_equal_eager_reference():
 def test_efficient_maps_match_eager_for_the_224_preset():
     config = ClarityConfig.from_preset("clarity-s-16-224", num_hidden_layers=4)
     fast = make_model(config)
+    eager = make_model(
+        ClarityConfig.from_preset("clarity-s-16-224", num_hidden_layers=4, attn_implementation="eager")
+    )
     with torch.no_grad():
         pixel_values = torch.randn(1, 3, 224, 224)
         maps = fast(pixel_values).class_attentions
-        full = fast.clarity(pixel_values, output_attentions=True).attentions
+        full = eager.clarity(pixel_values, output_attentions=True).attentions
     reference = (
         torch.stack([a[:, :, :14, 14:] for a in full[-3:]]).mean(dim=2).mean(dim=0).reshape(1, 14, 14, 14)
     )
@@ -133,11 +137,12 @@ def test_efficient_maps_match_eager_for_the_224_preset():
 
 
 def test_get_last_selfattention_is_the_last_layer_attention():
-    model = make_model(tiny_config())
+    model = make_model(tiny_config())  # sdpa: the last block still returns its full attention
+    eager = make_model(tiny_config(attn_implementation="eager"))
     pixel_values = torch.randn(1, 3, 64, 64)
     attention = model.get_last_selfattention(pixel_values)
     with torch.no_grad():
-        full = model.clarity(pixel_values, output_attentions=True).attentions[-1]
+        full = eager.clarity(pixel_values, output_attentions=True).attentions[-1]
     assert attention.shape == (1, 4, 78, 78)
     torch.testing.assert_close(attention, full)
     torch.testing.assert_close(attention.sum(-1), torch.ones(1, 4, 78))
