@@ -408,6 +408,13 @@ def build_chestxray14(
         split_source=split_source,
         boxed_labels=list(NIH_BOXED_PATHOLOGIES),
         num_boxes=num_boxes,
+        build_parameters={
+            "seed": seed,
+            "validation_fraction": validation_fraction,
+            "box_split_seed": box_split_seed,
+            "fallback_test_fraction": fallback_test_fraction if split_source == "fallback" else None,
+            "skip_missing": skip_missing,
+        },
     )
     features = clarity_features(len(NIH_PATHOLOGIES), metadata_only=metadata_only)
     result = DatasetDict()
