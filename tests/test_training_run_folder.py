@@ -19,7 +19,12 @@ from training_helpers import cli_args, subprocess_env, tiny_config, train_comman
 from clarity_hf.files import FolderInUseError, exclusive_lock
 from clarity_hf.training import ClarityTrainingConfig, train
 from clarity_hf.training import trainer as trainer_module
-from clarity_hf.training.checkpointing import COMPLETE_MARKER, list_checkpoints, read_training_state
+from clarity_hf.training.checkpointing import (
+    COMPLETE_MARKER,
+    list_checkpoints,
+    read_training_state,
+    remove_checkpoint,
+)
 from clarity_hf.training.data import build_synthetic
 from clarity_hf.training.run_folder import LOCK_FILE, RUN_FILE, config_hash
 from clarity_hf.training.trackers import read_jsonl
@@ -197,3 +202,15 @@ def test_config_hash_ignores_only_bookkeeping_options(tmp_path):
     assert config_hash(base) == config_hash(same)
     assert config_hash(base) != config_hash(tiny_config(tmp_path, seed=1))
     assert isinstance(ClarityTrainingConfig(output_dir="x").overwrite_output_dir, bool)
+
+
+def test_resume_does_not_repeat_logged_steps(tmp_path, tiny_data):
+    """Steps 3-4 were logged but their checkpoint is lost (as after a SIGKILL): the resumed run logs them once."""
+    config = dict(max_steps=4, checkpointing_steps=2, eval_every_epoch=False)
+    train(tiny_config(tmp_path, **config), datasets=tiny_data)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-4"]
+    remove_checkpoint(tmp_path / "checkpoints" / "checkpoint-4")
+    result = train(tiny_config(tmp_path, resume_from_checkpoint="latest", **config), datasets=tiny_data)
+    assert result.global_step == 4
+    steps = [r["step"] for r in read_jsonl(tmp_path / "logs" / "metrics.jsonl") if "train/loss" in r]
+    assert steps == [1, 2, 3, 4]
