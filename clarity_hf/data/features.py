@@ -197,10 +197,11 @@ def get_build_report(dataset: Dataset | DatasetDict) -> BuildReport:
 
 
 def open_text(path: Path) -> io.TextIOBase:
-    """A CSV or text file, plain or gzipped (`.gz`), as UTF-8 text for `csv.reader`."""
+    """A CSV or text file, plain or gzipped (`.gz`), as UTF-8 text for `csv.reader`; a leading byte-order mark (as
+    spreadsheet programs write) is dropped, so it never becomes part of the first header cell or image name."""
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def iter_csv_rows(
