@@ -84,7 +84,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start_and_kill(tmp_path: Path, output: Path, hang_at: int, num_proc: int = 1, seed: int = 0) -> list[int]:
+def _start_and_kill(
+    tmp_path: Path, output: Path, hang_at: int, num_proc: int = 1, seed: int = 0
+) -> list[int]:
     """Run the build in a subprocess, SIGKILL it once a process reaches its `hang_at`-th image; returns the pids
     that reached it."""
     markers = tmp_path / f"markers-{hang_at}-{time.monotonic_ns()}"
@@ -112,7 +114,9 @@ def _start_and_kill(tmp_path: Path, output: Path, hang_at: int, num_proc: int = 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killed_builds_resume_to_the_same_bytes(tmp_path):
     reference = tmp_path / "reference"
-    build_cache(make_source(), reference, image_size=32, shard_size=SHARD_SIZE, skip_missing=True, progress=False)
+    build_cache(
+        make_source(), reference, image_size=32, shard_size=SHARD_SIZE, skip_missing=True, progress=False
+    )
     expected = tree_digest(reference)
     assert len([name for name in expected if name.endswith(".parquet")]) == 7  # 5 train + 2 validation shards
 
@@ -133,9 +137,13 @@ def test_killed_builds_resume_to_the_same_bytes(tmp_path):
     # a rerun with another image size or seed is refused, naming the parameter, and touches nothing
     before = tree_digest(output)
     with pytest.raises(ValueError, match=r"image_size: 32 in the cache != 48 now"):
-        build_cache(make_source(), output, image_size=48, shard_size=SHARD_SIZE, skip_missing=True, progress=False)
+        build_cache(
+            make_source(), output, image_size=48, shard_size=SHARD_SIZE, skip_missing=True, progress=False
+        )
     with pytest.raises(ValueError, match=r"source_parameters\.seed: 0 in the cache != 1 now"):
-        build_cache(make_source(1), output, image_size=32, shard_size=SHARD_SIZE, skip_missing=True, progress=False)
+        build_cache(
+            make_source(1), output, image_size=32, shard_size=SHARD_SIZE, skip_missing=True, progress=False
+        )
     assert tree_digest(output) == before
     # finished with the same parameters: every file equals the uninterrupted build's, the report counts every skip
     resumed = build_cache(
@@ -148,10 +156,18 @@ def test_killed_builds_resume_to_the_same_bytes(tmp_path):
 
 def test_overwrite_rebuilds_with_new_parameters(tmp_path):
     output, fresh = tmp_path / "cache", tmp_path / "fresh"
-    build_cache(make_source(), output, image_size=32, shard_size=SHARD_SIZE, skip_missing=True, progress=False)
+    build_cache(
+        make_source(), output, image_size=32, shard_size=SHARD_SIZE, skip_missing=True, progress=False
+    )
     build_cache(make_source(1), fresh, image_size=32, shard_size=10, skip_missing=True, progress=False)
     rebuilt = build_cache(
-        make_source(1), output, image_size=32, shard_size=10, skip_missing=True, progress=False, overwrite=True
+        make_source(1),
+        output,
+        image_size=32,
+        shard_size=10,
+        skip_missing=True,
+        progress=False,
+        overwrite=True,
     )
     assert tree_digest(output) == tree_digest(fresh)  # no shard of the old build left behind
     assert json.loads((output / CACHE_INFO).read_text())["parameters"]["source_parameters"] == {"seed": 1}
@@ -171,7 +187,9 @@ def test_no_worker_outlives_a_killed_build(tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_failing_worker_stops_the_pool(tmp_path):
     with pytest.raises(ValueError, match="image 00002|cannot be decoded"):
-        build_cache(make_source(), tmp_path / "cache", image_size=32, num_proc=2, shard_size=2, progress=False)
+        build_cache(
+            make_source(), tmp_path / "cache", image_size=32, num_proc=2, shard_size=2, progress=False
+        )
     children = [
         int(entry)
         for entry in os.listdir("/proc")

@@ -136,7 +136,10 @@ def _bomb_png(path, side=60000):
 
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
     )
 
 
@@ -205,7 +208,9 @@ def test_coco_hostile_input_names_file_and_entry(tmp_path):
     assert len(twice[0]["boxes"]) == 1  # identical duplicate dropped
     assert any("identical duplicate of annotation #0" in n for n in get_build_report(twice).notes)
     conflicting = [annotation, dict(annotation, category_id=2)]
-    with pytest.raises(ValueError, match=r"coco\.json: annotation #1 \(id 7\): id also used by annotation #0"):
+    with pytest.raises(
+        ValueError, match=r"coco\.json: annotation #1 \(id 7\): id also used by annotation #0"
+    ):
         load_coco_dataset(_coco(tmp_path, annotations=conflicting), tmp_path / "imgs")
     images = [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}]
     with pytest.raises(ValueError, match=r"image #1 \(id 1\): id also used by image #0"):
@@ -220,7 +225,9 @@ def test_coco_hostile_input_names_file_and_entry(tmp_path):
     with pytest.raises(ValueError, match=r"annotation #0 \(id 7\): box .* outside the 40x30"):
         load_coco_dataset(_coco(tmp_path, annotations=outside), tmp_path / "imgs")
     with pytest.raises(ValueError, match=r"coco\.json: image #1 \(id 2, None\): no `file_name`"):
-        load_coco_dataset(_coco(tmp_path, images=[{"id": 1, "file_name": "a.png"}, {"id": 2}]), tmp_path / "imgs")
+        load_coco_dataset(
+            _coco(tmp_path, images=[{"id": 1, "file_name": "a.png"}, {"id": 2}]), tmp_path / "imgs"
+        )
     (tmp_path / "broken.json").write_text('{"images": [')
     with pytest.raises(ValueError, match=r"broken\.json: cannot read COCO JSON"):
         load_coco_dataset(tmp_path / "broken.json", tmp_path / "imgs")

@@ -140,7 +140,9 @@ def test_sigkill_while_pruning_never_leaves_a_complete_checkpoint_without_weight
         (folder / COMPLETE_MARKER).write_text(str(step))
     script, marker = tmp_path / "prune.py", tmp_path / "deleting"
     script.write_text(PRUNE)
-    process = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(marker)], env=subprocess_env())
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path), str(marker)], env=subprocess_env()
+    )
     deadline = time.monotonic() + 120
     while not marker.exists():
         assert process.poll() is None and time.monotonic() < deadline, "pruning never started"
@@ -177,7 +179,9 @@ def test_a_concurrent_run_is_refused_at_once(tmp_path):
     env = subprocess_env(threads=1)
     output = tmp_path / "run"
     args = [*cli_args(RUN), "--output_dir", str(output)]
-    victim = subprocess.Popen(train_command(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        train_command(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 300
         while not list_checkpoints(output):
@@ -198,7 +202,9 @@ def test_a_concurrent_run_is_refused_at_once(tmp_path):
 
 def test_config_hash_ignores_only_bookkeeping_options(tmp_path):
     base = tiny_config(tmp_path)
-    same = tiny_config(tmp_path / "elsewhere", logging_steps=5, disable_tqdm=False, resume_from_checkpoint="latest")
+    same = tiny_config(
+        tmp_path / "elsewhere", logging_steps=5, disable_tqdm=False, resume_from_checkpoint="latest"
+    )
     assert config_hash(base) == config_hash(same)
     assert config_hash(base) != config_hash(tiny_config(tmp_path, seed=1))
     assert isinstance(ClarityTrainingConfig(output_dir="x").overwrite_output_dir, bool)

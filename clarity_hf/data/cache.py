@@ -139,7 +139,9 @@ def _write_shard(job: tuple[Dataset, str, int, str, bool, str]) -> tuple[int, li
             )
             columns["anatomy_mask"][-1] = _encode(mask, image_format)
     # "<... object at 0x7f...>" in a decoder's message would make the report differ between runs
-    atomic_write_json(_report_name(path), [re.sub(r" at 0x[0-9a-fA-F]+", "", message) for message in problems])
+    atomic_write_json(
+        _report_name(path), [re.sub(r" at 0x[0-9a-fA-F]+", "", message) for message in problems]
+    )
     tmp = f"{path}.tmp-{os.getpid()}"
     bars_were_off = are_progress_bars_disabled()
     disable_progress_bars()
@@ -249,7 +251,9 @@ def _check_manifest(output: Path, parameters: dict[str, Any], overwrite: bool) -
                 f"{output} holds a cache that this build cannot resume: {problem}. Use another folder, or pass "
                 "overwrite=True (--overwrite) to delete its shards and rebuild it"
             )
-        splits = set(parameters["splits"]) | set((found or {}).get("splits", {})) | set(previous.get("shards", {}))
+        splits = (
+            set(parameters["splits"]) | set((found or {}).get("splits", {})) | set(previous.get("shards", {}))
+        )
         logger.warning("cache %s: overwrite=True, deleting the shards of the previous build", output)
         info_path.unlink()
         fsync_directory(output)

@@ -73,7 +73,12 @@ def _boxes_inside(
     kept = []
     for where, box in boxes:
         x0, y0, x1, y1 = box["x"], box["y"], box["x"] + box["w"], box["y"] + box["h"]
-        if x0 < -BOX_TOLERANCE or y0 < -BOX_TOLERANCE or x1 > width + BOX_TOLERANCE or y1 > height + BOX_TOLERANCE:
+        if (
+            x0 < -BOX_TOLERANCE
+            or y0 < -BOX_TOLERANCE
+            or x1 > width + BOX_TOLERANCE
+            or y1 > height + BOX_TOLERANCE
+        ):
             problems(
                 "box_outside_image",
                 f"{where}: box x={box['x']}, y={box['y']}, w={box['w']}, h={box['h']} lies outside the "
@@ -128,7 +133,7 @@ def _read_box_csv(
 ) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Boxes CSV (header row; columns image, label, x, y, w, h by position) -> image -> [("file:line", box)]."""
     boxes: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for line, where, row in iter_csv_rows(path, 6, problems, "image,label,x,y,w,h"):
+    for _, where, row in iter_csv_rows(path, 6, problems, "image,label,x,y,w,h"):
         label = row[1].strip()
         if label not in label_index:
             problems("unknown_label", f"{where}: unknown box label {label!r}")
@@ -173,7 +178,8 @@ def load_csv_dataset(
     csv_path = Path(csv_path)
     root = Path(image_root) if image_root is not None else csv_path.parent
     problems = Problems(skip_missing)
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not a header
+    # utf-8-sig: a byte-order mark (spreadsheet exports) must not become part of the first header cell
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])
         records = [(line, record) for line, record in enumerate(reader, start=2)]
@@ -209,7 +215,9 @@ def load_csv_dataset(
             # is right cannot be told.
             earlier, earlier_record = first_line[image]
             if earlier_record == record:
-                problems.report.notes.append(f"{where}: identical duplicate of line {earlier} ({image}) dropped")
+                problems.report.notes.append(
+                    f"{where}: identical duplicate of line {earlier} ({image}) dropped"
+                )
             else:
                 problems("duplicate_row", f"{where}: {image} is also on line {earlier} with other values")
             continue
@@ -331,12 +339,16 @@ def _coco_categories(data: dict[str, Any], name: str) -> dict[Any, str]:
         if cid in categories:
             raise ValueError(f"{where}: duplicate category id {cid!r} ({categories[cid]!r} and {label!r})")
         if label in seen_names:
-            raise ValueError(f"{where}: duplicate category name {label!r} (ids {seen_names[label]!r} and {cid!r})")
+            raise ValueError(
+                f"{where}: duplicate category name {label!r} (ids {seen_names[label]!r} and {cid!r})"
+            )
         categories[cid], seen_names[label] = label, cid
     return categories
 
 
-def _unique_by_id(entries: list[dict[str, Any]], kind: str, name: str, problems: Problems) -> list[dict[str, Any]]:
+def _unique_by_id(
+    entries: list[dict[str, Any]], kind: str, name: str, problems: Problems
+) -> list[dict[str, Any]]:
     """Entries with distinct `id`s: an identical repeat is dropped (noted in the report), a repeat that differs is
     a `duplicate_id` problem (the later entry is skipped with skip_missing)."""
     first: dict[Any, int] = {}

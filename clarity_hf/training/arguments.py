@@ -167,7 +167,9 @@ class ClarityTrainingConfig:
     )
     overwrite_output_dir: bool = field(
         default=False,
-        metadata={"help": "Delete the checkpoints, best model and logs of an earlier run in output_dir first."},
+        metadata={
+            "help": "Delete the checkpoints, best model and logs of an earlier run in output_dir first."
+        },
     )
     eval_every_epoch: bool = True
     save_best_model: bool = True
@@ -240,7 +242,9 @@ class ClarityTrainingConfig:
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"max_steps must be > 0 (or -1: train num_train_epochs epochs), got {self.max_steps}")
+            raise ValueError(
+                f"max_steps must be > 0 (or -1: train num_train_epochs epochs), got {self.max_steps}"
+            )
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
         for name in ("adam_beta1", "adam_beta2"):

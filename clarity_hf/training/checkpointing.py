@@ -41,7 +41,9 @@ def list_checkpoints(output_dir: str | os.PathLike, config_hash: str | None = No
     """Complete checkpoints, oldest first; with `config_hash`, only those written by a run of that config."""
     found = [path for _, path in _numbered(output_dir) if (path / COMPLETE_MARKER).is_file()]
     if config_hash is not None:
-        found = [path for path in found if read_training_state(path).get("config_hash") in (None, config_hash)]
+        found = [
+            path for path in found if read_training_state(path).get("config_hash") in (None, config_hash)
+        ]
     return found
 
 

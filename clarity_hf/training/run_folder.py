@@ -38,7 +38,15 @@ LOCK_FILE = "run.lock"
 METRICS_FILE = Path("logs") / "metrics.jsonl"
 BEST_MODEL = "best_model"
 # What a run writes into output_dir (and `overwrite_output_dir` deletes); nothing else there is touched.
-RUN_OUTPUTS = ("checkpoints", BEST_MODEL, ".tmp-best_model", ".old-best_model", "logs", "train_result.json", RUN_FILE)
+RUN_OUTPUTS = (
+    "checkpoints",
+    BEST_MODEL,
+    ".tmp-best_model",
+    ".old-best_model",
+    "logs",
+    "train_result.json",
+    RUN_FILE,
+)
 # Options that change how a run is watched or stored, not what it computes: a resumed run may change them.
 NON_RUN_OPTIONS = frozenset(
     {
@@ -145,7 +153,9 @@ class RunFolder:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is damaged ({err}); pass --overwrite_output_dir to start afresh") from err
+            raise ValueError(
+                f"{path} is damaged ({err}); pass --overwrite_output_dir to start afresh"
+            ) from err
 
     def _has_outputs(self) -> bool:
         root = checkpoint_root(self.path)

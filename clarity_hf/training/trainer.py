@@ -38,9 +38,9 @@ from tqdm.auto import tqdm
 
 from ..configuration_clarity import NIH_PATHOLOGIES
 from ..evaluation.classification import compute_auroc
+from ..files import atomic_write_text, fsync_tree
 from ..image_processing_clarity import ClarityImageProcessor
 from .arguments import ClarityTrainingConfig
-from ..files import atomic_write_text, fsync_tree
 from .checkpointing import save_checkpoint
 from .data import (
     SKIP_KINDS,
@@ -271,7 +271,9 @@ def _teacher_logits(config, accelerator, teacher, batch) -> torch.Tensor | None:
         return batch.get("teacher_logits")
     pixels = batch["pixel_values"]
     if config.teacher_image_size and config.teacher_image_size != pixels.shape[-1]:
-        pixels = F.interpolate(pixels, size=(config.teacher_image_size,) * 2, mode="bilinear", align_corners=False)
+        pixels = F.interpolate(
+            pixels, size=(config.teacher_image_size,) * 2, mode="bilinear", align_corners=False
+        )
     with torch.no_grad(), accelerator.autocast():
         return teacher(pixel_values=pixels).logits.float()
 
@@ -337,15 +339,21 @@ def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, dat
     if datasets is None:
         with accelerator.main_process_first():
             datasets = load_datasets(config)
-    model, teacher, label_names, distillation_weight = _prepare_models(config, accelerator, datasets, model, teacher)
+    model, teacher, label_names, distillation_weight = _prepare_models(
+        config, accelerator, datasets, model, teacher
+    )
     train_set, sampler, train_loader, eval_loader = _make_loaders(
         config,
         datasets,
         model.config.image_size,
         with_teacher_logits=config.use_cached_teacher_logits and distillation_weight > 0,
     )
-    global_batch = config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
-    learning_rate = config.learning_rate * global_batch / 512 if config.scale_lr_with_batch_size else config.learning_rate
+    global_batch = (
+        config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
+    )
+    learning_rate = (
+        config.learning_rate * global_batch / 512 if config.scale_lr_with_batch_size else config.learning_rate
+    )
     optimizer = create_optimizer(model, config, learning_rate)
     schedule = _schedule(config, len(train_set), accelerator.num_processes)
     scheduler = create_scheduler(optimizer, schedule.warmup_steps, schedule.total_steps)
@@ -449,9 +457,11 @@ def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, dat
                 break
 
         # ------------------------------------------------------------ end of epoch: skipped images, evaluation
-        record = {"epoch": epoch, "global_step": state.global_step, "skipped": _count_skipped(
-            accelerator, state, epoch, epoch_skipped, epoch_files
-        )}
+        record = {
+            "epoch": epoch,
+            "global_step": state.global_step,
+            "skipped": _count_skipped(accelerator, state, epoch, epoch_skipped, epoch_files),
+        }
         if config.eval_every_epoch:
             metrics = evaluate(accelerator, model, eval_loader, label_names)
             num_eval_samples = metrics["num_samples"]
@@ -465,7 +475,10 @@ def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, dat
                 state.best_mean_auroc is None or metrics["mean_auroc"] > state.best_mean_auroc
             )
             if improved:
-                state.best_mean_auroc, state.best_per_class_auroc = metrics["mean_auroc"], metrics["per_class"]
+                state.best_mean_auroc, state.best_per_class_auroc = (
+                    metrics["mean_auroc"],
+                    metrics["per_class"],
+                )
                 state.best_epoch = epoch
                 if config.save_best_model:
                     _save_best(accelerator, model, output_dir, config)
@@ -491,7 +504,9 @@ def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, dat
         num_eval_samples=num_eval_samples,
     )
     if accelerator.is_main_process:
-        atomic_write_text(output_dir / "train_result.json", json.dumps(result.to_dict(), indent=2, default=str))
+        atomic_write_text(
+            output_dir / "train_result.json", json.dumps(result.to_dict(), indent=2, default=str)
+        )
     accelerator.end_training()
     return result
 
