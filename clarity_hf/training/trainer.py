@@ -334,7 +334,7 @@ def train(
 
 
 def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, datasets) -> TrainResult:
-    output_dir = run.path
+    """Build (data, models, loaders, schedule), resume, then run the epochs."""
     set_seed(config.seed)
     if datasets is None:
         with accelerator.main_process_first():
@@ -379,92 +379,177 @@ def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, dat
     run.cut_metrics(state.global_step)
     accelerator.init_trackers(config.tracker_project_name, config=_flat_config(config))
 
-    def checkpoint_now(epoch: int, batches_in_epoch: int) -> str:
-        state.epoch, state.batches_in_epoch = epoch, batches_in_epoch
-        return str(
-            save_checkpoint(
-                accelerator, output_dir, state.global_step, state.to_checkpoint(), config.save_total_limit
-            )
+    loop = _Loop(
+        config=config,
+        accelerator=accelerator,
+        run=run,
+        model=model,
+        teacher=teacher,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_set=train_set,
+        sampler=sampler,
+        train_loader=train_loader,
+        eval_loader=eval_loader,
+        label_names=label_names,
+        schedule=schedule,
+        state=state,
+        last_checkpoint=last_checkpoint,
+    )
+    start_epoch, batches_done = state.epoch, state.batches_in_epoch
+    for epoch in range(start_epoch, schedule.num_epochs):
+        if loop.done:
+            break
+        batch_in_epoch, skipped = loop.train_epoch(epoch, skip=batches_done if epoch == start_epoch else 0)
+        loop.end_epoch(epoch, batch_in_epoch, skipped)
+        batches_done = 0
+    loop.progress.close()
+
+    result = TrainResult(
+        output_dir=str(run.path),
+        best_model_dir=str(run.path / BEST_MODEL)
+        if state.best_mean_auroc is not None and config.save_best_model
+        else None,
+        best_mean_auroc=state.best_mean_auroc,
+        best_per_class_auroc=state.best_per_class_auroc,
+        best_epoch=state.best_epoch,
+        global_step=state.global_step,
+        last_checkpoint=loop.last_checkpoint,
+        skipped=state.skipped,
+        skipped_files=state.skipped_files,
+        history=state.history,
+        num_eval_samples=loop.num_eval_samples,
+    )
+    if accelerator.is_main_process:
+        atomic_write_text(run.path / "train_result.json", json.dumps(result.to_dict(), indent=2, default=str))
+    accelerator.end_training()
+    return result
+
+
+@dataclass
+class _Loop:
+    """The prepared objects of one run and its `TrainState`: one epoch of optimizer steps (`train_epoch`), then the
+    epoch's end (`end_epoch`: skipped images, evaluation, best model, checkpoint)."""
+
+    config: ClarityTrainingConfig
+    accelerator: Accelerator
+    run: RunFolder
+    model: torch.nn.Module
+    teacher: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train_set: ClarityTrainingDataset
+    sampler: EpochSeededSampler
+    train_loader: DataLoader
+    eval_loader: DataLoader
+    label_names: list
+    schedule: _Schedule
+    state: TrainState
+    last_checkpoint: str | None = None
+    num_eval_samples: int = 0
+
+    def __post_init__(self):
+        self.progress = tqdm(
+            total=self.schedule.total_steps,
+            initial=self.state.global_step,
+            disable=self.config.disable_tqdm or not self.accelerator.is_local_main_process,
+            desc="train",
+            dynamic_ncols=True,
         )
 
-    progress = tqdm(
-        total=schedule.total_steps,
-        initial=state.global_step,
-        disable=config.disable_tqdm or not accelerator.is_local_main_process,
-        desc="train",
-        dynamic_ncols=True,
-    )
-    num_eval_samples = 0
-    start_epoch, batches_done = state.epoch, state.batches_in_epoch
-    done = state.global_step >= schedule.total_steps
-    for epoch in range(start_epoch, schedule.num_epochs):
-        if done:
-            break
-        # ------------------------------------------------------------ one epoch of optimizer steps
-        sampler.epoch = epoch
-        train_set.epoch = epoch
-        skip = batches_done if epoch == start_epoch else 0
-        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-        model.train()
-        epoch_skipped = torch.zeros(len(SKIP_KINDS), dtype=torch.long, device=accelerator.device)
-        epoch_files: list[str] = []
+    @property
+    def done(self) -> bool:
+        return self.state.global_step >= self.schedule.total_steps
+
+    def checkpoint(self, epoch: int, batches_in_epoch: int) -> None:
+        state = self.state
+        state.epoch, state.batches_in_epoch = epoch, batches_in_epoch
+        path = save_checkpoint(
+            self.accelerator,
+            self.run.path,
+            state.global_step,
+            state.to_checkpoint(),
+            self.config.save_total_limit,
+        )
+        self.last_checkpoint = str(path)
+
+    def train_epoch(self, epoch: int, skip: int) -> tuple[int, tuple[torch.Tensor, list[str]]]:
+        """Optimizer steps over epoch `epoch` (its first `skip` batches were consumed before a resume) until its end
+        or `total_steps`; returns the batches consumed and the unreadable images met (counts by kind, names)."""
+        accelerator, config, schedule = self.accelerator, self.config, self.schedule
+        self.sampler.epoch = epoch
+        self.train_set.epoch = epoch
+        loader = accelerator.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+        self.model.train()
+        skipped = torch.zeros(len(SKIP_KINDS), dtype=torch.long, device=accelerator.device)
+        skipped_files: list[str] = []
         window = _LossWindow()
         batch_in_epoch = skip
         for batch in loader:
             batch_in_epoch += 1
-            epoch_skipped += count_problems(batch["problems"]).to(epoch_skipped.device)
-            epoch_files.extend(batch["problems"])
+            skipped += count_problems(batch["problems"]).to(skipped.device)
+            skipped_files.extend(batch["problems"])
             local_images = batch["pixel_values"].shape[0]
             # Every process takes the same branch: skip the step everywhere if one process has no valid image.
             if accelerator.gather(torch.tensor([local_images == 0], device=accelerator.device)).any().item():
                 continue
-            with accelerator.accumulate(model):
-                teacher_logits = _teacher_logits(config, accelerator, teacher, batch)
-                outputs = model(**_model_inputs(accelerator.unwrap_model(model), batch, teacher_logits))
-                loss = outputs.loss
-                if not accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all().item():
-                    accelerator.end_training()
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({loss.item()}) at epoch {epoch}, optimizer step {state.global_step + 1}, "
-                        f"batch {batch_in_epoch}; stopped before backward. Last good checkpoint: "
-                        f"{last_checkpoint or 'none'}. Lower learning_rate, use bf16 instead of fp16, or check the data."
-                    )
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+            loss, outputs = self.forward_backward(batch, epoch, batch_in_epoch)
             window.add(loss, outputs, local_images * accelerator.num_processes)
             if not accelerator.sync_gradients and batch_in_epoch < schedule.batches_per_epoch:
                 continue
-            state.global_step += 1
-            progress.update(1)
-            if window.count and (
-                state.global_step % config.logging_steps == 0 or state.global_step == schedule.total_steps
-            ):
-                window.log(accelerator, scheduler, progress, epoch, state.global_step)
-            done = state.global_step >= schedule.total_steps
+            self.state.global_step += 1
+            step = self.state.global_step
+            self.progress.update(1)
+            if window.count and (step % config.logging_steps == 0 or step == schedule.total_steps):
+                window.log(accelerator, self.scheduler, self.progress, epoch, step)
             end_of_epoch = batch_in_epoch >= schedule.batches_per_epoch
             if (
                 config.checkpointing_steps
-                and state.global_step % config.checkpointing_steps == 0
-                and not (end_of_epoch or done)
+                and step % config.checkpointing_steps == 0
+                and not (end_of_epoch or self.done)
             ):
-                last_checkpoint = checkpoint_now(epoch, batch_in_epoch)
-            if done:
+                self.checkpoint(epoch, batch_in_epoch)
+            if self.done:
                 break
+        return batch_in_epoch, (skipped, skipped_files)
 
-        # ------------------------------------------------------------ end of epoch: skipped images, evaluation
+    def forward_backward(self, batch: dict, epoch: int, batch_in_epoch: int):
+        """One micro-batch: forward (with the teacher's logits), a finite-loss check on every process, backward,
+        and the optimizer / scheduler step when the gradients are synchronised."""
+        accelerator, model, optimizer = self.accelerator, self.model, self.optimizer
+        with accelerator.accumulate(model):
+            teacher_logits = _teacher_logits(self.config, accelerator, self.teacher, batch)
+            outputs = model(**_model_inputs(accelerator.unwrap_model(model), batch, teacher_logits))
+            loss = outputs.loss
+            if not accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all().item():
+                accelerator.end_training()
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss.item()}) at epoch {epoch}, optimizer step {self.state.global_step + 1}, "
+                    f"batch {batch_in_epoch}; stopped before backward. Last good checkpoint: "
+                    f"{self.last_checkpoint or 'none'}. Lower learning_rate, use bf16 instead of fp16, or check the "
+                    "data."
+                )
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and self.config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+            optimizer.step()
+            if accelerator.sync_gradients:
+                self.scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        return loss, outputs
+
+    def end_epoch(self, epoch: int, batch_in_epoch: int, skipped: tuple[torch.Tensor, list[str]]) -> None:
+        """Count the epoch's unreadable images, evaluate, save the best model when the mean AUROC improved, and
+        write the epoch's checkpoint."""
+        state, accelerator = self.state, self.accelerator
         record = {
             "epoch": epoch,
             "global_step": state.global_step,
-            "skipped": _count_skipped(accelerator, state, epoch, epoch_skipped, epoch_files),
+            "skipped": _count_skipped(accelerator, state, epoch, *skipped),
         }
-        if config.eval_every_epoch:
-            metrics = evaluate(accelerator, model, eval_loader, label_names)
-            num_eval_samples = metrics["num_samples"]
+        if self.config.eval_every_epoch:
+            metrics = evaluate(accelerator, self.model, self.eval_loader, self.label_names)
+            self.num_eval_samples = metrics["num_samples"]
             record.update(
                 mean_auroc=metrics["mean_auroc"],
                 per_class_auroc=metrics["per_class"],
@@ -480,35 +565,11 @@ def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, dat
                     metrics["per_class"],
                 )
                 state.best_epoch = epoch
-                if config.save_best_model:
-                    _save_best(accelerator, model, output_dir, config)
-            model.train()
+                if self.config.save_best_model:
+                    _save_best(accelerator, self.model, self.run.path, self.config)
+            self.model.train()
         state.history.append(record)
-        last_checkpoint = checkpoint_now(epoch, batch_in_epoch)
-        batches_done = 0
-    progress.close()
-
-    result = TrainResult(
-        output_dir=str(output_dir),
-        best_model_dir=str(output_dir / BEST_MODEL)
-        if state.best_mean_auroc is not None and config.save_best_model
-        else None,
-        best_mean_auroc=state.best_mean_auroc,
-        best_per_class_auroc=state.best_per_class_auroc,
-        best_epoch=state.best_epoch,
-        global_step=state.global_step,
-        last_checkpoint=last_checkpoint,
-        skipped=state.skipped,
-        skipped_files=state.skipped_files,
-        history=state.history,
-        num_eval_samples=num_eval_samples,
-    )
-    if accelerator.is_main_process:
-        atomic_write_text(
-            output_dir / "train_result.json", json.dumps(result.to_dict(), indent=2, default=str)
-        )
-    accelerator.end_training()
-    return result
+        self.checkpoint(epoch, batch_in_epoch)
 
 
 def _count_skipped(accelerator, state: TrainState, epoch: int, epoch_skipped, epoch_files) -> dict:
