@@ -413,7 +413,6 @@ def build_chestxray14(
             "validation_fraction": validation_fraction,
             "box_split_seed": box_split_seed,
             "fallback_test_fraction": fallback_test_fraction if split_source == "fallback" else None,
-            "skip_missing": skip_missing,
         },
     )
     features = clarity_features(len(NIH_PATHOLOGIES), metadata_only=metadata_only)
