@@ -284,15 +284,27 @@ def _run_jobs(jobs: list[tuple], num_proc: int, bar: tqdm) -> None:
             raise
 
 
-def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+def _exit_with_parent(build_pid: int, interval: float = 0.5) -> None:
     """Worker initializer: exit when the build process is gone (SIGKILL gives it no chance to stop the pool, and a
-    worker blocked on the task queue would otherwise wait forever)."""
+    worker blocked on the task queue would otherwise wait forever). The worker's own parent is the build process
+    (fork) or a fork server, which ends with it; either one disappearing means the build is over."""
+    parent = os.getppid()
+
+    def build_is_gone() -> bool:
+        if os.getppid() != parent:
+            return True
+        try:
+            os.kill(build_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
 
     def watch() -> None:
-        while True:
+        while not build_is_gone():
             time.sleep(interval)
-            if os.getppid() != parent:
-                os._exit(1)
+        os._exit(1)
 
     threading.Thread(target=watch, name="clarity-cache-parent-watch", daemon=True).start()
 
