@@ -255,6 +255,29 @@ def parse_box_geometry(
     return x, y, w, h
 
 
+# A box may overhang its frame by this many pixels (rounding in annotation tools); beyond that it is an error.
+BOX_TOLERANCE = 1.0
+
+
+def box_in_frame(box: dict[str, Any], size: Sequence[int], where: str, problems: Problems) -> bool:
+    """Whether `box` (x, y, w, h) lies in the (height, width) frame `size`; if not, a `box_outside_image` problem."""
+    height, width = size
+    x0, y0, x1, y1 = box["x"], box["y"], box["x"] + box["w"], box["y"] + box["h"]
+    if (
+        x0 >= -BOX_TOLERANCE
+        and y0 >= -BOX_TOLERANCE
+        and x1 <= width + BOX_TOLERANCE
+        and y1 <= height + BOX_TOLERANCE
+    ):
+        return True
+    problems(
+        "box_outside_image",
+        f"{where}: box x={box['x']}, y={box['y']}, w={box['w']}, h={box['h']} lies outside the {width}x{height} "
+        "(width x height) image",
+    )
+    return False
+
+
 def get_box_frame(dataset: Dataset | DatasetDict, example: dict[str, Any]) -> tuple[int, int]:
     """(height, width) of the pixel frame the example's `boxes` are expressed in (the evaluator's `original_size`)."""
     frame = get_metadata(dataset).get("box_frame", "original_size")

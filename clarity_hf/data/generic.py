@@ -34,6 +34,7 @@ from PIL import Image as PILImage
 from .features import (
     Problems,
     attach_metadata,
+    box_in_frame,
     clarity_features,
     iter_csv_rows,
     make_metadata,
@@ -52,8 +53,6 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 # Errors of a corrupt, truncated, non-image or oversized file (PIL's decompression-bomb error is not an OSError).
 UNREADABLE_IMAGE = (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError)
-# A box may overhang the image by this many pixels (rounding in the annotation tool); beyond it, it is an error.
-BOX_TOLERANCE = 1.0
 
 
 def _read_size(path: Path, where: str, problems: Problems) -> tuple[int, int] | None:
@@ -68,25 +67,8 @@ def _read_size(path: Path, where: str, problems: Problems) -> tuple[int, int] | 
 def _boxes_inside(
     boxes: list[tuple[str, dict[str, Any]]], size: tuple[int, int], problems: Problems
 ) -> list[dict[str, Any]]:
-    """The `(where, box)` pairs whose box lies in the (height, width) image frame; others are `box_outside_image`."""
-    height, width = size
-    kept = []
-    for where, box in boxes:
-        x0, y0, x1, y1 = box["x"], box["y"], box["x"] + box["w"], box["y"] + box["h"]
-        if (
-            x0 < -BOX_TOLERANCE
-            or y0 < -BOX_TOLERANCE
-            or x1 > width + BOX_TOLERANCE
-            or y1 > height + BOX_TOLERANCE
-        ):
-            problems(
-                "box_outside_image",
-                f"{where}: box x={box['x']}, y={box['y']}, w={box['w']}, h={box['h']} lies outside the "
-                f"{width}x{height} (width x height) image",
-            )
-            continue
-        kept.append(box)
-    return kept
+    """The boxes of the `(where, box)` pairs that lie in the (height, width) image frame."""
+    return [box for where, box in boxes if box_in_frame(box, size, where, problems)]
 
 
 def _row(
