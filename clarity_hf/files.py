@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-try:  # POSIX; elsewhere the folder is not locked (a warning says so)
+try:  # POSIX; elsewhere folders are not locked (with a warning)
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
+
+logger = logging.getLogger(__name__)
 
 
 class FolderInUseError(RuntimeError):
@@ -87,6 +90,12 @@ def exclusive_lock(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
                     f"{what} {lock_file.parent} is in use by another process (it holds {lock_file}); "
                     "wait for it to finish or use another folder"
                 ) from err
+            except OSError as err:  # a file system without locks (some network mounts)
+                logger.warning(
+                    "cannot lock %s (%s): a second process could write into it too", lock_file, err
+                )
+        else:
+            logger.warning("no flock on this platform: %s is not locked against a second process", lock_file)
         yield
     finally:
         handle.close()  # releases the lock
