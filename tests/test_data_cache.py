@@ -207,3 +207,14 @@ def _parent(pid: int) -> int | None:
     except FileNotFoundError:
         return None
     return None
+
+
+def test_a_second_build_into_a_busy_folder_fails_at_once(tmp_path):
+    from clarity_hf.data.cache import LOCK_FILE
+    from clarity_hf.files import FolderInUseError, exclusive_lock
+
+    with exclusive_lock(tmp_path / LOCK_FILE, "test"), pytest.raises(FolderInUseError, match="in use"):
+        build_cache(
+            make_source(), tmp_path, image_size=32, shard_size=SHARD_SIZE, skip_missing=True, progress=False
+        )
+    assert not (tmp_path / CACHE_INFO).exists()
