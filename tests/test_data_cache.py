@@ -111,6 +111,7 @@ def _start_and_kill(
     return [int(p.name) for p in markers.iterdir()]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_killed_builds_resume_to_the_same_bytes(tmp_path):
     reference = tmp_path / "reference"
