@@ -51,6 +51,8 @@ def tiny_data(tmp_path_factory):
         ("save_total_limit", -1),
         ("warmup_steps", -5),
         ("image_std", [0.2, 0.0, 0.2]),
+        ("image_size", -32),
+        ("max_train_samples", 0),
     ],
 )
 def test_impossible_options_are_refused_naming_them(tmp_path, option, value):

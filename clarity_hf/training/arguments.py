@@ -241,6 +241,10 @@ class ClarityTrainingConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
+        for name in ("max_train_samples", "max_eval_samples", "teacher_image_size", "image_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 (or unset), got {value!r}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(
                 f"max_steps must be > 0 (or -1: train num_train_epochs epochs), got {self.max_steps}"
