@@ -46,6 +46,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--test-list", default=None, help="official test_list.txt (default: in root)")
     parser.add_argument("--skip-missing", action="store_true", help="skip bad rows / images and report them")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rebuild a cache of other parameters found in --output (default: refuse; same parameters resume)",
+    )
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the cache as Parquet")
     parser.add_argument("--public", action="store_true", help="make the Hub repository public")
     return parser.parse_args(argv)
@@ -73,6 +78,7 @@ def main(argv=None) -> None:
         resample=args.resample,
         skip_missing=args.skip_missing,
         image_format=args.image_format,
+        overwrite=args.overwrite,
     )
     if args.push_to_hub:
         push_to_hub(cached, args.push_to_hub, private=not args.public)

@@ -126,3 +126,133 @@ def test_image_folder(tmp_path):
     _write_images(tmp_path / "Fracture", ["5.png"])
     with pytest.raises(ValueError, match="folder 'Fracture' is not in label_names"):
         load_image_folder(tmp_path, label_names=["Pneumonia", "Effusion"])
+
+
+# ------------------------------------------------------------------------------------------------ hostile input
+def _bomb_png(path, side=60000):
+    """A tiny PNG whose header claims side x side pixels (PIL refuses it as a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_csv_and_split_list_with_byte_order_mark(tmp_path):
+    from clarity_hf.data.chestxray14 import read_split_list
+    from clarity_hf.data.features import Problems
+
+    _write_images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "d.csv").write_text("path,Opacity\na.png,1\nb.png,0\n", encoding="utf-8-sig")
+    dataset = load_csv_dataset(tmp_path / "d.csv")
+    assert get_label_names(dataset) == ["Opacity"] and [list(v) for v in dataset["labels"]] == [[1], [0]]
+    (tmp_path / "list.txt").write_text("00000001_000.png\n00000002_000.png\n", encoding="utf-8-sig")
+    rows = {"00000001_000.png": None, "00000002_000.png": None}
+    assert read_split_list(tmp_path / "list.txt", rows, Problems(False)) == list(rows)
+
+
+def test_boxes_outside_the_image_or_nan(tmp_path):
+    _write_images(tmp_path, ["a.png", "b.png"])  # 40 wide, 30 high
+    (tmp_path / "d.csv").write_text("path,Nodule\na.png,1\nb.png,1\n")
+    boxes = tmp_path / "boxes.csv"
+    boxes.write_text("image,label,x,y,w,h\na.png,Nodule,1,2,10,10\nb.png,Nodule,35,2,10,10\n")
+    with pytest.raises(ValueError, match=r"boxes\.csv:3: box x=35.0, .* outside the 40x30"):
+        load_csv_dataset(tmp_path / "d.csv", boxes_csv=boxes)
+    dataset = load_csv_dataset(tmp_path / "d.csv", boxes_csv=boxes, skip_missing=True)
+    assert [len(b) for b in dataset["boxes"]] == [1, 0]
+    assert get_build_report(dataset).counts == {"box_outside_image": 1}
+    boxes.write_text("image,label,x,y,w,h\na.png,Nodule,nan,2,10,10\n")
+    with pytest.raises(ValueError, match=r"boxes\.csv:2: invalid box geometry"):
+        load_csv_dataset(tmp_path / "d.csv", boxes_csv=boxes)
+
+
+def test_duplicate_csv_rows(tmp_path):
+    _write_images(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "d.csv").write_text("path,Opacity\na.png,1\nb.png,0\na.png,1\n")
+    dataset = load_csv_dataset(tmp_path / "d.csv")  # an identical repeat is dropped and noted
+    assert list(dataset["image_id"]) == ["a.png", "b.png"]
+    assert any("d.csv:4: identical duplicate of line 2" in note for note in get_build_report(dataset).notes)
+    (tmp_path / "d.csv").write_text("path,Opacity\na.png,1\nb.png,0\na.png,0\n")
+    with pytest.raises(ValueError, match=r"d\.csv:4: a\.png is also on line 2 with other values"):
+        load_csv_dataset(tmp_path / "d.csv")
+    dataset = load_csv_dataset(tmp_path / "d.csv", skip_missing=True)
+    assert len(dataset) == 2 and get_build_report(dataset).counts == {"duplicate_row": 1}
+
+
+def _coco(tmp_path, **changes):
+    _write_images(tmp_path / "imgs", ["a.png", "b.png"])
+    data = {
+        "images": [
+            {"id": 1, "file_name": "a.png", "width": 40, "height": 30},
+            {"id": 2, "file_name": "b.png", "width": 40, "height": 30},
+        ],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10]}],
+        "categories": [{"id": 1, "name": "TB"}, {"id": 2, "name": "Nodule"}],
+    }
+    data.update(changes)
+    path = tmp_path / "coco.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_coco_hostile_input_names_file_and_entry(tmp_path):
+    good = load_coco_dataset(_coco(tmp_path), tmp_path / "imgs")
+    assert [list(v) for v in good["labels"]] == [[1, 0], [0, 0]]
+    annotation = {"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 10]}
+    twice = load_coco_dataset(_coco(tmp_path, annotations=[annotation, dict(annotation)]), tmp_path / "imgs")
+    assert len(twice[0]["boxes"]) == 1  # identical duplicate dropped
+    assert any("identical duplicate of annotation #0" in n for n in get_build_report(twice).notes)
+    conflicting = [annotation, dict(annotation, category_id=2)]
+    with pytest.raises(
+        ValueError, match=r"coco\.json: annotation #1 \(id 7\): id also used by annotation #0"
+    ):
+        load_coco_dataset(_coco(tmp_path, annotations=conflicting), tmp_path / "imgs")
+    images = [{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}]
+    with pytest.raises(ValueError, match=r"image #1 \(id 1\): id also used by image #0"):
+        load_coco_dataset(_coco(tmp_path, images=images), tmp_path / "imgs")
+    categories = [{"id": 1, "name": "TB"}, {"id": 2, "name": "TB"}]
+    with pytest.raises(ValueError, match=r"duplicate category name 'TB' \(ids 1 and 2\)"):
+        load_coco_dataset(_coco(tmp_path, categories=categories), tmp_path / "imgs", skip_missing=True)
+    strings = [dict(annotation, bbox=["1", "2", "10", "10"])]
+    with pytest.raises(ValueError, match=r"coco\.json: annotation #0 \(id 7\): malformed bbox \['1'"):
+        load_coco_dataset(_coco(tmp_path, annotations=strings), tmp_path / "imgs")
+    outside = [dict(annotation, bbox=[35, 2, 10, 10])]
+    with pytest.raises(ValueError, match=r"annotation #0 \(id 7\): box .* outside the 40x30"):
+        load_coco_dataset(_coco(tmp_path, annotations=outside), tmp_path / "imgs")
+    with pytest.raises(ValueError, match=r"coco\.json: image #1 \(id 2, None\): no `file_name`"):
+        load_coco_dataset(
+            _coco(tmp_path, images=[{"id": 1, "file_name": "a.png"}, {"id": 2}]), tmp_path / "imgs"
+        )
+    (tmp_path / "broken.json").write_text('{"images": [')
+    with pytest.raises(ValueError, match=r"broken\.json: cannot read COCO JSON"):
+        load_coco_dataset(tmp_path / "broken.json", tmp_path / "imgs")
+
+
+def test_corrupt_images_are_skipped_and_counted(tmp_path):
+    _write_images(tmp_path / "Opacity", ["good.png"])
+    (tmp_path / "Opacity" / "garbage.png").write_bytes(b"not a png at all")
+    _bomb_png(tmp_path / "Opacity" / "bomb.png")
+    with pytest.raises(ValueError, match=r"bomb\.png: cannot read image .*DecompressionBombError"):
+        load_image_folder(tmp_path)
+    dataset = load_image_folder(tmp_path, skip_missing=True)
+    assert list(dataset["image_id"]) == ["Opacity/good.png"]
+    assert get_build_report(dataset).counts == {"unreadable_image": 2}
+
+    (tmp_path / "d.csv").write_text("path,Opacity\nOpacity/good.png,1\nOpacity/garbage.png,1\n")
+    with pytest.raises(ValueError, match=r"d\.csv:3: cannot read image .*garbage\.png"):
+        load_csv_dataset(tmp_path / "d.csv")
+    dataset = load_csv_dataset(tmp_path / "d.csv", skip_missing=True)
+    assert len(dataset) == 1 and get_build_report(dataset).counts == {"unreadable_image": 1}
+
+    images = [{"id": 1, "file_name": "good.png"}, {"id": 2, "file_name": "bomb.png"}]
+    coco = _coco(tmp_path, images=images, annotations=[])
+    dataset = load_coco_dataset(coco, tmp_path / "Opacity", skip_missing=True)
+    assert len(dataset) == 1 and get_build_report(dataset).counts == {"unreadable_image": 1}

@@ -351,3 +351,22 @@ def test_bbox_header_with_trailing_columns_is_read_by_position(tmp_path):
         "w": 35.0,
         "h": 30.0,
     }
+
+
+def test_boxes_outside_the_1024_frame_and_byte_order_marks(tmp_path):
+    boxes = list(MINI_BOXES)
+    boxes[1] = ("00000003_001.png", "Mass", 1000.0, 500.0, 120.0, 110.0)  # x + w = 1120 > 1024
+    with pytest.raises(ValueError, match=r"BBox_List_2017\.csv:3: box x=1000\.0, .* outside the 1024x1024"):
+        build_chestxray14(_error(tmp_path, boxes=boxes))
+    dataset = build_chestxray14(_error(tmp_path, boxes=boxes), skip_missing=True)
+    assert get_build_report(dataset).counts == {"box_outside_image": 1}
+    # files saved by a spreadsheet program start with a byte-order mark: it is not part of the first name
+    root = write_mini_nih(tmp_path / "bom", "flat")
+    for name in ("Data_Entry_2017_v2020.csv", "BBox_List_2017.csv", "train_val_list.txt", "test_list.txt"):
+        path = root / name
+        path.write_text(path.read_text(), encoding="utf-8-sig")
+    with_bom = build_chestxray14(root, validation_fraction=0.3, seed=1)
+    plain = build_chestxray14(write_mini_nih(tmp_path / "plain", "flat"), validation_fraction=0.3, seed=1)
+    for split in plain:
+        assert list(with_bom[split]["image_id"]) == list(plain[split]["image_id"])
+    assert get_build_report(with_bom).counts == {}

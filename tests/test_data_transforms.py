@@ -209,7 +209,7 @@ def test_cache_round_trip_and_resume(small, tmp_path):
     again = build_cache(small, output, image_size=48, num_proc=1, shard_size=10, progress=False)
     assert stamps[shards[0]] == shards[0].stat().st_mtime_ns and shards[1].exists()
     assert list(again["train"]["image_id"]) == list(cached["train"]["image_id"])
-    with pytest.raises(ValueError, match="holds a cache of 48 px"):
+    with pytest.raises(ValueError, match="image_size: 48 in the cache != 64 now"):
         build_cache(small, output, image_size=64, progress=False)
     # load_from_disk round trip of a built data set
     small.save_to_disk(tmp_path / "disk")

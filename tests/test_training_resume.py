@@ -4,6 +4,7 @@ uninterrupted run of the same length (augmentation and drop-path on, so data ord
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,8 @@ import torch
 from training_helpers import checkpoint_weights, cli_args, subprocess_env, train_command
 
 from clarity_hf.training.checkpointing import list_checkpoints
+from clarity_hf.training.run_folder import RUN_FILE
+from clarity_hf.training.trackers import read_jsonl
 
 TOTAL_STEPS = 15
 RUN = {
@@ -71,6 +74,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert victim.wait() == -signal.SIGKILL
     survivors = list_checkpoints(killed_dir)
     assert survivors and all(int(p.name.split("-")[1]) < TOTAL_STEPS for p in survivors), survivors
+    run_id = json.loads((killed_dir / RUN_FILE).read_text())["run_id"]
 
     resumed = subprocess.run(
         train_command(*cli_args(RUN), "--output_dir", str(killed_dir), "--resume_from_checkpoint", "latest"),
@@ -92,6 +96,11 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
         assert torch.equal(weights_a[key], weights_b[key]), key
     for tensor_a, tensor_b in zip(_optimizer_tensors(final_a), _optimizer_tensors(final_b), strict=True):
         assert torch.equal(tensor_a, tensor_b)
+    # The resumed run is the same run, and its metrics log holds every step once, as the uninterrupted run's does.
+    assert json.loads((killed_dir / RUN_FILE).read_text())["run_id"] == run_id
+    for folder in (reference_dir, killed_dir):
+        steps = [r["step"] for r in read_jsonl(folder / "logs" / "metrics.jsonl") if "train/loss" in r]
+        assert steps == list(range(1, TOTAL_STEPS + 1)), (folder.name, steps)
     # Only the last `save_total_limit` checkpoints are kept.
     assert [p.name for p in list_checkpoints(killed_dir)][-1] == f"checkpoint-{TOTAL_STEPS}"
     assert len(list_checkpoints(killed_dir)) <= 2

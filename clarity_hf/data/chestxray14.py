@@ -47,6 +47,7 @@ from .features import (
     BuildReport,
     Problems,
     attach_metadata,
+    box_in_frame,
     clarity_features,
     dataset_from_columns,
     iter_csv_rows,
@@ -170,7 +171,10 @@ def read_boxes(path: Path, rows: dict[str, _Row], problems: Problems) -> int:
         if image_id not in rows:
             problems("box_without_image", f"{where}: box for {image_id}, which is not in the metadata")
             continue
-        rows[image_id].boxes.append({"label": label, "x": x, "y": y, "w": w, "h": h})
+        box = {"label": label, "x": x, "y": y, "w": w, "h": h}
+        if not box_in_frame(box, NIH_BOX_FRAME, where, problems):
+            continue
+        rows[image_id].boxes.append(box)
         kept += 1
     return kept
 
@@ -408,6 +412,12 @@ def build_chestxray14(
         split_source=split_source,
         boxed_labels=list(NIH_BOXED_PATHOLOGIES),
         num_boxes=num_boxes,
+        build_parameters={
+            "seed": seed,
+            "validation_fraction": validation_fraction,
+            "box_split_seed": box_split_seed,
+            "fallback_test_fraction": fallback_test_fraction if split_source == "fallback" else None,
+        },
     )
     features = clarity_features(len(NIH_PATHOLOGIES), metadata_only=metadata_only)
     result = DatasetDict()

@@ -197,10 +197,11 @@ def get_build_report(dataset: Dataset | DatasetDict) -> BuildReport:
 
 
 def open_text(path: Path) -> io.TextIOBase:
-    """A CSV or text file, plain or gzipped (`.gz`), as UTF-8 text for `csv.reader`."""
+    """A CSV or text file, plain or gzipped (`.gz`), as UTF-8 text for `csv.reader`; a leading byte-order mark (as
+    spreadsheet programs write) is dropped, so it never becomes part of the first header cell or image name."""
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def iter_csv_rows(
@@ -252,6 +253,29 @@ def parse_box_geometry(
         problems("malformed_row", f"{where}: invalid box geometry {list(cells)}")
         return None
     return x, y, w, h
+
+
+# A box may overhang its frame by this many pixels (rounding in annotation tools); beyond that it is an error.
+BOX_TOLERANCE = 1.0
+
+
+def box_in_frame(box: dict[str, Any], size: Sequence[int], where: str, problems: Problems) -> bool:
+    """Whether `box` (x, y, w, h) lies in the (height, width) frame `size`; if not, a `box_outside_image` problem."""
+    height, width = size
+    x0, y0, x1, y1 = box["x"], box["y"], box["x"] + box["w"], box["y"] + box["h"]
+    if (
+        x0 >= -BOX_TOLERANCE
+        and y0 >= -BOX_TOLERANCE
+        and x1 <= width + BOX_TOLERANCE
+        and y1 <= height + BOX_TOLERANCE
+    ):
+        return True
+    problems(
+        "box_outside_image",
+        f"{where}: box x={box['x']}, y={box['y']}, w={box['w']}, h={box['h']} lies outside the {width}x{height} "
+        "(width x height) image",
+    )
+    return False
 
 
 def get_box_frame(dataset: Dataset | DatasetDict, example: dict[str, Any]) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from ..xray_io import ImageDecodeError, image_size
 from .features import (
     Problems,
     attach_metadata,
+    box_in_frame,
     clarity_features,
     iter_csv_rows,
     make_metadata,
@@ -43,10 +45,20 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NEGATIVE_FOLDERS = ("No Finding", "normal", "Normal", "healthy", "Healthy", "no_finding")
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image file (PNG, JPEG, TIFF, DICOM), read from its header; raises `ImageDecodeError`
-    for an unreadable file or one above the package pixel limit, as the model's decoding would later."""
-    return image_size(path)
+def _read_size(path: Path, where: str, problems: Problems) -> tuple[int, int] | None:
+    """(height, width) of an image, or None after reporting an unreadable file (`unreadable_image`)."""
+    try:
+        return image_size(path)
+    except ImageDecodeError as err:
+        problems("unreadable_image", f"{where}: {err}")
+        return None
+
+
+def _boxes_inside(
+    boxes: list[tuple[str, dict[str, Any]]], size: tuple[int, int], problems: Problems
+) -> list[dict[str, Any]]:
+    """The boxes of the `(where, box)` pairs that lie in the (height, width) image frame."""
+    return [box for where, box in boxes if box_in_frame(box, size, where, problems)]
 
 
 def _row(
@@ -90,10 +102,10 @@ def _resolve(root: Path, value: str) -> Path:
 
 def _read_box_csv(
     path: Path, label_index: dict[str, int], problems: Problems
-) -> dict[str, list[tuple[int, dict[str, Any]]]]:
-    """Boxes CSV (header row; columns image, label, x, y, w, h by position) -> image -> [(line, box)]."""
-    boxes: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-    for line, where, row in iter_csv_rows(path, 6, problems, "image,label,x,y,w,h"):
+) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Boxes CSV (header row; columns image, label, x, y, w, h by position) -> image -> [("file:line", box)]."""
+    boxes: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for _, where, row in iter_csv_rows(path, 6, problems, "image,label,x,y,w,h"):
         label = row[1].strip()
         if label not in label_index:
             problems("unknown_label", f"{where}: unknown box label {label!r}")
@@ -102,7 +114,7 @@ def _read_box_csv(
         if geometry is None:
             continue
         x, y, w, h = geometry
-        boxes.setdefault(row[0].strip(), []).append((line, {"label": label, "x": x, "y": y, "w": w, "h": h}))
+        boxes.setdefault(row[0].strip(), []).append((where, {"label": label, "x": x, "y": y, "w": w, "h": h}))
     return boxes
 
 
@@ -138,7 +150,8 @@ def load_csv_dataset(
     csv_path = Path(csv_path)
     root = Path(image_root) if image_root is not None else csv_path.parent
     problems = Problems(skip_missing)
-    with open(csv_path, newline="", encoding="utf-8") as handle:
+    # utf-8-sig: a byte-order mark (spreadsheet exports) must not become part of the first header cell
+    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])
         records = [(line, record) for line, record in enumerate(reader, start=2)]
@@ -162,11 +175,25 @@ def load_csv_dataset(
     label_index = {name: i for i, name in enumerate(label_names)}
     boxes = _read_box_csv(Path(boxes_csv), label_index, problems) if boxes_csv else {}
     rows, known = [], set()
+    first_line: dict[str, tuple[int, dict[str, str]]] = {}
     for line, record in records:
         where = f"{csv_path.name}:{line}"
         if None in record or any(value is None for value in record.values()):
             problems("malformed_row", f"{where}: malformed row (wrong number of columns)")
             continue
+        image = record[image_column].strip()
+        if image in first_line:
+            # An identical repeat adds nothing: dropped and noted. A repeat that disagrees is an error: which row
+            # is right cannot be told.
+            earlier, earlier_record = first_line[image]
+            if earlier_record == record:
+                problems.report.notes.append(
+                    f"{where}: identical duplicate of line {earlier} ({image}) dropped"
+                )
+            else:
+                problems("duplicate_row", f"{where}: {image} is also on line {earlier} with other values")
+            continue
+        first_line[image] = (line, record)
         labels = [0.0] * len(label_names)
         try:
             if label_column is None:
@@ -189,24 +216,21 @@ def load_csv_dataset(
         except ValueError as err:
             problems("malformed_row", f"{where}: {err}")
             continue
-        image = record[image_column].strip()
         path = _resolve(root, image)
         if not path.is_file():
             problems("missing_image", f"{where}: image file {path} not found")
             continue
-        try:
-            size = _image_size(path)
-        except ImageDecodeError as err:
-            problems("unreadable_image", f"{where}: {err}")
-            continue
         known.add(image)
+        size = _read_size(path, where, problems)
+        if size is None:
+            continue
         rows.append(
             _row(
                 str(path),
                 labels,
                 Path(image).name,
                 size,
-                [box for _, box in boxes.get(image, [])],
+                _boxes_inside(boxes.get(image, []), size, problems),
                 patient_id=record.get(patient_column) if patient_column else "",
                 age=age,
                 sex=record.get(sex_column) if sex_column else "",
@@ -215,11 +239,8 @@ def load_csv_dataset(
         )
     for image, entries in boxes.items():
         if image not in known:
-            for line, _ in entries:
-                problems(
-                    "box_without_image",
-                    f"{Path(boxes_csv).name}:{line}: box for {image}, which is not in {csv_path.name}",
-                )
+            for where, _ in entries:
+                problems("box_without_image", f"{where}: box for {image}, which is not in {csv_path.name}")
     return _finish(rows, label_names, f"CSV {csv_path.name}", problems)
 
 
@@ -255,13 +276,83 @@ def load_image_folder(
             labels = [0.0] * len(label_names)
             if folder.name in label_index:
                 labels[label_index[folder.name]] = 1.0
-            try:
-                size = _image_size(path)
-            except ImageDecodeError as err:
-                problems("unreadable_image", f"{path}: cannot read image header: {err}")
+            size = _read_size(path, f"{root.name}/{folder.name}/{path.name}", problems)
+            if size is None:
                 continue
             rows.append(_row(str(path), labels, f"{folder.name}/{path.name}", size, []))
     return _finish(rows, label_names, f"image folder {root.name}", problems)
+
+
+def _read_coco(annotation_file: Path) -> dict[str, Any]:
+    """The COCO JSON, checked for the three lists; errors name the file."""
+    try:
+        data = json.loads(annotation_file.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{annotation_file}: cannot read COCO JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{annotation_file.name}: not a COCO file (top level is not an object)")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise ValueError(f"{annotation_file.name}: not a COCO file, no {key!r} list")
+        if not all(isinstance(entry, dict) for entry in data[key]):
+            raise ValueError(f"{annotation_file.name}: every entry of {key!r} must be an object")
+    return data
+
+
+def _coco_categories(data: dict[str, Any], name: str) -> dict[Any, str]:
+    """category id -> name; a repeated id or name is an error (it would give two label columns or none)."""
+    categories: dict[Any, str] = {}
+    seen_names: dict[str, Any] = {}
+    for number, category in enumerate(data["categories"]):
+        where = f"{name}: category #{number}"
+        if "id" not in category or not isinstance(category.get("name"), str) or not category["name"].strip():
+            raise ValueError(f"{where}: needs an `id` and a non-empty `name`, got {category!r}")
+        cid, label = category["id"], category["name"].strip()
+        if cid in categories:
+            raise ValueError(f"{where}: duplicate category id {cid!r} ({categories[cid]!r} and {label!r})")
+        if label in seen_names:
+            raise ValueError(
+                f"{where}: duplicate category name {label!r} (ids {seen_names[label]!r} and {cid!r})"
+            )
+        categories[cid], seen_names[label] = label, cid
+    return categories
+
+
+def _unique_by_id(
+    entries: list[dict[str, Any]], kind: str, name: str, problems: Problems
+) -> list[dict[str, Any]]:
+    """Entries with distinct `id`s: an identical repeat is dropped (noted in the report), a repeat that differs is
+    a `duplicate_id` problem (the later entry is skipped with skip_missing)."""
+    first: dict[Any, int] = {}
+    kept = []
+    for number, entry in enumerate(entries):
+        where = f"{name}: {kind} #{number} (id {entry.get('id')!r})"
+        if "id" not in entry:
+            problems("malformed_row", f"{where}: no `id`")
+            continue
+        key = json.dumps(entry["id"])
+        if key in first:
+            earlier = first[key]
+            if entries[earlier] == entry:
+                problems.report.notes.append(f"{where}: identical duplicate of {kind} #{earlier} dropped")
+            else:
+                problems("duplicate_id", f"{where}: id also used by {kind} #{earlier} with other values")
+            continue
+        first[key] = number
+        kept.append((number, entry))
+    return kept
+
+
+def _coco_box(bbox: Any) -> tuple[float, float, float, float] | None:
+    """x, y, w, h of a COCO bbox: four finite numbers (not strings), positive width and height; else None."""
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+        return None
+    x, y, w, h = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        return None
+    return x, y, w, h
 
 
 def load_coco_dataset(
@@ -273,51 +364,62 @@ def load_coco_dataset(
     """COCO detection JSON -> clarity_hf `Dataset` with boxes (COCO `bbox` = x, y, w, h in image pixels).
 
     Labels are the COCO category names (or `label_names`, which must cover every category used); an image's label
-    vector marks the categories that have a box on it.
+    vector marks the categories that have a box on it. Errors name the file and the image or annotation (index and
+    id): unreadable JSON, a repeated category id or name (always errors), an image without `file_name`, a bbox that
+    is not four finite numbers with positive size or that lies outside its image, an `id` used twice with other
+    values. An entry repeated identically is dropped and noted in the build report.
     """
     annotation_file, image_root = Path(annotation_file), Path(image_root)
     problems = Problems(skip_missing)
-    data = json.loads(annotation_file.read_text())
-    for key in ("images", "annotations", "categories"):
-        if key not in data:
-            raise ValueError(f"{annotation_file.name}: not a COCO file, no {key!r}")
-    categories = {c["id"]: c["name"] for c in data["categories"]}
+    name = annotation_file.name
+    data = _read_coco(annotation_file)
+    categories = _coco_categories(data, name)
     if label_names is None:
-        label_names = [categories[k] for k in sorted(categories)]
-    label_index = {name: i for i, name in enumerate(label_names)}
-    by_image: dict[Any, list[dict[str, Any]]] = {}
-    image_ids = {image["id"] for image in data["images"]}
-    for number, annotation in enumerate(data["annotations"]):
-        where = f"{annotation_file.name}: annotation #{number} (id {annotation.get('id')})"
-        name = categories.get(annotation.get("category_id"))
-        if name is None or name not in label_index:
+        try:
+            order = sorted(categories)
+        except TypeError:  # ids of mixed types
+            order = sorted(categories, key=str)
+        label_names = [categories[k] for k in order]
+    label_index = {label: i for i, label in enumerate(label_names)}
+    images = _unique_by_id(data["images"], "image", name, problems)
+    image_ids = {json.dumps(image["id"]) for _, image in images}
+    by_image: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for number, annotation in _unique_by_id(data["annotations"], "annotation", name, problems):
+        where = f"{name}: annotation #{number} (id {annotation.get('id')})"
+        label = categories.get(annotation.get("category_id"))
+        if label is None or label not in label_index:
             problems("unknown_label", f"{where}: unknown category {annotation.get('category_id')!r}")
             continue
-        if annotation.get("image_id") not in image_ids:
+        if json.dumps(annotation.get("image_id")) not in image_ids:
             problems(
                 "box_without_image",
                 f"{where}: box for image id {annotation.get('image_id')!r}, not in images",
             )
             continue
-        bbox = annotation.get("bbox")
-        if not isinstance(bbox, list) or len(bbox) != 4 or bbox[2] <= 0 or bbox[3] <= 0:
-            problems("malformed_row", f"{where}: malformed bbox {bbox!r}")
+        box = _coco_box(annotation.get("bbox"))
+        if box is None:
+            problems(
+                "malformed_row",
+                f"{where}: malformed bbox {annotation.get('bbox')!r} (expected 4 numbers x, y, w, h with w, h > 0)",
+            )
             continue
-        x, y, w, h = (float(v) for v in bbox)
-        by_image.setdefault(annotation["image_id"], []).append(
-            {"label": name, "x": x, "y": y, "w": w, "h": h}
+        x, y, w, h = box
+        by_image.setdefault(json.dumps(annotation["image_id"]), []).append(
+            (where, {"label": label, "x": x, "y": y, "w": w, "h": h})
         )
     rows = []
-    for number, image in enumerate(data["images"]):
-        where = f"{annotation_file.name}: image #{number} ({image.get('file_name')})"
-        path = image_root / image["file_name"]
+    for number, image in images:
+        file_name = image.get("file_name")
+        where = f"{name}: image #{number} (id {image['id']!r}, {file_name})"
+        if not isinstance(file_name, str) or not file_name.strip():
+            problems("malformed_row", f"{where}: no `file_name`")
+            continue
+        path = image_root / file_name
         if not path.is_file():
             problems("missing_image", f"{where}: image file {path} not found")
             continue
-        try:
-            size = _image_size(path)
-        except ImageDecodeError as err:
-            problems("unreadable_image", f"{where}: {err}")
+        size = _read_size(path, where, problems)
+        if size is None:
             continue
         declared = (image.get("height"), image.get("width"))
         if None not in declared and tuple(declared) != size:
@@ -327,9 +429,9 @@ def load_coco_dataset(
                 f"{size[1]}x{size[0]}",
             )
             continue
-        boxes = by_image.get(image["id"], [])
+        boxes = _boxes_inside(by_image.get(json.dumps(image["id"]), []), size, problems)
         labels = [0.0] * len(label_names)
         for box in boxes:
             labels[label_index[box["label"]]] = 1.0
-        rows.append(_row(str(path), labels, image["file_name"], size, boxes))
-    return _finish(rows, label_names, f"COCO {annotation_file.name}", problems)
+        rows.append(_row(str(path), labels, file_name, size, boxes))
+    return _finish(rows, label_names, f"COCO {name}", problems)

@@ -5,6 +5,7 @@ from the command line, a YAML / JSON file, or both (the file gives defaults, the
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -159,7 +160,17 @@ class ClarityTrainingConfig:
     )
     save_total_limit: int = field(default=3, metadata={"help": "Keep at most this many checkpoints."})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "`latest` or a checkpoint folder."}
+        default=None,
+        metadata={
+            "help": "`latest` (the newest complete checkpoint of a run with the same options in output_dir) or a "
+            "checkpoint folder."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Delete the checkpoints, best model and logs of an earlier run in output_dir first."
+        },
     )
     eval_every_epoch: bool = True
     save_best_model: bool = True
@@ -203,8 +214,59 @@ class ClarityTrainingConfig:
             raise ValueError(
                 f"classifier_bias_init must be one of {BIAS_INITS}, got {self.classifier_bias_init!r}"
             )
-        if self.gradient_accumulation_steps < 1 or self.per_device_train_batch_size < 1:
-            raise ValueError("gradient_accumulation_steps and per_device_train_batch_size must be >= 1")
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        """Refuse impossible values now, before any data or model is built, naming the option."""
+        positive_ints = (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+            "num_train_epochs",
+            "logging_steps",
+        )
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        non_negative = (
+            "checkpointing_steps",
+            "save_total_limit",
+            "warmup_steps",
+            "warmup_epochs",
+            "weight_decay",
+            "max_grad_norm",
+            "dataloader_num_workers",
+        )
+        for name in non_negative:
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        for name in ("max_train_samples", "max_eval_samples", "teacher_image_size", "image_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1 (or unset), got {value!r}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"max_steps must be > 0 (or -1: train num_train_epochs epochs), got {self.max_steps}"
+            )
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not self.adam_epsilon > 0:
+            raise ValueError(f"adam_epsilon must be > 0, got {self.adam_epsilon!r}")
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay!r}")
+        if not 0 < self.augment_scale_min <= 1:
+            raise ValueError(f"augment_scale_min must be in (0, 1], got {self.augment_scale_min!r}")
+        if len(self.image_std) != 3 or not all(math.isfinite(v) and v > 0 for v in self.image_std):
+            raise ValueError(f"image_std must be 3 finite numbers > 0, got {self.image_std!r}")
+        if len(self.image_mean) != 3 or not all(math.isfinite(v) for v in self.image_mean):
+            raise ValueError(f"image_mean must be 3 finite numbers, got {self.image_mean!r}")
+        if self.overwrite_output_dir and self.resume_from_checkpoint:
+            raise ValueError("give either overwrite_output_dir or resume_from_checkpoint, not both")
 
     def to_dict(self) -> dict:
         return asdict(self)

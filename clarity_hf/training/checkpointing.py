@@ -1,7 +1,10 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Atomic Accelerate checkpoints: `save_state` into `checkpoints/.tmp-checkpoint-N`, then a `training_state.json`
-and a `COMPLETE` marker, then a rename to `checkpoints/checkpoint-N`. Only folders with the marker count, so a run
-killed while writing never leaves a half-written "latest" checkpoint.
+"""Atomic Accelerate checkpoints.
+
+Writing: `save_state` into `checkpoints/.tmp-checkpoint-N`, then `training_state.json`, fsync of every file, a rename
+to `checkpoints/checkpoint-N`, and last the `COMPLETE` marker. Pruning: the marker goes first, then the folder. Only
+folders with the marker count, so a run killed at any moment (while writing or while pruning) never leaves a
+"complete" checkpoint that lacks a file.
 
 (Accelerate's own `automatic_checkpoint_naming` writes straight into the final folder and `load_state()` takes the
 highest-numbered one, complete or not; that is why the naming and the `total_limit` pruning are done here.)
@@ -15,6 +18,8 @@ import re
 import shutil
 from pathlib import Path
 
+from ..files import atomic_write_text, fsync_directory, fsync_tree
+
 COMPLETE_MARKER = "COMPLETE"
 STATE_FILE = "training_state.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -24,28 +29,36 @@ def checkpoint_root(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+def _numbered(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     root = checkpoint_root(output_dir)
     if not root.is_dir():
         return []
-    found = []
-    for path in root.iterdir():
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match and (path / COMPLETE_MARKER).is_file():
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name))]
+    return sorted(found)
 
 
-def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    checkpoints = list_checkpoints(output_dir)
+def list_checkpoints(output_dir: str | os.PathLike, config_hash: str | None = None) -> list[Path]:
+    """Complete checkpoints, oldest first; with `config_hash`, only those written by a run of that config."""
+    found = [path for _, path in _numbered(output_dir) if (path / COMPLETE_MARKER).is_file()]
+    if config_hash is not None:
+        found = [
+            path for path in found if read_training_state(path).get("config_hash") in (None, config_hash)
+        ]
+    return found
+
+
+def find_latest_checkpoint(output_dir: str | os.PathLike, config_hash: str | None = None) -> Path | None:
+    checkpoints = list_checkpoints(output_dir, config_hash)
     return checkpoints[-1] if checkpoints else None
 
 
-def resolve_resume_path(resume: str, output_dir: str | os.PathLike) -> Path | None:
-    """`latest` -> the newest complete checkpoint of `output_dir` (None when there is none); else the folder."""
+def resolve_resume_path(
+    resume: str, output_dir: str | os.PathLike, config_hash: str | None = None
+) -> Path | None:
+    """`latest` -> the newest complete checkpoint of `output_dir` written by a run of `config_hash` (None when there
+    is none); else the folder, which must be a complete checkpoint."""
     if resume == "latest":
-        return find_latest_checkpoint(output_dir)
+        return find_latest_checkpoint(output_dir, config_hash)
     path = Path(resume)
     if not (path / COMPLETE_MARKER).is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no {COMPLETE_MARKER} marker)")
@@ -69,26 +82,37 @@ def save_checkpoint(
     if accelerator.is_main_process:
         with open(temporary / STATE_FILE, "w", encoding="utf-8") as handle:
             json.dump(state, handle, indent=2)
-        (temporary / COMPLETE_MARKER).write_text(str(step))
+        fsync_tree(temporary)
         if final.exists():
-            shutil.rmtree(final)
+            remove_checkpoint(final)
         os.replace(temporary, final)
+        fsync_directory(root)
+        atomic_write_text(final / COMPLETE_MARKER, str(step))
         prune_checkpoints(output_dir, total_limit)
     accelerator.wait_for_everyone()
     return final
 
 
+def remove_checkpoint(path: Path) -> None:
+    """Unmark, then delete: a kill in the middle leaves an incomplete folder, never a complete one without files."""
+    (path / COMPLETE_MARKER).unlink(missing_ok=True)
+    fsync_directory(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int) -> None:
-    """Keep the newest `total_limit` complete checkpoints; remove leftovers of interrupted writes."""
+    """Keep the newest `total_limit` complete checkpoints; remove leftovers of interrupted writes and prunes."""
     root = checkpoint_root(output_dir)
     for leftover in root.glob(".tmp-checkpoint-*"):
         shutil.rmtree(leftover, ignore_errors=True)
-    checkpoints = list_checkpoints(output_dir)
-    if total_limit > 0:
-        for path in checkpoints[:-total_limit]:
+    for _, path in _numbered(output_dir):
+        if not (path / COMPLETE_MARKER).is_file():
             shutil.rmtree(path, ignore_errors=True)
+    if total_limit > 0:
+        for path in list_checkpoints(output_dir)[:-total_limit]:
+            remove_checkpoint(path)
 
 
 def read_training_state(checkpoint: Path) -> dict:
-    with open(checkpoint / STATE_FILE, encoding="utf-8") as handle:
+    with open(Path(checkpoint) / STATE_FILE, encoding="utf-8") as handle:
         return json.load(handle)

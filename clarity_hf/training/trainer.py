@@ -5,8 +5,12 @@ CLARiTy student (optionally distilled from a frozen teacher or from cached teach
     result = train(ClarityTrainingConfig(model="clarity", output_dir="runs/tiny", max_steps=300))
 
 Layout of `output_dir`: `checkpoints/checkpoint-N` (Accelerate states, atomic, at most `save_total_limit`),
-`best_model/` (Hub-ready folder of the best validation mean AUROC, with its `ClarityImageProcessor`),
-`logs/` (TensorBoard and `metrics.jsonl`), `train_result.json`.
+`best_model/` (`save_pretrained` folder of the best validation mean AUROC, with its `ClarityImageProcessor`),
+`logs/` (TensorBoard and `metrics.jsonl`), `train_result.json`, and the run's `run.json` (run id, config hash) and
+`run.lock` (see `run_folder.py`: one run per folder, no stale run resumed, metrics never repeated).
+
+The loop below reads top to bottom: build (data, models, loaders, schedule), resume, then per epoch the optimizer
+steps, the evaluation, the best model and the checkpoint. The state that a checkpoint carries is `TrainState`.
 
 Exact resume: the data order and augmentation depend only on (seed, epoch, sample index) (see `data.py`); the
 checkpoint stores model, optimizer, scheduler, scaler and every process's RNG states (Accelerate) plus the epoch and
@@ -35,8 +39,9 @@ from tqdm.auto import tqdm
 from ..configuration_clarity import NIH_PATHOLOGIES
 from ..data.transforms import build_processor
 from ..evaluation.classification import compute_auroc
+from ..files import atomic_write_text, fsync_tree
 from .arguments import ClarityTrainingConfig
-from .checkpointing import read_training_state, resolve_resume_path, save_checkpoint
+from .checkpointing import save_checkpoint
 from .data import (
     SKIP_KINDS,
     ClarityTrainingDataset,
@@ -50,6 +55,8 @@ from .data import (
     train_collator,
 )
 from .models import build_model, freeze, head_is_new, init_classifier_bias, load_teacher, set_pos_weight
+from .optim import create_optimizer, create_scheduler
+from .run_folder import BEST_MODEL, RunFolder, TrainState, check_output_dir
 from .trackers import JSONLTracker
 
 logger = logging.getLogger(__name__)
@@ -112,15 +119,16 @@ def _trackers(config: ClarityTrainingConfig, logging_dir: str) -> list:
     return trackers
 
 
-def _export_best(accelerator: Accelerator, model, output_dir: Path, config: ClarityTrainingConfig) -> Path:
-    """Hub-ready folder of the unwrapped model and its `ClarityImageProcessor` (the run's size, mean and std),
-    written next to `best_model/` and then renamed over it. A CLARiTy model goes through
-    `clarity_hf.hub.save_for_hub` (weights, code files, `auto_map`, model card); the ConvNeXtV2 teacher, a native
-    transformers model, through `save_pretrained`."""
-    target = output_dir / "best_model"
-    temporary = output_dir / ".tmp-best_model"
+def _save_best(accelerator: Accelerator, model, output_dir: Path, config: ClarityTrainingConfig) -> Path:
+    """`best_model/`: the unwrapped model's `save_pretrained` (weights, config; for CLARiTy also the code files and
+    `auto_map`, registered by the package) and its `ClarityImageProcessor` (the run's size, mean and std). Written
+    next to it and swapped in, so a kill leaves the previous best model or the new one. The model card is written
+    at export time, not here."""
+    target = output_dir / BEST_MODEL
+    temporary, previous = output_dir / ".tmp-best_model", output_dir / ".old-best_model"
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
+        shutil.rmtree(previous, ignore_errors=True)
         unwrapped = accelerator.unwrap_model(model)
         size = (
             getattr(unwrapped.config, "image_size", None) or config.image_size or config.synthetic_image_size
@@ -131,15 +139,13 @@ def _export_best(accelerator: Accelerator, model, output_dir: Path, config: Clar
             config.image_std,
             id2label={int(k): v for k, v in unwrapped.config.id2label.items()},
         )
-        if getattr(unwrapped.config, "model_type", None) == "clarity":
-            from ..hub import save_for_hub
-
-            save_for_hub(unwrapped, processor, temporary)
-        else:
-            unwrapped.save_pretrained(temporary, safe_serialization=True)
-            processor.save_pretrained(temporary)
-        shutil.rmtree(target, ignore_errors=True)
+        unwrapped.save_pretrained(temporary, safe_serialization=True)
+        processor.save_pretrained(temporary)
+        fsync_tree(temporary)
+        if target.exists():
+            os.replace(target, previous)
         os.replace(temporary, target)
+        shutil.rmtree(previous, ignore_errors=True)
     accelerator.wait_for_everyone()
     return target
 
@@ -155,28 +161,12 @@ def _forget_previous_precision(mixed_precision: str) -> None:
             AcceleratorState._reset_state()
 
 
-def _update_steps_per_epoch(num_batches: int, accumulation: int) -> int:
-    return math.ceil(num_batches / accumulation)
-
-
-def train(
-    config: ClarityTrainingConfig,
-    model: torch.nn.Module | None = None,
-    teacher: torch.nn.Module | None = None,
-    datasets=None,
-) -> TrainResult:
-    """Train `config.model` on `config.dataset` (or the given `model` / `teacher` / `datasets`) and return the
-    best validation AUROC, the output paths and the skipped-image counts. See the module docstring. A given `model`
-    counts as new for `classifier_bias_init: prior` (its head biases are set to the label prior); pass
-    `classifier_bias_init="none"` to keep a trained head."""
-    if config.output_dir is None:
-        raise ValueError("output_dir is required")
-    output_dir = Path(config.output_dir)
+def _make_accelerator(config: ClarityTrainingConfig, output_dir: Path) -> Accelerator:
     logging_dir = output_dir / "logs"
     # Accelerate runs several CPU processes (torchrun, MULTI_CPU over gloo) only when told `cpu=True`.
     multi_process_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     _forget_previous_precision(config.mixed_precision)
-    accelerator = Accelerator(
+    return Accelerator(
         cpu=config.use_cpu or multi_process_cpu,
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -185,12 +175,11 @@ def train(
         dataloader_config=DataLoaderConfiguration(even_batches=True),
         step_scheduler_with_optimizer=False,
     )
-    set_seed(config.seed)
 
-    # ---------------------------------------------------------------- data, model, teacher
-    if datasets is None:
-        with accelerator.main_process_first():
-            datasets = load_datasets(config)
+
+def _prepare_models(config, accelerator, datasets, model, teacher):
+    """The student (or teacher-to-train) with its label prior and pos_weight, and the frozen teacher (None when
+    distillation is off or served from cached logits). Returns (model, teacher, label_names, distillation_weight)."""
     label_names = config.label_names or get_dataset_label_names(datasets) or list(NIH_PATHOLOGIES)
     new_head = model is not None or head_is_new(config, label_names)
     if model is None:
@@ -203,29 +192,28 @@ def train(
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if model_labels != list(label_names):
         raise ValueError(f"the model predicts {model_labels} but the data has labels {label_names}")
-    image_size = model.config.image_size
 
     distillation_weight = (
         getattr(model.config, "distillation_loss_weight", 0.0) if config.model == "clarity" else 0.0
     )
     use_teacher = distillation_weight > 0 and not config.use_cached_teacher_logits
-    if distillation_weight > 0 and not config.use_cached_teacher_logits and teacher is None:
+    if use_teacher and teacher is None:
         if config.teacher_name_or_path:
             teacher = load_teacher(config.teacher_name_or_path, label_names)
         else:
             logger.warning("distillation_loss_weight > 0 but no teacher given: training without distillation")
             use_teacher = False
-    if not use_teacher:
-        teacher = None  # never run, never moved to a device
-    if teacher is not None:
-        teacher = freeze(teacher).to(accelerator.device)
+    teacher = freeze(teacher).to(accelerator.device) if use_teacher else None  # else never run, never moved
+    return model, teacher, label_names, distillation_weight
 
+
+def _make_loaders(config, datasets, image_size: int, with_teacher_logits: bool):
     train_set = ClarityTrainingDataset(
         datasets[config.train_split],
         image_size,
         config,
         augment=config.augment,
-        with_teacher_logits=config.use_cached_teacher_logits and distillation_weight > 0,
+        with_teacher_logits=with_teacher_logits,
         name=config.train_split,
     )
     eval_set = ClarityTrainingDataset(
@@ -248,10 +236,114 @@ def train(
         num_workers=config.dataloader_num_workers,
         generator=torch.Generator().manual_seed(config.seed),
     )
+    return train_set, sampler, train_loader, eval_loader
 
-    # ---------------------------------------------------------------- optimisation
-    from .optim import create_optimizer, create_scheduler
 
+@dataclass
+class _Schedule:
+    batches_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+    num_epochs: int
+    warmup_steps: int
+
+
+def _schedule(config, num_train: int, num_processes: int) -> _Schedule:
+    batches_per_epoch = math.ceil(num_train / (config.per_device_train_batch_size * num_processes))
+    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    total_steps = config.max_steps if config.max_steps > 0 else steps_per_epoch * config.num_train_epochs
+    return _Schedule(
+        batches_per_epoch=batches_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        num_epochs=math.ceil(total_steps / steps_per_epoch),
+        warmup_steps=int(config.warmup_epochs * steps_per_epoch) + config.warmup_steps,
+    )
+
+
+def _teacher_logits(config, accelerator, teacher, batch) -> torch.Tensor | None:
+    """The frozen teacher's logits on the student's view (resized to `teacher_image_size`), or the cached ones."""
+    if teacher is None:
+        return batch.get("teacher_logits")
+    pixels = batch["pixel_values"]
+    if config.teacher_image_size and config.teacher_image_size != pixels.shape[-1]:
+        pixels = F.interpolate(
+            pixels, size=(config.teacher_image_size,) * 2, mode="bilinear", align_corners=False
+        )
+    with torch.no_grad(), accelerator.autocast():
+        return teacher(pixel_values=pixels).logits.float()
+
+
+LOSS_TERMS = ("classification_loss", "distillation_loss", "orthogonal_loss", "foreground_loss")
+
+
+class _LossWindow:
+    """Running means of the loss and its terms between two log lines, and the images per second."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.terms, self.count = 0.0, {}, 0
+        self.start, self.images = time.perf_counter(), 0
+
+    def add(self, loss: torch.Tensor, outputs, images: int) -> None:
+        self.loss += loss.detach().float().item()
+        self.count += 1
+        for name in LOSS_TERMS:
+            term = getattr(outputs, name, None)
+            if term is not None:
+                self.terms[name] = self.terms.get(name, 0.0) + term.detach().float().item()
+        self.images += images
+
+    def log(self, accelerator, scheduler, progress, epoch: int, step: int) -> None:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        values = torch.tensor([self.loss / self.count], device=accelerator.device)
+        mean_loss = accelerator.reduce(values, reduction="mean").item()
+        logs = {
+            "train/loss": mean_loss,
+            "train/lr": scheduler.get_last_lr()[0],
+            "train/images_per_second": self.images / elapsed,
+            "train/epoch": epoch,
+        }
+        logs.update({f"train/{k}": v / self.count for k, v in self.terms.items()})
+        accelerator.log(logs, step=step)
+        progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{self.images / elapsed:.1f}")
+        self.reset()
+
+
+def train(
+    config: ClarityTrainingConfig,
+    model: torch.nn.Module | None = None,
+    teacher: torch.nn.Module | None = None,
+    datasets=None,
+) -> TrainResult:
+    """Train `config.model` on `config.dataset` (or the given `model` / `teacher` / `datasets`) and return the
+    best validation AUROC, the output paths and the skipped-image counts. See the module docstring. A given `model`
+    counts as new for `classifier_bias_init: prior` (its head biases are set to the label prior); pass
+    `classifier_bias_init="none"` to keep a trained head."""
+    output_dir = check_output_dir(config.output_dir)  # before any data or model is built
+    accelerator = _make_accelerator(config, output_dir)
+    with RunFolder(config, accelerator.is_main_process) as run:
+        accelerator.wait_for_everyone()  # the main process has claimed (or cleared) the folder
+        return _train(config, accelerator, run, model, teacher, datasets)
+
+
+def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, datasets) -> TrainResult:
+    """Build (data, models, loaders, schedule), resume, then run the epochs."""
+    set_seed(config.seed)
+    if datasets is None:
+        with accelerator.main_process_first():
+            datasets = load_datasets(config)
+    model, teacher, label_names, distillation_weight = _prepare_models(
+        config, accelerator, datasets, model, teacher
+    )
+    train_set, sampler, train_loader, eval_loader = _make_loaders(
+        config,
+        datasets,
+        model.config.image_size,
+        with_teacher_logits=config.use_cached_teacher_logits and distillation_weight > 0,
+    )
     global_batch = (
         config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
     )
@@ -259,260 +351,252 @@ def train(
         config.learning_rate * global_batch / 512 if config.scale_lr_with_batch_size else config.learning_rate
     )
     optimizer = create_optimizer(model, config, learning_rate)
-    batches_per_epoch = math.ceil(
-        len(train_set) / (config.per_device_train_batch_size * accelerator.num_processes)
-    )
-    steps_per_epoch = _update_steps_per_epoch(batches_per_epoch, config.gradient_accumulation_steps)
-    total_steps = config.max_steps if config.max_steps > 0 else steps_per_epoch * config.num_train_epochs
-    num_epochs = math.ceil(total_steps / steps_per_epoch)
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch) + config.warmup_steps
-    scheduler = create_scheduler(optimizer, warmup_steps, total_steps)
-
+    schedule = _schedule(config, len(train_set), accelerator.num_processes)
+    scheduler = create_scheduler(optimizer, schedule.warmup_steps, schedule.total_steps)
     model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, eval_loader, scheduler
     )
-    assert len(train_loader) == batches_per_epoch, (len(train_loader), batches_per_epoch)
+    assert len(train_loader) == schedule.batches_per_epoch, (len(train_loader), schedule.batches_per_epoch)
 
     # ---------------------------------------------------------------- resume
-    global_step, start_epoch, batches_done = 0, 0, 0
-    best_auroc, best_per_class, best_epoch, history = None, {}, None, []
-    skipped_total = dict.fromkeys(SKIP_KINDS, 0)
-    skipped_files: list[str] = []
-    last_checkpoint = None
-    if config.resume_from_checkpoint:
-        checkpoint = resolve_resume_path(config.resume_from_checkpoint, output_dir)
-        if checkpoint is None:
-            logger.warning(
-                "resume_from_checkpoint=latest but %s has no complete checkpoint: starting afresh", output_dir
-            )
-        else:
-            accelerator.load_state(str(checkpoint))
-            state = read_training_state(checkpoint)
-            global_step, start_epoch, batches_done = (
-                state["global_step"],
-                state["epoch"],
-                state["batches_in_epoch"],
-            )
-            best_auroc, best_per_class, best_epoch = (
-                state["best_mean_auroc"],
-                state["best_per_class_auroc"],
-                state["best_epoch"],
-            )
-            history, skipped_total, skipped_files = state["history"], state["skipped"], state["skipped_files"]
-            last_checkpoint = str(checkpoint)
-            if batches_done >= batches_per_epoch:
-                start_epoch, batches_done = start_epoch + 1, 0
-            accelerator.print(
-                f"resumed from {checkpoint}: step {global_step}, epoch {start_epoch}, batch {batches_done}"
-            )
-
+    state, last_checkpoint = run.new_state(), None
+    state.skipped = dict.fromkeys(SKIP_KINDS, 0)
+    checkpoint = run.resume_checkpoint()
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        state = TrainState.from_checkpoint(checkpoint)
+        state.run_id, state.config_hash = run.run_id, run.config_hash
+        last_checkpoint = str(checkpoint)
+        if state.batches_in_epoch >= schedule.batches_per_epoch:
+            state.epoch, state.batches_in_epoch = state.epoch + 1, 0
+        accelerator.print(
+            f"resumed from {checkpoint}: step {state.global_step}, epoch {state.epoch}, batch {state.batches_in_epoch}"
+        )
+    run.cut_metrics(state.global_step)
     accelerator.init_trackers(config.tracker_project_name, config=_flat_config(config))
 
-    def training_state(epoch: int, batches_in_epoch: int) -> dict:
-        return {
-            "global_step": global_step,
-            "epoch": epoch,
-            "batches_in_epoch": batches_in_epoch,
-            "best_mean_auroc": best_auroc,
-            "best_per_class_auroc": best_per_class,
-            "best_epoch": best_epoch,
-            "history": history,
-            "skipped": skipped_total,
-            "skipped_files": skipped_files[:100],
-        }
-
-    progress = tqdm(
-        total=total_steps,
-        initial=global_step,
-        disable=config.disable_tqdm or not accelerator.is_local_main_process,
-        desc="train",
-        dynamic_ncols=True,
+    loop = _Loop(
+        config=config,
+        accelerator=accelerator,
+        run=run,
+        model=model,
+        teacher=teacher,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        train_set=train_set,
+        sampler=sampler,
+        train_loader=train_loader,
+        eval_loader=eval_loader,
+        label_names=label_names,
+        schedule=schedule,
+        state=state,
+        last_checkpoint=last_checkpoint,
     )
-    num_eval_samples = 0
-    done = global_step >= total_steps
-    for epoch in range(start_epoch, num_epochs):
-        if done:
+    start_epoch, batches_done = state.epoch, state.batches_in_epoch
+    for epoch in range(start_epoch, schedule.num_epochs):
+        if loop.done:
             break
-        sampler.epoch = epoch
-        train_set.epoch = epoch
-        skip = batches_done if epoch == start_epoch else 0
-        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-        model.train()
-        epoch_skipped = torch.zeros(len(SKIP_KINDS), dtype=torch.long, device=accelerator.device)
-        epoch_files: list[str] = []
-        running_loss, running_terms, running_count = 0.0, {}, 0
-        window_start, window_images = time.perf_counter(), 0
+        batch_in_epoch, skipped = loop.train_epoch(epoch, skip=batches_done if epoch == start_epoch else 0)
+        loop.end_epoch(epoch, batch_in_epoch, skipped)
+        batches_done = 0
+    loop.progress.close()
+
+    result = TrainResult(
+        output_dir=str(run.path),
+        best_model_dir=str(run.path / BEST_MODEL)
+        if state.best_mean_auroc is not None and config.save_best_model
+        else None,
+        best_mean_auroc=state.best_mean_auroc,
+        best_per_class_auroc=state.best_per_class_auroc,
+        best_epoch=state.best_epoch,
+        global_step=state.global_step,
+        last_checkpoint=loop.last_checkpoint,
+        skipped=state.skipped,
+        skipped_files=state.skipped_files,
+        history=state.history,
+        num_eval_samples=loop.num_eval_samples,
+    )
+    if accelerator.is_main_process:
+        atomic_write_text(run.path / "train_result.json", json.dumps(result.to_dict(), indent=2, default=str))
+    accelerator.end_training()
+    return result
+
+
+@dataclass
+class _Loop:
+    """The prepared objects of one run and its `TrainState`: one epoch of optimizer steps (`train_epoch`), then the
+    epoch's end (`end_epoch`: skipped images, evaluation, best model, checkpoint)."""
+
+    config: ClarityTrainingConfig
+    accelerator: Accelerator
+    run: RunFolder
+    model: torch.nn.Module
+    teacher: torch.nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train_set: ClarityTrainingDataset
+    sampler: EpochSeededSampler
+    train_loader: DataLoader
+    eval_loader: DataLoader
+    label_names: list
+    schedule: _Schedule
+    state: TrainState
+    last_checkpoint: str | None = None
+    num_eval_samples: int = 0
+
+    def __post_init__(self):
+        self.progress = tqdm(
+            total=self.schedule.total_steps,
+            initial=self.state.global_step,
+            disable=self.config.disable_tqdm or not self.accelerator.is_local_main_process,
+            desc="train",
+            dynamic_ncols=True,
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.state.global_step >= self.schedule.total_steps
+
+    def checkpoint(self, epoch: int, batches_in_epoch: int) -> None:
+        state = self.state
+        state.epoch, state.batches_in_epoch = epoch, batches_in_epoch
+        path = save_checkpoint(
+            self.accelerator,
+            self.run.path,
+            state.global_step,
+            state.to_checkpoint(),
+            self.config.save_total_limit,
+        )
+        self.last_checkpoint = str(path)
+
+    def train_epoch(self, epoch: int, skip: int) -> tuple[int, tuple[torch.Tensor, list[str]]]:
+        """Optimizer steps over epoch `epoch` (its first `skip` batches were consumed before a resume) until its end
+        or `total_steps`; returns the batches consumed and the unreadable images met (counts by kind, names)."""
+        accelerator, config, schedule = self.accelerator, self.config, self.schedule
+        self.sampler.epoch = epoch
+        self.train_set.epoch = epoch
+        loader = accelerator.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+        self.model.train()
+        skipped = torch.zeros(len(SKIP_KINDS), dtype=torch.long, device=accelerator.device)
+        skipped_files: list[str] = []
+        window = _LossWindow()
         batch_in_epoch = skip
         for batch in loader:
             batch_in_epoch += 1
-            epoch_skipped += count_problems(batch["problems"]).to(epoch_skipped.device)
-            epoch_files.extend(batch["problems"])
+            skipped += count_problems(batch["problems"]).to(skipped.device)
+            skipped_files.extend(batch["problems"])
             local_images = batch["pixel_values"].shape[0]
             # Every process takes the same branch: skip the step everywhere if one process has no valid image.
-            empty = (
-                accelerator.gather(torch.tensor([local_images == 0], device=accelerator.device)).any().item()
-            )
-            if empty:
+            if accelerator.gather(torch.tensor([local_images == 0], device=accelerator.device)).any().item():
                 continue
-            if True:
-                with accelerator.accumulate(model):
-                    teacher_logits = batch.get("teacher_logits")
-                    if teacher is not None:
-                        teacher_pixels = batch["pixel_values"]
-                        if (
-                            config.teacher_image_size
-                            and config.teacher_image_size != teacher_pixels.shape[-1]
-                        ):
-                            teacher_pixels = F.interpolate(
-                                teacher_pixels,
-                                size=(config.teacher_image_size,) * 2,
-                                mode="bilinear",
-                                align_corners=False,
-                            )
-                        with torch.no_grad(), accelerator.autocast():
-                            teacher_logits = teacher(pixel_values=teacher_pixels).logits.float()
-                    outputs = model(**_model_inputs(accelerator.unwrap_model(model), batch, teacher_logits))
-                    loss = outputs.loss
-                    finite = accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all().item()
-                    if not finite:
-                        message = (
-                            f"non-finite loss ({loss.item()}) at epoch {epoch}, optimizer step {global_step + 1}, "
-                            f"batch {batch_in_epoch}; stopped before backward. Last good checkpoint: "
-                            f"{last_checkpoint or 'none'}. Lower learning_rate, use bf16 instead of fp16, or check the data."
-                        )
-                        accelerator.end_training()
-                        raise NonFiniteLossError(message)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                    optimizer.step()
-                    if accelerator.sync_gradients:
-                        scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                running_loss += loss.detach().float().item()
-                running_count += 1
-                for name in (
-                    "classification_loss",
-                    "distillation_loss",
-                    "orthogonal_loss",
-                    "foreground_loss",
-                ):
-                    term = getattr(outputs, name, None)
-                    if term is not None:
-                        running_terms[name] = running_terms.get(name, 0.0) + term.detach().float().item()
-                window_images += local_images * accelerator.num_processes
-            if not accelerator.sync_gradients and batch_in_epoch < batches_per_epoch:
+            loss, outputs = self.forward_backward(batch, epoch, batch_in_epoch)
+            window.add(loss, outputs, local_images * accelerator.num_processes)
+            if not accelerator.sync_gradients and batch_in_epoch < schedule.batches_per_epoch:
                 continue
-            global_step += 1
-            progress.update(1)
-            if running_count and (global_step % config.logging_steps == 0 or global_step == total_steps):
-                elapsed = max(time.perf_counter() - window_start, 1e-9)
-                values = torch.tensor([running_loss / running_count], device=accelerator.device)
-                mean_loss = accelerator.reduce(values, reduction="mean").item()
-                logs = {
-                    "train/loss": mean_loss,
-                    "train/lr": scheduler.get_last_lr()[0],
-                    "train/images_per_second": window_images / elapsed,
-                    "train/epoch": epoch,
-                }
-                logs.update({f"train/{k}": v / running_count for k, v in running_terms.items()})
-                accelerator.log(logs, step=global_step)
-                progress.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{window_images / elapsed:.1f}")
-                running_loss, running_terms, running_count = 0.0, {}, 0
-                window_start, window_images = time.perf_counter(), 0
-            done = global_step >= total_steps
-            end_of_epoch = batch_in_epoch >= batches_per_epoch
+            self.state.global_step += 1
+            step = self.state.global_step
+            self.progress.update(1)
+            if window.count and (step % config.logging_steps == 0 or step == schedule.total_steps):
+                window.log(accelerator, self.scheduler, self.progress, epoch, step)
+            end_of_epoch = batch_in_epoch >= schedule.batches_per_epoch
             if (
                 config.checkpointing_steps
-                and global_step % config.checkpointing_steps == 0
-                and not (end_of_epoch or done)
+                and step % config.checkpointing_steps == 0
+                and not (end_of_epoch or self.done)
             ):
-                last_checkpoint = str(
-                    save_checkpoint(
-                        accelerator,
-                        output_dir,
-                        global_step,
-                        training_state(epoch, batch_in_epoch),
-                        config.save_total_limit,
-                    )
-                )
-            if done:
+                self.checkpoint(epoch, batch_in_epoch)
+            if self.done:
                 break
+        return batch_in_epoch, (skipped, skipped_files)
 
-        # -------------------------------------------------------- end of epoch: skipped images, evaluation, checkpoint
-        epoch_skipped = accelerator.reduce(epoch_skipped, reduction="sum").cpu()
-        gathered_files = _gather_strings(accelerator, epoch_files)
-        counts = {kind: int(count) for kind, count in zip(SKIP_KINDS, epoch_skipped.tolist())}
-        for kind, count in counts.items():
-            skipped_total[kind] = skipped_total.get(kind, 0) + count
-        skipped_files.extend(f for f in gathered_files if f not in skipped_files)
-        if any(counts.values()):
-            accelerator.print(
-                f"epoch {epoch}: skipped {sum(counts.values())} unreadable training image(s) {counts}: "
-                + "; ".join(gathered_files[:5])
-            )
-        record = {"epoch": epoch, "global_step": global_step, "skipped": counts}
-        if config.eval_every_epoch:
-            metrics = evaluate(accelerator, model, eval_loader, label_names)
-            num_eval_samples = metrics["num_samples"]
+    def forward_backward(self, batch: dict, epoch: int, batch_in_epoch: int):
+        """One micro-batch: forward (with the teacher's logits), a finite-loss check on every process, backward,
+        and the optimizer / scheduler step when the gradients are synchronised."""
+        accelerator, model, optimizer = self.accelerator, self.model, self.optimizer
+        with accelerator.accumulate(model):
+            teacher_logits = _teacher_logits(self.config, accelerator, self.teacher, batch)
+            outputs = model(**_model_inputs(accelerator.unwrap_model(model), batch, teacher_logits))
+            loss = outputs.loss
+            if not accelerator.gather(torch.isfinite(loss.detach()).reshape(1)).all().item():
+                accelerator.end_training()
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss.item()}) at epoch {epoch}, optimizer step {self.state.global_step + 1}, "
+                    f"batch {batch_in_epoch}; stopped before backward. Last good checkpoint: "
+                    f"{self.last_checkpoint or 'none'}. Lower learning_rate, use bf16 instead of fp16, or check the "
+                    "data."
+                )
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and self.config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(model.parameters(), self.config.max_grad_norm)
+            optimizer.step()
+            if accelerator.sync_gradients:
+                self.scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        return loss, outputs
+
+    def end_epoch(self, epoch: int, batch_in_epoch: int, skipped: tuple[torch.Tensor, list[str]]) -> None:
+        """Count the epoch's unreadable images, evaluate, save the best model when the mean AUROC improved, and
+        write the epoch's checkpoint."""
+        state, accelerator = self.state, self.accelerator
+        record = {
+            "epoch": epoch,
+            "global_step": state.global_step,
+            "skipped": _count_skipped(accelerator, state, epoch, *skipped),
+        }
+        if self.config.eval_every_epoch:
+            metrics = evaluate(accelerator, self.model, self.eval_loader, self.label_names)
+            self.num_eval_samples = metrics["num_samples"]
             record.update(
                 mean_auroc=metrics["mean_auroc"],
                 per_class_auroc=metrics["per_class"],
                 eval_skipped=metrics["num_invalid"],
             )
-            log_values = {
-                "eval/mean_auroc": metrics["mean_auroc"],
-                "eval/num_samples": metrics["num_samples"],
-                "eval/num_invalid": metrics["num_invalid"],
-            }
-            log_values.update({f"eval/auroc/{k}": v for k, v in metrics["per_class"].items()})
-            log_values.update({f"train/skipped_{k}": v for k, v in counts.items()})
-            accelerator.log(log_values, step=global_step)
-            accelerator.print(
-                f"epoch {epoch} step {global_step}: validation mean AUROC {metrics['mean_auroc']:.4f} "
-                f"on {metrics['num_samples']} images ({metrics['num_invalid']} unreadable)"
-            )
+            _log_evaluation(accelerator, metrics, record["skipped"], epoch, state.global_step)
             improved = not math.isnan(metrics["mean_auroc"]) and (
-                best_auroc is None or metrics["mean_auroc"] > best_auroc
+                state.best_mean_auroc is None or metrics["mean_auroc"] > state.best_mean_auroc
             )
             if improved:
-                best_auroc, best_per_class, best_epoch = metrics["mean_auroc"], metrics["per_class"], epoch
-                if config.save_best_model:
-                    _export_best(accelerator, model, output_dir, config)
-            model.train()
-        history.append(record)
-        last_checkpoint = str(
-            save_checkpoint(
-                accelerator,
-                output_dir,
-                global_step,
-                training_state(epoch, batch_in_epoch),
-                config.save_total_limit,
-            )
-        )
-        batches_done = 0
-    progress.close()
+                state.best_mean_auroc, state.best_per_class_auroc = (
+                    metrics["mean_auroc"],
+                    metrics["per_class"],
+                )
+                state.best_epoch = epoch
+                if self.config.save_best_model:
+                    _save_best(accelerator, self.model, self.run.path, self.config)
+            self.model.train()
+        state.history.append(record)
+        self.checkpoint(epoch, batch_in_epoch)
 
-    result = TrainResult(
-        output_dir=str(output_dir),
-        best_model_dir=str(output_dir / "best_model")
-        if best_auroc is not None and config.save_best_model
-        else None,
-        best_mean_auroc=best_auroc,
-        best_per_class_auroc=best_per_class,
-        best_epoch=best_epoch,
-        global_step=global_step,
-        last_checkpoint=last_checkpoint,
-        skipped=skipped_total,
-        skipped_files=skipped_files,
-        history=history,
-        num_eval_samples=num_eval_samples,
+
+def _count_skipped(accelerator, state: TrainState, epoch: int, epoch_skipped, epoch_files) -> dict:
+    """Sum the epoch's unreadable training images over processes into `state`; returns the epoch's counts."""
+    epoch_skipped = accelerator.reduce(epoch_skipped, reduction="sum").cpu()
+    gathered_files = _gather_strings(accelerator, epoch_files)
+    counts = {kind: int(count) for kind, count in zip(SKIP_KINDS, epoch_skipped.tolist())}
+    for kind, count in counts.items():
+        state.skipped[kind] = state.skipped.get(kind, 0) + count
+    state.skipped_files.extend(f for f in gathered_files if f not in state.skipped_files)
+    if any(counts.values()):
+        accelerator.print(
+            f"epoch {epoch}: skipped {sum(counts.values())} unreadable training image(s) {counts}: "
+            + "; ".join(gathered_files[:5])
+        )
+    return counts
+
+
+def _log_evaluation(accelerator, metrics: dict, skipped: dict, epoch: int, step: int) -> None:
+    log_values = {
+        "eval/mean_auroc": metrics["mean_auroc"],
+        "eval/num_samples": metrics["num_samples"],
+        "eval/num_invalid": metrics["num_invalid"],
+    }
+    log_values.update({f"eval/auroc/{k}": v for k, v in metrics["per_class"].items()})
+    log_values.update({f"train/skipped_{k}": v for k, v in skipped.items()})
+    accelerator.log(log_values, step=step)
+    accelerator.print(
+        f"epoch {epoch} step {step}: validation mean AUROC {metrics['mean_auroc']:.4f} "
+        f"on {metrics['num_samples']} images ({metrics['num_invalid']} unreadable)"
     )
-    if accelerator.is_main_process:
-        with open(output_dir / "train_result.json", "w", encoding="utf-8") as handle:
-            json.dump(result.to_dict(), handle, indent=2, default=str)
-    accelerator.end_training()
-    return result
 
 
 def _gather_strings(accelerator: Accelerator, items: list[str]) -> list[str]:

@@ -1,0 +1,112 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Crash-safe file operations shared by the preprocessing cache and the training run folder: an exclusive
+(non-blocking) lock on a folder, and writes that are either complete or absent after a crash or SIGKILL
+(write a temporary file, fsync it, rename it over the target, fsync the folder)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+try:  # POSIX; elsewhere folders are not locked (with a warning)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+logger = logging.getLogger(__name__)
+
+
+class FolderInUseError(RuntimeError):
+    """Another process holds the folder's lock (a second training run or cache build into the same folder)."""
+
+
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Make a rename or unlink inside `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def fsync_tree(path: str | os.PathLike) -> None:
+    """fsync every file and folder under `path` (before a folder is renamed into place)."""
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        fsync_directory(folder)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one, never a partial one."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    fsync_directory(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
+    """JSON with sorted keys, so the same value always gives the same bytes."""
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive `flock` on `lock_file` (created) for the block; fail at once if another process holds it.
+
+    The kernel drops the lock when the holder exits, even on SIGKILL, so a stale lock file never blocks a rerun."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_file, "a")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as err:
+                raise FolderInUseError(
+                    f"{what} {lock_file.parent} is in use by another process (it holds {lock_file}); "
+                    "wait for it to finish or use another folder"
+                ) from err
+            except OSError as err:  # a file system without locks (some network mounts)
+                logger.warning(
+                    "cannot lock %s (%s): a second process could write into it too", lock_file, err
+                )
+        else:
+            logger.warning("no flock on this platform: %s is not locked against a second process", lock_file)
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+__all__ = [
+    "FolderInUseError",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "exclusive_lock",
+    "fsync_directory",
+    "fsync_tree",
+]
