@@ -240,14 +240,14 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path):
     _write_images(tmp_path / "Opacity", ["good.png"])
     (tmp_path / "Opacity" / "garbage.png").write_bytes(b"not a png at all")
     _bomb_png(tmp_path / "Opacity" / "bomb.png")
-    with pytest.raises(ValueError, match=r"bomb\.png: cannot read image .*DecompressionBombError"):
+    with pytest.raises(ValueError, match=r"bomb\.png: .*decompression bomb"):
         load_image_folder(tmp_path)
     dataset = load_image_folder(tmp_path, skip_missing=True)
     assert list(dataset["image_id"]) == ["Opacity/good.png"]
     assert get_build_report(dataset).counts == {"unreadable_image": 2}
 
     (tmp_path / "d.csv").write_text("path,Opacity\nOpacity/good.png,1\nOpacity/garbage.png,1\n")
-    with pytest.raises(ValueError, match=r"d\.csv:3: cannot read image .*garbage\.png"):
+    with pytest.raises(ValueError, match=r"d\.csv:3: .*garbage\.png.*not an image"):
         load_csv_dataset(tmp_path / "d.csv")
     dataset = load_csv_dataset(tmp_path / "d.csv", skip_missing=True)
     assert len(dataset) == 1 and get_build_report(dataset).counts == {"unreadable_image": 1}
