@@ -1,6 +1,6 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Console scripts: `clarity-demo` (the main job, `clarity_hf.demo`) and `clarity-predict` (one image -> scores, boxes
-and an overlay PNG). Both also run as `python -m clarity_hf demo|predict ...`."""
+"""Console scripts: `clarity-demo` (the main job, `clarity_hf.demo`) and `clarity-predict` (images or archives -> scores,
+boxes, heatmaps). Both also run as `python -m clarity_hf demo|predict ...`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 __all__ = ["demo_main", "predict_main", "main"]
 
@@ -124,72 +123,16 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_predict_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="clarity-predict",
-        description="Scores, boxes and a heatmap overlay for one chest X-ray (PNG, JPEG or DICOM); JSON on stdout.",
-    )
-    parser.add_argument("image", help="the X-ray: .png, .jpg or .dcm")
-    parser.add_argument(
-        "--model", required=True, help="a model folder (e.g. clarity-demo-output/model) or Hub repo id"
-    )
-    parser.add_argument(
-        "--threshold", type=float, default=0.5, help="smallest class probability that gives boxes"
-    )
-    parser.add_argument(
-        "--heatmap-threshold",
-        type=float,
-        default=None,
-        help="threshold on the normalised heatmap (default: the processor's, tuned by the demo)",
-    )
-    parser.add_argument("--output", default=None, help="overlay PNG (default: <image stem>_overlay.png here)")
-    return parser
+    from .inference.predict import build_parser
+
+    return build_parser()
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
-    """`clarity-predict image --model DIR`: prints {"scores", "boxes", "overlay", ...} as JSON."""
-    args = build_predict_parser().parse_args(argv)
-    image_path = Path(args.image)
-    if not image_path.is_file():
-        print(f"clarity-predict: {image_path}: no such file", file=sys.stderr)
-        return 2
-    from .hub import load_for_inference
-    from .visualization import decode_for_display, overlay_heatmap
+    """`clarity-predict`: one image -> JSON + overlay, or files and folders -> a table (`clarity_hf.inference`)."""
+    from .inference.predict import main as predict
 
-    try:
-        pipe = load_for_inference(args.model)
-    except (OSError, ValueError) as err:
-        print(f"clarity-predict: cannot load model {args.model!r}: {err}", file=sys.stderr)
-        return 2
-    try:
-        result = pipe(str(image_path), threshold=args.threshold, heatmap_threshold=args.heatmap_threshold)
-        display = decode_for_display(pipe.image_processor, str(image_path))
-    except ValueError as err:
-        print(f"clarity-predict: {err}", file=sys.stderr)
-        return 2
-    scores = result["scores"]
-    top = max(scores, key=scores.get)
-    shown = [b for b in result["boxes"] if b["label"] == top] or result["boxes"]
-    heatmap = result["heatmaps"][list(scores).index(top)]
-    overlay = overlay_heatmap(display, heatmap, boxes=shown)
-    output = Path(args.output) if args.output else Path(f"{image_path.stem}_overlay.png")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    overlay.save(output, format="PNG")
-    print(
-        json.dumps(
-            {
-                "image": str(image_path),
-                "model": str(args.model),
-                "original_size": {"width": display.width, "height": display.height},
-                "scores": {k: round(float(v), 6) for k, v in scores.items()},
-                "boxes": [{**b, "score": round(float(b["score"]), 6)} for b in result["boxes"]],
-                "overlay": str(output),
-                "overlay_class": top,
-                "threshold": args.threshold,
-            },
-            indent=2,
-        )
-    )
-    return 0
+    return predict(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
