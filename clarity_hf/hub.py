@@ -81,6 +81,8 @@ HUB_CODE_FILES = (
     "modeling_clarity.py",
     "image_processing_clarity.py",
     "pipeline_clarity.py",
+    "xray_io.py",
+    "heatmaps.py",
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 DEFAULT_REPO_ID = "org/clarity-s-16-512"

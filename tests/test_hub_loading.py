@@ -76,6 +76,8 @@ def test_saved_folder_layout(tmp_path):
         "configuration_clarity.py",
         "modeling_clarity.py",
         "image_processing_clarity.py",
+        "xray_io.py",
+        "heatmaps.py",
         "preprocessor_config.json",
     } <= names
     processor_config = json.loads((folder / "preprocessor_config.json").read_text())

@@ -4,7 +4,7 @@
 For each image and each boxed class, the class heatmap (kept at its low, patch resolution until needed) is
 upsampled bilinearly to the image's original size (the frame of the ground-truth boxes, 1024 x 1024 for NIH),
 min-max normalised to [0, 1], thresholded (`>= threshold`) and split into 8-connected components, one box per
-component. These steps are `upsample_heatmaps` and `heatmap_to_boxes` of `clarity_hf.image_processing_clarity`, the
+component. These steps are `upsample_heatmaps` and `heatmap_to_boxes` of `clarity_hf.heatmaps`, the
 same code the Hub image processor runs, so evaluation and inference extract boxes identically.
 
 Definitions (boxes are xyxy in continuous pixel coordinates, x1 and y1 exclusive, so a ground-truth box (x, y, w, h)
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ..configuration_clarity import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
-from ..image_processing_clarity import heatmap_to_boxes, normalize_heatmap, upsample_heatmaps
+from ..heatmaps import heatmap_to_boxes, upsampled_normalized_heatmap
 
 __all__ = [
     "IOU_THRESHOLDS",
@@ -154,14 +154,6 @@ def box_iobb(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.divide(inter, area, out=np.zeros_like(inter), where=area > 0)
 
 
-def _upsampled_normalized(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """One low-resolution (h, w) heatmap -> the same at `size` = (H, W), bilinear, min-max normalised."""
-    tensor = torch.from_numpy(np.ascontiguousarray(heatmap, dtype=np.float32))
-    if tuple(tensor.shape) != (int(size[0]), int(size[1])):
-        tensor = upsample_heatmaps(tensor[None], size)[0]
-    return normalize_heatmap(tensor.numpy())
-
-
 def _boxes_at_levels(normalized: np.ndarray, levels: Sequence[float], min_area: int) -> np.ndarray:
     """Boxes of a normalised heatmap at each level, pooled: (K, 4) float64 xyxy."""
     pooled = [
@@ -185,7 +177,7 @@ def heatmap_boxes_in_frame(
         heatmap = heatmap.detach().float().cpu().numpy()
     levels = (float(threshold),) if np.isscalar(threshold) else tuple(float(t) for t in threshold)
     return _boxes_at_levels(
-        _upsampled_normalized(np.asarray(heatmap), tuple(original_size)), levels, min_area
+        upsampled_normalized_heatmap(np.asarray(heatmap), tuple(original_size)), levels, min_area
     )
 
 
@@ -377,7 +369,7 @@ class LocalizationEvaluator:
                 images_per_class[c] += 1
                 gt = image.gt_boxes.get(c, np.zeros((0, 4)))
                 gt_class.extend([c] * len(gt))
-                normalized = _upsampled_normalized(image.heatmaps[c], image.original_size)
+                normalized = upsampled_normalized_heatmap(image.heatmaps[c], image.original_size)
                 for s, setting in enumerate(settings):
                     pred = _boxes_at_levels(normalized, setting[c], self.min_area)
                     iou, iobb = box_iou(pred, gt), box_iobb(pred, gt)
