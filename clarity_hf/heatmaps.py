@@ -6,8 +6,15 @@ functions, so evaluation and inference extract boxes identically.
 This file is shipped with the Hub code files: it imports only numpy and torch (scipy lazily, for the boxes).
 """
 
+import math
+
 import numpy as np
 import torch
+
+# Longest side of the frame in which `post_process_object_detection` finds boxes by default: boxes are computed
+# there and scaled to the original size, so a 2000-pixel image costs what a 512-pixel one does, and box edges move by
+# at most about one frame pixel (0.2% of the image side) against the exact computation at the original size.
+DEFAULT_BOX_RESOLUTION = 512
 
 
 def _require_scipy_ndimage():
@@ -89,7 +96,87 @@ def heatmap_to_boxes(heatmap: np.ndarray, threshold: float, normalize: bool = Tr
     return np.asarray(boxes, dtype=np.float32)[order], np.asarray(scores, dtype=np.float32)[order]
 
 
+def check_unit_interval(value, name: str) -> float:
+    """`value` as a float in [0, 1]; a `ValueError` naming `name` otherwise (NaN and infinities included)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from err
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return number
+
+
+def box_frame_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """The (h, w) frame boxes of an image of `size` = (H, W) are computed in: `size` itself when `max_side` is None
+    or not smaller than its longest side, else `size` scaled (aspect kept) so that its longest side is `max_side`."""
+    height, width = int(size[0]), int(size[1])
+    if max_side is None or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def class_boxes(
+    heatmaps: torch.Tensor,
+    thresholds: list[float],
+    size: tuple[int, int] | None,
+    min_area: int = 1,
+    max_side: int | None = DEFAULT_BOX_RESOLUTION,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Boxes of K model-grid heatmaps (K, h, w), one map per entry of `thresholds`.
+
+    Each map is upsampled (bilinear) to the frame `box_frame_size(size, max_side)`, min-max normalised and split
+    into connected components above its threshold (`heatmap_to_boxes`); the boxes are then scaled from the frame to
+    `size` (original pixels). `max_side=None` computes at `size` itself (exact); `size=None` gives boxes relative to
+    the image, in [0, 1], computed on the model's grid. `min_area` is in original pixels (scaled to the frame's).
+    Returns per map (boxes (N, 4) float32 xyxy, peaks (N,) float32).
+    """
+    heatmaps = heatmaps.detach().float().cpu()
+    grid = tuple(heatmaps.shape[-2:])
+    if size is None:
+        frame, maps, area = grid, heatmaps, int(min_area)
+    else:
+        frame = box_frame_size(size, max_side)
+        maps = heatmaps if frame == grid else upsample_heatmaps(heatmaps, frame)
+        shrink = (frame[0] * frame[1]) / (int(size[0]) * int(size[1]))
+        area = int(min_area) if frame == tuple(size) else max(1, math.ceil(int(min_area) * shrink))
+    # frame pixels -> original pixels, or -> fractions of the image when no size is given
+    target = (1.0, 1.0) if size is None else (int(size[0]), int(size[1]))
+    scale = np.asarray([target[1] / frame[1], target[0] / frame[0]] * 2, dtype=np.float32)
+    results = []
+    for values, threshold in zip(maps, thresholds):
+        boxes, peaks = heatmap_to_boxes(values.numpy(), threshold, normalize=True, min_area=area)
+        results.append(((boxes * scale).astype(np.float32), peaks))
+    return results
+
+
+def heatmaps_at_size(
+    heatmaps: torch.Tensor, size: tuple[int, int] | None, normalize: bool = True, as_uint8: bool = False
+) -> torch.Tensor:
+    """(K, h, w) model-grid heatmaps -> (K, H, W) at `size` (bilinear; None keeps the grid), min-max normalised when
+    `normalize`; `as_uint8` gives round(255 * normalised) in uint8 and upsamples one map at a time, so no float map of
+    more than one class at the original size is ever held."""
+    heatmaps = heatmaps.detach().float().cpu()
+    if not as_uint8:
+        maps = heatmaps if size is None else upsample_heatmaps(heatmaps, size)
+        return (normalize_heatmaps(maps) if normalize else maps).float().contiguous()
+    if not normalize:
+        raise ValueError("uint8 heatmaps are normalised ones: pass normalize=True with as_uint8=True")
+    height, width = tuple(heatmaps.shape[-2:]) if size is None else (int(size[0]), int(size[1]))
+    out = torch.empty((heatmaps.shape[0], height, width), dtype=torch.uint8)
+    for index, grid_map in enumerate(heatmaps):
+        values = grid_map if size is None else upsample_heatmaps(grid_map[None, None], size)[0, 0]
+        out[index] = torch.round(normalize_heatmaps(values) * 255.0).to(torch.uint8)
+    return out
+
+
 __all__ = [
+    "DEFAULT_BOX_RESOLUTION",
+    "box_frame_size",
+    "check_unit_interval",
+    "class_boxes",
+    "heatmaps_at_size",
     "heatmap_to_boxes",
     "normalize_heatmap",
     "normalize_heatmaps",

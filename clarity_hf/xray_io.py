@@ -29,6 +29,32 @@ def _require_pydicom():
     return pydicom
 
 
+DICOM_EXTRA_HINT = 'pip install "clarity_hf[dicom]"'
+
+
+def _missing_dicom_decoder(ds, name: str) -> str | None:
+    """The error message for compressed pixel data (JPEG 2000, JPEG lossless, JPEG-LS, ...) that no installed
+    pydicom plugin can decode, naming the transfer syntax and the extra that brings the decoders; None when a decoder
+    is available (or pydicom cannot tell: it then raises its own error, which the caller wraps)."""
+    file_meta = getattr(ds, "file_meta", None)
+    syntax = getattr(file_meta, "TransferSyntaxUID", None) if file_meta is not None else None
+    if syntax is None or not getattr(syntax, "is_compressed", False):
+        return None
+    try:
+        from pydicom.pixels import get_decoder  # pydicom >= 3
+
+        available = get_decoder(syntax).is_available
+    except Exception:  # pydicom 2.x, or a transfer syntax pydicom has no decoder class for
+        return None
+    if available:
+        return None
+    return (
+        f"{name}: DICOM pixel data is compressed with {syntax.name} (transfer syntax {syntax}) and no decoder for "
+        f"it is installed; install the decoders with `{DICOM_EXTRA_HINT}` (pylibjpeg with its openjpeg and libjpeg "
+        "plugins, and pyjpegls)"
+    )
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Decoding: every input becomes one float64 (H, W) grayscale array in [0, 1].
 # --------------------------------------------------------------------------------------------------------------------
@@ -188,6 +214,9 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str) -> np.ndarray:
 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ValueError(f"{name}: DICOM file has no pixel data")
+    missing = _missing_dicom_decoder(ds, name)
+    if missing is not None:
+        raise ValueError(missing)
     try:
         pixels = ds.pixel_array
     except Exception as err:  # pydicom raises many types for bad or unsupported pixel data

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import tempfile
 import time
@@ -36,24 +35,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..heatmaps import check_unit_interval
 from .dataset import ArchiveDataset, collate_archive
 from .discovery import find_images
 from .table import ResultStore, atomic_write_bytes
 
-__all__ = ["ArchiveOptions", "ArchiveSummary", "run_archive", "check_output_dir", "check_unit_interval"]
+__all__ = ["ArchiveOptions", "ArchiveSummary", "run_archive", "check_output_dir"]
 
 HEATMAP_FORMATS = ("npz", "png")
-
-
-def check_unit_interval(value: float, name: str) -> float:
-    """`value` as a float in [0, 1]; a `ValueError` naming `name` otherwise (NaN and infinities included)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from err
-    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
-    return number
 
 
 @dataclass
@@ -234,10 +223,9 @@ class _Predictor:
 
     def class_maps(self, heatmaps: torch.Tensor, indices: Sequence[int], size) -> np.ndarray:
         """(K, H, W) uint8 maps (normalised to 0..255) of the classes `indices` at the original size `size`."""
-        maps = self.processor.post_process_heatmaps(
-            {"heatmaps": heatmaps[None, list(indices)]}, target_sizes=[size]
-        )[0]
-        return np.round(maps.numpy() * 255.0).astype(np.uint8)
+        return self.processor.post_process_heatmaps(
+            heatmaps[None], target_sizes=[size], classes=list(indices), as_uint8=True
+        )[0].numpy()
 
     def _write_files(self, path: str, result: dict, display: np.ndarray | None) -> tuple[str, str]:
         stem = _file_stem(path)

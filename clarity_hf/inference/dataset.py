@@ -16,16 +16,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..xray_io import load_unit_gray
+
 __all__ = ["ArchiveDataset", "collate_archive", "decode_unit_gray"]
 
 
 def decode_unit_gray(processor, path: str | Path) -> np.ndarray:
-    """A file -> the (H, W) float32 grayscale image in [0, 1] the processor sees before resizing, exactly as its
-    own reader produces it (DICOM windowing, MONOCHROME1 inversion, bit-depth scaling)."""
-    pixels = processor(images=str(path), do_resize=False, do_normalize=False, return_tensors="np")[
-        "pixel_values"
-    ]
-    return np.asarray(pixels[0, 0], dtype=np.float32)
+    """A file -> the (H, W) float64 grayscale image the processor sees before resizing (in [0, 1] when it
+    rescales), read by the processor's own reader with its settings (DICOM windowing, MONOCHROME1 inversion,
+    bit-depth scaling)."""
+    return load_unit_gray(str(path), 0, processor.do_rescale, processor.intensity_scaling)
 
 
 class ArchiveDataset(Dataset):
@@ -49,7 +49,7 @@ class ArchiveDataset(Dataset):
         path = self.paths[index]
         try:
             gray = decode_unit_gray(self.processor, path)
-            # The decoded image is already in [0, 1]: the processor's rescaling leaves it as it is (bit_depth keeps
+            # The decoded image is already scaled: the processor's rescaling leaves it as it is (bit_depth keeps
             # floats in [0, 1], minmax of a min-max scaled image is itself), then resizes and normalises as always.
             pixel_values = self.processor(images=gray, return_tensors="np")["pixel_values"][0]
         except Exception as err:  # noqa: BLE001 - any reader failure is this file's error, never the run's

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from PIL import Image
 
 __all__ = ["build_parser", "main"]
 
@@ -23,13 +24,12 @@ examples:
 
 def unit_interval(text: str) -> float:
     """argparse type: a finite number in [0, 1]."""
+    from ..heatmaps import check_unit_interval
+
     try:
-        value = float(text)
+        return check_unit_interval(text, "the value")
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from err
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _int_at_least(minimum: int):
@@ -204,8 +204,6 @@ def _predict_one(args) -> int:
     ]
     shown = [b for b in boxes if b["label"] == top] or boxes
     heatmap = predictor.class_maps(result["heatmaps"], [predictor.labels.index(top)], result["size"])[0]
-    from PIL import Image
-
     overlay = overlay_heatmap(Image.fromarray(item["display"], mode="L"), heatmap / 255.0, boxes=shown)
     overlay.save(output, format="PNG")
     height, width = result["size"]
