@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers.processing_utils import ImagesKwargs
 
 from .heatmaps import (
     DEFAULT_BOX_RESOLUTION,
@@ -26,10 +28,8 @@ from .heatmaps import (
     normalize_heatmap,
     upsample_heatmaps,
 )
-from .xray_io import _INTENSITY_SCALINGS, load_unit_gray
+from .xray_io import _INTENSITY_SCALINGS, ImageDecodeError, load_unit_gray, resolve_max_image_pixels
 
-IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 _RESAMPLE_BY_NAME = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -62,25 +62,108 @@ def _flatten_images(images) -> list:
     return [images]
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _resolve_size(size) -> tuple[int, int]:
-    if isinstance(size, int):
-        return size, size
-    if isinstance(size, (list, tuple)) and len(size) == 2:
-        return int(size[0]), int(size[1])
-    size = dict(size)
-    if "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    if "shortest_edge" in size and len(size) == 1:
-        return int(size["shortest_edge"]), int(size["shortest_edge"])
-    raise ValueError(f"size must be an int or {{'height': H, 'width': W}}, got {size}")
+    """An int, (height, width) or {"height", "width"} / {"shortest_edge"} -> (height, width), both positive."""
+    sides = None
+    if _is_int(size):
+        sides = (size, size)
+    elif isinstance(size, (list, tuple)) and len(size) == 2:
+        sides = tuple(size)
+    elif hasattr(size, "keys"):
+        size = dict(size)
+        if "height" in size and "width" in size:
+            sides = (size["height"], size["width"])
+        elif "shortest_edge" in size and len(size) == 1:
+            sides = (size["shortest_edge"], size["shortest_edge"])
+    if sides is None or not all(_is_int(side) and side > 0 for side in sides):
+        raise ValueError(
+            f"size must be a positive int or {{'height': H, 'width': W}} with positive ints, got {size!r}"
+        )
+    return int(sides[0]), int(sides[1])
 
 
 def _resolve_resample(resample) -> Image.Resampling:
-    if isinstance(resample, str):
-        if resample.lower() not in _RESAMPLE_BY_NAME:
-            raise ValueError(f"resample must be one of {sorted(_RESAMPLE_BY_NAME)}, got {resample!r}")
+    """A filter name ("bilinear", ...) or a `PIL.Image.Resampling` value -> that value."""
+    if isinstance(resample, str) and resample.lower() in _RESAMPLE_BY_NAME:
         return _RESAMPLE_BY_NAME[resample.lower()]
-    return Image.Resampling(int(resample))
+    if _is_int(resample) and int(resample) in {int(value) for value in Image.Resampling}:
+        return Image.Resampling(int(resample))
+    raise ValueError(
+        f"resample must be one of {sorted(_RESAMPLE_BY_NAME)} or a PIL.Image.Resampling value, got {resample!r}"
+    )
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_statistics(name: str, values, positive: bool) -> list[float]:
+    """image_mean / image_std: one number or 3 (one per output channel), finite; std strictly positive."""
+    if isinstance(values, (int, float, np.number)) and not isinstance(values, bool):
+        values = [values] * 3
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or 3 numbers, got {values!r}") from None
+    if len(values) != 3:
+        raise ValueError(f"{name} needs 3 values (the output has 3 channels), got {len(values)}: {values}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name} must be finite, got {values}")
+    if positive and min(values) <= 0:
+        raise ValueError(f"{name} must be positive (it divides the pixels), got {values}")
+    return values
+
+
+def _check_intensity_scaling(value) -> str:
+    if value not in _INTENSITY_SCALINGS:
+        raise ValueError(f"intensity_scaling must be one of {_INTENSITY_SCALINGS}, got {value!r}")
+    return value
+
+
+def _check_unit_thresholds(name: str, value):
+    """A float in [0, 1], or a list of them (one per class); a `ValueError` naming `name` otherwise."""
+    if isinstance(value, (list, tuple, np.ndarray, torch.Tensor)):
+        return [check_unit_interval(v, name) for v in list(value)]
+    return check_unit_interval(value, name)
+
+
+def resize_unit_gray(
+    image: np.ndarray, size: tuple[int, int], resample, box=None, clip: bool = True
+) -> np.ndarray:
+    """(H, W) float image -> (height, width) float32, resampled by PIL on a float32 ('F') image, so no 8-bit
+    round-off; `box` (left, top, right, bottom) in source pixels resizes that region only (PIL's `box`). `clip`
+    clips to [0, 1] (bicubic / lanczos overshoot). The one resize of the processor and the training transform."""
+    height, width = size
+    resized = Image.fromarray(np.asarray(image, dtype=np.float32)).resize(
+        (int(width), int(height)), resample=_resolve_resample(resample), box=box
+    )
+    out = np.asarray(resized, dtype=np.float32)
+    return np.clip(out, 0.0, 1.0) if clip else out
+
+
+class ClarityImageProcessorKwargs(ImagesKwargs, total=False):
+    """The processor's own arguments, beyond transformers' `ImagesKwargs`.
+
+    intensity_scaling (`str`): "bit_depth" or "minmax" (see `ClarityImageProcessor`, "Intensities").
+    max_image_pixels (`int`): refuse files whose header declares more pixels (see `clarity_hf.xray_io`).
+    return_original_sizes (`bool`): also return the (height, width) of every input.
+    id2label (`dict[int, str]`): class names for post-processing.
+    heatmap_threshold (`float` or `list[float]`): threshold of the boxes in [0, 1].
+    box_min_area (`int`): smallest connected component that gives a box.
+    """
+
+    intensity_scaling: str | None
+    max_image_pixels: int | None
+    return_original_sizes: bool | None
+    id2label: dict | None
+    heatmap_threshold: float | list[float] | None
+    box_min_area: int | None
 
 
 def _get_output(outputs, key: str):
@@ -165,8 +248,10 @@ class ClarityImageProcessor(BaseImageProcessor):
     way, whatever `do_rescale` says.
 
     Bad inputs (empty, smaller than 2x2, NaN / inf, wrong rank or channel count, missing / unreadable /
-    non-image files, corrupt DICOMs, unsupported types) raise a `ValueError` that names the input (its path, or
-    "input #i of type ...") and the problem.
+    non-image files, corrupt DICOMs or DICOM attributes, files whose header declares more than `max_image_pixels`
+    pixels, unsupported types) raise `clarity_hf.xray_io.ImageDecodeError` (a `ValueError`) that names the input
+    (its path, or "input #i of type ...") and the problem. Bad argument values raise a `ValueError` naming the
+    argument.
 
     `return_original_sizes=True` adds `original_sizes`, (B, 2) (height, width) of the inputs, for the
     post-processing methods. It is off by default because pipelines pass every returned key to the model, whose
@@ -192,9 +277,28 @@ class ClarityImageProcessor(BaseImageProcessor):
             for the boxes of `post_process_object_detection` (one value, or one per class: tuned thresholds can be
             saved with the processor).
         box_min_area (`int`, defaults to 1): smallest connected component (in target pixels) that gives a box.
+        max_image_pixels (`int`, *optional*): refuse files and DICOM Datasets whose header declares more pixels
+            (height x width x frames), before decoding them; `None` uses `$CLARITY_MAX_IMAGE_PIXELS`, else
+            8192 x 8192 (`clarity_hf.xray_io.DEFAULT_MAX_IMAGE_PIXELS`).
     """
 
     model_input_names = ["pixel_values"]
+    valid_kwargs = ClarityImageProcessorKwargs
+    # The arguments `preprocess` takes (transformers' argument-validation test compares the two).
+    _valid_processor_keys = [
+        "images",
+        "do_resize",
+        "size",
+        "resample",
+        "do_rescale",
+        "intensity_scaling",
+        "do_normalize",
+        "image_mean",
+        "image_std",
+        "max_image_pixels",
+        "return_tensors",
+        "return_original_sizes",
+    ]
 
     def __init__(
         self,
@@ -209,6 +313,7 @@ class ClarityImageProcessor(BaseImageProcessor):
         id2label: dict | None = None,
         heatmap_threshold: float | list[float] = 0.5,
         box_min_area: int = 1,
+        max_image_pixels: int | None = None,
         **kwargs,
     ):
         kwargs.pop("image_processor_type", None)
@@ -216,27 +321,26 @@ class ClarityImageProcessor(BaseImageProcessor):
             kwargs.pop(key, None)  # keys a generic image-processor config may carry; meaningless here
         super().__init__(**kwargs)
         height, width = _resolve_size(224 if size is None else size)
-        if intensity_scaling not in _INTENSITY_SCALINGS:
-            raise ValueError(
-                f"intensity_scaling must be one of {_INTENSITY_SCALINGS}, got {intensity_scaling!r}"
-            )
-        self.do_resize = bool(do_resize)
+        self.do_resize = _check_bool("do_resize", do_resize)
         self.size = {"height": height, "width": width}
         self.resample = int(_resolve_resample(resample))
-        self.do_rescale = bool(do_rescale)
-        self.intensity_scaling = intensity_scaling
-        self.do_normalize = bool(do_normalize)
-        self.image_mean = [float(v) for v in (IMAGENET_DEFAULT_MEAN if image_mean is None else image_mean)]
-        self.image_std = [float(v) for v in (IMAGENET_DEFAULT_STD if image_std is None else image_std)]
-        if len(self.image_mean) != 3 or len(self.image_std) != 3:
-            raise ValueError("image_mean and image_std need 3 values (the output has 3 channels)")
+        self.do_rescale = _check_bool("do_rescale", do_rescale)
+        self.intensity_scaling = _check_intensity_scaling(intensity_scaling)
+        self.do_normalize = _check_bool("do_normalize", do_normalize)
+        self.image_mean = _check_statistics(
+            "image_mean", IMAGENET_DEFAULT_MEAN if image_mean is None else image_mean, positive=False
+        )
+        self.image_std = _check_statistics(
+            "image_std", IMAGENET_DEFAULT_STD if image_std is None else image_std, positive=True
+        )
         self.id2label = None if id2label is None else {int(k): str(v) for k, v in dict(id2label).items()}
-        if isinstance(heatmap_threshold, (list, tuple)):
-            heatmap_threshold = [float(v) for v in heatmap_threshold]
-        else:
-            heatmap_threshold = float(heatmap_threshold)
-        self.heatmap_threshold = heatmap_threshold
+        self.heatmap_threshold = _check_unit_thresholds("heatmap_threshold", heatmap_threshold)
+        if not _is_int(box_min_area) or box_min_area < 0:
+            raise ValueError(f"box_min_area must be a non-negative int, got {box_min_area!r}")
         self.box_min_area = int(box_min_area)
+        if max_image_pixels is not None:
+            max_image_pixels = resolve_max_image_pixels(max_image_pixels)
+        self.max_image_pixels = max_image_pixels
 
     def to_dict(self) -> dict:
         """The processor's configuration (what `save_pretrained` writes to `preprocessor_config.json`)."""
@@ -267,6 +371,7 @@ class ClarityImageProcessor(BaseImageProcessor):
         do_normalize: bool | None = None,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
+        max_image_pixels: int | None = None,
         return_tensors=None,
         return_original_sizes: bool = False,
         **kwargs,
@@ -276,8 +381,8 @@ class ClarityImageProcessor(BaseImageProcessor):
 
         Args:
             images: one input or a (nested) list of inputs (see the class docstring).
-            do_resize, size, resample, do_rescale, intensity_scaling, do_normalize, image_mean, image_std:
-                override the processor's settings for this call.
+            do_resize, size, resample, do_rescale, intensity_scaling, do_normalize, image_mean, image_std,
+            max_image_pixels: override the processor's settings for this call (checked as in `__init__`).
             return_tensors (`str`, *optional*): `"pt"` (torch) or `"np"`; `None` gives a list of numpy arrays.
             return_original_sizes (`bool`, defaults to `False`): also return `original_sizes`, the (height, width) of
                 every input, to pass as `target_sizes` to the post-processing methods.
@@ -293,21 +398,27 @@ class ClarityImageProcessor(BaseImageProcessor):
             raise TypeError(
                 f"ClarityImageProcessor.preprocess got unexpected keyword arguments {sorted(kwargs)}"
             )
-        do_resize = self.do_resize if do_resize is None else do_resize
+        do_resize = _check_bool("do_resize", self.do_resize if do_resize is None else do_resize)
         height, width = _resolve_size(self.size if size is None else size)
         resample = _resolve_resample(self.resample if resample is None else resample)
-        do_rescale = self.do_rescale if do_rescale is None else do_rescale
-        intensity_scaling = self.intensity_scaling if intensity_scaling is None else intensity_scaling
-        if intensity_scaling not in _INTENSITY_SCALINGS:
-            raise ValueError(
-                f"intensity_scaling must be one of {_INTENSITY_SCALINGS}, got {intensity_scaling!r}"
-            )
-        do_normalize = self.do_normalize if do_normalize is None else do_normalize
-        mean = np.asarray(self.image_mean if image_mean is None else image_mean, dtype=np.float32).reshape(
-            -1, 1, 1
+        do_rescale = _check_bool("do_rescale", self.do_rescale if do_rescale is None else do_rescale)
+        intensity_scaling = _check_intensity_scaling(
+            self.intensity_scaling if intensity_scaling is None else intensity_scaling
         )
-        std = np.asarray(self.image_std if image_std is None else image_std, dtype=np.float32).reshape(
-            -1, 1, 1
+        do_normalize = _check_bool(
+            "do_normalize", self.do_normalize if do_normalize is None else do_normalize
+        )
+        _check_bool("return_original_sizes", return_original_sizes)
+        mean = np.asarray(
+            _check_statistics("image_mean", self.image_mean if image_mean is None else image_mean, False),
+            dtype=np.float32,
+        ).reshape(-1, 1, 1)
+        std = np.asarray(
+            _check_statistics("image_std", self.image_std if image_std is None else image_std, True),
+            dtype=np.float32,
+        ).reshape(-1, 1, 1)
+        max_image_pixels = resolve_max_image_pixels(
+            self.max_image_pixels if max_image_pixels is None else max_image_pixels
         )
 
         if images is None:
@@ -318,14 +429,11 @@ class ClarityImageProcessor(BaseImageProcessor):
 
         pixel_values, original_sizes = [], []
         for index, item in enumerate(flat):
-            gray = load_unit_gray(item, index, do_rescale, intensity_scaling)
+            gray = load_unit_gray(item, index, do_rescale, intensity_scaling, max_image_pixels)
             original_sizes.append(gray.shape)
             image = gray.astype(np.float32)
             if do_resize and image.shape != (height, width):
-                resized = Image.fromarray(image).resize((width, height), resample=resample)
-                image = np.asarray(resized, dtype=np.float32)
-                if do_rescale:
-                    image = np.clip(image, 0.0, 1.0)  # bicubic / lanczos overshoot
+                image = resize_unit_gray(image, (height, width), resample, clip=do_rescale)
             image = np.repeat(image[None], 3, axis=0)
             if do_normalize:
                 image = (image - mean) / std
@@ -488,15 +596,16 @@ class ClarityImageProcessor(BaseImageProcessor):
             0.0 if class_threshold is None else check_unit_interval(class_threshold, "class_threshold"),
         )
         sizes = _target_sizes_list(target_sizes, batch)
-        map_thresholds = self.heatmap_threshold if heatmap_threshold is None else heatmap_threshold
-        if isinstance(map_thresholds, (list, tuple, np.ndarray, torch.Tensor)):
-            map_thresholds = [check_unit_interval(v, "heatmap_threshold") for v in map_thresholds]
+        map_thresholds = _check_unit_thresholds(
+            "heatmap_threshold", self.heatmap_threshold if heatmap_threshold is None else heatmap_threshold
+        )
+        if isinstance(map_thresholds, list):
             if len(map_thresholds) != num_classes:
                 raise ValueError(
                     f"heatmap_threshold has {len(map_thresholds)} values for {num_classes} classes"
                 )
         else:
-            map_thresholds = [check_unit_interval(map_thresholds, "heatmap_threshold")] * num_classes
+            map_thresholds = [map_thresholds] * num_classes
         min_area = self.box_min_area if min_area is None else int(min_area)
         if box_resolution is not None and int(box_resolution) < 1:
             raise ValueError(f"box_resolution must be a positive int or None, got {box_resolution!r}")
@@ -540,4 +649,12 @@ class ClarityImageProcessor(BaseImageProcessor):
         return results
 
 
-__all__ = ["ClarityImageProcessor", "upsample_heatmaps", "normalize_heatmap", "heatmap_to_boxes"]
+__all__ = [
+    "ClarityImageProcessor",
+    "ClarityImageProcessorKwargs",
+    "ImageDecodeError",
+    "heatmap_to_boxes",
+    "normalize_heatmap",
+    "resize_unit_gray",
+    "upsample_heatmaps",
+]

@@ -1,14 +1,29 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Decoding of chest X-ray inputs for CLARiTy: files (PNG, JPEG, TIFF, ... and DICOM), PIL images, numpy arrays,
-torch tensors and pydicom Datasets in; one (H, W) float64 grayscale image in [0, 1] out (see `load_unit_gray`).
+"""Decoding of chest X-ray inputs for CLARiTy: files (PNG, JPEG, TIFF, ... and DICOM), encoded bytes, PIL images,
+numpy arrays, torch tensors and pydicom Datasets in; one (H, W) float64 grayscale image in [0, 1] out (see
+`load_unit_gray`).
 
 This file is shipped with the Hub code files: it imports only numpy, PIL and torch (pydicom lazily, when a DICOM is
 read). Training, the dataset cache, evaluation and inference all decode through it, so the model always sees the
 same pixels.
+
+Error policy: every input that cannot be turned into an image raises `ImageDecodeError` (a `ValueError`) naming the
+input and the problem: missing, empty, truncated or unidentified files, images larger than the pixel limit, corrupt
+or inconsistent DICOM attributes, NaN / infinite values. Readers that skip bad images catch this one class.
+
+Pixel limit: a file or Dataset whose header declares more than `max_image_pixels` pixels (height x width x frames)
+is refused before its pixel data are decoded. The default, `DEFAULT_MAX_IMAGE_PIXELS` = 8192 x 8192 (67 M pixels),
+is more than three times the largest chest or mammography detector (about 4300 x 4300); decoding an image at the
+limit peaks at about 1.5 GB (a few float64 copies). Change it per call (`max_image_pixels=`), for the processor
+(`ClarityImageProcessor(max_image_pixels=...)`) or for the process (environment variable
+`CLARITY_MAX_IMAGE_PIXELS`). PIL's own bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`, twice of which raises) still
+applies to PIL-readable files.
 """
 
+import io
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +34,53 @@ from PIL import Image, ImageOps
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 _INTENSITY_SCALINGS = ("bit_depth", "minmax")
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
+MAX_IMAGE_PIXELS_ENV = "CLARITY_MAX_IMAGE_PIXELS"
+# Pixel data larger than this stay on disk until the header has passed the pixel limit (pydicom `defer_size`).
+_DICOM_DEFER_SIZE = 1 << 20
+
+
+class ImageDecodeError(ValueError):
+    """An input that cannot be decoded into an image; the message names the input and the problem."""
+
+
+class MissingImageError(ImageDecodeError):
+    """An input that holds no image at all: a missing file, None, or an entry with neither bytes nor path."""
+
+
+def resolve_max_image_pixels(max_image_pixels: int | None = None) -> int:
+    """The pixel limit in force: `max_image_pixels` if given, else `$CLARITY_MAX_IMAGE_PIXELS`, else
+    `DEFAULT_MAX_IMAGE_PIXELS`. Raises ValueError for a value that is not a positive integer."""
+    source = "max_image_pixels"
+    if max_image_pixels is None:
+        text = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+        if not text:
+            return DEFAULT_MAX_IMAGE_PIXELS
+        source = f"environment variable {MAX_IMAGE_PIXELS_ENV}"
+        try:
+            max_image_pixels = int(text)
+        except ValueError:
+            raise ValueError(f"{source} must be a positive integer, got {text!r}") from None
+    if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, (int, np.integer)):
+        raise ValueError(f"{source} must be a positive integer, got {max_image_pixels!r}")
+    if max_image_pixels <= 0:
+        raise ValueError(f"{source} must be a positive integer, got {max_image_pixels}")
+    return int(max_image_pixels)
+
+
+def check_pixel_count(
+    name: str, height: int, width: int, frames: int = 1, max_image_pixels: int | None = None
+):
+    """Raise `ImageDecodeError` if an image of height x width x frames pixels exceeds the pixel limit."""
+    limit = resolve_max_image_pixels(max_image_pixels)
+    count = int(height) * int(width) * max(int(frames), 1)
+    if count > limit:
+        frames_text = f" x {int(frames)} frames" if int(frames) > 1 else ""
+        raise ImageDecodeError(
+            f"{name}: declares {int(width)}x{int(height)}{frames_text} = {count} pixels, more than the limit of "
+            f"{limit} (a decompression bomb or an unusually large image); raise max_image_pixels or "
+            f"{MAX_IMAGE_PIXELS_ENV} to read it"
+        )
 
 
 def _require_pydicom():
@@ -69,6 +131,10 @@ def _describe(item, index: int) -> str:
         return f"input #{index} of type {kind} (shape {tuple(item.shape)}, dtype {item.dtype})"
     if isinstance(item, Image.Image):
         return f"input #{index} of type {kind} (mode {item.mode}, size {item.size[0]}x{item.size[1]})"
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return f"input #{index} ({len(item)} encoded bytes)"
+    if isinstance(item, dict) and item.get("path"):
+        return f"file '{item['path']}'"
     return f"input #{index} of type {kind}"
 
 
@@ -105,9 +171,12 @@ def _intensity_range(values: np.ndarray, dtype: np.dtype, scaling: str) -> tuple
 
 
 def _scale(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    if high - low <= 0:
-        return np.zeros_like(values, dtype=np.float64)
-    return np.clip((values.astype(np.float64) - low) / (high - low), 0.0, 1.0)
+    """(values - low) / (high - low) clipped to [0, 1], in float64. Halving every term first keeps the differences
+    finite for any finite inputs (values near +-1.8e308 would overflow to inf and give NaN)."""
+    half_span = 0.5 * high - 0.5 * low
+    if not half_span > 0:
+        return np.zeros(np.shape(values), dtype=np.float64)
+    return np.clip((0.5 * values.astype(np.float64) - 0.5 * low) / half_span, 0.0, 1.0)
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:
@@ -132,7 +201,7 @@ def _channels_last(array: np.ndarray, prefer_channels_first: bool, name: str) ->
     if array.ndim == 2:
         return array
     if array.ndim != 3:
-        raise ValueError(
+        raise ImageDecodeError(
             f"{name}: has rank {array.ndim} (shape {tuple(array.shape)}); expected an image of shape (H, W), "
             "(H, W, C) or (C, H, W) with C in 1..4 (or a 4-D batch of those)"
         )
@@ -141,7 +210,7 @@ def _channels_last(array: np.ndarray, prefer_channels_first: bool, name: str) ->
         return np.moveaxis(array, 0, -1)
     if last:
         return array
-    raise ValueError(
+    raise ImageDecodeError(
         f"{name}: 3-D input of shape {tuple(array.shape)} has no channel axis of size 1-4 (first or last); "
         "expected (H, W), (H, W, C) or (C, H, W)"
     )
@@ -169,23 +238,30 @@ def _array_to_unit_gray(
         or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
         or np.iscomplexobj(array)
     ):
-        raise ValueError(f"{name}: unsupported dtype {array.dtype}; expected integer, float or bool pixels")
+        raise ImageDecodeError(
+            f"{name}: unsupported dtype {array.dtype}; expected integer, float or bool pixels"
+        )
     if array.size == 0:
-        raise ValueError(f"{name}: is empty (shape {tuple(array.shape)})")
+        raise ImageDecodeError(f"{name}: is empty (shape {tuple(array.shape)})")
     array = _channels_last(array, prefer_channels_first, name)
     height, width = array.shape[:2]
     if height < 2 or width < 2:
-        raise ValueError(
+        raise ImageDecodeError(
             f"{name}: is too small ({height}x{width} pixels); an image needs at least 2x2 pixels"
         )
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
-        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s)")
+        raise ImageDecodeError(f"{name}: contains {bad} NaN or infinite value(s)")
     dtype = array.dtype
     if array.ndim == 3 and array.shape[-1] in (2, 4):
         array = array[..., : array.shape[-1] - 1]  # drop alpha before measuring the value range
     if not do_rescale:
-        return _to_gray(array)
+        gray = _to_gray(array)
+        if np.abs(gray).max() > np.finfo(np.float32).max:
+            raise ImageDecodeError(
+                f"{name}: values up to {np.abs(gray).max():.3g} do not fit in float32; use do_rescale=True"
+            )
+        return gray
     low, high = _intensity_range(array, dtype, scaling)
     return _scale(_to_gray(array), low, high)
 
@@ -205,7 +281,60 @@ def _first_value(value) -> float:
     return float(value)
 
 
-def _dicom_to_unit_gray(ds, name: str, scaling: str) -> np.ndarray:
+def _dicom_number(ds, keyword: str, name: str, default: float | None = None) -> float | None:
+    """A numeric DICOM attribute as a finite float (the first value if several), `default` when absent;
+    ImageDecodeError naming the file and the attribute when it is malformed."""
+    try:
+        if keyword not in ds or ds[keyword].value in (None, ""):
+            return default
+        value = _first_value(ds[keyword].value)
+    except (
+        Exception
+    ) as err:  # pydicom converts DS / IS text lazily and raises ValueError (or worse) on garbage
+        raise ImageDecodeError(
+            f"{name}: DICOM attribute {keyword} is malformed ({type(err).__name__}: {err})"
+        ) from err
+    if not math.isfinite(value):
+        raise ImageDecodeError(f"{name}: DICOM attribute {keyword} is not finite ({value})")
+    return value
+
+
+def _dicom_header_int(ds, keyword: str, name: str, default: int | None = None) -> int:
+    value = _dicom_number(ds, keyword, name, default)
+    if value is None:
+        raise ImageDecodeError(f"{name}: DICOM file has no {keyword} attribute")
+    return int(value)
+
+
+def _check_dicom_header(ds, name: str, max_image_pixels: int | None) -> None:
+    """Refuse a Dataset whose Rows x Columns x frames exceed the pixel limit, before its pixel data are decoded."""
+    rows = _dicom_header_int(ds, "Rows", name)
+    columns = _dicom_header_int(ds, "Columns", name)
+    frames = _dicom_header_int(ds, "NumberOfFrames", name, 1)
+    if rows < 1 or columns < 1:
+        raise ImageDecodeError(f"{name}: DICOM header declares {columns}x{rows} pixels")
+    check_pixel_count(name, rows, columns, frames, max_image_pixels)
+
+
+def _window(ds, name: str) -> tuple[float, float, str]:
+    """The first VOI window (center, width, function), checked against DICOM PS3.3 C.11.2.1.2: the width must be
+    >= 1 for LINEAR and > 0 for LINEAR_EXACT and SIGMOID. A window breaking that rule is an error, not a guess."""
+    center = _dicom_number(ds, "WindowCenter", name)
+    width = _dicom_number(ds, "WindowWidth", name)
+    function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        raise ImageDecodeError(f"{name}: unsupported VOI LUT Function {function!r}")
+    smallest_ok = width >= 1.0 if function == "LINEAR" else width > 0.0
+    if not smallest_ok:
+        bound = ">= 1" if function == "LINEAR" else "> 0"
+        raise ImageDecodeError(
+            f"{name}: DICOM Window Width {width:g} is invalid for VOI LUT Function {function} (must be {bound}, "
+            "DICOM PS3.3 C.11.2.1.2)"
+        )
+    return center, width, function
+
+
+def _dicom_to_unit_gray(ds, name: str, scaling: str, max_image_pixels: int | None = None) -> np.ndarray:
     """A pydicom Dataset -> (H, W) float64 in [0, 1], bone bright (see `ClarityImageProcessor`, "DICOM")."""
     try:
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
@@ -213,56 +342,76 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str) -> np.ndarray:
         from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise ValueError(f"{name}: DICOM file has no pixel data")
+        raise ImageDecodeError(f"{name}: DICOM file has no pixel data")
+    _check_dicom_header(ds, name, max_image_pixels)
     missing = _missing_dicom_decoder(ds, name)
     if missing is not None:
-        raise ValueError(missing)
+        raise ImageDecodeError(missing)
+    frames = _dicom_header_int(ds, "NumberOfFrames", name, 1)
+    samples = _dicom_header_int(ds, "SamplesPerPixel", name, 1)
+    if frames > 1:
+        raise ImageDecodeError(
+            f"{name}: multi-frame DICOM ({frames} frames) is not supported; pass one frame as an array instead"
+        )
+    slope = _dicom_number(ds, "RescaleSlope", name, 1.0)
+    _dicom_number(ds, "RescaleIntercept", name, 0.0)
+    if slope == 0:
+        raise ImageDecodeError(f"{name}: DICOM Rescale Slope is 0, which maps every pixel to one value")
     try:
         pixels = ds.pixel_array
     except Exception as err:  # pydicom raises many types for bad or unsupported pixel data
-        raise ValueError(
+        raise ImageDecodeError(
             f"{name}: DICOM pixel data could not be decoded ({type(err).__name__}: {err})"
         ) from err
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if frames > 1:
-        raise ValueError(
-            f"{name}: multi-frame DICOM ({frames} frames) is not supported; pass one frame as an array instead"
-        )
     if pixels.size == 0:
-        raise ValueError(f"{name}: DICOM pixel data is empty (shape {tuple(pixels.shape)})")
+        raise ImageDecodeError(f"{name}: DICOM pixel data is empty (shape {tuple(pixels.shape)})")
     if pixels.ndim != (2 if samples == 1 else 3):
-        raise ValueError(f"{name}: DICOM pixel data has unexpected shape {tuple(pixels.shape)}")
+        raise ImageDecodeError(f"{name}: DICOM pixel data has unexpected shape {tuple(pixels.shape)}")
     if pixels.shape[0] < 2 or pixels.shape[1] < 2:
-        raise ValueError(f"{name}: is too small ({pixels.shape[0]}x{pixels.shape[1]} pixels)")
+        raise ImageDecodeError(f"{name}: is too small ({pixels.shape[0]}x{pixels.shape[1]} pixels)")
+    if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
+        raise ImageDecodeError(f"{name}: DICOM pixel data contains NaN or infinite values")
     if (
         samples > 1
     ):  # colour DICOM (pydicom already converts YBR to RGB): luma, scaled by the stored bit depth
-        bits = int(getattr(ds, "BitsStored", 8) or 8)
+        bits = _dicom_header_int(ds, "BitsStored", name, 8)
         return _scale(_to_gray(pixels), 0.0, float(2**bits - 1))
 
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
-    if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(values).all():
-        raise ValueError(f"{name}: DICOM pixel data contains NaN or infinite values")
+    try:
+        values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    except Exception as err:  # a malformed Modality LUT Sequence
+        raise ImageDecodeError(
+            f"{name}: DICOM modality LUT could not be applied ({type(err).__name__}: {err})"
+        ) from err
+    if not np.isfinite(values).all():
+        raise ImageDecodeError(
+            f"{name}: DICOM modality LUT (Rescale Slope / Intercept) gives non-finite values"
+        )
 
     voi_luts = getattr(ds, "VOILUTSequence", None)
     if voi_luts is not None and len(voi_luts) > 0:
         # VOI LUT table: pydicom applies it; its output spans the table's bit depth (LUT Descriptor, 3rd value).
-        out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
-        lut_bits = int(voi_luts[0].LUTDescriptor[2])
+        try:
+            lut_bits = int(voi_luts[0].LUTDescriptor[2])
+            out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
+        except Exception as err:  # e.g. NotImplementedError for an unsupported LUT Descriptor bit depth
+            raise ImageDecodeError(
+                f"{name}: DICOM VOI LUT Sequence could not be applied ({type(err).__name__}: {err})"
+            ) from err
         unit = _scale(out, 0.0, float(2**lut_bits - 1))
     elif "WindowCenter" in ds and "WindowWidth" in ds:
-        center, width = _first_value(ds.WindowCenter), _first_value(ds.WindowWidth)
-        function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        center, width, function = _window(ds, name)
         if function == "SIGMOID":
-            unit = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / max(width, 1e-12)))
+            unit = 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - center) / width, -700.0, 700.0)))
         elif function == "LINEAR_EXACT":
-            unit = np.clip((values - center) / max(width, 1e-12) + 0.5, 0.0, 1.0)
+            unit = np.clip((values - center) / width + 0.5, 0.0, 1.0)
+        elif width == 1.0:  # LINEAR with width 1: a threshold at center - 0.5 (C.11.2.1.2.1)
+            unit = (values > center - 0.5).astype(np.float64)
         else:  # LINEAR, DICOM PS3.3 C.11.2.1.2.1
-            unit = np.clip((values - (center - 0.5)) / max(width - 1.0, 1e-12) + 0.5, 0.0, 1.0)
+            unit = np.clip((values - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)
     else:
-        low, high = _dicom_value_range(ds, pixels, values)
+        low, high = _dicom_value_range(ds, pixels, values, slope, name)
         unit = _scale(values, low, high)
     if (
         photometric == "MONOCHROME1"
@@ -273,68 +422,182 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str) -> np.ndarray:
     return unit
 
 
-def _dicom_value_range(ds, pixels: np.ndarray, values: np.ndarray) -> tuple[float, float]:
+def _dicom_value_range(
+    ds, pixels: np.ndarray, values: np.ndarray, slope: float, name: str
+) -> tuple[float, float]:
     """The range of values the stored bits can hold, after the modality transform (slope / intercept)."""
     if "ModalityLUTSequence" in ds or np.issubdtype(pixels.dtype, np.floating):
         return float(values.min()), float(values.max())  # no bit-depth bound: the actual range
-    bits = int(getattr(ds, "BitsStored", 0) or 0) or 8 * pixels.dtype.itemsize
-    if int(getattr(ds, "PixelRepresentation", 0) or 0) == 1:
+    bits = _dicom_header_int(ds, "BitsStored", name, 0) or 8 * pixels.dtype.itemsize
+    if _dicom_header_int(ds, "PixelRepresentation", name, 0) == 1:
         stored = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1)
     else:
         stored = (0.0, 2.0**bits - 1)
-    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    intercept = _dicom_number(ds, "RescaleIntercept", name, 0.0)
     ends = [stored[0] * slope + intercept, stored[1] * slope + intercept]
+    if not all(math.isfinite(end) for end in ends):
+        return float(values.min()), float(values.max())
     return min(ends), max(ends)
 
 
-def _read_dicom_file(path: Path, name: str, scaling: str) -> np.ndarray:
+def _read_dicom(source, name: str, scaling: str, max_image_pixels: int | None) -> np.ndarray:
+    """A DICOM file path or encoded bytes -> (H, W) float64 in [0, 1]. Pixel data above 1 MiB are read only after
+    the header has passed the pixel limit (deferred reading)."""
     pydicom = _require_pydicom()
     try:
-        ds = pydicom.dcmread(str(path), force=True)
+        if isinstance(source, Path):
+            ds = pydicom.dcmread(str(source), force=True, defer_size=_DICOM_DEFER_SIZE)
+        else:
+            ds = pydicom.dcmread(io.BytesIO(source), force=True)
     except Exception as err:
-        raise ValueError(f"{name}: is not a readable DICOM file ({type(err).__name__}: {err})") from err
-    return _dicom_to_unit_gray(ds, name, scaling)
+        raise ImageDecodeError(f"{name}: is not a readable DICOM file ({type(err).__name__}: {err})") from err
+    return _dicom_to_unit_gray(ds, name, scaling, max_image_pixels)
 
 
-def _read_image_file(path: Path, name: str) -> np.ndarray:
+def _open_checked(source, name: str, max_image_pixels: int | None) -> Image.Image:
+    """`Image.open` (lazy: only the header is read) with the pixel limit checked before any decoding. The caller
+    loads and closes the image. PIL's bomb error and unidentified files become ImageDecodeError."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return _pil_to_array(image)
+        with warnings.catch_warnings():
+            # PIL warns above Image.MAX_IMAGE_PIXELS; the package's own limit decides below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source if isinstance(source, Path) else io.BytesIO(source))
+    except Image.DecompressionBombError as err:
+        raise ImageDecodeError(f"{name}: refused as a decompression bomb by PIL ({err})") from err
     except Image.UnidentifiedImageError as err:
-        raise ValueError(
+        raise ImageDecodeError(
             f"{name}: is not an image file PIL can read (PNG, JPEG, ...) nor a DICOM file"
         ) from err
     except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{name}: image file could not be decoded ({type(err).__name__}: {err})") from err
+        raise ImageDecodeError(
+            f"{name}: image file could not be opened ({type(err).__name__}: {err})"
+        ) from err
+    try:
+        check_pixel_count(name, image.height, image.width, 1, max_image_pixels)
+    except ImageDecodeError:
+        image.close()
+        raise
+    return image
 
 
-def load_unit_gray(item, index: int = 0, do_rescale: bool = True, scaling: str = "bit_depth") -> np.ndarray:
+def open_image(source, name: str | None = None, max_image_pixels: int | None = None) -> Image.Image:
+    """A PIL-readable file (path or encoded bytes) -> a loaded PIL image, refused before decoding when its header
+    declares more pixels than the limit. For masks and other non-X-ray images; X-rays go through
+    `load_unit_gray`. Raises ImageDecodeError (MissingImageError for an absent file)."""
+    if isinstance(source, (str, os.PathLike)):
+        source = Path(os.fspath(source)).expanduser()
+        name = name or f"file '{source}'"
+        if not source.is_file():
+            raise MissingImageError(f"{name}: no such file")
+    else:
+        source = bytes(source)
+        name = name or f"input ({len(source)} encoded bytes)"
+    image = _open_checked(source, name, max_image_pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image.load()
+        except Image.DecompressionBombError as err:
+            raise ImageDecodeError(f"{name}: refused as a decompression bomb by PIL ({err})") from err
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageDecodeError(
+                f"{name}: image file could not be decoded ({type(err).__name__}: {err})"
+            ) from err
+    return image
+
+
+def _read_image(source, name: str, max_image_pixels: int | None) -> np.ndarray:
+    image = open_image(source, name, max_image_pixels)
+    try:
+        return _pil_to_array(ImageOps.exif_transpose(image))
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageDecodeError(
+            f"{name}: image file could not be decoded ({type(err).__name__}: {err})"
+        ) from err
+    finally:
+        image.close()
+
+
+def image_size(item, max_image_pixels: int | None = None) -> tuple[int, int]:
+    """(height, width) of an image file (PNG, JPEG, TIFF, ... or DICOM), read from its header only; raises
+    ImageDecodeError when the file is unreadable or declares more pixels than the limit."""
+    path = Path(os.fspath(item)).expanduser()
+    name = f"file '{path}'"
+    if not path.is_file():
+        raise MissingImageError(f"{name}: no such file")
+    try:
+        is_dicom = _is_dicom_file(path)
+    except OSError as err:
+        raise ImageDecodeError(f"{name}: could not be read ({err})") from err
+    if is_dicom:
+        pydicom = _require_pydicom()
+        try:
+            ds = pydicom.dcmread(str(path), force=True, stop_before_pixels=True)
+        except Exception as err:
+            raise ImageDecodeError(
+                f"{name}: is not a readable DICOM file ({type(err).__name__}: {err})"
+            ) from err
+        _check_dicom_header(ds, name, max_image_pixels)
+        return _dicom_header_int(ds, "Rows", name), _dicom_header_int(ds, "Columns", name)
+    image = _open_checked(path, name, max_image_pixels)
+    with image:
+        return image.height, image.width
+
+
+def load_unit_gray(
+    item,
+    index: int = 0,
+    do_rescale: bool = True,
+    scaling: str = "bit_depth",
+    max_image_pixels: int | None = None,
+) -> np.ndarray:
     """Any supported input -> (H, W) float64, in [0, 1] when `do_rescale` (DICOMs always); see
-    `ClarityImageProcessor`'s docstring for the intensity rules. Raises ValueError naming the input."""
+    `ClarityImageProcessor`'s docstring for the intensity rules.
+
+    Inputs: a path (str / PathLike), encoded file bytes, a `{"bytes", "path"}` dict (the `datasets` Image feature
+    undecoded), a PIL image, a numpy array, a torch tensor or a pydicom Dataset. Files and Datasets are refused
+    before decoding when their header declares more than `max_image_pixels` pixels (see `resolve_max_image_pixels`).
+    Raises ImageDecodeError (MissingImageError for an absent file or empty entry) naming the input.
+    """
     name = _describe(item, index)
+    if isinstance(item, dict):
+        data, path = item.get("bytes"), item.get("path")
+        if data:
+            item = bytes(data)
+        elif path:
+            item = path
+        else:
+            raise MissingImageError(f"{name}: image entry has neither bytes nor path")
+    if item is None:
+        raise MissingImageError(f"{name}: no image")
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        data = bytes(item)
+        if not data:
+            raise ImageDecodeError(f"{name}: is empty (0 bytes)")
+        if data[128:132] == b"DICM":
+            return _read_dicom(data, name, scaling, max_image_pixels)
+        return _array_to_unit_gray(_read_image(data, name, max_image_pixels), name, do_rescale, scaling)
     if isinstance(item, (str, os.PathLike)):
         path = Path(os.fspath(item)).expanduser()
         if not path.exists():
-            raise ValueError(f"{name}: no such file")
+            raise MissingImageError(f"{name}: no such file")
         if path.is_dir():
-            raise ValueError(f"{name}: is a directory, not an image file")
+            raise ImageDecodeError(f"{name}: is a directory, not an image file")
         try:
             is_dicom = _is_dicom_file(path)
         except OSError as err:
-            raise ValueError(f"{name}: could not be read ({err})") from err
+            raise ImageDecodeError(f"{name}: could not be read ({err})") from err
         if is_dicom:
-            return _read_dicom_file(path, name, scaling)
-        return _array_to_unit_gray(_read_image_file(path, name), name, do_rescale, scaling)
+            return _read_dicom(path, name, scaling, max_image_pixels)
+        return _array_to_unit_gray(_read_image(path, name, max_image_pixels), name, do_rescale, scaling)
     if type(item).__module__.startswith("pydicom") and type(item).__name__ in ("Dataset", "FileDataset"):
-        return _dicom_to_unit_gray(item, name, scaling)
+        return _dicom_to_unit_gray(item, name, scaling, max_image_pixels)
     if isinstance(item, Image.Image):
+        check_pixel_count(name, item.height, item.width, 1, max_image_pixels)  # a lazily opened image
         try:
             array = _pil_to_array(item)
         except (OSError, ValueError) as err:
-            raise ValueError(f"{name}: PIL image could not be decoded ({err})") from err
+            raise ImageDecodeError(f"{name}: PIL image could not be decoded ({err})") from err
         return _array_to_unit_gray(array, name, do_rescale, scaling)
     if isinstance(item, torch.Tensor):
         tensor = item.detach().cpu()
@@ -343,10 +606,20 @@ def load_unit_gray(item, index: int = 0, do_rescale: bool = True, scaling: str =
         return _array_to_unit_gray(tensor.numpy(), name, do_rescale, scaling, prefer_channels_first=True)
     if isinstance(item, np.ndarray):
         return _array_to_unit_gray(item, name, do_rescale, scaling)
-    raise ValueError(
-        f"{name}: unsupported input; expected a PIL image, a numpy array, a torch tensor, a pydicom Dataset or the "
-        "path of a PNG / JPEG / DICOM file"
+    raise ImageDecodeError(
+        f"{name}: unsupported input; expected a PIL image, a numpy array, a torch tensor, a pydicom Dataset, "
+        "encoded image bytes or the path of a PNG / JPEG / DICOM file"
     )
 
 
-__all__ = ["load_unit_gray"]
+__all__ = [
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_PIXELS_ENV",
+    "ImageDecodeError",
+    "MissingImageError",
+    "check_pixel_count",
+    "image_size",
+    "load_unit_gray",
+    "open_image",
+    "resolve_max_image_pixels",
+]
