@@ -584,6 +584,8 @@ def load_unit_gray(
         if path.is_dir():
             raise ImageDecodeError(f"{name}: is a directory, not an image file")
         try:
+            if path.stat().st_size == 0:
+                raise ImageDecodeError(f"{name}: is empty (0 bytes)")
             is_dicom = _is_dicom_file(path)
         except OSError as err:
             raise ImageDecodeError(f"{name}: could not be read ({err})") from err

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import torch
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -37,7 +36,10 @@ def write_dicom(path: Path, array: np.ndarray, syntax=None, bits_stored: int = 1
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.PatientID = "ANON"
+    ds.PatientID, ds.PatientName = "ANON", "ANON"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260101", "120000", "1", "1"
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
     ds.Modality = "DX"
     ds.set_pixel_data(array, "MONOCHROME2", bits_stored)
     if syntax is not None:
@@ -75,14 +77,14 @@ def make_tree(root: Path) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
     write_dicom(root / "b" / "j2k.dcm", gradient(40, 72, 4095, seed=5), JPEG2000Lossless)
     good["b/j2k.dcm"] = (40, 72)
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    bad["corrupt.png"] = "could not be decoded"
+    bad["corrupt.png"] = "is not an image file"
     (root / "empty.dcm").write_bytes(b"")
-    bad["empty.dcm"] = "empty.dcm"
+    bad["empty.dcm"] = "is empty (0 bytes)"
     (root / "notes.txt").write_text("not an image\n")
     bad["notes.txt"] = "is not an image file"
     truncated = (root / "a" / "good.png").read_bytes()
     (root / "a" / "truncated.png").write_bytes(truncated[: len(truncated) // 2])
-    bad["a/truncated.png"] = "truncated.png"
+    bad["a/truncated.png"] = "truncated"
     (root / ".hidden.png").write_bytes(b"ignored")  # hidden files are not part of the archive
     return (
         {str(root / k): v for k, v in good.items()},

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..xray_io import load_unit_gray
+from ..xray_io import load_unit_gray, resolve_max_image_pixels
 
 __all__ = ["ArchiveDataset", "collate_archive", "decode_unit_gray"]
 
@@ -25,7 +25,8 @@ def decode_unit_gray(processor, path: str | Path) -> np.ndarray:
     """A file -> the (H, W) float64 grayscale image the processor sees before resizing (in [0, 1] when it
     rescales), read by the processor's own reader with its settings (DICOM windowing, MONOCHROME1 inversion,
     bit-depth scaling)."""
-    return load_unit_gray(str(path), 0, processor.do_rescale, processor.intensity_scaling)
+    max_image_pixels = resolve_max_image_pixels(getattr(processor, "max_image_pixels", None))
+    return load_unit_gray(str(path), 0, processor.do_rescale, processor.intensity_scaling, max_image_pixels)
 
 
 class ArchiveDataset(Dataset):
