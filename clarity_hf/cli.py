@@ -135,11 +135,21 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     return predict(argv)
 
 
+def export_onnx_main(argv: Sequence[str] | None = None) -> int:
+    """`python -m clarity_hf export-onnx MODEL --output FILE` (`clarity_hf.inference.onnx`)."""
+    from .inference.onnx import main as export_onnx
+
+    return export_onnx(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m clarity_hf demo|predict ...`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"demo": demo_main, "predict": predict_main}
+    commands = {"demo": demo_main, "predict": predict_main, "export-onnx": export_onnx_main}
     if not argv or argv[0] not in commands:
-        print("usage: python -m clarity_hf {demo,predict} [options]  (see --help of each)", file=sys.stderr)
+        print(
+            "usage: python -m clarity_hf {demo,predict,export-onnx} [options]  (see --help of each)",
+            file=sys.stderr,
+        )
         return 2
     return commands[argv[0]](argv[1:])
