@@ -117,6 +117,39 @@ def box_frame_size(size: tuple[int, int], max_side: int | None) -> tuple[int, in
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def _bilinear_rows(out_size: int, in_size: int, indices: torch.Tensor) -> torch.Tensor:
+    """The (len(indices), in_size) matrix of `interpolate(..., mode="bilinear", align_corners=False)` along one axis
+    resized from `in_size` to `out_size`, for the output positions `indices` only (same arithmetic as torch's)."""
+    source = ((indices.double() + 0.5) * (in_size / out_size) - 0.5).clamp(min=0.0)
+    low = source.floor().long().clamp(max=in_size - 1)
+    high = (low + 1).clamp(max=in_size - 1)
+    weight = (source - low.double()).float()
+    matrix = torch.zeros(len(indices), in_size)
+    matrix[torch.arange(len(indices)), low] += 1.0 - weight
+    matrix[torch.arange(len(indices)), high] += weight
+    return matrix
+
+
+def _extreme_positions(out_size: int, in_size: int) -> torch.Tensor:
+    """Output positions where a bilinear upsampling along one axis can reach its extremes: the first and last
+    position of every source interval (the interpolant is linear in between) and both ends."""
+    positions = torch.arange(out_size)
+    cells = ((positions.double() + 0.5) * (in_size / out_size) - 0.5).clamp(min=0.0).floor().long()
+    change = torch.nonzero(cells[1:] != cells[:-1]).flatten()
+    return torch.unique(torch.cat([torch.tensor([0, out_size - 1]), change, change + 1]))
+
+
+def upsampled_range(heatmaps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The min and max of each (h, w) map of `heatmaps` (K, h, w) after bilinear upsampling to `size`, computed on
+    the few rows and columns where they can lie instead of the whole (H, W) map: (K,) and (K,)."""
+    height, width = int(size[0]), int(size[1])
+    grid_h, grid_w = heatmaps.shape[-2:]
+    rows = _bilinear_rows(height, grid_h, _extreme_positions(height, grid_h))
+    cols = _bilinear_rows(width, grid_w, _extreme_positions(width, grid_w))
+    values = torch.einsum("rh,khw,cw->krc", rows, heatmaps.float(), cols)
+    return values.amin(dim=(-2, -1)), values.amax(dim=(-2, -1))
+
+
 def class_boxes(
     heatmaps: torch.Tensor,
     thresholds: list[float],
@@ -128,25 +161,40 @@ def class_boxes(
 
     Each map is upsampled (bilinear) to the frame `box_frame_size(size, max_side)`, min-max normalised and split
     into connected components above its threshold (`heatmap_to_boxes`); the boxes are then scaled from the frame to
-    `size` (original pixels). `max_side=None` computes at `size` itself (exact); `size=None` gives boxes relative to
-    the image, in [0, 1], computed on the model's grid. `min_area` is in original pixels (scaled to the frame's).
-    Returns per map (boxes (N, 4) float32 xyxy, peaks (N,) float32).
+    `size` (original pixels). The normalisation uses the min and max the map has at `size` (`upsampled_range`), so
+    the frame's values are those of the full-size map at the frame's positions. `max_side=None` computes at `size`
+    itself (exact); `size=None` gives boxes relative to the image, in [0, 1], computed on the model's grid.
+    `min_area` is in original pixels (scaled to the frame's). Returns per map (boxes (N, 4) float32 xyxy, peaks
+    (N,) float32).
     """
     heatmaps = heatmaps.detach().float().cpu()
     grid = tuple(heatmaps.shape[-2:])
-    if size is None:
-        frame, maps, area = grid, heatmaps, int(min_area)
-    else:
-        frame = box_frame_size(size, max_side)
+    frame = grid if size is None else box_frame_size(size, max_side)
+    if size is None or frame == tuple(int(v) for v in size):  # the exact computation
         maps = heatmaps if frame == grid else upsample_heatmaps(heatmaps, frame)
-        shrink = (frame[0] * frame[1]) / (int(size[0]) * int(size[1]))
-        area = int(min_area) if frame == tuple(size) else max(1, math.ceil(int(min_area) * shrink))
-    # frame pixels -> original pixels, or -> fractions of the image when no size is given
-    target = (1.0, 1.0) if size is None else (int(size[0]), int(size[1]))
-    scale = np.asarray([target[1] / frame[1], target[0] / frame[0]] * 2, dtype=np.float32)
+        scale = np.ones(4, dtype=np.float32)
+        if size is None:  # frame pixels -> fractions of the image
+            scale = 1.0 / np.asarray([frame[1], frame[0]] * 2, dtype=np.float32)
+        results = []
+        for values, threshold in zip(maps, thresholds):
+            boxes, peaks = heatmap_to_boxes(values.numpy(), threshold, normalize=True, min_area=int(min_area))
+            results.append(((boxes * scale).astype(np.float32), peaks))
+        return results
+    low, high = upsampled_range(heatmaps, size)
+    maps = upsample_heatmaps(heatmaps, frame)
+    span = high - low
+    flat = ~(torch.isfinite(low) & torch.isfinite(high) & (span > 1e-12))
+    maps = (
+        (maps - low[:, None, None]) / torch.where(flat, torch.ones_like(span), span)[:, None, None]
+    ).clamp(0, 1)
+    area = max(1, math.ceil(int(min_area) * (frame[0] * frame[1]) / (int(size[0]) * int(size[1]))))
+    scale = np.asarray([int(size[1]) / frame[1], int(size[0]) / frame[0]] * 2, dtype=np.float32)
     results = []
-    for values, threshold in zip(maps, thresholds):
-        boxes, peaks = heatmap_to_boxes(values.numpy(), threshold, normalize=True, min_area=area)
+    for values, threshold, constant in zip(maps, thresholds, flat.tolist()):
+        if constant:  # as the exact path: a constant (or non-finite) map localises nothing
+            results.append((np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)))
+            continue
+        boxes, peaks = heatmap_to_boxes(values.numpy(), threshold, normalize=False, min_area=area)
         results.append(((boxes * scale).astype(np.float32), peaks))
     return results
 
@@ -178,6 +226,7 @@ __all__ = [
     "class_boxes",
     "heatmaps_at_size",
     "heatmap_to_boxes",
+    "upsampled_range",
     "normalize_heatmap",
     "normalize_heatmaps",
     "upsample_heatmaps",
