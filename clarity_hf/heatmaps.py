@@ -168,6 +168,8 @@ def class_boxes(
     (N,) float32).
     """
     heatmaps = heatmaps.detach().float().cpu()
+    if heatmaps.shape[0] == 0:  # no class asked for
+        return []
     grid = tuple(heatmaps.shape[-2:])
     frame = grid if size is None else box_frame_size(size, max_side)
     if size is None or frame == tuple(int(v) for v in size):  # the exact computation
@@ -206,6 +208,9 @@ def heatmaps_at_size(
     `normalize`; `as_uint8` gives round(255 * normalised) in uint8 and upsamples one map at a time, so no float map of
     more than one class at the original size is ever held."""
     heatmaps = heatmaps.detach().float().cpu()
+    if heatmaps.shape[0] == 0:  # no class asked for
+        height, width = tuple(heatmaps.shape[-2:]) if size is None else (int(size[0]), int(size[1]))
+        return torch.zeros((0, height, width), dtype=torch.uint8 if as_uint8 else torch.float32)
     if not as_uint8:
         maps = heatmaps if size is None else upsample_heatmaps(heatmaps, size)
         return (normalize_heatmaps(maps) if normalize else maps).float().contiguous()

@@ -131,6 +131,16 @@ def test_heatmaps_of_chosen_classes_and_uint8(pipe):
         assert (small[index].float() - chosen[index] * 255).abs().max() <= 0.5 + 1e-3
     with pytest.raises(ValueError, match="classes"):
         processor.post_process_heatmaps(outputs, classes=[14])
+    assert processor.post_process_heatmaps(outputs, target_sizes=[(30, 20)] * 2, classes=[])[0].shape == (
+        0,
+        30,
+        20,
+    )
+    # No class reaches the threshold: no box, no error.
+    none = processor.post_process_object_detection(
+        {"logits": torch.full((2, 14), -9.0), "heatmaps": outputs["heatmaps"]}, target_sizes=[(900, 800)] * 2
+    )
+    assert all(d["boxes"].shape == (0, 4) for d in none)
 
 
 @pytest.mark.parametrize(
