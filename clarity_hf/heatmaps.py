@@ -197,7 +197,12 @@ def class_boxes(
             results.append((np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)))
             continue
         boxes, peaks = heatmap_to_boxes(values.numpy(), threshold, normalize=False, min_area=area)
-        results.append(((boxes * scale).astype(np.float32), peaks))
+        # The full-size maximum (1) lies within a frame pixel of the frame's highest sample: peaks relative to that
+        # sample give the hottest component a peak of exactly 1, as at the full size.
+        top = float(values.max())
+        results.append(
+            ((boxes * scale).astype(np.float32), (peaks / top if top > 0 else peaks).astype(np.float32))
+        )
     return results
 
 

@@ -232,7 +232,7 @@ def _cli(root, model_dir, out, *extra):
     ]
 
 
-def test_sigkill_and_rerun_equal_one_uninterrupted_run(model_dir, tmp_path):
+def test_sigkill_and_rerun_equal_one_uninterrupted_run(model_dir, pipe, tmp_path):
     root = tmp_path / "archive"
     rng = np.random.default_rng(0)
     root.mkdir()
@@ -240,11 +240,13 @@ def test_sigkill_and_rerun_equal_one_uninterrupted_run(model_dir, tmp_path):
         Image.fromarray((rng.random((300, 260)) * 255).astype(np.uint8)).save(root / f"{index:02d}.png")
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     env = subprocess_env()
-    reference = tmp_path / "reference"
-    done = subprocess.run(
-        _cli(root, model_dir, reference), env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    reference = tmp_path / "reference"  # one uninterrupted run, in this process, with the same settings
+    run_archive(
+        [root],
+        pipe.model,
+        pipe.image_processor,
+        ArchiveOptions(output_dir=reference, batch_size=2, num_workers=0, threshold=0.2, progress=False),
     )
-    assert done.returncode == 0, done.stderr[-2000:]
 
     out = tmp_path / "killed"
     process = subprocess.Popen(
