@@ -227,6 +227,8 @@ class ClarityImageProcessor(BaseImageProcessor):
         - torch tensors (H, W), (C, H, W) or (H, W, C) (C first is preferred where both fit).
         - paths (str / Path) of PNG, JPEG or other PIL-readable files (EXIF orientation applied), and of DICOM files
           (recognised by the `DICM` marker or a .dcm / .dicom / .dic suffix), and pydicom Datasets.
+        - encoded file bytes, and `{"bytes", "path"}` dicts (a `datasets` Image column read with `decode=False`).
+    Decoding is `xray_io.load_unit_gray`, shared with training and the dataset cache.
 
     Grayscale: RGB(A) becomes ITU-R 601-2 luma (0.299 R + 0.587 G + 0.114 B) computed in float; alpha is dropped;
     an RGB image whose three channels are equal keeps its values exactly.
@@ -317,9 +319,12 @@ class ClarityImageProcessor(BaseImageProcessor):
         **kwargs,
     ):
         kwargs.pop("image_processor_type", None)
-        for key in ("rescale_factor", "do_convert_rgb", "do_center_crop", "crop_size"):
+        do_convert_rgb = kwargs.pop("do_convert_rgb", None)
+        for key in ("rescale_factor", "do_center_crop", "crop_size"):
             kwargs.pop(key, None)  # keys a generic image-processor config may carry; meaningless here
         super().__init__(**kwargs)
+        if do_convert_rgb is not None:  # recorded as transformers does; every image becomes gray regardless
+            self.do_convert_rgb = _check_bool("do_convert_rgb", do_convert_rgb)
         height, width = _resolve_size(224 if size is None else size)
         self.do_resize = _check_bool("do_resize", do_resize)
         self.size = {"height": height, "width": width}

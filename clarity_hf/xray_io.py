@@ -394,7 +394,10 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str, max_image_pixels: int | Non
         # VOI LUT table: pydicom applies it; its output spans the table's bit depth (LUT Descriptor, 3rd value).
         try:
             lut_bits = int(voi_luts[0].LUTDescriptor[2])
-            out = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float64)
+            # A LUT is indexed by integer input values; pydicom warns about (and may misread) float arrays.
+            integral = np.array_equal(values, np.round(values)) and np.abs(values).max() < 2.0**62
+            lut_input = values.astype(np.int64) if integral else values
+            out = np.asarray(apply_voi_lut(lut_input, ds, index=0, prefer_lut=True), dtype=np.float64)
         except Exception as err:  # e.g. NotImplementedError for an unsupported LUT Descriptor bit depth
             raise ImageDecodeError(
                 f"{name}: DICOM VOI LUT Sequence could not be applied ({type(err).__name__}: {err})"
@@ -440,17 +443,37 @@ def _dicom_value_range(
     return min(ends), max(ends)
 
 
+def _checked_file(item, name: str) -> tuple[Path, bool]:
+    """A path -> (that Path, whether it is a DICOM file); MissingImageError or ImageDecodeError otherwise."""
+    path = Path(os.fspath(item)).expanduser()
+    if not path.exists():
+        raise MissingImageError(f"{name}: no such file")
+    if path.is_dir():
+        raise ImageDecodeError(f"{name}: is a directory, not an image file")
+    try:
+        if path.stat().st_size == 0:
+            raise ImageDecodeError(f"{name}: is empty (0 bytes)")
+        return path, _is_dicom_file(path)
+    except OSError as err:
+        raise ImageDecodeError(f"{name}: could not be read ({err})") from err
+
+
+def _dcmread(source, name: str, **kwargs):
+    """`pydicom.dcmread(source, force=True, **kwargs)`, any failure an ImageDecodeError naming the file."""
+    pydicom = _require_pydicom()
+    try:
+        return pydicom.dcmread(source, force=True, **kwargs)
+    except Exception as err:
+        raise ImageDecodeError(f"{name}: is not a readable DICOM file ({type(err).__name__}: {err})") from err
+
+
 def _read_dicom(source, name: str, scaling: str, max_image_pixels: int | None) -> np.ndarray:
     """A DICOM file path or encoded bytes -> (H, W) float64 in [0, 1]. Pixel data above 1 MiB are read only after
     the header has passed the pixel limit (deferred reading)."""
-    pydicom = _require_pydicom()
-    try:
-        if isinstance(source, Path):
-            ds = pydicom.dcmread(str(source), force=True, defer_size=_DICOM_DEFER_SIZE)
-        else:
-            ds = pydicom.dcmread(io.BytesIO(source), force=True)
-    except Exception as err:
-        raise ImageDecodeError(f"{name}: is not a readable DICOM file ({type(err).__name__}: {err})") from err
+    if isinstance(source, Path):
+        ds = _dcmread(str(source), name, defer_size=_DICOM_DEFER_SIZE)
+    else:
+        ds = _dcmread(io.BytesIO(source), name)
     return _dicom_to_unit_gray(ds, name, scaling, max_image_pixels)
 
 
@@ -485,10 +508,8 @@ def open_image(source, name: str | None = None, max_image_pixels: int | None = N
     declares more pixels than the limit. For masks and other non-X-ray images; X-rays go through
     `load_unit_gray`. Raises ImageDecodeError (MissingImageError for an absent file)."""
     if isinstance(source, (str, os.PathLike)):
-        source = Path(os.fspath(source)).expanduser()
-        name = name or f"file '{source}'"
-        if not source.is_file():
-            raise MissingImageError(f"{name}: no such file")
+        name = name or f"file '{os.fspath(source)}'"
+        source, _ = _checked_file(source, name)
     else:
         source = bytes(source)
         name = name or f"input ({len(source)} encoded bytes)"
@@ -521,22 +542,10 @@ def _read_image(source, name: str, max_image_pixels: int | None) -> np.ndarray:
 def image_size(item, max_image_pixels: int | None = None) -> tuple[int, int]:
     """(height, width) of an image file (PNG, JPEG, TIFF, ... or DICOM), read from its header only; raises
     ImageDecodeError when the file is unreadable or declares more pixels than the limit."""
-    path = Path(os.fspath(item)).expanduser()
-    name = f"file '{path}'"
-    if not path.is_file():
-        raise MissingImageError(f"{name}: no such file")
-    try:
-        is_dicom = _is_dicom_file(path)
-    except OSError as err:
-        raise ImageDecodeError(f"{name}: could not be read ({err})") from err
+    name = f"file '{os.fspath(item)}'"
+    path, is_dicom = _checked_file(item, name)
     if is_dicom:
-        pydicom = _require_pydicom()
-        try:
-            ds = pydicom.dcmread(str(path), force=True, stop_before_pixels=True)
-        except Exception as err:
-            raise ImageDecodeError(
-                f"{name}: is not a readable DICOM file ({type(err).__name__}: {err})"
-            ) from err
+        ds = _dcmread(str(path), name, stop_before_pixels=True)
         _check_dicom_header(ds, name, max_image_pixels)
         return _dicom_header_int(ds, "Rows", name), _dicom_header_int(ds, "Columns", name)
     image = _open_checked(path, name, max_image_pixels)
@@ -578,17 +587,7 @@ def load_unit_gray(
             return _read_dicom(data, name, scaling, max_image_pixels)
         return _array_to_unit_gray(_read_image(data, name, max_image_pixels), name, do_rescale, scaling)
     if isinstance(item, (str, os.PathLike)):
-        path = Path(os.fspath(item)).expanduser()
-        if not path.exists():
-            raise MissingImageError(f"{name}: no such file")
-        if path.is_dir():
-            raise ImageDecodeError(f"{name}: is a directory, not an image file")
-        try:
-            if path.stat().st_size == 0:
-                raise ImageDecodeError(f"{name}: is empty (0 bytes)")
-            is_dicom = _is_dicom_file(path)
-        except OSError as err:
-            raise ImageDecodeError(f"{name}: could not be read ({err})") from err
+        path, is_dicom = _checked_file(item, name)
         if is_dicom:
             return _read_dicom(path, name, scaling, max_image_pixels)
         return _array_to_unit_gray(_read_image(path, name, max_image_pixels), name, do_rescale, scaling)

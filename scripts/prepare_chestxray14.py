@@ -30,7 +30,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=224, help="side of the cached images (224 or 512)")
     parser.add_argument("--num-proc", type=int, default=1, help="worker processes")
     parser.add_argument("--shard-size", type=int, default=1000, help="rows per Parquet shard")
-    parser.add_argument("--resample", default="lanczos", choices=["lanczos", "box", "bicubic"])
+    parser.add_argument(
+        "--resample",
+        default="bilinear",
+        choices=["bilinear", "lanczos", "box", "bicubic"],
+        help="resize filter; bilinear (default) is the model processor's, so cached pixels match inference",
+    )
     parser.add_argument(
         "--image-format", default="png", choices=["png", "pgm"], help="pgm: raw, fastest reads"
     )

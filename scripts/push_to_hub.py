@@ -46,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from clarity_hf import ClarityForMultiLabelLocalization
+    from clarity_hf.data.transforms import build_processor
     from clarity_hf.image_processing_clarity import ClarityImageProcessor
 
     source = resolve_model_folder(args.model)
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     if (source / "preprocessor_config.json").is_file():
         processor = ClarityImageProcessor.from_pretrained(source)
     else:
-        processor = ClarityImageProcessor(size=model.config.image_size)
+        processor = build_processor(model.config)  # the recipe the package trains with
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="clarity_hub_"))
     save_for_hub(
         model,

@@ -8,7 +8,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from helpers import REPO_ROOT, subprocess_env
+from helpers import REPO_ROOT, clarity_dataset_of_files, subprocess_env
 from PIL import Image
 
 from clarity_hf.data.cache import build_cache, load_cache, make_dataset_card, push_to_hub, resize_for_cache
@@ -18,6 +18,7 @@ from clarity_hf.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ClarityCollator,
+    build_processor,
     eval_transform,
     train_transform,
     with_clarity_transform,
@@ -33,11 +34,11 @@ def test_eval_transform_values(small):
     dataset = with_clarity_transform(small["train"], eval_transform(48))
     example = dataset[0]
     assert example["pixel_values"].shape == (3, 48, 48) and example["valid"] is True
-    expected = np.asarray(
-        Image.fromarray(np.asarray(small["train"][0]["image"])).resize((48, 48), Image.BILINEAR)
-    )
+    # The 8-bit image resized in float32 (bilinear, the model's recipe), not in uint8.
+    source = np.asarray(small["train"][0]["image"], dtype=np.float32) / 255.0
+    expected = np.asarray(Image.fromarray(source).resize((48, 48), Image.BILINEAR))
     channel = example["pixel_values"][1] * IMAGENET_STD[1] + IMAGENET_MEAN[1]
-    np.testing.assert_allclose(channel.numpy(), expected / 255.0, atol=1e-5)
+    np.testing.assert_allclose(channel.numpy(), np.clip(expected, 0, 1), atol=1e-6)
     for c in (0, 2):  # the grayscale image is repeated to 3 channels before normalisation
         np.testing.assert_allclose(
             example["pixel_values"][c] * IMAGENET_STD[c] + IMAGENET_MEAN[c], channel, atol=1e-5
@@ -219,10 +220,6 @@ def test_cache_round_trip_and_resume(small, tmp_path):
 
 
 def test_cache_of_nih_like_pngs_and_bad_image(tmp_path):
-    from datasets import Dataset
-
-    from clarity_hf.data.features import attach_metadata, clarity_features, make_metadata
-
     paths = []
     for i in range(3):
         path = tmp_path / f"{i}.png"
@@ -231,35 +228,24 @@ def test_cache_of_nih_like_pngs_and_bad_image(tmp_path):
         ).save(path)
         paths.append(str(path))
     (tmp_path / "bad.png").write_bytes(b"nope")
-    rows = {k: [] for k in clarity_features(2)}
-    for i, path in enumerate(paths + [str(tmp_path / "bad.png")]):
-        for key, value in dict(
-            image=path,
-            labels=[0.0, 1.0],
-            image_id=f"{i}.png",
-            patient_id=str(i),
-            age=1,
-            sex="M",
-            view_position="PA",
-            follow_up=0,
-            original_size=[256, 256],
-            pixel_spacing=[0.1, 0.1],
-            boxes=[],
-            box_split="",
-        ).items():
-            rows[key].append(value)
-    dataset = attach_metadata(
-        Dataset.from_dict(rows, features=clarity_features(2)), make_metadata(["A", "B"], "test")
-    )
+    dataset = clarity_dataset_of_files(paths + [str(tmp_path / "bad.png")])
     with pytest.raises(ValueError, match="image 3.png cannot be decoded"):
         build_cache(dataset, tmp_path / "c1", image_size=32, progress=False)
-    expected = Image.open(paths[1]).convert("L").resize((32, 32), Image.LANCZOS)
+    # The cache holds round(255 x) of the processor's image (decoded, resized bilinearly in float32).
+    processor = build_processor(32)
+    expected = processor(paths[1], do_normalize=False, return_tensors="np")["pixel_values"][0, 0]
     for image_format in ("png", "pgm"):
         cached = build_cache(
             dataset, tmp_path / image_format, 32, skip_missing=True, progress=False, image_format=image_format
         )
         assert len(cached["train"]) == 3 and get_build_report(cached).counts == {"undecodable_image": 1}
-        np.testing.assert_array_equal(np.asarray(cached["train"][1]["image"]), np.asarray(expected))
+        stored = np.asarray(cached["train"][1]["image"])
+        assert stored.dtype == np.uint8
+        np.testing.assert_array_equal(stored, np.rint(expected * 255).astype(np.uint8))
+        assert np.abs(stored / 255.0 - expected).max() <= 0.5 / 255 + 1e-6
+        assert json.loads((tmp_path / image_format / "clarity_cache.json").read_text())["pixels"].startswith(
+            "uint8 = round(255 * x)"
+        )
         assert cached["train"][1]["image"].format == {"png": "PNG", "pgm": "PPM"}[image_format]
 
 

@@ -96,6 +96,7 @@ def test_export_writes_every_file(export):
             "typing",
             "collections",
             "json",
+            "io",
             "warnings",
             "__future__",
             "pydicom",

@@ -2,8 +2,11 @@
 """Preprocessing cache: resize every image once and store the data set as Parquet shards.
 
 Training then reads small 8-bit grayscale images (224 or 512 px; raw PGM bytes by default, or PNG) instead of
-decoding 1024x1024 originals. The cache
-keeps every column of the source (same features); only `image` (and `anatomy_mask`) change. `boxes`,
+decoding 1024x1024 originals. A cached image is the stated 8-bit quantisation of the processor's image: the file is
+decoded by `clarity_hf.xray_io` exactly as `ClarityImageProcessor` decodes it (float gray in [0, 1]), resized in
+float32 with the processor's filter (`resize_unit_gray`, bilinear by default as the model's recipe), and stored as
+round(255 * x); training reads it back as x to within 0.5 / 255 (`clarity_cache.json` says so under "pixels"). The
+cache keeps every column of the source (same features); only `image` (and `anatomy_mask`) change. `boxes`,
 `original_size` and the box-frame rule are untouched, so boxes stay in their source frame (see
 `clarity_hf.data.features.get_box_frame`).
 
@@ -42,24 +45,36 @@ from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bar
 from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
+from ..image_processing_clarity import resize_unit_gray
+from ..xray_io import ImageDecodeError, MissingImageError, load_unit_gray
 from .features import BuildReport, attach_metadata, get_metadata
-from .transforms import decode_image, to_grayscale
+from .transforms import DEFAULT_RESAMPLE, decode_image
 
 logger = logging.getLogger(__name__)
 
 CACHE_INFO = "clarity_cache.json"
-RESAMPLE = {"lanczos": PILImage.LANCZOS, "box": PILImage.BOX, "bicubic": PILImage.BICUBIC}
+RESAMPLE = {
+    "bilinear": PILImage.BILINEAR,
+    "lanczos": PILImage.LANCZOS,
+    "box": PILImage.BOX,
+    "bicubic": PILImage.BICUBIC,
+}
+PIXELS_NOTE = (
+    "uint8 = round(255 * x), x = the float [0, 1] gray image decoded by clarity_hf.xray_io (as ClarityImageProcessor "
+    "decodes it) and resized in float32 with `resample`"
+)
 
 
-def resize_for_cache(image: Any, image_size: int, resample: str = "lanczos") -> PILImage.Image:
-    """Decode `image`, convert it to 8-bit grayscale and resize it to `image_size` x `image_size`.
+def resize_for_cache(image: Any, image_size: int, resample: str = DEFAULT_RESAMPLE) -> PILImage.Image:
+    """Decode `image` as the processor does, resize it to `image_size` x `image_size` in float32 and quantise it to
+    8 bits (round(255 * x)); raises `ImageDecodeError` for an undecodable image.
 
     This is exactly what the cache stores; it is public so that tests and users can reproduce a cached image.
     """
-    gray = to_grayscale(decode_image(image))
-    if gray.size == (image_size, image_size):
-        return gray
-    return gray.resize((image_size, image_size), resample=RESAMPLE[resample])
+    gray = load_unit_gray(image).astype(np.float32)
+    if gray.shape != (image_size, image_size):
+        gray = resize_unit_gray(gray, (image_size, image_size), RESAMPLE[resample])
+    return PILImage.fromarray(np.rint(gray * 255.0).astype(np.uint8), mode="L")
 
 
 IMAGE_FORMATS = {"png": ("PNG", {"compress_level": 3}), "pgm": ("PPM", {})}
@@ -99,9 +114,9 @@ def _write_shard(job: tuple[Dataset, str, int, str, bool, str]) -> tuple[int, li
         name = row.get("image_id", "")
         try:
             if row["image"] is None:
-                raise ValueError("no image (metadata-only row?)")
+                raise MissingImageError("no image (metadata-only row?)")
             image = _encode(resize_for_cache(row["image"], image_size, resample), image_format)
-        except (OSError, ValueError, SyntaxError) as err:
+        except ImageDecodeError as err:
             message = f"image {name} cannot be decoded: {err}"
             if not skip_missing:
                 raise ValueError(message + " (pass skip_missing=True to skip it and get a report)") from err
@@ -135,7 +150,7 @@ def build_cache(
     image_size: int = 224,
     num_proc: int = 1,
     shard_size: int = 1000,
-    resample: str = "lanczos",
+    resample: str = DEFAULT_RESAMPLE,
     skip_missing: bool = False,
     progress: bool = True,
     image_format: str = "pgm",
@@ -148,7 +163,8 @@ def build_cache(
         image_size: side of the cached square images (224 or 512 for CLARiTy).
         num_proc: worker processes over shards.
         shard_size: rows per shard.
-        resample: "lanczos" (default), "box" (area) or "bicubic".
+        resample: "bilinear" (default: the model's processor recipe, so cached pixels match the processor's),
+            "lanczos", "box" (area) or "bicubic".
         skip_missing: skip undecodable images (counted in the report) instead of raising.
         progress: show a tqdm bar over shards.
         image_format: "pgm" (default: raw uint8 behind a PGM header, no inflate: ~50x faster reads than the 1024 px
@@ -216,6 +232,7 @@ def build_cache(
         "image_size": image_size,
         "resample": resample,
         "image_format": image_format,
+        "pixels": PIXELS_NOTE,
         "shards": shard_counts,
         "metadata": metadata,
         "cache_report": cache_report.to_dict(),

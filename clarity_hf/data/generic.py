@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
-from PIL import Image as PILImage
 
+from ..xray_io import ImageDecodeError, image_size
 from .features import (
     Problems,
     attach_metadata,
@@ -44,9 +44,9 @@ NEGATIVE_FOLDERS = ("No Finding", "normal", "Normal", "healthy", "Healthy", "no_
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) of an image file, read from its header."""
-    with PILImage.open(path) as image:
-        return image.height, image.width
+    """(height, width) of an image file (PNG, JPEG, TIFF, DICOM), read from its header; raises `ImageDecodeError`
+    for an unreadable file or one above the package pixel limit, as the model's decoding would later."""
+    return image_size(path)
 
 
 def _row(
@@ -194,13 +194,18 @@ def load_csv_dataset(
         if not path.is_file():
             problems("missing_image", f"{where}: image file {path} not found")
             continue
+        try:
+            size = _image_size(path)
+        except ImageDecodeError as err:
+            problems("unreadable_image", f"{where}: {err}")
+            continue
         known.add(image)
         rows.append(
             _row(
                 str(path),
                 labels,
                 Path(image).name,
-                _image_size(path),
+                size,
                 [box for _, box in boxes.get(image, [])],
                 patient_id=record.get(patient_column) if patient_column else "",
                 age=age,
@@ -252,7 +257,7 @@ def load_image_folder(
                 labels[label_index[folder.name]] = 1.0
             try:
                 size = _image_size(path)
-            except OSError as err:
+            except ImageDecodeError as err:
                 problems("unreadable_image", f"{path}: cannot read image header: {err}")
                 continue
             rows.append(_row(str(path), labels, f"{folder.name}/{path.name}", size, []))
@@ -309,7 +314,11 @@ def load_coco_dataset(
         if not path.is_file():
             problems("missing_image", f"{where}: image file {path} not found")
             continue
-        size = _image_size(path)
+        try:
+            size = _image_size(path)
+        except ImageDecodeError as err:
+            problems("unreadable_image", f"{where}: {err}")
+            continue
         declared = (image.get("height"), image.get("width"))
         if None not in declared and tuple(declared) != size:
             problems(

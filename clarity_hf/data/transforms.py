@@ -6,13 +6,17 @@ Contract
 `ClarityTransform` is a batched function for `dataset.set_transform` / `dataset.with_transform`. For each example it
 returns:
 
-* `pixel_values`: float32 tensor (3, S, S): the image decoded, converted to 8-bit grayscale, augmented (train
-  mode), resized to S, scaled to [0, 1], repeated to 3 channels and normalised with the ImageNet mean / std;
+* `pixel_values`: float32 tensor (3, S, S): the image decoded exactly as `ClarityImageProcessor` decodes it (one
+  float grayscale image in [0, 1]: bit depth, DICOM LUTs and windows, MONOCHROME1, RGB luma, alpha dropped; see
+  `clarity_hf.xray_io`), augmented (train mode), resized to S in float32 with the processor's filter, repeated to 3
+  channels and normalised with the model's mean / std. Without augmentation this is the processor's
+  `pixel_values` for the same file (`build_processor` makes the processor of the same recipe);
 * `labels`: float32 tensor (C,) multi-hot;
 * `anatomy_masks`: float32 tensor (1, S, S) in {0, 1}, only when the data set has an `anatomy_mask` column and the
   example's mask is not None; it gets the same geometric augmentation as the image;
-* `valid`: bool. An image that cannot be decoded (missing file, corrupt bytes, zero size) gives `valid=False`, a
-  zero `pixel_values` and a warning naming the image; training never crashes on it. `transform_one` also says why
+* `valid`: bool. An image that cannot be decoded (missing file, corrupt bytes, zero size, more pixels than the
+  package limit: any `clarity_hf.xray_io.ImageDecodeError`) gives `valid=False`, a zero `pixel_values` and a
+  warning naming the image; training never crashes on it. `transform_one` also says why
   (`problem`: one of `PROBLEM_KINDS`) and which image (`where`).
 
 Images may arrive decoded (PIL) or undecoded (`{"bytes", "path"}` dicts, or path strings). Decoding inside the
@@ -21,7 +25,8 @@ transform is what lets a corrupt image be caught, so `with_clarity_transform` ca
 
 Augmentation (train mode, CXR-safe, the spec's section 4): random resized crop of 75-100% of the area (aspect
 3/4-4/3), rotation of +-10 degrees, brightness and contrast jitter (factor in [1 - 0.2, 1 + 0.2]). No horizontal
-flip: it moves the heart to the wrong side. Eval mode only resizes. Only PIL and torch are used.
+flip: it moves the heart to the wrong side. Eval mode only resizes. Only PIL and torch are used; geometry and
+intensity work on the float image (no 8-bit round-off).
 
 Random parameters come from a numpy generator: the transform's own stream by default (`seed`), or, for exactly
 reproducible training, one made by `sample_rng(epoch, index)` and passed to `transform_one(..., rng=...)`: the view
@@ -41,10 +46,10 @@ example.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import multiprocessing
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,32 +57,54 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, Image
 from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
+
+from ..image_processing_clarity import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    ClarityImageProcessor,
+    resize_unit_gray,
+)
+from ..xray_io import ImageDecodeError, MissingImageError, load_unit_gray, open_image
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The model's pixel recipe: ImageNet statistics (transformers' constants, as DINO was trained) and a bilinear
+# float resize. `build_processor` writes it into the processor saved with a model; the transform uses the same.
+IMAGENET_MEAN = tuple(IMAGENET_DEFAULT_MEAN)
+IMAGENET_STD = tuple(IMAGENET_DEFAULT_STD)
+DEFAULT_RESAMPLE = "bilinear"
 IMAGE_COLUMNS = ("image", "anatomy_mask")
 MAX_LOGGED_BAD_IMAGES = 20
 PROBLEM_KINDS = ("missing_file", "corrupt_image")
-DECODE_ERRORS = (OSError, ValueError, UnidentifiedImageError, SyntaxError)
+# Every decode failure of `clarity_hf.xray_io` (truncated, unidentified, too many pixels, bad DICOM attributes).
+DECODE_ERRORS = (ImageDecodeError,)
 
 
-def to_grayscale(image: PILImage.Image) -> PILImage.Image:
-    """Any PIL image -> 8-bit grayscale ("L"); 16-bit and float images are rescaled by their range."""
-    if image.mode == "L":
-        return image
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        array = np.asarray(image, dtype=np.float32)
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-        return PILImage.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8), mode="L")
-    return image.convert("L")
-
-
-class MissingImageError(ValueError):
-    """An image entry without any data (None, or neither bytes nor path)."""
+def build_processor(
+    image_size,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    id2label: dict | None = None,
+    resample: str = DEFAULT_RESAMPLE,
+) -> ClarityImageProcessor:
+    """The `ClarityImageProcessor` of the model's pixel recipe: decode to gray [0, 1], `resample` float resize to
+    the model's side, 3 channels, `(x - mean) / std` (ImageNet statistics unless given). `image_size` is a side in
+    pixels or a model config (its `image_size`, and its `id2label` unless given). A model is saved with this
+    processor, and training feeds it the same pixels (`ClarityTransform` with the same mean, std and filter)."""
+    if not isinstance(image_size, (int, np.integer)):
+        config = image_size
+        image_size = getattr(config, "image_size", None)
+        if image_size is None:
+            raise ValueError(f"{type(config).__name__} has no image_size: pass the side in pixels")
+        if id2label is None and getattr(config, "id2label", None):
+            id2label = {int(k): v for k, v in config.id2label.items()}
+    return ClarityImageProcessor(
+        size={"height": int(image_size), "width": int(image_size)},
+        resample=resample,
+        image_mean=list(IMAGENET_MEAN if image_mean is None else image_mean),
+        image_std=list(IMAGENET_STD if image_std is None else image_std),
+        id2label=id2label,
+    )
 
 
 def problem_kind(error: Exception) -> str:
@@ -88,26 +115,22 @@ def problem_kind(error: Exception) -> str:
 
 
 def decode_image(value: Any) -> PILImage.Image:
-    """Decode a PIL image, a `{"bytes", "path"}` dict or a path; raises on missing / corrupt data."""
+    """A PIL image, a `{"bytes", "path"}` dict or a path -> a loaded PIL image, for masks and other non-X-ray
+    images (X-rays go through `clarity_hf.xray_io.load_unit_gray`). The package pixel limit applies; raises
+    `ImageDecodeError` (`MissingImageError` for missing data)."""
     if isinstance(value, PILImage.Image):
-        image = value
-    elif isinstance(value, dict):
+        return value
+    if isinstance(value, dict):
         if value.get("bytes"):
-            image = PILImage.open(io.BytesIO(value["bytes"]))
-        elif value.get("path"):
-            image = PILImage.open(value["path"])
-        else:
-            raise MissingImageError("image entry has neither bytes nor path")
-    elif isinstance(value, str):
-        image = PILImage.open(value)
-    elif value is None:
+            return open_image(value["bytes"], f"file '{value['path']}'" if value.get("path") else None)
+        if value.get("path"):
+            return open_image(value["path"])
+        raise MissingImageError("image entry has neither bytes nor path")
+    if isinstance(value, (str, os.PathLike)):
+        return open_image(value)
+    if value is None:
         raise MissingImageError("no image")
-    else:
-        raise ValueError(f"cannot decode an image from {type(value).__name__}")
-    image.load()
-    if image.width == 0 or image.height == 0:
-        raise ValueError("image has zero size")
-    return image
+    raise ImageDecodeError(f"cannot decode an image from {type(value).__name__}")
 
 
 class ClarityTransform:
@@ -121,6 +144,9 @@ class ClarityTransform:
         rotation: maximum absolute rotation in degrees.
         brightness / contrast: jitter strengths (factors drawn in [1 - b, 1 + b]).
         mean / std: per-channel normalisation.
+        resample: the resize filter ("bilinear", "bicubic", ...), as the processor's `resample`.
+        intensity_scaling: "bit_depth" or "minmax", as the processor's.
+        max_image_pixels: the pixel limit (None: `$CLARITY_MAX_IMAGE_PIXELS` or the package default).
         seed: seed of the augmentation generator (None: fresh randomness), and of `sample_rng`.
         invalid_on_bad_mask: an example whose anatomy mask cannot be decoded is invalid (True) or keeps its image
             and loses its mask (False).
@@ -139,8 +165,14 @@ class ClarityTransform:
         std: Sequence[float] = IMAGENET_STD,
         seed: int | None = None,
         invalid_on_bad_mask: bool = False,
+        resample: str | int = DEFAULT_RESAMPLE,
+        intensity_scaling: str = "bit_depth",
+        max_image_pixels: int | None = None,
     ):
         self.image_size = int(image_size)
+        self.resample = resample
+        self.intensity_scaling = intensity_scaling
+        self.max_image_pixels = max_image_pixels
         self.train = train
         self.scale, self.ratio, self.rotation = scale, ratio, rotation
         self.brightness, self.contrast = brightness, contrast
@@ -158,6 +190,23 @@ class ClarityTransform:
         if info is not None and info.id != self._worker_id:
             self._worker_id = info.id
             self.rng = np.random.default_rng([info.seed % 2**63, 0 if self.seed is None else self.seed])
+
+    @classmethod
+    def from_processor(cls, processor: ClarityImageProcessor, train: bool = False, **kwargs: Any):
+        """The transform feeding a model the pixels of `processor` (its size, filter, scaling, mean and std)."""
+        size = processor.size
+        if size["height"] != size["width"]:
+            raise ValueError(f"ClarityTransform makes square images; the processor's size is {size}")
+        return cls(
+            size["height"],
+            train=train,
+            mean=processor.image_mean,
+            std=processor.image_std,
+            resample=processor.resample,
+            intensity_scaling=processor.intensity_scaling,
+            max_image_pixels=processor.max_image_pixels,
+            **kwargs,
+        )
 
     def sample_rng(self, epoch: int, index: int) -> np.random.Generator:
         """The generator of sample `index` in epoch `epoch`: a function of (seed, epoch, index) only."""
@@ -189,15 +238,26 @@ class ClarityTransform:
         return (left, top, left + w, top + h), angle
 
     def apply_geometry(self, image: PILImage.Image, box, angle: float, resample: int) -> PILImage.Image:
+        """Crop-resize then rotate a PIL image (the anatomy mask, with NEAREST)."""
         size = (self.image_size, self.image_size)
         out = image.resize(size, resample=resample, box=box)
         if angle:
             out = out.rotate(angle, resample=PILImage.BILINEAR if resample != PILImage.NEAREST else resample)
         return out
 
+    def warp_gray(self, gray: np.ndarray, box, angle: float) -> np.ndarray:
+        """Crop-resize a float (H, W) image in [0, 1] with the processor's resize (`resize_unit_gray`), then
+        rotate it (bilinear, float); (S, S) float32 in [0, 1]."""
+        out = resize_unit_gray(gray, (self.image_size, self.image_size), self.resample, box=box)
+        if angle:
+            rotated = PILImage.fromarray(out).rotate(angle, resample=PILImage.BILINEAR)
+            out = np.clip(np.asarray(rotated, dtype=np.float32), 0.0, 1.0)
+        return out
+
     # -- intensity -----------------------------------------------------------------------------------------
-    def to_pixel_values(self, image: PILImage.Image, rng: np.random.Generator | None = None) -> torch.Tensor:
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+    def to_pixel_values(self, gray: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """(S, S) float image in [0, 1] -> (3, S, S) normalised, with intensity jitter in train mode."""
+        x = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))
         if self.train:
             rng = self.rng if rng is None else rng
             if self.brightness:
@@ -216,17 +276,20 @@ class ClarityTransform:
         an invalid example also gets `problem` (a `PROBLEM_KINDS` entry) and `where` (name and error). `rng`
         (e.g. `sample_rng(epoch, index)`) replaces the transform's own random stream for this example."""
         try:
-            decoded = to_grayscale(decode_image(image))
+            gray = load_unit_gray(
+                image, scaling=self.intensity_scaling, max_image_pixels=self.max_image_pixels
+            ).astype(np.float32)
         except DECODE_ERRORS as err:
             return self._invalid(err, name, mask is not None)
-        box, angle = self.sample_geometry(*decoded.size, rng=rng)
-        pixels = self.to_pixel_values(self.apply_geometry(decoded, box, angle, PILImage.BILINEAR), rng=rng)
+        height, width = gray.shape
+        box, angle = self.sample_geometry(width, height, rng=rng)
+        pixels = self.to_pixel_values(self.warp_gray(gray, box, angle), rng=rng)
         out = {"pixel_values": pixels, "valid": True}
         if mask is not None:
             try:
                 mask_image = decode_image(mask).convert("L")
-                if mask_image.size != decoded.size:
-                    mask_image = mask_image.resize(decoded.size, PILImage.NEAREST)
+                if mask_image.size != (width, height):
+                    mask_image = mask_image.resize((width, height), PILImage.NEAREST)
                 warped = self.apply_geometry(mask_image, box, angle, PILImage.NEAREST)
                 out["anatomy_masks"] = torch.from_numpy((np.asarray(warped) > 127).astype(np.float32))[None]
             except DECODE_ERRORS as err:
@@ -292,7 +355,7 @@ def train_transform(image_size: int = 224, **kwargs: Any) -> ClarityTransform:
 
 
 def eval_transform(image_size: int = 224, **kwargs: Any) -> ClarityTransform:
-    """The evaluation transform: decode, grayscale, resize, normalise; no augmentation."""
+    """The evaluation transform: decode, resize, normalise; no augmentation."""
     return ClarityTransform(image_size, train=False, **kwargs)
 
 

@@ -29,6 +29,7 @@ from datasets import Image as ImageFeature
 from transformers import AutoConfig, AutoModelForImageClassification
 
 from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
+from ..data.transforms import build_processor
 from ..image_processing_clarity import ClarityImageProcessor
 from ..modeling_clarity import ClarityForMultiLabelLocalization
 from .baselines import (
@@ -91,17 +92,6 @@ def model_kind(config) -> str:
     )
 
 
-def build_processor(
-    image_size: int, image_mean: float = 0.5, image_std: float = 0.25
-) -> ClarityImageProcessor:
-    """The processor matching the training recipe (gray -> 3 channels, (x - mean) / std)."""
-    return ClarityImageProcessor(
-        size={"height": image_size, "width": image_size},
-        image_mean=[image_mean] * 3,
-        image_std=[image_std] * 3,
-    )
-
-
 def load_model_for_evaluation(folder: str | Path) -> tuple[torch.nn.Module, ClarityImageProcessor, str]:
     """A saved model folder -> (model in eval mode, its image processor, kind)."""
     folder = Path(folder)
@@ -117,12 +107,13 @@ def load_model_for_evaluation(folder: str | Path) -> tuple[torch.nn.Module, Clar
         model = AutoModelForImageClassification.from_pretrained(folder)
     if (folder / "preprocessor_config.json").is_file():
         processor = ClarityImageProcessor.from_pretrained(folder)
-    else:
-        size = int(getattr(config, "image_size", 224))
+    else:  # the recipe every model of this package is trained with, at the config's size
+        processor = build_processor(config)
         logger.warning(
-            "%s has no preprocessor_config.json: using a %d px processor, mean 0.5, std 0.25", folder, size
+            "%s has no preprocessor_config.json: using the default recipe (%d px, bilinear, ImageNet mean / std)",
+            folder,
+            processor.size["height"],
         )
-        processor = build_processor(size)
     return model.eval(), processor, kind
 
 

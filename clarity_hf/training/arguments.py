@@ -12,6 +12,7 @@ from typing import Union
 
 import yaml
 from transformers import HfArgumentParser
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODEL_TYPES = ("clarity", "convnextv2")
@@ -112,12 +113,12 @@ class ClarityTrainingConfig:
     augment_brightness: float = 0.1
     augment_contrast: float = 0.1
     image_mean: list[float] = field(
-        default_factory=lambda: [0.485, 0.456, 0.406],
+        default_factory=lambda: list(IMAGENET_DEFAULT_MEAN),
         metadata={
             "help": "Per-channel mean of the grayscale image repeated to 3 channels (ImageNet, as DINO)."
         },
     )
-    image_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    image_std: list[float] = field(default_factory=lambda: list(IMAGENET_DEFAULT_STD))
     dataloader_num_workers: int = 0
     # --- optimisation -------------------------------------------------------------------------------------------
     output_dir: str | None = field(

@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..configuration_clarity import NIH_PATHOLOGIES
+from ..data.transforms import build_processor
 from ..evaluation.classification import compute_auroc
-from ..image_processing_clarity import ClarityImageProcessor
 from .arguments import ClarityTrainingConfig
 from .checkpointing import read_training_state, resolve_resume_path, save_checkpoint
 from .data import (
@@ -122,7 +122,15 @@ def _export_best(accelerator: Accelerator, model, output_dir: Path, config: Clar
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
         unwrapped = accelerator.unwrap_model(model)
-        processor = build_processor(unwrapped.config, config)
+        size = (
+            getattr(unwrapped.config, "image_size", None) or config.image_size or config.synthetic_image_size
+        )
+        processor = build_processor(
+            size,
+            config.image_mean,
+            config.image_std,
+            id2label={int(k): v for k, v in unwrapped.config.id2label.items()},
+        )
         if getattr(unwrapped.config, "model_type", None) == "clarity":
             from ..hub import save_for_hub
 
@@ -134,19 +142,6 @@ def _export_best(accelerator: Accelerator, model, output_dir: Path, config: Clar
         os.replace(temporary, target)
     accelerator.wait_for_everyone()
     return target
-
-
-def build_processor(model_config, config: ClarityTrainingConfig) -> ClarityImageProcessor:
-    """The image processor that reproduces the run's evaluation input: grayscale, bilinear resize to the model's
-    side, [0, 1], repeated to 3 channels, normalised with the run's mean / std."""
-    size = getattr(model_config, "image_size", None) or config.image_size or config.synthetic_image_size
-    return ClarityImageProcessor(
-        size={"height": size, "width": size},
-        resample="bilinear",
-        image_mean=list(config.image_mean),
-        image_std=list(config.image_std),
-        id2label={int(k): v for k, v in model_config.id2label.items()},
-    )
 
 
 def _forget_previous_precision(mixed_precision: str) -> None:
