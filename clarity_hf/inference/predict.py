@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,7 +162,7 @@ def _predict_archive(args) -> int:
 
 def _predict_one(args) -> int:
     from ..visualization import overlay_heatmap
-    from .archive import ArchiveOptions, _Predictor
+    from .archive import ArchiveOptions, _Predictor, check_output_dir
     from .dataset import ArchiveDataset, collate_archive
 
     image_path = Path(args.paths[0])
@@ -169,12 +170,12 @@ def _predict_one(args) -> int:
         print(f"clarity-predict: {image_path}: no such file", file=sys.stderr)
         return 2
     output = Path(args.output) if args.output else Path(f"{image_path.stem}_overlay.png")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        with open(output, "ab"):
-            pass
-    except OSError as err:
-        print(f"clarity-predict: cannot write {output}: {err}", file=sys.stderr)
+    try:  # before any inference: the folder must take a new file, an existing overlay must be replaceable
+        check_output_dir(output.parent)
+        if output.is_dir() or (output.exists() and not os.access(output, os.W_OK)):
+            raise ValueError(f"cannot write {output}")
+    except ValueError as err:
+        print(f"clarity-predict: {err}", file=sys.stderr)
         return 2
     pipe = _load(args.model)
     if pipe is None:
