@@ -234,6 +234,7 @@ def _cli(root, model_dir, out, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_sigkill_and_rerun_equal_one_uninterrupted_run(model_dir, pipe, tmp_path):
     root = tmp_path / "archive"
     rng = np.random.default_rng(0)

@@ -87,6 +87,7 @@ def assert_boxes_agree(processor, outputs, sizes, threshold=0.5, slack=0.01):
     return compared, same
 
 
+@pytest.mark.slow
 def test_fast_boxes_agree_with_exact_on_synthetic_heatmaps(pipe):
     images = [render_synthetic_cxr(0, "test", index, image_size=128).image for index in range(2)]
     outputs = _outputs(pipe, images)
