@@ -208,7 +208,10 @@ def test_arguments_are_checked_before_any_inference(model_dir, tmp_path, capsys)
         == 2
     )
     assert "not writable" in capsys.readouterr().err
-    assert predict_main([str(image), "--model", str(tmp_path / "no_model"), "--output", str(blocked / "o.png")]) == 2
+    assert (
+        predict_main([str(image), "--model", str(tmp_path / "no_model"), "--output", str(blocked / "o.png")])
+        == 2
+    )
     assert "not writable" in capsys.readouterr().err
 
 
