@@ -19,7 +19,15 @@ from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import ImagesKwargs
 
-from .heatmaps import heatmap_to_boxes, normalize_heatmap, normalize_heatmaps, upsample_heatmaps
+from .heatmaps import (
+    DEFAULT_BOX_RESOLUTION,
+    check_unit_interval,
+    class_boxes,
+    heatmap_to_boxes,
+    heatmaps_at_size,
+    normalize_heatmap,
+    upsample_heatmaps,
+)
 from .xray_io import _INTENSITY_SCALINGS, ImageDecodeError, load_unit_gray, resolve_max_image_pixels
 
 _RESAMPLE_BY_NAME = {
@@ -119,15 +127,10 @@ def _check_intensity_scaling(value) -> str:
 
 
 def _check_unit_thresholds(name: str, value):
-    """A float in [0, 1], or a list of them (one per class)."""
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    try:
-        numbers = [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1] or a list of them, got {value!r}") from None
-    if not all(0.0 <= v <= 1.0 for v in numbers):  # NaN fails too
-        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
-    return numbers if isinstance(value, (list, tuple)) else numbers[0]
+    """A float in [0, 1], or a list of them (one per class); a `ValueError` naming `name` otherwise."""
+    if isinstance(value, (list, tuple, np.ndarray, torch.Tensor)):
+        return [check_unit_interval(v, name) for v in list(value)]
+    return check_unit_interval(value, name)
 
 
 def resize_unit_gray(
@@ -182,21 +185,31 @@ def _get_output(outputs, key: str):
 
 
 def _target_sizes_list(target_sizes, batch_size: int) -> list[tuple[int, int]] | None:
+    """`target_sizes` as one (height, width) pair of positive integers per image, or None; a `ValueError` naming
+    the argument for anything else (an int instead of pairs, a wrong count, zero, negative or fractional sizes)."""
     if target_sizes is None:
         return None
-    if isinstance(target_sizes, torch.Tensor):
+    if isinstance(target_sizes, (torch.Tensor, np.ndarray)):
         target_sizes = target_sizes.tolist()
-    elif isinstance(target_sizes, np.ndarray):
-        target_sizes = target_sizes.tolist()
+    if not isinstance(target_sizes, (list, tuple)):
+        raise ValueError(
+            f"target_sizes must be a list of (height, width) pairs, one per image, got {target_sizes!r}"
+        )
     sizes = []
     for size in target_sizes:
-        if isinstance(size, torch.Tensor):
+        if isinstance(size, (torch.Tensor, np.ndarray)):
             size = size.tolist()
-        if len(size) != 2:
-            raise ValueError(f"each target size must be (height, width), got {size}")
-        sizes.append((int(size[0]), int(size[1])))
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise ValueError(f"target_sizes: each target size must be a (height, width) pair, got {size!r}")
+        try:
+            pair = tuple(float(v) for v in size)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"target_sizes: (height, width) must be numbers, got {size!r}") from err
+        if not all(math.isfinite(v) and v >= 1 and v == int(v) for v in pair):
+            raise ValueError(f"target_sizes: (height, width) must be positive integers, got {size!r}")
+        sizes.append((int(pair[0]), int(pair[1])))
     if len(sizes) != batch_size:
-        raise ValueError(f"got {len(sizes)} target sizes for a batch of {batch_size} images")
+        raise ValueError(f"target_sizes: got {len(sizes)} target sizes for a batch of {batch_size} images")
     return sizes
 
 
@@ -485,7 +498,14 @@ class ClarityImageProcessor(BaseImageProcessor):
             results.append(entries if top_k is None else entries[: max(int(top_k), 0)])
         return results
 
-    def post_process_heatmaps(self, outputs, target_sizes=None, normalize: bool = True) -> list[torch.Tensor]:
+    def post_process_heatmaps(
+        self,
+        outputs,
+        target_sizes=None,
+        normalize: bool = True,
+        classes: list[int] | None = None,
+        as_uint8: bool = False,
+    ) -> list[torch.Tensor]:
         """
         Class heatmaps at the original image size.
 
@@ -495,25 +515,30 @@ class ClarityImageProcessor(BaseImageProcessor):
                 `original_sizes`; `None` keeps the model's (h, w) grid.
             normalize (`bool`, defaults to `True`): min-max normalise each upsampled map to [0, 1] (a constant map
                 becomes zeros), as in the localisation protocol.
+            classes (`list[int]`, *optional*): only these class indices, in this order (default: all C); the other
+                classes are never upsampled.
+            as_uint8 (`bool`, defaults to `False`): return round(255 * normalised map) as uint8, upsampling one
+                class at a time (a 2000 x 2000 image then never holds more than one float map at full size).
 
         Returns:
-            `list[torch.Tensor]`: per image a float32 (C, H, W) tensor, bilinearly upsampled (`upsample_heatmaps`).
+            `list[torch.Tensor]`: per image a (K, H, W) tensor (float32, or uint8 with `as_uint8`), bilinearly
+            upsampled from the model's grid (`heatmaps_at_size`).
         """
-        if isinstance(outputs, torch.Tensor):
-            heatmaps = outputs
-        else:
-            heatmaps = _get_output(outputs, "heatmaps")
+        heatmaps = outputs if isinstance(outputs, torch.Tensor) else _get_output(outputs, "heatmaps")
         heatmaps = heatmaps.detach().float().cpu()
         if heatmaps.dim() != 4:
             raise ValueError(f"heatmaps must be (B, C, h, w), got shape {tuple(heatmaps.shape)}")
         sizes = _target_sizes_list(target_sizes, heatmaps.shape[0])
-        results = []
-        for index in range(heatmaps.shape[0]):
-            maps = heatmaps[index]
-            if sizes is not None:
-                maps = upsample_heatmaps(maps, sizes[index])
-            results.append((normalize_heatmaps(maps) if normalize else maps).float().contiguous())
-        return results
+        if classes is not None:
+            classes = [int(c) for c in classes]
+            bad = [c for c in classes if not 0 <= c < heatmaps.shape[1]]
+            if bad:
+                raise ValueError(f"classes: indices {bad} are outside 0..{heatmaps.shape[1] - 1}")
+            heatmaps = heatmaps[:, classes]
+        return [
+            heatmaps_at_size(heatmaps[index], None if sizes is None else sizes[index], normalize, as_uint8)
+            for index in range(heatmaps.shape[0])
+        ]
 
     def post_process_object_detection(
         self,
@@ -524,6 +549,7 @@ class ClarityImageProcessor(BaseImageProcessor):
         class_threshold: float | None = None,
         top_k: int | None = None,
         min_area: int | None = None,
+        box_resolution: int | None = DEFAULT_BOX_RESOLUTION,
     ) -> list[dict[str, torch.Tensor]]:
         """
         Boxes from the class heatmaps, in the format of transformers' `ObjectDetectionPipeline`.
@@ -536,18 +562,25 @@ class ClarityImageProcessor(BaseImageProcessor):
         below `threshold` are dropped. (Box scores never exceed p_c, so classes below `threshold` are skipped
         without computing their maps.)
 
+        Images larger than `box_resolution` (longest side) are handled in a frame of that longest side and the boxes
+        scaled back to the target size, so post-processing costs the same for any image size; box edges then differ
+        from the exact computation by about one frame pixel (side / 512 by default). `box_resolution=None` computes
+        at the target size itself (exact, and slow for large images).
+
         Args:
             outputs: the model output (ModelOutput or dict) with `logits` (B, C) and `heatmaps` (B, C, h, w).
-            threshold (`float`, defaults to 0.5): smallest box score kept (the pipeline's `threshold`).
+            threshold (`float`, defaults to 0.5): smallest box score kept (the pipeline's `threshold`), in [0, 1].
             target_sizes (*optional*): (height, width) per image ((B, 2) tensor or list): boxes in those pixels.
                 `None` gives boxes relative to the image, in [0, 1] (as DETR's post-processing).
             heatmap_threshold (`float` or per-class `list[float]`, *optional*): defaults to the processor's
-                `heatmap_threshold` (0.5).
+                `heatmap_threshold` (0.5); each in [0, 1].
             class_threshold (`float`, *optional*): extra lower bound on p_c (e.g. keep weak secondary boxes of
                 confident classes with `threshold=0.1, class_threshold=0.5`).
             top_k (`int`, *optional*): keep the k best boxes per image.
-            min_area (`int`, *optional*): smallest component in pixels of the frame the boxes are computed in
-                (defaults to the processor's `box_min_area`).
+            min_area (`int`, *optional*): smallest component in target pixels (defaults to the processor's
+                `box_min_area`).
+            box_resolution (`int`, *optional*, defaults to 512): longest side of the frame boxes are computed in;
+                `None` for the exact computation at the target size.
 
         Returns:
             `list[dict]`: per image `{"scores": (K,) float32, "labels": (K,) int64 class indices, "boxes": (K, 4)
@@ -562,34 +595,41 @@ class ClarityImageProcessor(BaseImageProcessor):
                 f"{tuple(heatmaps.shape)}"
             )
         batch, num_classes = logits.shape
+        threshold = check_unit_interval(threshold, "threshold")
+        class_floor = max(
+            threshold,
+            0.0 if class_threshold is None else check_unit_interval(class_threshold, "class_threshold"),
+        )
         sizes = _target_sizes_list(target_sizes, batch)
-        map_thresholds = self.heatmap_threshold if heatmap_threshold is None else heatmap_threshold
-        if isinstance(map_thresholds, (list, tuple, np.ndarray, torch.Tensor)):
-            map_thresholds = [float(v) for v in map_thresholds]
+        map_thresholds = _check_unit_thresholds(
+            "heatmap_threshold", self.heatmap_threshold if heatmap_threshold is None else heatmap_threshold
+        )
+        if isinstance(map_thresholds, list):
             if len(map_thresholds) != num_classes:
                 raise ValueError(
                     f"heatmap_threshold has {len(map_thresholds)} values for {num_classes} classes"
                 )
         else:
-            map_thresholds = [float(map_thresholds)] * num_classes
+            map_thresholds = [map_thresholds] * num_classes
         min_area = self.box_min_area if min_area is None else int(min_area)
-        class_floor = max(float(threshold), float(class_threshold or 0.0))
+        if box_resolution is not None and int(box_resolution) < 1:
+            raise ValueError(f"box_resolution must be a positive int or None, got {box_resolution!r}")
         probabilities = torch.sigmoid(logits)
 
         results = []
         for index in range(batch):
+            classes = torch.nonzero(probabilities[index] >= class_floor).flatten().tolist()
+            found = class_boxes(
+                heatmaps[index, classes],
+                [map_thresholds[cls] for cls in classes],
+                None if sizes is None else sizes[index],
+                min_area=min_area,
+                max_side=box_resolution,
+            )
             all_boxes, all_scores, all_labels = [], [], []
-            for cls in torch.nonzero(probabilities[index] >= class_floor).flatten().tolist():
-                heatmap = heatmaps[index, cls]
-                if sizes is not None:
-                    heatmap = upsample_heatmaps(heatmap[None], sizes[index])[0]
-                boxes, peaks = heatmap_to_boxes(
-                    heatmap.numpy(), map_thresholds[cls], normalize=True, min_area=min_area
-                )
-                if sizes is None:
-                    boxes = boxes / np.asarray([heatmap.shape[1], heatmap.shape[0]] * 2, dtype=np.float32)
+            for cls, (boxes, peaks) in zip(classes, found):
                 scores = float(probabilities[index, cls]) * peaks
-                keep = scores >= float(threshold)
+                keep = scores >= threshold
                 all_boxes.append(boxes[keep])
                 all_scores.append(scores[keep])
                 all_labels.append(np.full(int(keep.sum()), cls, dtype=np.int64))

@@ -91,6 +91,32 @@ def _require_pydicom():
     return pydicom
 
 
+DICOM_EXTRA_HINT = 'pip install "clarity_hf[dicom]"'
+
+
+def _missing_dicom_decoder(ds, name: str) -> str | None:
+    """The error message for compressed pixel data (JPEG 2000, JPEG lossless, JPEG-LS, ...) that no installed
+    pydicom plugin can decode, naming the transfer syntax and the extra that brings the decoders; None when a decoder
+    is available (or pydicom cannot tell: it then raises its own error, which the caller wraps)."""
+    file_meta = getattr(ds, "file_meta", None)
+    syntax = getattr(file_meta, "TransferSyntaxUID", None) if file_meta is not None else None
+    if syntax is None or not getattr(syntax, "is_compressed", False):
+        return None
+    try:
+        from pydicom.pixels import get_decoder  # pydicom >= 3
+
+        available = get_decoder(syntax).is_available
+    except Exception:  # pydicom 2.x, or a transfer syntax pydicom has no decoder class for
+        return None
+    if available:
+        return None
+    return (
+        f"{name}: DICOM pixel data is compressed with {syntax.name} (transfer syntax {syntax}) and no decoder for "
+        f"it is installed; install the decoders with `{DICOM_EXTRA_HINT}` (pylibjpeg with its openjpeg and libjpeg "
+        "plugins, and pyjpegls)"
+    )
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Decoding: every input becomes one float64 (H, W) grayscale array in [0, 1].
 # --------------------------------------------------------------------------------------------------------------------
@@ -318,6 +344,9 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str, max_image_pixels: int | Non
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageDecodeError(f"{name}: DICOM file has no pixel data")
     _check_dicom_header(ds, name, max_image_pixels)
+    missing = _missing_dicom_decoder(ds, name)
+    if missing is not None:
+        raise ImageDecodeError(missing)
     frames = _dicom_header_int(ds, "NumberOfFrames", name, 1)
     samples = _dicom_header_int(ds, "SamplesPerPixel", name, 1)
     if frames > 1:
@@ -422,6 +451,8 @@ def _checked_file(item, name: str) -> tuple[Path, bool]:
     if path.is_dir():
         raise ImageDecodeError(f"{name}: is a directory, not an image file")
     try:
+        if path.stat().st_size == 0:
+            raise ImageDecodeError(f"{name}: is empty (0 bytes)")
         return path, _is_dicom_file(path)
     except OSError as err:
         raise ImageDecodeError(f"{name}: could not be read ({err})") from err

@@ -438,7 +438,7 @@ def test_large_dicom_pixel_data_are_read_after_the_header_check(tmp_path):
 
 def test_predict_cli_reports_a_bomb_without_a_traceback(tmp_path, capsys):
     from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
-    from clarity_hf.cli import predict_main
+    from clarity_hf.commands.cli import predict_main
 
     folder = tmp_path / "model"
     ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).save_pretrained(folder)

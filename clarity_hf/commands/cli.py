@@ -1,6 +1,7 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Console scripts: `clarity-demo` (the demo job, `clarity_hf.commands.demo`) and `clarity-predict` (one image ->
-scores, boxes and an overlay PNG). Both also run as `python -m clarity_hf demo|predict ...`."""
+"""Console scripts: `clarity-demo` (the demo job, `clarity_hf.commands.demo`), `clarity-predict` (images or archives
+-> scores, boxes, heatmaps; `clarity_hf.inference`) and `export-onnx`. All also run as
+`python -m clarity_hf demo|predict|export-onnx ...`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from ..hub import load_for_inference
-from ..visualization import decode_for_display, overlay_heatmap
 from .demo import ABLATIONS, DemoConfig, parse_ablations, run_demo
 
-__all__ = ["demo_main", "predict", "predict_main", "main"]
+__all__ = ["demo_main", "export_onnx_main", "predict_main", "main"]
 
 DEMO_EPILOG = """\
 examples:
@@ -49,14 +47,6 @@ def positive_float(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    """An argparse type: a number in [0, 1]."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
 
 
@@ -161,82 +151,33 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_predict_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="clarity-predict",
-        description="Scores, boxes and a heatmap overlay for one chest X-ray (PNG, JPEG or DICOM); JSON on stdout.",
-    )
-    parser.add_argument("image", help="the X-ray: .png, .jpg or .dcm")
-    parser.add_argument(
-        "--model", required=True, help="a model folder (e.g. clarity-demo-output/model) or Hub repo id"
-    )
-    parser.add_argument(
-        "--threshold", type=probability, default=0.5, help="smallest class probability that gives boxes"
-    )
-    parser.add_argument(
-        "--heatmap-threshold",
-        type=probability,
-        default=None,
-        help="threshold on the normalised heatmap (default: the processor's, tuned by the demo)",
-    )
-    parser.add_argument("--output", default=None, help="overlay PNG (default: <image stem>_overlay.png here)")
-    return parser
+    from ..inference.predict import build_parser
 
-
-def predict(
-    image: str | Path,
-    model: str,
-    threshold: float = 0.5,
-    heatmap_threshold: float | None = None,
-    output: str | Path | None = None,
-) -> dict:
-    """Scores and boxes of one X-ray, with an overlay PNG of its most probable class written to `output` (default:
-    `<image stem>_overlay.png` here). Raises `FileNotFoundError` / `ValueError` naming the input."""
-    image_path = Path(image)
-    if not image_path.is_file():
-        raise FileNotFoundError(f"{image_path}: no such file")
-    try:
-        pipe = load_for_inference(model)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot load model {str(model)!r}: {err}") from err
-    result = pipe(str(image_path), threshold=threshold, heatmap_threshold=heatmap_threshold)
-    display = decode_for_display(pipe.image_processor, str(image_path))
-    scores = result["scores"]
-    top = max(scores, key=scores.get)
-    shown = [b for b in result["boxes"] if b["label"] == top] or result["boxes"]
-    heatmap = result["heatmaps"][list(scores).index(top)]
-    overlay = overlay_heatmap(display, heatmap, boxes=shown)
-    output = Path(output) if output else Path(f"{image_path.stem}_overlay.png")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    overlay.save(output, format="PNG")
-    return {
-        "image": str(image_path),
-        "model": str(model),
-        "original_size": {"width": display.width, "height": display.height},
-        "scores": {k: round(float(v), 6) for k, v in scores.items()},
-        "boxes": [{**b, "score": round(float(b["score"]), 6)} for b in result["boxes"]],
-        "overlay": str(output),
-        "overlay_class": top,
-        "threshold": threshold,
-    }
+    return build_parser()
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
-    """`clarity-predict image --model DIR`: prints {"scores", "boxes", "overlay", ...} as JSON."""
-    args = build_predict_parser().parse_args(argv)
-    try:
-        result = predict(args.image, args.model, args.threshold, args.heatmap_threshold, args.output)
-    except (OSError, ValueError) as err:
-        print(f"clarity-predict: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+    """`clarity-predict`: one image -> JSON + overlay, or files and folders -> a table (`clarity_hf.inference`)."""
+    from ..inference.predict import main as predict
+
+    return predict(argv)
+
+
+def export_onnx_main(argv: Sequence[str] | None = None) -> int:
+    """`python -m clarity_hf export-onnx MODEL --output FILE` (`clarity_hf.inference.onnx`)."""
+    from ..inference.onnx import main as export_onnx
+
+    return export_onnx(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m clarity_hf demo|predict ...`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"demo": demo_main, "predict": predict_main}
+    commands = {"demo": demo_main, "predict": predict_main, "export-onnx": export_onnx_main}
     if not argv or argv[0] not in commands:
-        print("usage: python -m clarity_hf {demo,predict} [options]  (see --help of each)", file=sys.stderr)
+        print(
+            "usage: python -m clarity_hf {demo,predict,export-onnx} [options]  (see --help of each)",
+            file=sys.stderr,
+        )
         return 2
     return commands[argv[0]](argv[1:])

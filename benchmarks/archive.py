@@ -1,0 +1,268 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Archive inference benchmark: writes the `archive` section of BENCHMARKS.md.
+
+    python benchmarks/archive.py [--num-images 200] [--loop-images 40] [--write BENCHMARKS.md]
+
+In one run, with the clarity-s-16-512 preset and random weights (timings do not depend on them):
+- images/s of `clarity-predict PATH --output-dir` (DataLoader workers, batches, fast post-processing, table writing)
+  on a folder of 1024 x 1024 images, rendered synthetic PNGs mixed with copies of the real DICOM fixture, against a
+  plain per-image loop (processor, model, exact post-processing) over the first `--loop-images` of the same files;
+- the end-to-end cost of one image at batch 1 (decode -> forward -> 14 scores + boxes at the original size) as a
+  ratio to the forward alone, with the fast and with the exact post-processing;
+- onnxruntime against PyTorch for the forward (batch 1 and batch 8), when the onnx extra is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization  # noqa: E402
+from clarity_hf.data.synthetic import render_synthetic_cxr  # noqa: E402
+from clarity_hf.evaluation.run import build_processor  # noqa: E402
+from clarity_hf.inference import ArchiveOptions, run_archive  # noqa: E402
+
+DICOM = REPO_ROOT / "tests" / "fixtures" / "siim_pneumothorax_example.dcm"
+BEGIN, END = "<!-- BEGIN archive -->", "<!-- END archive -->"
+
+
+def make_folder(folder: Path, count: int) -> list[Path]:
+    """`count` 1024 x 1024 images: 4 in 5 rendered synthetic PNGs, 1 in 5 copies of the real DICOM (every other
+    one without extension), in nested folders."""
+    paths = []
+    for index in range(count):
+        sub = folder / f"series{index % 7}"
+        sub.mkdir(parents=True, exist_ok=True)
+        if index % 5 == 4:
+            path = sub / (f"IM{index:04d}" + (".dcm" if index % 10 == 4 else ""))
+            shutil.copyfile(DICOM, path)
+        else:
+            path = sub / f"cxr{index:04d}.png"
+            image = render_synthetic_cxr(0, "test", index, image_size=256).image
+            Image.fromarray(image).resize((1024, 1024), Image.BICUBIC).save(path)
+        paths.append(path)
+    return paths
+
+
+def median_time(function, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--num-images", type=int, default=200)
+    parser.add_argument("--loop-images", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--write", default=None, help="BENCHMARKS.md to update (its archive section only)")
+    args = parser.parse_args(argv)
+    load_start = os.getloadavg()[0]
+    torch.manual_seed(0)
+    model = ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-s-16-512")).eval()
+    processor = build_processor(512)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    processor.id2label = dict(enumerate(labels))
+    work = Path(tempfile.mkdtemp(prefix="clarity_archive_bench_"))
+    rows = {}
+    try:
+        paths = make_folder(work / "archive", args.num_images)
+
+        # 1. clarity-predict over the folder
+        start = time.perf_counter()
+        summary = run_archive(
+            [work / "archive"],
+            model,
+            processor,
+            ArchiveOptions(
+                output_dir=work / "out",
+                batch_size=args.batch_size,
+                num_workers=args.num_workers,
+                progress=False,
+            ),
+        )
+        archive_seconds = time.perf_counter() - start
+        assert summary.images == args.num_images and summary.failed == 0, summary
+
+        # 2. a plain per-image loop over the same files: processor, model, exact post-processing
+        loop_paths = sorted(paths, key=str)[: args.loop_images]
+        start = time.perf_counter()
+        for path in loop_paths:
+            inputs = processor(str(path), return_tensors="pt", return_original_sizes=True)
+            sizes = inputs.pop("original_sizes")
+            with torch.no_grad():
+                out = model(pixel_values=inputs["pixel_values"])
+            torch.sigmoid(out.logits)
+            processor.post_process_object_detection(
+                out, threshold=0.5, target_sizes=sizes, box_resolution=None
+            )
+        loop_seconds = time.perf_counter() - start
+        rows["throughput"] = (args.num_images / archive_seconds, len(loop_paths) / loop_seconds)
+
+        # 3. one image end to end at batch 1 against the forward alone (the real 1024 x 1024 DICOM)
+        pixel_values = processor(str(DICOM), return_tensors="pt")["pixel_values"]
+
+        def forward():
+            with torch.no_grad():
+                return model(pixel_values=pixel_values)
+
+        out = forward()
+
+        def end_to_end(box_resolution):
+            def run():
+                inputs = processor(str(DICOM), return_tensors="pt", return_original_sizes=True)
+                sizes = inputs.pop("original_sizes")
+                with torch.no_grad():
+                    result = model(pixel_values=inputs["pixel_values"])
+                torch.sigmoid(result.logits)
+                processor.post_process_object_detection(
+                    result, threshold=0.5, target_sizes=sizes, box_resolution=box_resolution
+                )
+
+            return run
+
+        def post(box_resolution):
+            return lambda: processor.post_process_object_detection(
+                out, threshold=0.5, target_sizes=[(1024, 1024)], box_resolution=box_resolution
+            )
+
+        decode = lambda: processor(str(DICOM), return_tensors="pt")  # noqa: E731
+        timings = {name: [] for name in ("forward", "fast", "exact", "decode", "post_fast", "post_exact")}
+        for _ in range(args.repeats):  # interleaved, so that load changes hit every measurement alike
+            timings["forward"].append(median_time(forward, 1))
+            timings["fast"].append(median_time(end_to_end(512), 1))
+            timings["exact"].append(median_time(end_to_end(None), 1))
+            timings["decode"].append(median_time(decode, 1))
+            timings["post_fast"].append(median_time(post(512), 1))
+            timings["post_exact"].append(median_time(post(None), 1))
+        rows["batch1"] = {k: statistics.median(v) for k, v in timings.items()}
+        probabilities = torch.sigmoid(out.logits)[0]
+        rows["classes_boxed"] = int((probabilities >= 0.5).sum())
+
+        # 4. ONNX against PyTorch
+        try:
+            from clarity_hf.inference.onnx import export_onnx, onnx_session, run_onnx
+
+            onnx_path = export_onnx(model, work / "clarity.onnx")
+            session = onnx_session(onnx_path)
+            onnx_rows = []
+            for batch in (1, args.batch_size):
+                x = pixel_values.repeat(batch, 1, 1, 1)
+                run_onnx(session, x.numpy())
+                with torch.no_grad():
+                    model(pixel_values=x)
+                torch_times, onnx_times = [], []
+                for _ in range(3):
+                    torch_times.append(median_time(lambda x=x: model(pixel_values=x), 1))
+                    onnx_times.append(median_time(lambda x=x: run_onnx(session, x.numpy()), 1))
+                got = run_onnx(session, x.numpy())
+                with torch.no_grad():
+                    ref = model(pixel_values=x)
+                diff = max(
+                    float(np.abs(got["logits"] - ref.logits.numpy()).max()),
+                    float(np.abs(got["heatmaps"] - ref.heatmaps.numpy()).max()),
+                )
+                onnx_rows.append((batch, statistics.median(torch_times), statistics.median(onnx_times), diff))
+            rows["onnx"] = onnx_rows
+        except ImportError as err:
+            rows["onnx"] = str(err)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    load_end = os.getloadavg()[0]
+    section = render(rows, args, load_start, load_end)
+    print(section)
+    if args.write:
+        write_section(Path(args.write), section)
+    return 0
+
+
+def render(rows, args, load_start, load_end) -> str:
+    archive_rate, loop_rate = rows["throughput"]
+    b = rows["batch1"]
+    lines = [
+        BEGIN,
+        "## Archive inference (`clarity-predict PATH --output-dir`, `benchmarks/archive.py`)",
+        "",
+        f"clarity-s-16-512, random weights, float32, CPU ({torch.get_num_threads()} torch threads); "
+        f"1-min load average {load_start:.1f} at the start and {load_end:.1f} at the end (the machine was shared "
+        "with other jobs: absolute times are inflated, the ratios were measured side by side in one run). "
+        f"Command: `python benchmarks/archive.py --num-images {args.num_images} --loop-images {args.loop_images}`.",
+        "",
+        f"### Throughput on a folder of {args.num_images} images (1024 x 1024: 4/5 rendered synthetic PNGs, 1/5 "
+        "copies of the real DICOM fixture, some without extension)",
+        "",
+        "| | images/s | ratio |",
+        "|---|---|---|",
+        f"| `clarity-predict` (batch {args.batch_size}, {args.num_workers} decoding workers, 14 scores + boxes at "
+        f"the original size, table written) | {archive_rate:.2f} | {archive_rate / loop_rate:.2f}x |",
+        f"| plain per-image loop: processor -> model -> exact post-processing (first {args.loop_images} files) | "
+        f"{loop_rate:.2f} | 1.00x |",
+        "",
+        "### One image end to end, batch 1 (the real 1024 x 1024 DICOM)",
+        "",
+        f"Decode -> forward at 512 -> 14 scores + boxes of the {rows['classes_boxed']} classes scoring >= 0.5 at "
+        f"the original size; median of {args.repeats} interleaved repeats.",
+        "",
+        "| | ms | ratio to the forward |",
+        "|---|---|---|",
+        f"| forward alone (512, batch 1) | {b['forward'] * 1e3:.0f} | 1.00x |",
+        f"| end to end, fast post-processing (default, `box_resolution=512`) | {b['fast'] * 1e3:.0f} | "
+        f"{b['fast'] / b['forward']:.2f}x |",
+        f"| end to end, exact post-processing (`box_resolution=None`) | {b['exact'] * 1e3:.0f} | "
+        f"{b['exact'] / b['forward']:.2f}x |",
+        f"| decode + preprocess alone | {b['decode'] * 1e3:.0f} | {b['decode'] / b['forward']:.2f}x |",
+        f"| boxes alone, fast | {b['post_fast'] * 1e3:.1f} | {b['post_fast'] / b['forward']:.2f}x |",
+        f"| boxes alone, exact | {b['post_exact'] * 1e3:.1f} | {b['post_exact'] / b['forward']:.2f}x |",
+        "",
+    ]
+    if isinstance(rows["onnx"], str):
+        lines += [f"ONNX: not measured ({rows['onnx']}).", ""]
+    else:
+        lines += [
+            "### ONNX (onnxruntime, CPU) vs PyTorch, forward only",
+            "",
+            "| batch | PyTorch ms | onnxruntime ms | onnxruntime speed-up | max abs difference |",
+            "|---|---|---|---|---|",
+        ]
+        for batch, torch_s, onnx_s, diff in rows["onnx"]:
+            lines.append(
+                f"| {batch} | {torch_s * 1e3:.0f} | {onnx_s * 1e3:.0f} | {torch_s / onnx_s:.2f}x | {diff:.1e} |"
+            )
+        lines.append("")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else ""
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

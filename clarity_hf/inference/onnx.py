@@ -1,0 +1,145 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""ONNX export of a CLARiTy model: `pixel_values` (batch, 3, S, S) in, `logits` (batch, C) and `heatmaps`
+(batch, C, h, w) out, with a dynamic batch axis.
+
+    python -m clarity_hf export-onnx MODEL_DIR --output clarity.onnx [--check IMAGE ...]
+
+Needs the `onnx` extra (`pip install "clarity_hf[onnx]"`: onnx, onnxscript for torch's exporter, onnxruntime to
+check and run it). The class names and the input size are stored in the file's metadata (`id2label`, `image_size`),
+so a runtime needs only the processor's preprocessing (or `preprocessor_config.json`) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["export_onnx", "onnx_session", "run_onnx", "main"]
+
+ONNX_EXTRA_HINT = 'pip install "clarity_hf[onnx]"'
+INPUT_NAME = "pixel_values"
+OUTPUT_NAMES = ("logits", "heatmaps")
+
+
+def _require(module: str):
+    try:
+        return __import__(module)
+    except ImportError as err:
+        raise ImportError(f"ONNX export and inference need {module}: `{ONNX_EXTRA_HINT}`") from err
+
+
+class _LogitsAndHeatmaps(torch.nn.Module):
+    """The model's forward as a plain (logits, heatmaps) tuple, the two outputs of the ONNX graph."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = self.model(pixel_values=pixel_values)
+        return outputs.logits, outputs.heatmaps
+
+
+def export_onnx(model, output: str | Path, opset: int = 18, batch_size: int = 2) -> Path:
+    """Export `model` (a `ClarityForMultiLabelLocalization`, or a model folder) to `output` with torch's exporter
+    (`torch.onnx.export(..., dynamo=True)`) and check the graph with `onnx.checker`. Returns the path."""
+    onnx = _require("onnx")
+    _require("onnxscript")
+    if isinstance(model, (str, Path)):
+        from ..hub import load_for_inference
+
+        model = load_for_inference(model).model
+    model = model.eval().float().cpu()
+    size = int(model.config.image_size)
+    example = torch.zeros(batch_size, 3, size, size)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.onnx.export(
+        _LogitsAndHeatmaps(model).eval(),
+        (example,),
+        input_names=[INPUT_NAME],
+        output_names=list(OUTPUT_NAMES),
+        dynamic_shapes=({0: batch},),
+        opset_version=opset,
+        dynamo=True,
+        verbose=False,
+    )
+    program.save(str(output))
+    proto = onnx.load(str(output))
+    onnx.checker.check_model(proto)
+    metadata = {
+        "id2label": json.dumps({str(k): v for k, v in model.config.id2label.items()}),
+        "image_size": str(size),
+        "producer": "clarity_hf",
+    }
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(output))
+    return output
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session for an exported file."""
+    ort = _require("onnxruntime")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session, pixel_values) -> dict[str, np.ndarray]:
+    """`pixel_values` (B, 3, S, S) -> {"logits", "heatmaps"} as numpy arrays."""
+    pixel_values = np.ascontiguousarray(np.asarray(pixel_values, dtype=np.float32))
+    return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixel_values})))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m clarity_hf export-onnx MODEL --output FILE [--check IMAGE ...]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m clarity_hf export-onnx",
+        description="Export a CLARiTy model folder (or Hub id) to ONNX: pixel_values -> logits, heatmaps, dynamic "
+        f"batch. Needs `{ONNX_EXTRA_HINT}`.",
+    )
+    parser.add_argument("model", help="a model folder (e.g. clarity-demo-output/model) or Hub repo id")
+    parser.add_argument("--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (%(default)s)")
+    parser.add_argument(
+        "--check",
+        nargs="*",
+        default=[],
+        metavar="IMAGE",
+        help="images to run through PyTorch and onnxruntime; prints the largest differences",
+    )
+    args = parser.parse_args(argv)
+    from ..hub import load_for_inference
+
+    try:
+        pipe = load_for_inference(args.model)
+    except (OSError, ValueError) as err:
+        print(f"export-onnx: cannot load model {args.model!r}: {err}", file=sys.stderr)
+        return 2
+    try:
+        path = export_onnx(pipe.model, args.output, opset=args.opset)
+    except ImportError as err:
+        print(f"export-onnx: {err}", file=sys.stderr)
+        return 2
+    report = {"onnx": str(path), "bytes": path.stat().st_size}
+    if args.check:
+        pixel_values = pipe.image_processor([str(p) for p in args.check], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            expected = pipe.model(pixel_values=pixel_values)
+        got = run_onnx(onnx_session(path), pixel_values.numpy())
+        report["max_abs_difference"] = {
+            "logits": float(np.abs(got["logits"] - expected.logits.numpy()).max()),
+            "heatmaps": float(np.abs(got["heatmaps"] - expected.heatmaps.numpy()).max()),
+        }
+    print(json.dumps(report, indent=2))
+    return 0

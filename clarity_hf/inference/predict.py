@@ -1,0 +1,239 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""`clarity-predict`: one image -> JSON on stdout and an overlay PNG, or files and folders -> a table
+(`--output-dir`, see `clarity_hf.inference.archive`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+__all__ = ["build_parser", "main"]
+
+EPILOG = """\
+examples:
+  clarity-predict chest.dcm --model clarity-demo-output/model                  # JSON on stdout + chest_overlay.png
+  clarity-predict /archive/2024 more.dcm --model M --output-dir results/      # predictions.csv + errors.csv
+  clarity-predict /archive --model M --output-dir results/ --heatmaps npz --overlays --parquet --num-workers 4
+"""
+
+
+def unit_interval(text: str) -> float:
+    """argparse type: a finite number in [0, 1]."""
+    from ..heatmaps import check_unit_interval
+
+    try:
+        return check_unit_interval(text, "the value")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from err
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clarity-predict",
+        description="Scores, boxes and heatmaps of chest X-rays (PNG, JPEG or DICOM, also without extension). One "
+        "image: JSON on stdout and an overlay PNG. Files and folders with --output-dir: predictions.csv (a row per "
+        "image: path, height, width, one probability column per class, boxes as JSON, heatmap and overlay files) "
+        "and errors.csv (path, reason), resumable.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or DICOMDIRs"
+    )
+    parser.add_argument(
+        "--model", required=True, help="a model folder (e.g. clarity-demo-output/model) or Hub id"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=unit_interval,
+        default=0.5,
+        help="smallest box score kept, in [0, 1] (%(default)s)",
+    )
+    parser.add_argument(
+        "--heatmap-threshold",
+        type=unit_interval,
+        default=None,
+        help="threshold on the normalised heatmap, in [0, 1] (default: the processor's, tuned by the demo)",
+    )
+    one = parser.add_argument_group("one image")
+    one.add_argument("--output", default=None, help="overlay PNG (default: <image stem>_overlay.png here)")
+    many = parser.add_argument_group("archive (--output-dir)")
+    many.add_argument("--output-dir", default=None, help="write the tables here (created; resumable)")
+    many.add_argument(
+        "--batch-size", type=_int_at_least(1), default=8, help="images per forward (%(default)s)"
+    )
+    many.add_argument(
+        "--num-workers",
+        type=_int_at_least(0),
+        default=2,
+        help="decoding processes (%(default)s; 0: in-process)",
+    )
+    many.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    many.add_argument("--bf16", action="store_true", help="run the model in bfloat16 autocast")
+    many.add_argument(
+        "--parquet", action="store_true", help="also write predictions.parquet and errors.parquet"
+    )
+    many.add_argument(
+        "--heatmaps",
+        choices=("npz", "png"),
+        default=None,
+        help="write each image's heatmaps (uint8, original size)",
+    )
+    many.add_argument(
+        "--heatmap-classes", default=None, help="comma-separated classes for --heatmaps (default: all)"
+    )
+    many.add_argument(
+        "--overlays", action="store_true", help="write an overlay PNG of the top class per image"
+    )
+    many.add_argument("--retry-errors", action="store_true", help="try the files of errors.csv again")
+    many.add_argument("--overwrite", action="store_true", help="discard the folder's earlier results")
+    many.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _load(model: str):
+    from ..hub import load_for_inference
+
+    try:
+        return load_for_inference(model)
+    except (OSError, ValueError) as err:
+        print(f"clarity-predict: cannot load model {model!r}: {err}", file=sys.stderr)
+        return None
+
+
+def _predict_archive(args) -> int:
+    from .archive import ArchiveOptions, check_output_dir, run_archive, summary_json
+
+    try:
+        check_output_dir(args.output_dir)
+    except ValueError as err:
+        print(f"clarity-predict: {err}", file=sys.stderr)
+        return 2
+    pipe = _load(args.model)
+    if pipe is None:
+        return 2
+    options = ArchiveOptions(
+        output_dir=args.output_dir,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=args.device,
+        bf16=args.bf16,
+        threshold=args.threshold,
+        heatmap_threshold=args.heatmap_threshold,
+        heatmaps=args.heatmaps,
+        heatmap_classes=[c.strip() for c in args.heatmap_classes.split(",")]
+        if args.heatmap_classes
+        else None,
+        overlays=args.overlays,
+        parquet=args.parquet,
+        retry_errors=args.retry_errors,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    try:
+        summary = run_archive(
+            args.paths, pipe.model, pipe.image_processor, options, model_name=str(args.model)
+        )
+    except ValueError as err:
+        print(f"clarity-predict: {err}", file=sys.stderr)
+        return 2
+    print(summary_json(summary))
+    return 0
+
+
+def _predict_one(args) -> int:
+    from ..visualization import overlay_heatmap
+    from .archive import ArchiveOptions, _Predictor, check_output_dir
+    from .dataset import ArchiveDataset, collate_archive
+
+    image_path = Path(args.paths[0])
+    if not image_path.is_file():
+        print(f"clarity-predict: {image_path}: no such file", file=sys.stderr)
+        return 2
+    output = Path(args.output) if args.output else Path(f"{image_path.stem}_overlay.png")
+    try:  # before any inference: the folder must take a new file, an existing overlay must be replaceable
+        check_output_dir(output.parent)
+        if output.is_dir() or (output.exists() and not os.access(output, os.W_OK)):
+            raise ValueError(f"cannot write {output}")
+    except ValueError as err:
+        print(f"clarity-predict: {err}", file=sys.stderr)
+        return 2
+    pipe = _load(args.model)
+    if pipe is None:
+        return 2
+    options = ArchiveOptions(
+        output_dir=output.parent,
+        threshold=args.threshold,
+        heatmap_threshold=args.heatmap_threshold,
+        device=args.device,
+        bf16=args.bf16,
+    )
+    predictor = _Predictor(pipe.model, pipe.image_processor, options, output.parent)
+    item = ArchiveDataset([image_path], pipe.image_processor, with_display=True)[0]
+    if "error" in item:
+        print(f"clarity-predict: {item['error']}", file=sys.stderr)
+        return 2
+    result = predictor.predict(collate_archive([item]))[0]
+    scores = dict(zip(predictor.labels, result["probabilities"].tolist()))
+    top = max(scores, key=scores.get)
+    boxes = [
+        {
+            "label": b["label"],
+            "score": b["score"],
+            "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), b["box"])),
+        }
+        for b in result["boxes"]
+    ]
+    shown = [b for b in boxes if b["label"] == top] or boxes
+    heatmap = predictor.class_maps(result["heatmaps"], [predictor.labels.index(top)], result["size"])[0]
+    overlay = overlay_heatmap(Image.fromarray(item["display"], mode="L"), heatmap / 255.0, boxes=shown)
+    overlay.save(output, format="PNG")
+    height, width = result["size"]
+    print(
+        json.dumps(
+            {
+                "image": str(image_path),
+                "model": str(args.model),
+                "original_size": {"width": width, "height": height},
+                "scores": {k: round(float(v), 6) for k, v in scores.items()},
+                "boxes": boxes,
+                "overlay": str(output),
+                "overlay_class": top,
+                "threshold": args.threshold,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`clarity-predict`: see `clarity-predict --help`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.output_dir is not None:
+        if args.output is not None:
+            parser.error("--output is for one image; with --output-dir overlays go to OUTPUT_DIR/overlays")
+        return _predict_archive(args)
+    if len(args.paths) != 1 or Path(args.paths[0]).is_dir():
+        parser.error("several paths or a folder need --output-dir (the table's folder)")
+    return _predict_one(args)
