@@ -52,12 +52,10 @@ def load_datasets(config) -> DatasetDict:
     for split in (config.train_split, config.validation_split):
         if split not in dataset:
             raise ValueError(f"dataset {config.dataset!r} has no split {split!r} (splits: {list(dataset)})")
-    if config.max_train_samples:
-        dataset[config.train_split] = dataset[config.train_split].select(range(config.max_train_samples))
-    if config.max_eval_samples:
-        dataset[config.validation_split] = dataset[config.validation_split].select(
-            range(config.max_eval_samples)
-        )
+    # a cap larger than the split keeps the whole split (as transformers' examples do)
+    for split, cap in ((config.train_split, config.max_train_samples), (config.validation_split, config.max_eval_samples)):
+        if cap:
+            dataset[split] = dataset[split].select(range(min(cap, len(dataset[split]))))
     return dataset
 
 
