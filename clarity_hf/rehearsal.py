@@ -42,7 +42,7 @@ class RehearsalConfig:
     """Sizes of one rehearsal; everything else comes from the shipped paper configs."""
 
     output_dir: str
-    num_images: int = 120
+    num_images: int = 64
     steps: int = 2
     train_batch_size: int = 2  # per process; the configs' 16 do not fit a shared 2-core machine
     gradient_accumulation_steps: int = 2

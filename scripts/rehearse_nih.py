@@ -6,7 +6,7 @@ torchrun x2 train.py clarity_s16_512.yaml --init_from_dino -> evaluate.py -> pus
 fresh-process reload -> clarity-predict on a DICOM. Each stage prints its wall time and figure; a failure names the
 stage. The stage table goes to OUTPUT_DIR/stages.json.
 
-    python scripts/rehearse_nih.py --output-dir /tmp/rehearsal                         # the default (~30 min, 2 cores)
+    python scripts/rehearse_nih.py --output-dir /tmp/rehearsal                         # the default (about 35 min on 2 busy cores)
     python scripts/rehearse_nih.py --output-dir /tmp/rehearsal --num-images 48 --steps 2   # a smoke run
 
 The logic is `clarity_hf.rehearsal`.
