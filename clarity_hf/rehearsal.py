@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED = REPO_ROOT.parent / "shared"
@@ -358,7 +359,8 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
 
     # 8. a fresh process reloads the Hub folder (no clarity_hf) with bit-identical logits and heatmaps
     reference = out / "reload_reference.pt"
-    image = next(iter(sorted((folder).glob("images_0*/images/*.png"))))
+    pngs = sorted(folder.glob("images_0*/images/*.png"))
+    image = next((p for p in pngs if Image.open(p).mode == "RGBA"), pngs[0])  # the RGBA path, where there is one
     stage = run_stage(
         Stage("reload_reference"), [py, "-c", REFERENCE_SCRIPT, student_dir / "best_model", image, reference], logs
     )
