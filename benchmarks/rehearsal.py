@@ -50,8 +50,10 @@ official test) x (1 - {val:.0%} validation carve) = {train:,}. Cache build = 112
 per process (decode the 1024 px PNG, resize, encode) / cores (reading ~45 GB of PNGs is assumed not to be the
 bottleneck). Loader workers = the GPUs' projected training images/s / the measured decoded-and-augmented images/s of one
 worker at 512 from the PNG cache (this busy CPU; a data-centre host core is faster, so this is an upper bound).
-Read it as: the per-sample PIL decode-and-augment path cannot feed 8 data-centre GPUs at 512 from a few dozen
-cores; use the PGM cache (`--image-format pgm`), more host cores, or augmentation on the GPU."""
+Read it as: the per-sample PIL decode-and-augment path (the crop-resize and rotation at 512 cost more than the
+decode) cannot feed 8 data-centre GPUs at 512 from a host's few dozen cores; plan for augmentation on the GPU. The
+ConvNeXt's depthwise convolutions and LayerNorms are memory-bound, so its sustained fraction is likely at or below
+the low end: read the teacher's row as a lower bound on time."""
 
 
 def _section(lines: list[str]) -> str:
@@ -198,6 +200,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rehearsal-dir", required=True, help="output folder of scripts/rehearse_nih.py")
     parser.add_argument("--images", type=int, default=24, help="images for the cache and loader measurements")
     parser.add_argument("--output", default=str(REPO_ROOT / "BENCHMARKS.md"))
+    parser.add_argument(
+        "--measurements",
+        default=None,
+        help="JSON file: reuse the cache / loader / FLOP measurements it holds, else measure and write it there",
+    )
     args = parser.parse_args(argv)
     from clarity_hf.rehearsal import Stage, format_stage_table
     from clarity_hf.training import parse_training_config
@@ -207,11 +214,18 @@ def main(argv=None) -> int:
     table = json.loads((run / "stages.json").read_text())
     fields = set(Stage.__dataclass_fields__)
     stages = [Stage(**{k: v for k, v in row.items() if k in fields}) for row in table["stages"]]
-    with tempfile.TemporaryDirectory() as work:
-        cache = cache_measurements(run / "nih", args.images, Path(work))
-        rates = {fmt: loader_rate(Path(path), args.images) for fmt, path in cache["cache_512"].items()}
+    saved = Path(args.measurements) if args.measurements else None
+    if saved is not None and saved.is_file():
+        measured = json.loads(saved.read_text())
+    else:
+        with tempfile.TemporaryDirectory() as work:
+            cache = cache_measurements(run / "nih", args.images, Path(work))
+            rates = {fmt: loader_rate(Path(path), args.images) for fmt, path in cache["cache_512"].items()}
+        measured = {"cache": cache, "rates": rates, "flops": training_flops(512), "folder": str(run / "nih")}
+        if saved is not None:
+            saved.write_text(json.dumps(measured, indent=2))
+    cache, rates, flops = measured["cache"], measured["rates"], measured["flops"]
     worker_rate = rates["png"]
-    flops = training_flops(512)
     configs = {
         name: parse_training_config(["--config", file]).num_train_epochs
         for name, file in (("teacher", "teacher_512.yaml"), ("student", "clarity_s16_512.yaml"))
@@ -243,6 +257,7 @@ def main(argv=None) -> int:
         f"| FLOPs per image, teacher forward | {flops['teacher_forward'] / 1e9:.0f} G |",
         f"| FLOPs per image, student forward + backward (CLARiTy-S-16-512) | {flops['student_train'] / 1e9:.0f} G |",
         f"| FLOPs per image, student forward | {flops['student_forward'] / 1e9:.0f} G |",
+        f"| images measured for the cache and loader rows (from {measured['folder']}) | {cache['images']} |",
         f"| cache disk per 1,000 images, 224 px PNG / PGM | {cache['224_png_mb_per_1000']:.0f} MB / "
         f"{cache['224_pgm_mb_per_1000']:.0f} MB |",
         f"| cache disk per 1,000 images, 512 px PNG / PGM | {cache['512_png_mb_per_1000']:.0f} MB / "
