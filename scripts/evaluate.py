@@ -17,8 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-from datasets import DatasetDict, load_from_disk
+from datasets import DatasetDict
 
+from clarity_hf.data.cache import load_dataset_folder
 from clarity_hf.data.features import get_label_names
 from clarity_hf.data.synthetic import build_synthetic_cxr
 from clarity_hf.evaluation.run import (
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     else:
         if not Path(args.dataset).is_dir():
             sys.exit(f"evaluate.py: --dataset {args.dataset}: no such folder")
-        datasets = load_from_disk(args.dataset)
+        datasets = load_dataset_folder(args.dataset)
         source = args.dataset
     if isinstance(datasets, DatasetDict):
         if args.split not in datasets:

@@ -92,14 +92,24 @@ class GradCAM:
     ) -> GradCAMOutput:
         captured: list[torch.Tensor] = []
 
+        cut = not self.parameter_gradients
+
         def hook(module, inputs, output):
             feature_map = output[0] if isinstance(output, (tuple, list)) else output
+            if cut:
+                # The maps need the graph from A to the logits only: record nothing before A, so a batch of 32 at
+                # 512 px does not keep the whole network's activations (tens of GB for ConvNeXtV2-B).
+                feature_map = feature_map.detach().requires_grad_(True)
+                torch.set_grad_enabled(True)  # restored when the `set_grad_enabled` block below exits
+                captured.append(feature_map)
+                return (feature_map, *output[1:]) if isinstance(output, (tuple, list)) else feature_map
             captured.append(feature_map)
 
         handle = self.target_layer.register_forward_hook(hook)
         try:
-            with torch.enable_grad():
-                pixel_values = pixel_values.detach().requires_grad_(True)
+            with torch.set_grad_enabled(not cut):
+                if not cut:
+                    pixel_values = pixel_values.detach().requires_grad_(True)
                 outputs = self.model(pixel_values)
                 logits = outputs.logits if hasattr(outputs, "logits") else outputs
         finally:

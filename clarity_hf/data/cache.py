@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, DatasetDict, Features, Image, load_dataset
+from datasets import Dataset, DatasetDict, Features, Image, load_dataset, load_from_disk
 from datasets.utils.tqdm import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 from PIL import Image as PILImage
 from tqdm.auto import tqdm
@@ -458,6 +458,14 @@ def load_cache(output_dir: str | os.PathLike, splits: Sequence[str] | None = Non
     for split in loaded:
         attach_metadata(loaded[split], info["metadata"])
     return loaded
+
+
+def load_dataset_folder(folder: str | os.PathLike) -> DatasetDict | Dataset:
+    """A data set folder as the scripts take it: a `build_cache` cache (prepare_chestxray14.py's output) or a
+    `save_to_disk` folder."""
+    if (Path(folder) / CACHE_INFO).is_file():
+        return load_cache(folder)
+    return load_from_disk(str(folder))
 
 
 def push_to_hub(

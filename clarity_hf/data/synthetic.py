@@ -380,12 +380,16 @@ def render_synthetic_cxr(
     findings: Collection[str] | None = None,
     distractors: bool = True,
     labels: np.ndarray | None = None,
+    placed: Sequence[tuple[str, Sequence[float]]] = (),
 ) -> SyntheticSample:
     """Render image `index` of `split` for `seed`.
 
     `findings` restricts which of the image's findings are drawn (None: all; `()`: a lesion-free render of the same
     image, identical elsewhere); the labels and boxes always describe the full image, whatever is drawn.
     `distractors=False` leaves out the markers and wires. `labels` overrides the sampled labels.
+    `placed` draws extra lesions at given places: (name, (x, y, w, h) as fractions of the side) each, the lesion of
+    that class clipped to its box (a given NIH box, e.g.); their footprint is `attributes["placed_mask"]` (S, S) bool.
+    They use their own random streams, so the rest of the image is the same with or without them.
     """
     if split not in SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLIT_CODES)}")
@@ -433,6 +437,11 @@ def render_synthetic_cxr(
                     image += layer
         elif name in draw:
             image += _diffuse(name, rng, u, v, anatomy, lung_soft)
+    placed_mask = np.zeros(u.shape, dtype=bool)
+    for number, (name, box) in enumerate(placed):
+        for layer in _placed_lesion(name, number, (seed, SPLIT_CODES[split], index), u, v, anatomy, box):
+            image += layer
+            placed_mask |= np.abs(layer) > 0.02
     thorax = (lung_soft > 0.5) | (heart > 0.5)
     cx = 0.5 * (anatomy.lungs[0][0] + anatomy.lungs[1][0])
     top = min(lung[1] - lung[3] for lung in anatomy.lungs)
@@ -449,7 +458,25 @@ def render_synthetic_cxr(
         "sex": "M" if rng_meta.random() < 0.55 else "F",
         "view_position": "AP" if portable else ("PA" if rng_meta.random() < 0.9 else "AP"),
     }
+    if placed:
+        attributes["placed_mask"] = placed_mask
     return SyntheticSample(pixels, (thorax * 255).astype(np.uint8), labels, boxes, attributes)
+
+
+def _placed_lesion(name, number, key, u, v, anatomy: _Anatomy, box: Sequence[float]) -> list[np.ndarray]:
+    """Layers of one `name` lesion drawn inside `box` (x, y, w, h, fractions of the side), clipped to the box: the
+    box's inscribed ellipse stands in for the lung the lesion would be placed in."""
+    if name not in NIH_BOXED_PATHOLOGIES:
+        raise ValueError(f"{name!r} has no localized rendering (boxed findings: {list(NIH_BOXED_PATHOLOGIES)})")
+    x, y, w, h = (float(value) for value in box)
+    inside = (u >= x) & (u < x + w) & (v >= y) & (v < y + h)
+    region = (x + w / 2, y + h / 2, w / 2, h / 2)
+    rng = np.random.default_rng(np.random.SeedSequence([*map(int, key), 1000 + number]))
+    if name == "Cardiomegaly":  # an enlarged heart filling the box
+        layers = [0.2 * _soft(_ellipse(u, v, *region, rng.uniform(-0.2, 0.0)), 0.1)]
+    else:
+        layers = _lesion(name, rng, u, v, _Anatomy([region, region], anatomy.heart, inside, anatomy.markings))
+    return [layer * inside for layer in layers]
 
 
 def _png(array: np.ndarray) -> dict[str, Any]:

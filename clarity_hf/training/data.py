@@ -25,9 +25,10 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, Image, load_from_disk
+from datasets import Dataset, DatasetDict, Image
 from torch.utils.data import Sampler
 
+from ..data.cache import load_dataset_folder
 from ..data.features import get_label_names
 from ..data.transforms import IMAGE_COLUMNS, PROBLEM_KINDS, ClarityCollator, ClarityTransform
 
@@ -45,7 +46,7 @@ def load_datasets(config) -> DatasetDict:
             raise FileNotFoundError(
                 f"dataset folder {config.dataset!r} does not exist (or give dataset: synthetic)"
             )
-        dataset = load_from_disk(config.dataset)
+        dataset = load_dataset_folder(config.dataset)
         if isinstance(dataset, Dataset):
             raise ValueError(f"{config.dataset}: expected a DatasetDict with splits, got a single Dataset")
     for split in (config.train_split, config.validation_split):
