@@ -36,6 +36,7 @@ from ..baselines import (
     PlainViTForMultiLabelClassification,
     teacher_cam,
     teacher_gradcam,
+    teacher_gradcam_stages,
 )
 from .classification import compute_auroc
 from .figures import save_overlay_grid
@@ -51,7 +52,10 @@ __all__ = [
     "evaluate_predictions",
     "heatmap_methods",
     "load_model_for_evaluation",
+    "localization_evaluator",
+    "map_grid",
     "model_kind",
+    "stage_method_name",
     "predict_split",
     "reported_thresholds",
     "figure_rows",
@@ -59,7 +63,8 @@ __all__ = [
     "write_evaluation",
 ]
 
-# A heatmap method: pixel_values (B, 3, H, W) -> an output with `logits` (B, C) and `heatmaps` (B, C, h, w).
+# A heatmap method: pixel_values (B, 3, H, W) -> an output with `logits` (B, C) and `heatmaps` (B, C, h, w), or a
+# mapping method name -> such an output when one pass yields several methods (Grad-CAM on every teacher stage).
 HeatmapMethod = Callable[[torch.Tensor], Any]
 
 
@@ -126,17 +131,38 @@ def load_model_for_evaluation(folder: str | Path) -> tuple[torch.nn.Module, Clar
     return model.eval(), processor, kind
 
 
-def heatmap_methods(model: torch.nn.Module, kind: str, name: str | None = None) -> dict[str, HeatmapMethod]:
+def stage_method_name(name: str, stage: int) -> str:
+    """The method name of `name` computed on encoder stage `stage` (0-based)."""
+    return f"{name} [stage {stage}]"
+
+
+def map_grid(heatmaps: np.ndarray | torch.Tensor) -> str:
+    """The map grid of (..., h, w) heatmaps as "h x w"."""
+    h, w = tuple(heatmaps.shape[-2:])
+    return f"{h} x {w}"
+
+
+def heatmap_methods(
+    model: torch.nn.Module, kind: str, name: str | None = None, gradcam_stages: bool = False
+) -> dict[str, HeatmapMethod]:
     """The heatmap methods of a model: CLARiTy -> its heatmaps; plain ViT -> CLS attention; ConvNeXt(V2) teacher ->
-    Grad-CAM and CAM. Keys are method names (`name` prefixes them)."""
+    Grad-CAM and CAM. Keys are method names (`name` prefixes them). With `gradcam_stages`, the teacher's Grad-CAM
+    method yields one method per encoder stage, named by [`stage_method_name`] (one shared pass), for
+    `clarity_hf.evaluation.selection.select_stage` to choose from."""
     if kind == "clarity":
         return {(name or "CLARiTy"): lambda x: _no_grad(model, x)}
     if kind == "plain_vit":
         return {(name or "plain ViT (CLS attention)"): lambda x: _no_grad(model, x)}
     if kind == "convnextv2":
         prefix = name or "teacher"
+        gradcam_name = f"{prefix} Grad-CAM"
+
+        def every_stage(x: torch.Tensor) -> dict[str, Any]:
+            outputs = teacher_gradcam_stages(model, x)
+            return {stage_method_name(gradcam_name, s): out for s, out in outputs.items()}
+
         return {
-            f"{prefix} Grad-CAM": lambda x: teacher_gradcam(model, x),
+            gradcam_name: every_stage if gradcam_stages else (lambda x: teacher_gradcam(model, x)),
             f"{prefix} CAM": lambda x: teacher_cam(model, x),
         }
     raise ValueError(f"unknown model kind {kind!r}")
@@ -177,9 +203,10 @@ def predict_split(
     if isinstance(images.features["image"], ImageFeature) and not images.features["image"].decode:
         images = images.cast_column("image", ImageFeature(decode=True))
     meta = dataset.select_columns(["labels", *meta_columns])
-    logits: dict[str, list[np.ndarray]] = {name: [] for name in methods}
-    heatmaps: dict[str, list[np.ndarray]] = {name: [] for name in methods}
-    seconds = dict.fromkeys(methods, 0.0)
+    # Keyed by output name: a method that returns a mapping yields several outputs, timed together.
+    logits: dict[str, list[np.ndarray]] = {}
+    heatmaps: dict[str, list[np.ndarray]] = {}
+    seconds: dict[str, float] = {}
     for start in range(0, len(dataset), batch_size):
         stop = min(start + batch_size, len(dataset))
         batch_images = images[start:stop]["image"]
@@ -187,9 +214,12 @@ def predict_split(
         for name, method in methods.items():
             began = time.perf_counter()
             output = method(pixel_values)
-            seconds[name] += time.perf_counter() - began
-            logits[name].append(output.logits.detach().float().cpu().numpy())
-            heatmaps[name].append(output.heatmaps.detach().float().cpu().numpy())
+            elapsed = time.perf_counter() - began
+            outputs = output if isinstance(output, Mapping) else {name: output}
+            for key, value in outputs.items():
+                seconds[key] = seconds.get(key, 0.0) + elapsed
+                logits.setdefault(key, []).append(value.logits.detach().float().cpu().numpy())
+                heatmaps.setdefault(key, []).append(value.heatmaps.detach().float().cpu().numpy())
     rows = meta[:]
     labels = np.asarray(rows["labels"], dtype=np.float32)
     n = len(dataset)
@@ -210,25 +240,16 @@ def predict_split(
             box_splits=splits,
             seconds=seconds[name],
         )
-        for name in methods
+        for name in logits
     }
 
 
-def evaluate_predictions(
+def localization_evaluator(
     predictions: SplitPredictions,
     class_names: Sequence[str],
     boxed_classes: Sequence[str] = NIH_BOXED_PATHOLOGIES,
-    per_class_thresholds: bool = False,
-    n_bootstrap: int = 200,
-    notes: str = "",
-) -> ModelEntry:
-    """AUROC over every row, localization over the boxed rows (tuned on `tune`, reported on `eval`; when the split
-    has no tune / eval halves, every boxed row is evaluated at the default threshold 0.5)."""
-    entry: ModelEntry = {
-        "classification": compute_auroc(
-            predictions.logits, predictions.labels, class_names=list(class_names), n_bootstrap=n_bootstrap
-        )
-    }
+) -> LocalizationEvaluator:
+    """A `LocalizationEvaluator` holding every boxed row of `predictions` (with its `box_split`)."""
     boxed = [name for name in boxed_classes if name in class_names]
     evaluator = LocalizationEvaluator(class_names=list(class_names), boxed_classes=boxed)
     for i, boxes in enumerate(predictions.boxes):
@@ -240,6 +261,28 @@ def evaluate_predictions(
                 predictions.box_frames[i],
                 predictions.box_splits[i],
             )
+    return evaluator
+
+
+def evaluate_predictions(
+    predictions: SplitPredictions,
+    class_names: Sequence[str],
+    boxed_classes: Sequence[str] = NIH_BOXED_PATHOLOGIES,
+    per_class_thresholds: bool = False,
+    n_bootstrap: int = 200,
+    notes: str = "",
+    map_info: Mapping[str, Any] | None = None,
+) -> ModelEntry:
+    """AUROC over every row, localization over the boxed rows (tuned on `tune`, reported on `eval`; when the split
+    has no tune / eval halves, every boxed row is evaluated at the default threshold 0.5). The entry's `map` holds
+    the heatmaps' grid ("h x w") and `map_info` (e.g. the chosen teacher stage)."""
+    entry: ModelEntry = {
+        "classification": compute_auroc(
+            predictions.logits, predictions.labels, class_names=list(class_names), n_bootstrap=n_bootstrap
+        ),
+        "map": {"grid": map_grid(predictions.heatmaps), **dict(map_info or {})},
+    }
+    evaluator = localization_evaluator(predictions, class_names, boxed_classes)
     if len(evaluator):
         splits = set(predictions.box_splits)
         if {"tune", "eval"} <= splits:
