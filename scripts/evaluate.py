@@ -19,6 +19,8 @@ from pathlib import Path
 
 from datasets import DatasetDict, load_from_disk
 
+from clarity_hf.data.features import get_label_names
+from clarity_hf.data.synthetic import build_synthetic_cxr
 from clarity_hf.evaluation.run import (
     evaluate_predictions,
     heatmap_methods,
@@ -59,8 +61,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.synthetic:
-        from clarity_hf.data.synthetic import build_synthetic_cxr
-
         datasets = build_synthetic_cxr(
             0, 0, args.synthetic_num_test, image_size=args.synthetic_image_size, seed=args.synthetic_seed
         )
@@ -77,8 +77,6 @@ def main(argv=None) -> int:
     else:
         split = datasets
     try:
-        from clarity_hf.data.features import get_label_names
-
         label_names = get_label_names(split)
     except ValueError:
         label_names = None

@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from clarity_hf import ClarityForMultiLabelLocalization, ClarityImageProcessor
 from clarity_hf.hub import describe_folder, push_to_hub, resolve_model_folder, save_for_hub
 
 
@@ -45,9 +46,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from clarity_hf import ClarityForMultiLabelLocalization
-    from clarity_hf.image_processing_clarity import ClarityImageProcessor
-
     source = resolve_model_folder(args.model)
     model = ClarityForMultiLabelLocalization.from_pretrained(source, use_safetensors=True)
     if (source / "preprocessor_config.json").is_file():

@@ -10,7 +10,7 @@ import pytest
 from helpers import REPO_ROOT, subprocess_env
 from PIL import Image
 
-from clarity_hf.commands.cli import build_demo_parser
+from clarity_hf.commands.cli import build_demo_parser, demo_main
 from clarity_hf.commands.demo import ABLATIONS, DemoConfig, parse_ablations, verdict, verdict_markdown
 from clarity_hf.evaluation.figures import HEADER_HEIGHT, LABEL_WIDTH
 
@@ -54,6 +54,27 @@ def test_parse_ablations():
     assert parse_ablations("distillation, segment_cam") == ["distillation", "segment_cam"]
     with pytest.raises(ValueError, match="unknown ablation"):
         parse_ablations("dino")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--batch-size", "0"],
+        ["--batch-size", "-4"],
+        ["--student-steps", "0"],
+        ["--image-size", "-64"],
+        ["--num-test", "0"],
+        ["--seed", "-1"],
+        ["--learning-rate", "-1e-3"],
+        ["--learning-rate", "nan"],
+        ["--ablations", "dino"],
+    ],
+)
+def test_demo_parser_refuses_invalid_values(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_demo_parser().parse_args(argv) if argv[0] != "--ablations" else demo_main(argv)
+    assert exit_info.value.code == 2
+    assert argv[0] in capsys.readouterr().err
 
 
 def test_demo_parser_defaults():

@@ -76,6 +76,14 @@ def test_predict_threshold_one_gives_no_boxes(model_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["boxes"] == []
 
 
+@pytest.mark.parametrize("threshold", ["5", "-1", "nan", "1.5"])
+def test_predict_refuses_thresholds_outside_0_1(tmp_path, capsys, threshold):
+    for option in ("--threshold", "--heatmap-threshold"):
+        with pytest.raises(SystemExit) as exit_info:
+            predict_main([str(tmp_path / "x.png"), "--model", str(tmp_path), option, threshold])
+        assert exit_info.value.code == 2 and "must be in [0, 1]" in capsys.readouterr().err
+
+
 def test_predict_bad_inputs(model_dir, tmp_path, capsys):
     assert predict_main([str(tmp_path / "missing.png"), "--model", str(model_dir)]) == 2
     assert "missing.png: no such file" in capsys.readouterr().err

@@ -1,16 +1,21 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Console scripts: `clarity-demo` (the main job, `clarity_hf.demo`) and `clarity-predict` (one image -> scores, boxes
-and an overlay PNG). Both also run as `python -m clarity_hf demo|predict ...`."""
+"""Console scripts: `clarity-demo` (the demo job, `clarity_hf.commands.demo`) and `clarity-predict` (one image ->
+scores, boxes and an overlay PNG). Both also run as `python -m clarity_hf demo|predict ...`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["demo_main", "predict_main", "main"]
+from ..hub import load_for_inference
+from ..visualization import decode_for_display, overlay_heatmap
+from .demo import ABLATIONS, DemoConfig, parse_ablations, run_demo
+
+__all__ = ["demo_main", "predict", "predict_main", "main"]
 
 DEMO_EPILOG = """\
 examples:
@@ -23,9 +28,39 @@ examples:
 """
 
 
-def build_demo_parser() -> argparse.ArgumentParser:
-    from .demo import ABLATIONS, DemoConfig
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def build_demo_parser() -> argparse.ArgumentParser:
     defaults = DemoConfig()
     parser = argparse.ArgumentParser(
         prog="clarity-demo",
@@ -56,7 +91,7 @@ def build_demo_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="input side (default: the preset's training config, 96 for clarity-tiny; 64 with --quick)",
     )
@@ -69,20 +104,19 @@ def build_demo_parser() -> argparse.ArgumentParser:
         "baseline-steps",
         "ablation-steps",
         "batch-size",
-        "seed",
         "n-bootstrap",
     ):
-        parser.add_argument(f"--{name}", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--learning-rate", type=float, default=None, help=argparse.SUPPRESS)
+        parser.add_argument(f"--{name}", type=positive_int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=non_negative_int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--learning-rate", type=positive_float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-reload-check", action="store_true", help="skip the fresh-process reload")
     return parser
 
 
 def demo_main(argv: Sequence[str] | None = None) -> int:
     """`clarity-demo`: see `clarity-demo --help`."""
-    from .demo import DemoConfig, parse_ablations, run_demo
-
-    args = build_demo_parser().parse_args(argv)
+    parser = build_demo_parser()
+    args = parser.parse_args(argv)
     overrides = {"output_dir": args.output_dir, "data_dir": args.data_dir, "preset": args.preset}
     for key in (
         "image_size",
@@ -102,7 +136,10 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         if value is not None:
             overrides[key] = value
     if args.ablations is not None:
-        overrides["ablations"] = parse_ablations(args.ablations)
+        try:
+            overrides["ablations"] = parse_ablations(args.ablations)
+        except ValueError as err:
+            parser.error(f"--ablations: {err}")
     overrides["reload_check"] = not args.no_reload_check
     config = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)
     result = run_demo(config)
@@ -133,11 +170,11 @@ def build_predict_parser() -> argparse.ArgumentParser:
         "--model", required=True, help="a model folder (e.g. clarity-demo-output/model) or Hub repo id"
     )
     parser.add_argument(
-        "--threshold", type=float, default=0.5, help="smallest class probability that gives boxes"
+        "--threshold", type=probability, default=0.5, help="smallest class probability that gives boxes"
     )
     parser.add_argument(
         "--heatmap-threshold",
-        type=float,
+        type=probability,
         default=None,
         help="threshold on the normalised heatmap (default: the processor's, tuned by the demo)",
     )
@@ -145,50 +182,53 @@ def build_predict_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def predict_main(argv: Sequence[str] | None = None) -> int:
-    """`clarity-predict image --model DIR`: prints {"scores", "boxes", "overlay", ...} as JSON."""
-    args = build_predict_parser().parse_args(argv)
-    image_path = Path(args.image)
+def predict(
+    image: str | Path,
+    model: str,
+    threshold: float = 0.5,
+    heatmap_threshold: float | None = None,
+    output: str | Path | None = None,
+) -> dict:
+    """Scores and boxes of one X-ray, with an overlay PNG of its most probable class written to `output` (default:
+    `<image stem>_overlay.png` here). Raises `FileNotFoundError` / `ValueError` naming the input."""
+    image_path = Path(image)
     if not image_path.is_file():
-        print(f"clarity-predict: {image_path}: no such file", file=sys.stderr)
-        return 2
-    from ..hub import load_for_inference
-    from ..visualization import decode_for_display, overlay_heatmap
-
+        raise FileNotFoundError(f"{image_path}: no such file")
     try:
-        pipe = load_for_inference(args.model)
+        pipe = load_for_inference(model)
     except (OSError, ValueError) as err:
-        print(f"clarity-predict: cannot load model {args.model!r}: {err}", file=sys.stderr)
-        return 2
-    try:
-        result = pipe(str(image_path), threshold=args.threshold, heatmap_threshold=args.heatmap_threshold)
-        display = decode_for_display(pipe.image_processor, str(image_path))
-    except ValueError as err:
-        print(f"clarity-predict: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"cannot load model {str(model)!r}: {err}") from err
+    result = pipe(str(image_path), threshold=threshold, heatmap_threshold=heatmap_threshold)
+    display = decode_for_display(pipe.image_processor, str(image_path))
     scores = result["scores"]
     top = max(scores, key=scores.get)
     shown = [b for b in result["boxes"] if b["label"] == top] or result["boxes"]
     heatmap = result["heatmaps"][list(scores).index(top)]
     overlay = overlay_heatmap(display, heatmap, boxes=shown)
-    output = Path(args.output) if args.output else Path(f"{image_path.stem}_overlay.png")
+    output = Path(output) if output else Path(f"{image_path.stem}_overlay.png")
     output.parent.mkdir(parents=True, exist_ok=True)
     overlay.save(output, format="PNG")
-    print(
-        json.dumps(
-            {
-                "image": str(image_path),
-                "model": str(args.model),
-                "original_size": {"width": display.width, "height": display.height},
-                "scores": {k: round(float(v), 6) for k, v in scores.items()},
-                "boxes": [{**b, "score": round(float(b["score"]), 6)} for b in result["boxes"]],
-                "overlay": str(output),
-                "overlay_class": top,
-                "threshold": args.threshold,
-            },
-            indent=2,
-        )
-    )
+    return {
+        "image": str(image_path),
+        "model": str(model),
+        "original_size": {"width": display.width, "height": display.height},
+        "scores": {k: round(float(v), 6) for k, v in scores.items()},
+        "boxes": [{**b, "score": round(float(b["score"]), 6)} for b in result["boxes"]],
+        "overlay": str(output),
+        "overlay_class": top,
+        "threshold": threshold,
+    }
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    """`clarity-predict image --model DIR`: prints {"scores", "boxes", "overlay", ...} as JSON."""
+    args = build_predict_parser().parse_args(argv)
+    try:
+        result = predict(args.image, args.model, args.threshold, args.heatmap_threshold, args.output)
+    except (OSError, ValueError) as err:
+        print(f"clarity-predict: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -1,6 +1,12 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""The main job (`clarity-demo`, `python -m clarity_hf demo`): data -> teacher -> CLARiTy student -> baselines ->
-ablations -> evaluation report + overlay figures -> Hub-ready model folder -> reload in a fresh process.
+"""The demo job (`clarity-demo`, `python -m clarity_hf demo`), in named steps:
+
+1. [`step_data`]: the data set;
+2. [`step_train`]: the ConvNeXtV2 teacher, the distilled CLARiTy student, the plain-ViT baseline and one student
+   per ablation switch;
+3. [`step_evaluate`]: every model and baseline on the same test split with the same code, and the overlay figures;
+4. [`step_export`]: the Hub-ready model folder of the student, reloaded in a fresh process without clarity_hf;
+5. [`step_verdict`]: the verdict, the ablation table and the report.
 
 With no arguments everything runs offline on this CPU: the synthetic chest X-ray benchmark
 (`clarity_hf.data.synthetic.build_synthetic_cxr`), a tiny ConvNeXtV2 teacher, a tiny CLARiTy student (distilled),
@@ -16,7 +22,6 @@ image; localization threshold tuned on the `tune` half of the boxed images, repo
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import shutil
@@ -31,10 +36,28 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoModelForImageClassification
 
-from ..configuration_clarity import NIH_PATHOLOGIES
-
-logger = logging.getLogger(__name__)
+from ..baselines import PlainViTForMultiLabelClassification, plain_vit_config
+from ..configuration_clarity import ClarityConfig
+from ..data.chestxray14 import build_chestxray14
+from ..data.features import get_label_names
+from ..data.synthetic import build_synthetic_cxr
+from ..evaluation.report import build_report
+from ..evaluation.run import (
+    evaluate_predictions,
+    heatmap_methods,
+    load_model_for_evaluation,
+    predict_split,
+    reported_thresholds,
+    save_figure,
+    write_evaluation,
+)
+from ..evaluation.tables import markdown_table
+from ..hub import save_for_hub
+from ..training import ClarityTrainingConfig, train
+from ..training.models import build_model
+from ..training.teacher_cache import add_teacher_logits
 
 __all__ = ["ABLATIONS", "DemoConfig", "DemoResult", "run_demo", "parse_ablations", "verdict"]
 
@@ -50,6 +73,9 @@ STUDENT_NAME = "CLARiTy"
 BASELINE_NAMES = ("teacher Grad-CAM", "teacher CAM", "plain ViT (CLS attention)")
 VERDICT_IOU = (0.3, 0.5)
 VERDICT_AUROC = 0.9
+# The weight of the distillation loss of every distilled student: the paper configuration's (ClarityConfig's
+# default); the ablation "w/o distillation" sets it to 0.
+DISTILLATION_WEIGHT = ClarityConfig().distillation_loss_weight
 # student preset -> (student config, teacher config) shipped with clarity_hf.training: the one source of every
 # training hyperparameter; the demo only sets the output folders, the data, the seed and (optionally) the steps.
 PRESET_CONFIGS = {
@@ -108,7 +134,6 @@ class DemoConfig:
 
     def training_configs(self):
         """The (student, teacher) `ClarityTrainingConfig`s shipped for this preset."""
-        from ..training import ClarityTrainingConfig
 
         if self.preset not in PRESET_CONFIGS:
             raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESET_CONFIGS)}")
@@ -169,15 +194,11 @@ def parse_ablations(text: str | Sequence[str] | None) -> list[str]:
 def build_data(config: DemoConfig):
     """The DatasetDict: the synthetic benchmark, or NIH ChestX-ray14 from `config.data_dir`."""
     if config.data_dir:
-        from ..data.chestxray14 import build_chestxray14
-
         if not Path(config.data_dir).is_dir():
             raise FileNotFoundError(
                 f"--data-dir {config.data_dir!r} is not a folder (the NIH ChestX-ray14 download)"
             )
         return build_chestxray14(config.data_dir, seed=config.seed, box_split_seed=config.seed)
-    from ..data.synthetic import build_synthetic_cxr
-
     return build_synthetic_cxr(
         config.num_train,
         config.num_validation,
@@ -226,8 +247,6 @@ def _teacher_description(config: DemoConfig) -> str:
 
 
 def _train(training_config, datasets, model=None) -> Path:
-    from ..training import train
-
     result = train(training_config, model=model, datasets=datasets)
     if result.best_model_dir is None:
         raise RuntimeError(
@@ -263,7 +282,7 @@ def _auroc(entry: dict) -> float:
 
 
 def verdict(entries: dict, student: str = STUDENT_NAME, baselines: Sequence[str] = BASELINE_NAMES) -> dict:
-    """Issue 5's acceptance check, computed from the numbers: mean AUROC >= 0.9 and better localization than every
+    """The demo's verdict, computed from the numbers: mean AUROC >= 0.9 and better localization than every
     baseline at T(IoU) 0.3 and 0.5."""
     clarity = entries[student]
     checks = []
@@ -296,7 +315,13 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def verdict_markdown(result: dict, data: str) -> str:
-    lines = ["## Verdict (issue 5 acceptance, computed from the numbers above)", ""]
+    lines = [
+        "## Verdict (computed from the numbers above)",
+        "",
+        f"The student must reach a mean AUROC of at least {VERDICT_AUROC} and localize better than every baseline "
+        f"at T(IoU) = {' and '.join(f'{t:g}' for t in VERDICT_IOU)}.",
+        "",
+    ]
     if result["passed"]:
         lines.append(f"**Met** on {data}: every check below passes.")
     else:
@@ -304,32 +329,52 @@ def verdict_markdown(result: dict, data: str) -> str:
         lines.append(
             f"**NOT met** on {data}: {len(failed)} of {len(result['checks'])} checks fail ({'; '.join(failed)})."
         )
-    lines += ["", "| check | CLARiTy | baseline | result |", "|---|---|---|---|"]
-    for c in result["checks"]:
-        lines.append(
-            f"| {c['check']} | {_fmt(c['value'])} | {_fmt(c.get('baseline'))} | {'pass' if c['passed'] else 'FAIL'} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [c["check"], _fmt(c["value"]), _fmt(c.get("baseline")), "pass" if c["passed"] else "FAIL"]
+        for c in result["checks"]
+    ]
+    return "\n".join(lines + ["", markdown_table(["check", "CLARiTy", "baseline", "result"], rows)])
 
 
 def ablation_markdown(rows: list[dict], steps: int) -> str:
-    lines = [
-        "## Ablation (one CLARiTy component switched off per row)",
-        "",
-        f"Every row is a student trained with the same data, seed and schedule ({steps} optimizer steps); "
-        "localization on the eval half after tuning on the tune half. Delta = row - full model.",
-        "",
-        "| variant | switch | mean AUROC | T(IoU)=0.3 | T(IoU)=0.5 | mean acc. T(IoU) 0.1-0.7 | delta AUROC | delta T0.3 | delta T0.5 |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
     full = rows[0]
+    table = []
     for row in rows:
         d = [row[k] - full[k] for k in ("mean_auroc", "iou_0.3", "iou_0.5")]
-        lines.append(
-            f"| {row['variant']} | `{row['switch']}` | {_fmt(row['mean_auroc'])} | {_fmt(row['iou_0.3'])} | "
-            f"{_fmt(row['iou_0.5'])} | {_fmt(row['mean_iou_accuracy'])} | {_fmt(d[0], 3)} | {_fmt(d[1], 3)} | {_fmt(d[2], 3)} |"
+        table.append(
+            [
+                row["variant"],
+                f"`{row['switch']}`",
+                _fmt(row["mean_auroc"]),
+                _fmt(row["iou_0.3"]),
+                _fmt(row["iou_0.5"]),
+                _fmt(row["mean_iou_accuracy"]),
+                _fmt(d[0]),
+                _fmt(d[1]),
+                _fmt(d[2]),
+            ]
         )
-    return "\n".join(lines)
+    header = [
+        "variant",
+        "switch",
+        "mean AUROC",
+        "T(IoU)=0.3",
+        "T(IoU)=0.5",
+        "mean acc. T(IoU) 0.1-0.7",
+        "delta AUROC",
+        "delta T0.3",
+        "delta T0.5",
+    ]
+    return "\n".join(
+        [
+            "## Ablation (one CLARiTy component switched off per row)",
+            "",
+            f"Every row is a student trained with the same data, seed and schedule ({steps} optimizer steps); "
+            "localization on the eval half after tuning on the tune half. Delta = row - full model.",
+            "",
+            markdown_table(header, table),
+        ]
+    )
 
 
 def _ablation_row(variant: str, switch: str, entry: dict) -> dict:
@@ -346,7 +391,9 @@ def _ablation_row(variant: str, switch: str, entry: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------- reload
 # The first lines of a script run in a fresh process to prove that a saved folder works on its own, as for a Hub user
 # without clarity_hf, also where clarity_hf is installed: importing clarity_hf or any submodule then fails.
-WITHOUT_CLARITY_HF = 'import sys\nsys.modules["clarity_hf"] = None  # everything must come from the model folder\n'
+WITHOUT_CLARITY_HF = (
+    'import sys\nsys.modules["clarity_hf"] = None  # everything must come from the model folder\n'
+)
 RELOAD_SCRIPT = WITHOUT_CLARITY_HF + textwrap.dedent(
     """
     import json
@@ -403,167 +450,181 @@ def reload_in_fresh_process(model_dir: Path, model, pixel_values: torch.Tensor, 
     return result
 
 
-# ----------------------------------------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------------------------------------- steps
 def _log(message: str) -> None:
     print(f"[clarity-demo] {message}", flush=True)
 
 
-def run_demo(config: DemoConfig) -> DemoResult:
-    """Run the whole job (see the module docstring); returns where everything is."""
-    from ..baselines import PlainViTForMultiLabelClassification, plain_vit_config
-    from ..evaluation.run import (
-        evaluate_predictions,
-        heatmap_methods,
-        load_model_for_evaluation,
-        predict_split,
-        reported_thresholds,
-        save_figure,
-        write_evaluation,
-    )
+class _Clock:
+    """Seconds per step, logged as each step ends."""
 
-    config = config.resolved()
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+    def __init__(self):
+        self.started = self.last = time.perf_counter()
+        self.timings: dict[str, float] = {}
 
-    def lap(name: str, since: float) -> float:
+    def lap(self, name: str) -> None:
         now = time.perf_counter()
-        timings[name] = round(now - since, 1)
-        _log(f"{name}: {timings[name]:.1f} s")
-        return now
+        self.timings[name] = round(now - self.last, 1)
+        self.last = now
+        _log(f"{name}: {self.timings[name]:.1f} s")
 
-    out = Path(config.output_dir)
-    if out.exists():
-        for sub in ("runs", "model", "figures"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = out / "runs"
-    torch.manual_seed(config.seed)
+    def total(self) -> float:
+        self.timings["total"] = round(time.perf_counter() - self.started, 1)
+        return self.timings["total"]
 
-    # 1. data
-    t = time.perf_counter()
-    source = (
-        f"NIH ChestX-ray14 at {config.data_dir}"
-        if config.data_dir
-        else (
+
+@dataclass
+class DemoData:
+    datasets: Any  # datasets.DatasetDict
+    label_names: list[str]
+    source: str  # one line describing the data, for the report and the model card
+
+
+@dataclass
+class TrainedModels:
+    teacher_dir: Path
+    student_dir: Path
+    plain_vit_dir: Path
+    ablation_dirs: dict[str, Path]  # "full" (the reference of the ablation schedule) and one per switch
+
+
+@dataclass
+class Evaluation:
+    entries: dict[str, dict]  # report entry per model / heatmap method
+    predictions: dict[str, Any]
+    student: Any
+    processor: Any
+    ablation_models: dict[str, str]  # ablation key -> its entry's name
+    figures: list[Path]
+
+
+def step_data(config: DemoConfig) -> DemoData:
+    """The data set and its label names."""
+    if config.data_dir:
+        source = f"NIH ChestX-ray14 at {config.data_dir}"
+    else:
+        source = (
             f"synthetic CXR benchmark (seed {config.seed}, {config.image_size} px, {config.num_train}/"
             f"{config.num_validation}/{config.num_test} train/validation/test images)"
         )
-    )
     _log(f"data: {source}")
     datasets = build_data(config)
-    test = datasets["test"]
-    try:
-        from ..data.features import get_label_names
+    return DemoData(datasets, get_label_names(datasets), source)
 
-        label_names = get_label_names(datasets)
-    except (ImportError, ValueError):
-        label_names = list(NIH_PATHOLOGIES)
-    t = lap("data", t)
 
-    # 2. teacher, 3. student (distilled), 4. plain ViT baseline
+def _student_config(config: DemoConfig, output_dir: Path, steps: int, teacher: dict, **overrides: Any):
+    """A distilled student's training config (`teacher`: where its distillation targets come from)."""
+    weight = overrides.pop("distillation_loss_weight", DISTILLATION_WEIGHT)
+    return _training_config(
+        config,
+        "clarity",
+        output_dir,
+        steps,
+        distillation_loss_weight=weight,
+        **(teacher if weight > 0 else {}),
+        **overrides,
+    )
+
+
+def step_train(config: DemoConfig, data: DemoData, runs: Path, clock: _Clock) -> TrainedModels:
+    """Teacher, distilled student, plain-ViT baseline and ablation students, all by the one training loop. On the
+    CPU presets the teacher's logits are computed once into the training split (no augmentation: they are the
+    same at every epoch); `data.datasets` then holds them."""
     _log(f"training the ConvNeXtV2 teacher ({config.teacher_steps} steps)")
     teacher_dir = _train(
-        _training_config(config, "convnextv2", runs / "teacher", config.teacher_steps), datasets
+        _training_config(config, "convnextv2", runs / "teacher", config.teacher_steps), data.datasets
     )
-    t = lap("train teacher", t)
-    # Without augmentation the teacher's logits are the same at every epoch: compute them once (one forward pass
-    # over the training split) instead of running the teacher in every step of every student.
-    teacher_source: dict[str, Any] = {"teacher_name_or_path": str(teacher_dir)}
+    clock.lap("train teacher")
+    teacher: dict[str, Any] = {"teacher_name_or_path": str(teacher_dir)}
     if config.preset not in PAPER_PRESETS:
-        from transformers import AutoModelForImageClassification
-
-        from ..training.teacher_cache import add_teacher_logits
-
         cache_config = _training_config(config, "clarity", runs / "cache", 1)
         frozen = AutoModelForImageClassification.from_pretrained(teacher_dir).eval()
-        datasets = add_teacher_logits(
-            frozen, datasets, config.image_size, cache_config, ["train"], batch_size=64
+        data.datasets = add_teacher_logits(
+            frozen, data.datasets, config.image_size, cache_config, ["train"], batch_size=64
         )
-        teacher_source = {"use_cached_teacher_logits": True}
+        teacher = {"use_cached_teacher_logits": True}
         del frozen
-        t = lap("teacher logits cache", t)
+        clock.lap("teacher logits cache")
+
     _log(f"training the CLARiTy student ({config.student_steps} steps, distilled from the teacher)")
     student_dir = _train(
-        _training_config(
-            config,
-            "clarity",
-            runs / "student",
-            config.student_steps,
-            **teacher_source,
-            distillation_loss_weight=0.5,
-        ),
-        datasets,
+        _student_config(config, runs / "student", config.student_steps, teacher), data.datasets
     )
-    t = lap("train student", t)
+    clock.lap("train student")
+
     _log(
         f"training the plain-ViT baseline ({config.baseline_steps} steps, same backbone size, one CLS token)"
     )
     vit_training = _training_config(
         config, "clarity", runs / "plain_vit", config.baseline_steps, distillation_loss_weight=0.0
     )
-    from ..training.models import build_model
-
-    student_like = build_model(vit_training, label_names)
-    vit_dir = _train(
-        vit_training,
-        datasets,
-        model=PlainViTForMultiLabelClassification(plain_vit_config(student_like.config)),
+    vit = PlainViTForMultiLabelClassification(
+        plain_vit_config(build_model(vit_training, data.label_names).config)
     )
-    del student_like
-    t = lap("train plain ViT", t)
+    plain_vit_dir = _train(vit_training, data.datasets, model=vit)
+    clock.lap("train plain ViT")
 
-    # 5. ablations (same schedule for every row, the full model included)
     ablation_dirs: dict[str, Path] = {}
     if config.ablations:
-        reference_steps = config.ablation_steps
-        if reference_steps == config.student_steps:
+        steps = config.ablation_steps
+        if steps == config.student_steps:
             ablation_dirs["full"] = student_dir
         else:
-            _log(f"ablation reference: full CLARiTy, {reference_steps} steps")
+            _log(f"ablation reference: full CLARiTy, {steps} steps")
             ablation_dirs["full"] = _train(
-                _training_config(
-                    config,
-                    "clarity",
-                    runs / "ablation_full",
-                    reference_steps,
-                    **teacher_source,
-                    distillation_loss_weight=0.5,
-                ),
-                datasets,
+                _student_config(config, runs / "ablation_full", steps, teacher), data.datasets
             )
         for key in config.ablations:
             label, overrides = ABLATIONS[key]
-            _log(f"ablation {label}: {overrides} ({reference_steps} steps)")
-            distill = overrides.get("distillation_loss_weight", 0.5)
+            _log(f"ablation {label}: {overrides} ({steps} steps)")
             model_overrides = {k: v for k, v in overrides.items() if k != "distillation_loss_weight"}
-            extra = teacher_source if distill > 0 else {}
+            weight = overrides.get("distillation_loss_weight", DISTILLATION_WEIGHT)
             ablation_dirs[key] = _train(
-                _training_config(
+                _student_config(
                     config,
-                    "clarity",
                     runs / f"ablation_{key}",
-                    reference_steps,
-                    distillation_loss_weight=distill,
+                    steps,
+                    teacher,
+                    distillation_loss_weight=weight,
                     model_config_overrides=model_overrides,
-                    **extra,
                 ),
-                datasets,
+                data.datasets,
             )
-        t = lap("train ablations", t)
+        clock.lap("train ablations")
+    return TrainedModels(teacher_dir, student_dir, plain_vit_dir, ablation_dirs)
 
-    # 6. evaluation: every model on the same test split with the same code
+
+NOTES = {
+    "teacher Grad-CAM": "ConvNeXtV2 teacher, Grad-CAM on the last stage (logits: the teacher's)",
+    "teacher CAM": "ConvNeXtV2 teacher, CAM (classifier weights on the last-stage map, before pooling)",
+    "plain ViT (CLS attention)": "plain ViT, same backbone size, ONE CLS token, random init (no DINO weights "
+    "offline); heatmap = last-layer CLS attention, mean over heads",
+}
+FIGURES = (
+    (STUDENT_NAME, "overlays_clarity"),
+    ("teacher Grad-CAM", "overlays_teacher_gradcam"),
+    ("plain ViT (CLS attention)", "overlays_plain_vit"),
+)
+
+
+def step_evaluate(
+    config: DemoConfig, data: DemoData, trained: TrainedModels, figures_dir: Path
+) -> Evaluation:
+    """Every model and heatmap method on the test split with the same code (AUROC on every image; localization
+    threshold tuned on the `tune` half of the boxed images, reported on the `eval` half), and the overlay figures."""
+    test = data.datasets["test"]
     _log(f"evaluating on the test split ({len(test)} images)")
-    student, processor, _ = load_model_for_evaluation(student_dir)
-    teacher, _, teacher_kind = load_model_for_evaluation(teacher_dir)
-    vit, _, vit_kind = load_model_for_evaluation(vit_dir)
+    student, processor, _ = load_model_for_evaluation(trained.student_dir)
+    teacher, _, teacher_kind = load_model_for_evaluation(trained.teacher_dir)
+    vit, _, vit_kind = load_model_for_evaluation(trained.plain_vit_dir)
     methods = {
         **heatmap_methods(student, "clarity", STUDENT_NAME),
         **heatmap_methods(teacher, teacher_kind),
         **heatmap_methods(vit, vit_kind),
     }
     ablation_models = {}
-    for key, folder in ablation_dirs.items():
-        if folder == student_dir:
+    for key, folder in trained.ablation_dirs.items():
+        if folder == trained.student_dir:
             continue
         name = "CLARiTy (full, ablation schedule)" if key == "full" else f"CLARiTy {ABLATIONS[key][0]}"
         ablation_models[key] = name
@@ -571,66 +632,48 @@ def run_demo(config: DemoConfig) -> DemoResult:
     predictions = predict_split(methods, test, processor, batch_size=64)
     notes = {
         STUDENT_NAME: f"tiny CLARiTy student ({config.preset}), distilled from the teacher, {config.student_steps} steps",
-        "teacher Grad-CAM": "ConvNeXtV2 teacher, Grad-CAM on the last stage (logits: the teacher's)",
-        "teacher CAM": "ConvNeXtV2 teacher, CAM (classifier weights on the last-stage map, before pooling)",
-        "plain ViT (CLS attention)": "plain ViT, same backbone size, ONE CLS token, random init (no DINO weights "
-        "offline); heatmap = last-layer CLS attention, mean over heads",
+        **NOTES,
     }
     entries = {
         name: evaluate_predictions(
-            pred, label_names, n_bootstrap=config.n_bootstrap, notes=notes.get(name, "")
+            pred, data.label_names, n_bootstrap=config.n_bootstrap, notes=notes.get(name, "")
         )
         for name, pred in predictions.items()
     }
-    t = lap("evaluate", t)
-
-    # 7. report: summary + verdict + ablation rows + timings, and the figures
-    figures_dir = out / "figures"
     figures = []
-    for name, stem in (
-        (STUDENT_NAME, "overlays_clarity"),
-        ("teacher Grad-CAM", "overlays_teacher_gradcam"),
-        ("plain ViT (CLS attention)", "overlays_plain_vit"),
-    ):
+    for name, stem in FIGURES:
         path = save_figure(
             figures_dir / f"{stem}.png",
             test,
             predictions[name],
-            label_names,
+            data.label_names,
             threshold=reported_thresholds(entries[name]),
             max_images=config.figure_images,
         )
         if path is not None:
             figures.append(path)
-    check = verdict(entries)
-    ablation_rows = []
-    if ablation_dirs:
-        full_name = STUDENT_NAME if ablation_dirs["full"] == student_dir else ablation_models["full"]
-        ablation_rows.append(_ablation_row("full CLARiTy", "-", entries[full_name]))
-        for key in config.ablations:
-            label, overrides = ABLATIONS[key]
-            switch = ", ".join(f"{k}={v}" for k, v in overrides.items())
-            ablation_rows.append(_ablation_row(label, switch, entries[ablation_models[key]]))
-    t = lap("figures", t)
+    return Evaluation(entries, predictions, student, processor, ablation_models, figures)
 
-    # 8. Hub-ready folder of the student, with the tuned heatmap thresholds in its processor
+
+def step_export(config: DemoConfig, data: DemoData, evaluation: Evaluation, out: Path) -> Path:
+    """The Hub-ready folder of the student (`out/model`), with the tuned heatmap thresholds in its processor and a
+    model card read from the student's report entry."""
+    test = data.datasets["test"]
     model_dir = out / "model"
-    tuned = reported_thresholds(entries[STUDENT_NAME])
+    processor = evaluation.processor
+    tuned = reported_thresholds(evaluation.entries[STUDENT_NAME])
     if isinstance(tuned, dict):
-        processor.heatmap_threshold = [float(tuned.get(name, 0.5)) for name in label_names]
-    # The model card reads the student's entry and the run's description from an evaluation report.
-    from ..evaluation.report import build_report
-
+        processor.heatmap_threshold = [float(tuned.get(name, 0.5)) for name in data.label_names]
     hub_results = build_report(
-        {STUDENT_NAME: entries[STUDENT_NAME]},
+        {STUDENT_NAME: evaluation.entries[STUDENT_NAME]},
         title=f"clarity-demo-{config.preset}",
         metadata={
             "training": {
-                "synthetic_only": not bool(config.data_dir),
+                "synthetic_only": not config.data_dir,
                 "dataset_name": "NIH ChestX-ray14"
                 if config.data_dir
                 else "clarity_hf synthetic CXR benchmark",
-                "description": f"Trained by `clarity-demo` ({source}); {config.student_steps} optimizer steps, "
+                "description": f"Trained by `clarity-demo` ({data.source}); {config.student_steps} optimizer steps, "
                 f"distilled from a {_teacher_description(config)} teacher.",
                 "base_model": None,
                 "recipe": {
@@ -640,7 +683,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
                     "image_size": config.image_size,
                 },
             },
-            "evaluation": {"dataset_name": source, "split": "test", "synthetic": not bool(config.data_dir)},
+            "evaluation": {"dataset_name": data.source, "split": "test", "synthetic": not config.data_dir},
         },
     )
     examples_dir = out / "examples"
@@ -650,73 +693,123 @@ def run_demo(config: DemoConfig) -> DemoResult:
         path = examples_dir / test[i]["image_id"]
         test[i]["image"].save(path)
         example_paths.append(path)
-    try:
-        from ..hub import save_for_hub
+    save_for_hub(
+        evaluation.student,
+        processor,
+        model_dir,
+        results=hub_results,
+        example_images=example_paths,
+        model_name=STUDENT_NAME,
+    )
+    return model_dir
 
-        save_for_hub(
-            student,
-            processor,
-            model_dir,
-            results=hub_results,
-            example_images=example_paths,
-            model_name=STUDENT_NAME,
-        )
-    except ImportError:  # pragma: no cover - the publish module ships with clarity_hf
-        student.save_pretrained(model_dir)
-        processor.save_pretrained(model_dir)
-    t = lap("save model folder", t)
 
-    # 9. reload in a fresh process
-    reload = {"ok": None, "skipped": True}
-    if config.reload_check:
-        pixel_values = processor(
-            images=[test[i]["image"] for i in range(min(2, len(test)))], return_tensors="pt"
-        )["pixel_values"]
-        reload = reload_in_fresh_process(model_dir, student, pixel_values)
-        _log(f"fresh-process reload: {'OK' if reload.get('ok') else 'FAILED'} {reload}")
-        t = lap("reload check", t)
+def step_reload(config: DemoConfig, data: DemoData, evaluation: Evaluation, model_dir: Path) -> dict:
+    """The exported folder loaded in a fresh process without clarity_hf; {"ok", ...} ({"ok": None} when skipped)."""
+    if not config.reload_check:
+        return {"ok": None, "skipped": True}
+    test = data.datasets["test"]
+    images = [test[i]["image"] for i in range(min(2, len(test)))]
+    pixel_values = evaluation.processor(images=images, return_tensors="pt")["pixel_values"]
+    reload = reload_in_fresh_process(model_dir, evaluation.student, pixel_values)
+    _log(f"fresh-process reload: {'OK' if reload.get('ok') else 'FAILED'} {reload}")
+    return reload
 
-    timings["total"] = round(time.perf_counter() - started, 1)
-    data_text = "synthetic data" if not config.data_dir else "NIH ChestX-ray14"
-    sections = [verdict_markdown(check, data_text)]
+
+def _ablation_rows(config: DemoConfig, trained: TrainedModels, evaluation: Evaluation) -> list[dict]:
+    if not trained.ablation_dirs:
+        return []
+    full = (
+        STUDENT_NAME
+        if trained.ablation_dirs["full"] == trained.student_dir
+        else evaluation.ablation_models["full"]
+    )
+    rows = [_ablation_row("full CLARiTy", "-", evaluation.entries[full])]
+    for key in config.ablations:
+        label, overrides = ABLATIONS[key]
+        switch = ", ".join(f"{k}={v}" for k, v in overrides.items())
+        rows.append(_ablation_row(label, switch, evaluation.entries[evaluation.ablation_models[key]]))
+    return rows
+
+
+def step_verdict(
+    config: DemoConfig,
+    data: DemoData,
+    trained: TrainedModels,
+    evaluation: Evaluation,
+    model_dir: Path,
+    reload: dict,
+    clock: _Clock,
+    out: Path,
+) -> DemoResult:
+    """The verdict and the ablation table from the numbers, and the report (`report.md`, `report.json`)."""
+    check = verdict(evaluation.entries)
+    ablation_rows = _ablation_rows(config, trained, evaluation)
+    clock.total()
+    sections = [verdict_markdown(check, "NIH ChestX-ray14" if config.data_dir else "synthetic data")]
     if ablation_rows:
         sections.append(ablation_markdown(ablation_rows, config.ablation_steps))
+    reload_text = "OK" if reload.get("ok") else ("skipped" if reload.get("skipped") else f"FAILED ({reload})")
     sections.append(
         "## Run\n\n"
-        + "\n".join(f"- {k}: {v:.1f} s" for k, v in timings.items())
-        + f"\n- fresh-process reload of `{model_dir.name}/` with trust_remote_code (clarity_hf blocked): "
-        + ("OK" if reload.get("ok") else ("skipped" if reload.get("skipped") else f"FAILED ({reload})"))
+        + "\n".join(f"- {k}: {v:.1f} s" for k, v in clock.timings.items())
+        + f"\n- fresh-process reload of `{model_dir.name}/` with trust_remote_code (clarity_hf blocked): {reload_text}"
         + "\n- figures: "
-        + ", ".join(f"`{p.relative_to(out)}`" for p in figures)
+        + ", ".join(f"`{p.relative_to(out)}`" for p in evaluation.figures)
         + "\n- heatmap methods' inference time on the test split: "
-        + ", ".join(f"{n} {p.seconds:.1f} s" for n, p in predictions.items())
+        + ", ".join(f"{n} {p.seconds:.1f} s" for n, p in evaluation.predictions.items())
     )
     metadata = {
-        "data": source,
+        "data": data.source,
         "split": "test (AUROC: every image; localization: tuned on box_split=tune, reported on box_split=eval)",
         "student": f"{config.preset} ({config.image_size} px), `{PRESET_CONFIGS[config.preset][0]}`",
         "teacher": f"{_teacher_description(config)}, `{PRESET_CONFIGS[config.preset][1]}`",
-        "schedule": f"teacher {config.teacher_steps}, student {config.student_steps}, plain ViT {config.baseline_steps}, "
-        f"ablations {config.ablation_steps} optimizer steps, batch {config.batch_size}",
+        "schedule": f"teacher {config.teacher_steps}, student {config.student_steps}, plain ViT "
+        f"{config.baseline_steps}, ablations {config.ablation_steps} optimizer steps, batch {config.batch_size}",
         "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0),
     }
     paths = write_evaluation(
         out,
-        entries,
+        evaluation.entries,
         metadata=metadata,
         title="clarity-demo: CLARiTy vs baselines on the same data",
         extra_markdown="\n\n".join(sections),
         extra_json={
             "verdict": check,
             "ablation": ablation_rows,
-            "timings": timings,
+            "timings": clock.timings,
             "reload": reload,
             "config": asdict(config),
         },
     )
     _log(f"report: {paths['markdown']} and {paths['json']}")
-    for p in figures:
+    for p in evaluation.figures:
         _log(f"figure: {p}")
     _log(f"model folder: {model_dir} (AutoModel.from_pretrained(..., trust_remote_code=True))")
-    _log(f"verdict: {'met' if check['passed'] else 'NOT met'}; total {timings['total']:.1f} s")
-    return DemoResult(out, paths["json"], paths["markdown"], figures, model_dir, reload, timings, check)
+    _log(f"verdict: {'met' if check['passed'] else 'NOT met'}; total {clock.timings['total']:.1f} s")
+    return DemoResult(
+        out, paths["json"], paths["markdown"], evaluation.figures, model_dir, reload, clock.timings, check
+    )
+
+
+def run_demo(config: DemoConfig) -> DemoResult:
+    """Run the whole job (see the module docstring); returns where everything is."""
+    config = config.resolved()
+    clock = _Clock()
+    out = Path(config.output_dir)
+    for sub in ("runs", "model", "figures"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+
+    data = step_data(config)
+    clock.lap("data")
+    trained = step_train(config, data, out / "runs", clock)
+    evaluation = step_evaluate(config, data, trained, out / "figures")
+    clock.lap("evaluate")
+    model_dir = step_export(config, data, evaluation, out)
+    clock.lap("save model folder")
+    reload = step_reload(config, data, evaluation, model_dir)
+    if not reload.get("skipped"):
+        clock.lap("reload check")
+    return step_verdict(config, data, trained, evaluation, model_dir, reload, clock, out)

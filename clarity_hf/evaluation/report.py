@@ -29,8 +29,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
+from .. import __version__
 from .classification import AurocResult
 from .localization import LocalizationResult, TuningResult
+from .tables import markdown_table
 
 __all__ = [
     "PUBLISHED_RESULTS",
@@ -44,14 +46,13 @@ __all__ = [
     "jsonable",
 ]
 
-# The paper's published rows, encoded once. Source: clarity-spec.md section 1 -- second-hand figures from a
-# third-party document quoting the tables of arXiv 2512.16700 (CLARiTy), rounded; treat them as targets. Localization
+# The paper's published rows, encoded once: second-hand figures quoting the tables of arXiv 2512.16700 (CLARiTy),
+# rounded; treat them as targets. Localization
 # accuracy is macro over the 8 boxed classes, per ground-truth box, on half of the 880 boxed images after tuning the
 # heatmap-to-box step on the other half.
 PUBLISHED_RESULTS: dict[str, Any] = {
     "source": (
-        "arXiv 2512.16700 (Statheros, Wang, Klein 2025), tables as quoted second-hand and rounded by a third-party "
-        "document (clarity-spec.md section 1); not re-measured"
+        "arXiv 2512.16700 (Statheros, Wang, Klein 2025), tables as quoted second-hand and rounded; not re-measured"
     ),
     "iou_thresholds": [0.1, 0.2, 0.3, 0.4, 0.5],
     "rows": [
@@ -116,8 +117,6 @@ def build_report(
         include_published: add the paper's published rows (`PUBLISHED_RESULTS`).
         metadata: free-form facts about the run (dataset, split, preset, ...), shown at the top.
     """
-    from .. import __version__
-
     entries = {}
     for name, entry in models.items():
         localization, tuning = _split_localization(entry.get("localization"))
@@ -151,12 +150,6 @@ def _fmt_ci(stats: Mapping | None, key: str = "auroc", low: str = "ci_low", high
     if stats.get(low) is None:
         return format_number(stats[key])
     return f"{format_number(stats[key])} [{format_number(stats[low])}, {format_number(stats[high])}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
 
 
 def _threshold_text(model: Mapping) -> str:
@@ -213,7 +206,7 @@ def _summary_section(report: Mapping) -> list[str]:
                 [f"{row['model']} (published)", format_published(row["mean_auroc"])] + cells + ["n/a", "n/a"]
             )
     lines = ["## Summary", ""]
-    lines += _table(header, rows)
+    lines.append(markdown_table(header, rows))
     lines += [
         "",
         "Localization: accuracy per ground-truth box, macro over the boxed classes that have boxes in the evaluated "
@@ -244,7 +237,7 @@ def _auroc_section(report: Mapping) -> list[str]:
         + [_fmt_ci(result, "mean_auroc", "mean_ci_low", "mean_ci_high") for result in models.values()]
     )
     lines = ["## Per-class AUROC [95% bootstrap CI]", ""]
-    lines += _table(["class"] + list(models), rows)
+    lines.append(markdown_table(["class"] + list(models), rows))
     notes = []
     for name, result in models.items():
         excluded = result.get("excluded_classes") or []
@@ -288,7 +281,7 @@ def _localization_section(name: str, model: Mapping) -> list[str]:
             format_number(v) for v in table["macro"]
         ]
         rows.append(macro + ([format_number(fp["per_image"], 2)] if key == "iou" else []))
-        lines += ["", *_table(header, rows)]
+        lines += ["", markdown_table(header, rows)]
     lines += ["", f"False positives: {fp['criterion']}; {fp['total']} in total."]
     if model.get("notes"):
         lines += ["", f"Notes: {model['notes']}"]
