@@ -187,3 +187,48 @@ def test_published_numbers_keep_their_precision():
     pcan = next(line for line in markdown.splitlines() if line.startswith("| PCAN"))
     assert "| 0.10 |" in pcan
     assert "published" not in render_markdown(build_report({}, include_published=False))
+
+
+def test_ablation_flags_only_deltas_beyond_seed_spread_and_bootstrap_interval():
+    from clarity_hf.evaluation.ablation import ablation_markdown, aggregate_ablation
+
+    def run(auroc, low, high, iou):
+        return {"mean_auroc": (auroc, low, high), "iou_0.3": (iou, None, None)}
+
+    runs = {
+        # reference: AUROC 0.80 / 0.82 (range [0.80, 0.82]), interval bounds averaging [0.78, 0.84]
+        "full": [run(0.80, 0.77, 0.83, 0.50), run(0.82, 0.79, 0.85, 0.60)],
+        # beyond both: ranges disjoint and 0.70 < 0.78
+        "w/o A": [run(0.69, 0.66, 0.72, 0.52), run(0.71, 0.68, 0.74, 0.58)],
+        # ranges disjoint (0.835 > 0.82) but the mean 0.8375 lies inside [0.78, 0.84]
+        "w/o B": [run(0.835, 0.80, 0.87, 0.55), run(0.84, 0.81, 0.87, 0.55)],
+        # outside the interval on the mean (0.765) but its seeds overlap the reference's range
+        "w/o C": [run(0.72, 0.69, 0.75, 0.55), run(0.81, 0.78, 0.84, 0.55)],
+        # a single seed is never flagged
+        "w/o D": [run(0.50, 0.47, 0.53, 0.10)],
+    }
+    rows = aggregate_ablation(runs, "full", switches={"w/o A": "a=False"}, metrics=("mean_auroc", "iou_0.3"))
+    by = {row["variant"]: row["metrics"] for row in rows}
+    assert [row["variant"] for row in rows] == ["full", "w/o A", "w/o B", "w/o C", "w/o D"]
+    full = by["full"]["mean_auroc"]
+    assert full["mean"] == pytest.approx(0.81) and full["min"] == 0.80 and full["max"] == 0.82
+    assert full["std"] == pytest.approx(np.std([0.80, 0.82], ddof=1))
+    assert full["ci"] == pytest.approx((0.78, 0.84))
+    a = by["w/o A"]["mean_auroc"]
+    assert a["delta"] == pytest.approx(-0.11)
+    assert a["beyond_seed_spread"] and a["beyond_ci"] and a["flagged"]
+    b = by["w/o B"]["mean_auroc"]
+    assert b["beyond_seed_spread"] and not b["beyond_ci"] and not b["flagged"]
+    c = by["w/o C"]["mean_auroc"]
+    assert not c["beyond_seed_spread"] and c["beyond_ci"] and not c["flagged"]
+    d = by["w/o D"]["mean_auroc"]
+    assert d["beyond_seed_spread"] is None and not d["flagged"]
+    # No interval for the localization metric here: never flagged, however large the delta.
+    assert by["w/o D"]["iou_0.3"]["beyond_ci"] is None and not by["w/o D"]["iou_0.3"]["flagged"]
+
+    text = ablation_markdown(rows, steps=600, seeds=[0, 1])
+    assert "0.810 ± 0.014 [0.800, 0.820]" in text
+    assert "**-0.110** ✓" in text and text.count("✓") == 2  # the legend and the one flagged cell
+    assert "seeds 0, 1" in text and "600 optimizer steps" in text
+    assert text.rstrip().endswith("w/o A (mean AUROC).")
+    assert "`a=False`" in text

@@ -286,7 +286,9 @@ def evaluate_predictions(
     if len(evaluator):
         splits = set(predictions.box_splits)
         if {"tune", "eval"} <= splits:
-            entry["localization"] = evaluator.tune_and_evaluate(per_class=per_class_thresholds)
+            entry["localization"] = evaluator.tune_and_evaluate(
+                per_class=per_class_thresholds, n_bootstrap=n_bootstrap
+            )
         else:
             logger.warning(
                 "no tune / eval halves in the split: localization at threshold 0.5 on every boxed image"
