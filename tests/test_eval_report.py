@@ -232,3 +232,46 @@ def test_ablation_flags_only_deltas_beyond_seed_spread_and_bootstrap_interval():
     assert "seeds 0, 1" in text and "600 optimizer steps" in text
     assert text.rstrip().endswith("w/o A (mean AUROC).")
     assert "`a=False`" in text
+
+
+def test_prediction_figure_boxes_only_the_classes_the_model_claims(monkeypatch):
+    from clarity_hf.evaluation import figures
+
+    classes = ["Atelectasis", "Cardiomegaly", "Nodule"]
+    heat = np.zeros((3, 8, 8), dtype=np.float32)
+    heat[:, 2:5, 2:5] = 1.0  # every class's heatmap would give a box
+    probabilities = np.array([0.9, 0.2, 0.6])
+    thresholds = {"Atelectasis": 0.5, "Cardiomegaly": 0.3, "Nodule": 0.7}  # only Atelectasis is claimed
+    truth = [{"label": "Cardiomegaly", "x": 10, "y": 10, "w": 20, "h": 20}]
+    image = Image.fromarray(np.zeros((64, 64), dtype=np.uint8))
+    calls = []
+    real = figures.draw_boxes
+    monkeypatch.setattr(
+        figures, "draw_boxes", lambda tile, b, color, label=None, **kw: calls.append((color, label, len(b))) or real(tile, b, color, label, **kw)
+    )
+    figure = figures.prediction_figure(
+        [image], [probabilities], [heat], [truth], thresholds, class_names=classes, classes=classes, tile_size=64
+    )
+    colors = dict(zip(classes, figures.CLASS_COLORS))
+    predicted = [c for c in calls if c[1] and c[1] != "Card"]
+    assert [(c[0], c[1]) for c in predicted] == [(colors["Atelectasis"], "Atel 0.90")] and predicted[0][2] == 1
+    assert [(c[0], c[1]) for c in calls if c[1] == "Card"] == [(colors["Cardiomegaly"], "Card")]  # ground truth
+    # Pixels: the model panel (left tile) holds the claimed class's colour and none of the others'.
+    panel = np.asarray(figure)[figures.HEADER_HEIGHT : figures.HEADER_HEIGHT + 64, :64].reshape(-1, 3)
+    present = {name for name, color in colors.items() if (panel == color).all(axis=1).any()}
+    assert present == {"Atelectasis"}
+    gt_panel = np.asarray(figure)[figures.HEADER_HEIGHT : figures.HEADER_HEIGHT + 64, 64:128].reshape(-1, 3)
+    assert (gt_panel == colors["Cardiomegaly"]).all(axis=1).any()
+    with pytest.raises(ValueError, match="operating threshold"):
+        figures.prediction_figure([image], [probabilities], [heat], [truth], {"Atelectasis": 0.5}, class_names=classes, classes=classes)
+
+
+def test_youden_thresholds_at_the_best_tpr_minus_fpr():
+    from clarity_hf.evaluation.classification import youden_thresholds
+
+    scores = np.array([[0.1, 0.5], [0.6, 0.5], [0.35, 0.5], [0.8, 0.5], [0.7, 0.5]])
+    labels = np.array([[0, 0], [0, 0], [1, 0], [1, 0], [1, 0]])
+    chosen = youden_thresholds(scores, labels, ["a", "b"])
+    # Cuts: 0.8 -> J 1/3, 0.7 -> 2/3, 0.6 -> 2/3 - 1/2, 0.35 -> 1 - 1/2; the Youden point is 0.7.
+    assert chosen["a"] == pytest.approx(0.7)
+    assert chosen["b"] == 0.5  # one label value: the default
