@@ -275,3 +275,20 @@ def test_youden_thresholds_at_the_best_tpr_minus_fpr():
     # Cuts: 0.8 -> J 1/3, 0.7 -> 2/3, 0.6 -> 2/3 - 1/2, 0.35 -> 1 - 1/2; the Youden point is 0.7.
     assert chosen["a"] == pytest.approx(0.7)
     assert chosen["b"] == 0.5  # one label value: the default
+
+
+def test_every_row_states_its_map_grid_and_the_overview_comes_first():
+    entries = models()
+    name = next(iter(entries))
+    entries[name]["map"] = {"grid": "12 x 12"}
+    other = list(entries)[1]
+    entries[other]["map"] = {"grid": "24 x 24", "stage": 0}
+    markdown = render_markdown(build_report(entries, title="T", overview="## In short\n\nWhat was compared."))
+    assert markdown.startswith("# T\n\n## In short\n\nWhat was compared.\n")
+    header = next(line for line in markdown.splitlines() if line.startswith("| model |"))
+    assert header.rstrip().endswith("| map grid |")
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+    assert row.rstrip().endswith("| 12 x 12 |")
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {other} |"))
+    assert row.rstrip().endswith("| 24 x 24, stage 0 |")
+    assert "map grid: 24 x 24, stage 0." in markdown

@@ -364,9 +364,11 @@ def write_evaluation(
     title: str = "CLARiTy evaluation",
     extra_markdown: str = "",
     extra_json: Mapping[str, Any] | None = None,
+    overview: str = "",
 ) -> dict[str, Path]:
-    """`report.json` + `report.md` (the evaluation package's report) with optional extra sections appended."""
-    paths = write_report(output_dir, entries, title=title, metadata=metadata)
+    """`report.json` + `report.md` (the evaluation package's report, `overview` first) with optional extra
+    sections appended."""
+    paths = write_report(output_dir, entries, title=title, metadata=metadata, overview=overview)
     if extra_json:
         report = json.loads(paths["json"].read_text(encoding="utf-8"))
         report.update(jsonable(extra_json))
