@@ -8,14 +8,14 @@ import torch
 from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
 
 from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
-from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
-from clarity_hf.data.synthetic import build_synthetic_cxr
 from clarity_hf.baselines import (
     PlainViTForMultiLabelClassification,
     plain_vit_config,
     teacher_cam,
     teacher_gradcam,
 )
+from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
+from clarity_hf.data.synthetic import build_synthetic_cxr
 from clarity_hf.evaluation.run import (
     SplitPredictions,
     _box_frame,
@@ -205,6 +205,59 @@ def test_plain_vit_trains_with_the_project_loop(small_data, tmp_path):
     assert kind == "plain_vit" and isinstance(loaded, PlainViTForMultiLabelClassification)
     assert not torch.equal(loaded.classifier.weight, before)  # it was trained
     assert processor.size == {"height": 64, "width": 64}
+
+
+def test_plain_vit_classify_gives_the_forward_logits_and_saves_without_hub_code(tmp_path):
+    from clarity_hf.baselines import PlainViTForMultiLabelClassification, plain_vit_config
+
+    torch.manual_seed(0)
+    vit = PlainViTForMultiLabelClassification(
+        plain_vit_config(ClarityConfig.from_preset("clarity-tiny"))
+    ).eval()
+    pixel_values = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(vit.classify(pixel_values), vit(pixel_values).logits, rtol=0, atol=1e-6)
+    # Only CLARiTy's model class writes the Hub auto_map and code files; the baseline saves as a plain folder.
+    vit.save_pretrained(tmp_path / "vit")
+    saved = {p.name for p in (tmp_path / "vit").iterdir()}
+    assert (
+        "modeling_clarity.py" not in saved
+        and "auto_map" not in (tmp_path / "vit" / "config.json").read_text()
+    )
+    ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).save_pretrained(
+        tmp_path / "clarity"
+    )
+    assert {"modeling_clarity.py", "configuration_clarity.py"} <= {
+        p.name for p in (tmp_path / "clarity").iterdir()
+    }
+
+
+def test_one_teacher_builder_serves_training():
+    from types import SimpleNamespace
+
+    from clarity_hf.baselines import build_teacher
+    from clarity_hf.training.models import build_model
+
+    labels = ["Atelectasis", "Effusion"]
+    built = build_teacher("convnextv2-test", labels, image_size=64)
+    assert built.config.depths == [1, 1, 1, 1] and built.config.id2label == {0: "Atelectasis", 1: "Effusion"}
+    assert built.config.problem_type == "multi_label_classification"
+    config = SimpleNamespace(
+        model="convnextv2",
+        model_preset="convnextv2-test",
+        model_name_or_path=None,
+        model_config_overrides=None,
+        drop_path_rate=0.1,
+        image_size=64,
+        distillation_loss_weight=None,
+    )
+    trained = build_model(config, labels)
+    assert trained.config.to_dict() | {"drop_path_rate": 0.0} == built.config.to_dict() | {
+        "drop_path_rate": 0.0
+    }
+    assert trained.config.drop_path_rate == 0.1
+    with pytest.raises(ValueError, match="unknown ConvNeXtV2 preset 'convnextv2-huge'"):
+        build_teacher("convnextv2-huge")
 
 
 class _BoxChannels(torch.nn.Module):

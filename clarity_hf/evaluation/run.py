@@ -27,6 +27,7 @@ import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from transformers import AutoConfig, AutoModelForImageClassification
+from transformers.utils import ModelOutput
 
 from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
 from ..image_processing_clarity import ClarityImageProcessor
@@ -215,7 +216,8 @@ def predict_split(
             began = time.perf_counter()
             output = method(pixel_values)
             elapsed = time.perf_counter() - began
-            outputs = output if isinstance(output, Mapping) else {name: output}
+            # ModelOutputs are Mappings too: only a plain dict names several methods.
+            outputs = output if isinstance(output, dict) and not isinstance(output, ModelOutput) else {name: output}
             for key, value in outputs.items():
                 seconds[key] = seconds.get(key, 0.0) + elapsed
                 logits.setdefault(key, []).append(value.logits.detach().float().cpu().numpy())
