@@ -87,7 +87,16 @@ def build_demo_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ablations",
         default=None,
-        help=f"'none', 'all' (default; 'none' with --quick) or a comma-separated list of {', '.join(ABLATIONS)}",
+        help=f"'none' (default), 'all' or a comma-separated list of {', '.join(ABLATIONS)}: each switch and the "
+        "full model are trained on the full student schedule from every seed of --ablation-seeds (long: "
+        "2 x (1 + switches) students by default)",
+    )
+    parser.add_argument(
+        "--ablation-seeds",
+        type=non_negative_int,
+        nargs="+",
+        default=None,
+        help=f"training seeds of every ablation variant (default: {' '.join(map(str, defaults.ablation_seeds))})",
     )
     parser.add_argument(
         "--image-size",
@@ -135,6 +144,8 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
+    if args.ablation_seeds is not None:
+        overrides["ablation_seeds"] = list(dict.fromkeys(args.ablation_seeds))
     if args.ablations is not None:
         try:
             overrides["ablations"] = parse_ablations(args.ablations)

@@ -40,7 +40,7 @@ from ..baselines import (
     teacher_gradcam_stages,
 )
 from .classification import compute_auroc
-from .figures import save_overlay_grid
+from .figures import save_overlay_grid, save_prediction_figure
 from .localization import LocalizationEvaluator
 from .report import ModelEntry, jsonable, write_report
 
@@ -60,6 +60,7 @@ __all__ = [
     "predict_split",
     "reported_thresholds",
     "figure_rows",
+    "save_claims_figure",
     "save_figure",
     "write_evaluation",
 ]
@@ -356,6 +357,40 @@ def save_figure(
         threshold=threshold,
         tile_size=tile_size,
         image_ids=[predictions.image_ids[i] for i in rows],
+    )
+
+
+def save_claims_figure(
+    path: str | Path,
+    dataset: Dataset,
+    predictions: SplitPredictions,
+    class_names: Sequence[str],
+    operating_thresholds: Mapping[str, float],
+    threshold: Any = 0.5,
+    max_images: int = 6,
+    tile_size: int = 192,
+    method: str = "model",
+) -> Path | None:
+    """What the model says on the figure's images (the rows of [`figure_rows`]): the boxed classes whose probability
+    reaches their operating threshold, with boxes and probabilities, beside the ground truth."""
+    rows = figure_rows(predictions, max_images)
+    if not rows:
+        return None
+    boxed = [name for name in NIH_BOXED_PATHOLOGIES if name in class_names]
+    probabilities = 1.0 / (1.0 + np.exp(-predictions.logits.astype(np.float64)))
+    return save_prediction_figure(
+        path,
+        [dataset[int(i)]["image"] for i in rows],
+        [probabilities[i] for i in rows],
+        [predictions.heatmaps[i] for i in rows],
+        [predictions.boxes[i] for i in rows],
+        {name: operating_thresholds[name] for name in boxed},
+        class_names=list(class_names),
+        classes=boxed,
+        threshold=threshold,
+        tile_size=tile_size,
+        image_ids=[predictions.image_ids[i] for i in rows],
+        method=method,
     )
 
 
