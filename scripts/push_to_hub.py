@@ -31,7 +31,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--examples", nargs="*", default=[], help="example images (PNG/JPEG/DICOM) for the card"
     )
-    parser.add_argument("--out", default=None, help="export folder (default: a temporary directory)")
+    parser.add_argument(
+        "--out", default=None, help="export folder, new or empty (default: a temporary directory)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="empty a non-empty --out folder first")
     parser.add_argument(
         "--model-name", default=None, help="the report's model entry to publish (default: its first model)"
     )
@@ -61,6 +64,7 @@ def main(argv=None) -> int:
         example_images=args.examples,
         repo_id=args.repo_id,
         model_name=args.model_name,
+        overwrite=args.overwrite,
     )
     files = describe_folder(out)
     verb = "would upload" if args.dry_run else "uploading"

@@ -1,6 +1,7 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Test helpers for the Hub export: a tiny exported model, an evaluation JSON, and a loopback stand-in for the few Hub API endpoints that `HfApi.create_repo` / `create_branch` / `upload_folder`
-call, for tests: it records every request and keeps the committed files in memory."""
+"""Test helpers for the Hub export: a tiny exported model, an evaluation JSON, and a loopback stand-in for the few
+Hub API endpoints that `HfApi.create_repo` / `create_branch` / `create_commit` call: it records every request and
+keeps the committed files in memory."""
 
 from __future__ import annotations
 

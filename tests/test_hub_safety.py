@@ -47,6 +47,12 @@ def _copy(folder, target):
     return target
 
 
+def _edit_json(path, **changes):
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
 def _plant_processor_code(folder, marker):
     """A processor module that would leave `marker` behind if it were ever imported."""
     (folder / "evil_processor.py").write_text(
@@ -63,11 +69,11 @@ def test_folder_naming_another_processor_class_is_refused_and_runs_nothing(expor
     folder = _copy(exported, tmp_path / "hostile")
     marker = tmp_path / "ran.txt"
     _plant_processor_code(folder, marker)
-    path = folder / "preprocessor_config.json"
-    config = json.loads(path.read_text())
-    config["image_processor_type"] = "EvilImageProcessor"
-    config["auto_map"] = {"AutoImageProcessor": "evil_processor.EvilImageProcessor"}
-    path.write_text(json.dumps(config))
+    _edit_json(
+        folder / "preprocessor_config.json",
+        image_processor_type="EvilImageProcessor",
+        auto_map={"AutoImageProcessor": "evil_processor.EvilImageProcessor"},
+    )
     with pytest.raises(UntrustedModelFolderError, match="image_processor_type 'EvilImageProcessor'"):
         load_for_inference(folder)
     assert not marker.exists()
@@ -92,11 +98,11 @@ def test_folder_naming_another_processor_class_is_refused_and_runs_nothing(expor
 
 def test_folder_naming_another_model_class_is_refused(exported, tmp_path):
     folder = _copy(exported, tmp_path / "hostile")
-    path = folder / "config.json"
-    config = json.loads(path.read_text())
-    config["architectures"] = ["EvilModel"]
-    config["auto_map"]["AutoModel"] = "evil_processor.EvilModel"
-    path.write_text(json.dumps(config))
+    _edit_json(
+        folder / "config.json",
+        architectures=["EvilModel"],
+        auto_map={"AutoModel": "evil_processor.EvilModel"},
+    )
     with pytest.raises(UntrustedModelFolderError, match=r"architectures \['EvilModel'\]"):
         load_for_inference(folder)
 
@@ -107,10 +113,10 @@ def test_auto_map_pointing_at_folder_code_is_not_followed(exported, tmp_path):
     folder = _copy(exported, tmp_path / "hostile")
     marker = tmp_path / "ran.txt"
     _plant_processor_code(folder, marker)
-    path = folder / "preprocessor_config.json"
-    config = json.loads(path.read_text())
-    config["auto_map"] = {"AutoImageProcessor": "evil_processor.EvilImageProcessor"}
-    path.write_text(json.dumps(config))
+    _edit_json(
+        folder / "preprocessor_config.json",
+        auto_map={"AutoImageProcessor": "evil_processor.EvilImageProcessor"},
+    )
     pipe = load_for_inference(folder)
     assert type(pipe.image_processor).__module__ == "clarity_hf.image_processing_clarity"
     assert type(pipe.model).__module__ == "clarity_hf.modeling_clarity"

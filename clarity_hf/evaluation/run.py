@@ -29,9 +29,6 @@ from datasets import Image as ImageFeature
 from transformers import AutoConfig, AutoModelForImageClassification
 from transformers.utils import ModelOutput
 
-from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
-from ..image_processing_clarity import ClarityImageProcessor
-from ..modeling_clarity import ClarityForMultiLabelLocalization
 from ..baselines import (
     PLAIN_VIT_ARCHITECTURE,
     PlainViTForMultiLabelClassification,
@@ -39,6 +36,9 @@ from ..baselines import (
     teacher_gradcam,
     teacher_gradcam_stages,
 )
+from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
+from ..image_processing_clarity import ClarityImageProcessor
+from ..modeling_clarity import ClarityForMultiLabelLocalization
 from .classification import compute_auroc
 from .figures import save_overlay_grid, save_prediction_figure
 from .localization import LocalizationEvaluator
