@@ -274,7 +274,9 @@ class _NoisyDownsample(torch.nn.Module):
 
     def __init__(self, grid):
         super().__init__()
-        self.register_buffer("noise", 4 * torch.randn(2, grid, grid, generator=torch.Generator().manual_seed(0)))
+        self.register_buffer(
+            "noise", 4 * torch.randn(2, grid, grid, generator=torch.Generator().manual_seed(0))
+        )
 
     def forward(self, hidden_states):
         return torch.nn.functional.avg_pool2d(hidden_states, 2) + self.noise

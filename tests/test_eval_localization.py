@@ -340,7 +340,13 @@ def test_macro_bootstrap_interval_brackets_the_macro_accuracy():
         # half of the Atelectasis boxes are hit, every Cardiomegaly box is hit
         x = 16 if i % 2 == 0 else 40
         boxes = [
-            {"label": "Atelectasis", "x": x, "y": 16 if x == 16 else 40, "w": 32 if x == 16 else 20, "h": 32 if x == 16 else 20},
+            {
+                "label": "Atelectasis",
+                "x": x,
+                "y": 16 if x == 16 else 40,
+                "w": 32 if x == 16 else 20,
+                "h": 32 if x == 16 else 20,
+            },
             {"label": "Cardiomegaly", "x": 16, "y": 16, "w": 32, "h": 32},
         ]
         evaluator.add(str(i), heat, boxes, (64, 64), "eval")
@@ -350,6 +356,9 @@ def test_macro_bootstrap_interval_brackets_the_macro_accuracy():
     assert result["iou"]["macro"][2] == pytest.approx(0.75)  # (0.5 + 1.0) / 2 at T(IoU)=0.3
     low, high = result["iou"]["macro_ci"][2]
     assert low < 0.75 < high and high - low < 0.35
-    assert result["iou"]["macro_ci"][2] == evaluator.compute(0.5, split="eval", n_bootstrap=300, seed=0)["iou"]["macro_ci"][2]
+    assert (
+        result["iou"]["macro_ci"][2]
+        == evaluator.compute(0.5, split="eval", n_bootstrap=300, seed=0)["iou"]["macro_ci"][2]
+    )
     # Only the varying class spreads the interval: with every box hit, the interval is a point.
     assert result["iou"]["per_class"]["Cardiomegaly"][2] == 1.0

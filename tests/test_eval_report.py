@@ -247,15 +247,30 @@ def test_prediction_figure_boxes_only_the_classes_the_model_claims(monkeypatch):
     calls = []
     real = figures.draw_boxes
     monkeypatch.setattr(
-        figures, "draw_boxes", lambda tile, b, color, label=None, **kw: calls.append((color, label, len(b))) or real(tile, b, color, label, **kw)
+        figures,
+        "draw_boxes",
+        lambda tile, b, color, label=None, **kw: (
+            calls.append((color, label, len(b))) or real(tile, b, color, label, **kw)
+        ),
     )
     figure = figures.prediction_figure(
-        [image], [probabilities], [heat], [truth], thresholds, class_names=classes, classes=classes, tile_size=64
+        [image],
+        [probabilities],
+        [heat],
+        [truth],
+        thresholds,
+        class_names=classes,
+        classes=classes,
+        tile_size=64,
     )
     colors = dict(zip(classes, figures.CLASS_COLORS))
     predicted = [c for c in calls if c[1] and c[1] != "Card"]
-    assert [(c[0], c[1]) for c in predicted] == [(colors["Atelectasis"], "Atel 0.90")] and predicted[0][2] == 1
-    assert [(c[0], c[1]) for c in calls if c[1] == "Card"] == [(colors["Cardiomegaly"], "Card")]  # ground truth
+    assert [(c[0], c[1]) for c in predicted] == [(colors["Atelectasis"], "Atel 0.90")] and predicted[0][
+        2
+    ] == 1
+    assert [(c[0], c[1]) for c in calls if c[1] == "Card"] == [
+        (colors["Cardiomegaly"], "Card")
+    ]  # ground truth
     # Pixels: the model panel (left tile) holds the claimed class's colour and none of the others'.
     panel = np.asarray(figure)[figures.HEADER_HEIGHT : figures.HEADER_HEIGHT + 64, :64].reshape(-1, 3)
     present = {name for name, color in colors.items() if (panel == color).all(axis=1).any()}
@@ -263,7 +278,15 @@ def test_prediction_figure_boxes_only_the_classes_the_model_claims(monkeypatch):
     gt_panel = np.asarray(figure)[figures.HEADER_HEIGHT : figures.HEADER_HEIGHT + 64, 64:128].reshape(-1, 3)
     assert (gt_panel == colors["Cardiomegaly"]).all(axis=1).any()
     with pytest.raises(ValueError, match="operating threshold"):
-        figures.prediction_figure([image], [probabilities], [heat], [truth], {"Atelectasis": 0.5}, class_names=classes, classes=classes)
+        figures.prediction_figure(
+            [image],
+            [probabilities],
+            [heat],
+            [truth],
+            {"Atelectasis": 0.5},
+            class_names=classes,
+            classes=classes,
+        )
 
 
 def test_youden_thresholds_at_the_best_tpr_minus_fpr():

@@ -161,8 +161,12 @@ class GradCAM:
                 if gradient is None:  # the logit does not depend on this layer
                     gradient = torch.zeros_like(feature_map)
                 weights = gradient.float().mean(dim=(2, 3), keepdim=True)  # (B, K, 1, 1)
-                layer_maps.append(torch.relu((weights * feature_map.detach().float()).sum(dim=1)))  # (B, h, w)
-        layer_heatmaps = [_minmax(torch.stack(layer_maps, dim=1)) for layer_maps in maps]  # (B, C', h, w) each
+                layer_maps.append(
+                    torch.relu((weights * feature_map.detach().float()).sum(dim=1))
+                )  # (B, h, w)
+        layer_heatmaps = [
+            _minmax(torch.stack(layer_maps, dim=1)) for layer_maps in maps
+        ]  # (B, C', h, w) each
         return GradCAMOutput(
             logits=logits.detach(),
             heatmaps=layer_heatmaps[0],

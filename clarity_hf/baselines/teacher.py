@@ -108,7 +108,10 @@ def teacher_gradcam_stages(
     indices = list(range(len(modules))) if stages is None else [int(s) % len(modules) for s in stages]
     output = GradCAM(teacher, [modules[i] for i in indices])(pixel_values)
     logits = output.logits.float()
-    return {i: BaselineOutput(logits=logits, heatmaps=maps.float()) for i, maps in zip(indices, output.layer_heatmaps)}
+    return {
+        i: BaselineOutput(logits=logits, heatmaps=maps.float())
+        for i, maps in zip(indices, output.layer_heatmaps)
+    }
 
 
 @torch.no_grad()

@@ -678,7 +678,14 @@ def step_evaluate(
                 figures.append(path)
     predictions = {name: pred for name, pred in predictions.items() if name not in ablation_methods}
     return Evaluation(
-        entries, predictions, student, processor, ablation_entries, figures, stage_choice, operating_thresholds
+        entries,
+        predictions,
+        student,
+        processor,
+        ablation_entries,
+        figures,
+        stage_choice,
+        operating_thresholds,
     )
 
 
@@ -757,7 +764,8 @@ def _ablation_rows(config: DemoConfig, evaluation: Evaluation) -> list[dict]:
         for key, seeds in evaluation.ablation_entries.items()
     }
     switches = {
-        ABLATIONS[key][0]: ", ".join(f"{k}={v}" for k, v in ABLATIONS[key][1].items()) for key in config.ablations
+        ABLATIONS[key][0]: ", ".join(f"{k}={v}" for k, v in ABLATIONS[key][1].items())
+        for key in config.ablations
     }
     return aggregate_ablation(runs, "full CLARiTy", switches=switches)
 
@@ -769,9 +777,7 @@ def overview_markdown(
     say and what they do not."""
     entries = evaluation.entries
     synthetic = not config.data_dir
-    methods = [
-        f"{name} (map grid {map_text(entry.get('map'))})" for name, entry in entries.items()
-    ]
+    methods = [f"{name} (map grid {map_text(entry.get('map'))})" for name, entry in entries.items()]
     ours = entries[STUDENT_NAME]
     best = max(
         (name for name in BASELINE_NAMES if name in entries),
@@ -815,7 +821,10 @@ def overview_markdown(
             f"interval: {'; '.join(flagged) if flagged else 'none'}.",
         ]
     else:
-        lines += ["", "**Ablations** were not run (`--ablations all` adds them, two seeds per variant by default)."]
+        lines += [
+            "",
+            "**Ablations** were not run (`--ablations all` adds them, two seeds per variant by default).",
+        ]
     caveat = (
         "the images are synthetic chest X-rays with drawn lesions, small and easy, not NIH ChestX-ray14; "
         if synthetic

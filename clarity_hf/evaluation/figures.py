@@ -217,7 +217,9 @@ def prediction_figure(
         small = base.resize((new_w, new_h), Image.BILINEAR)
         heatmap = heatmaps[row]
         heatmap = (
-            heatmap.detach().float().cpu().numpy() if isinstance(heatmap, torch.Tensor) else np.asarray(heatmap)
+            heatmap.detach().float().cpu().numpy()
+            if isinstance(heatmap, torch.Tensor)
+            else np.asarray(heatmap)
         )
         probs = np.asarray(probabilities[row], dtype=np.float64)
         model_tile = Image.new("RGB", (tile_size, tile_size), (0, 0, 0))
@@ -231,7 +233,14 @@ def prediction_figure(
             gt = _gt_boxes_of(boxes[row], name)
             if claimed:
                 predicted = heatmap_boxes_in_frame(heatmap[class_names.index(name)], frame, levels[c])
-                draw_boxes(model_tile, predicted, colors[name], f"{name[:4]} {p:.2f}", scale=scale, offset=(off_x, off_y))
+                draw_boxes(
+                    model_tile,
+                    predicted,
+                    colors[name],
+                    f"{name[:4]} {p:.2f}",
+                    scale=scale,
+                    offset=(off_x, off_y),
+                )
             if len(gt):
                 draw_boxes(truth_tile, gt, colors[name], name[:4], scale=scale, offset=(off_x, off_y))
             status = "claimed" if claimed else "-"

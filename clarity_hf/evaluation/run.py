@@ -218,7 +218,9 @@ def predict_split(
             output = method(pixel_values)
             elapsed = time.perf_counter() - began
             # ModelOutputs are Mappings too: only a plain dict names several methods.
-            outputs = output if isinstance(output, dict) and not isinstance(output, ModelOutput) else {name: output}
+            outputs = (
+                output if isinstance(output, dict) and not isinstance(output, ModelOutput) else {name: output}
+            )
             for key, value in outputs.items():
                 seconds[key] = seconds.get(key, 0.0) + elapsed
                 logits.setdefault(key, []).append(value.logits.detach().float().cpu().numpy())

@@ -63,7 +63,9 @@ def select_stage(
     pattern = re.compile("^" + re.escape(name) + r" \[stage (\d+)\]$")
     stages = {int(m.group(1)): key for key in predictions if (m := pattern.match(key))}
     if not stages:
-        raise ValueError(f"no per-stage predictions of {name!r} (expected names like {stage_method_name(name, 0)!r})")
+        raise ValueError(
+            f"no per-stage predictions of {name!r} (expected names like {stage_method_name(name, 0)!r})"
+        )
     candidates: dict[int, dict[str, Any]] = {}
     for stage in sorted(stages):
         pred = predictions[stages[stage]]
@@ -79,7 +81,11 @@ def select_stage(
 
     def key(stage: int) -> tuple[float, int, int]:
         objective = candidates[stage]["tune_objective"]
-        return (-round(objective, 12) if np.isfinite(objective) else np.inf, candidates[stage]["grid_distance"], stage)
+        return (
+            -round(objective, 12) if np.isfinite(objective) else np.inf,
+            candidates[stage]["grid_distance"],
+            stage,
+        )
 
     chosen = min(candidates, key=key)
     first = stages[min(stages)]
