@@ -271,6 +271,7 @@ def test_prediction_figure_boxes_only_the_classes_the_model_claims(monkeypatch):
     assert [(c[0], c[1]) for c in calls if c[1] == "Card"] == [
         (colors["Cardiomegaly"], "Card")
     ]  # ground truth
+    assert {c[0] for c in calls} == {colors["Atelectasis"], colors["Cardiomegaly"]}  # no other class drawn
     # Pixels: the model panel (left tile) holds the claimed class's colour and none of the others'.
     panel = np.asarray(figure)[figures.HEADER_HEIGHT : figures.HEADER_HEIGHT + 64, :64].reshape(-1, 3)
     present = {name for name, color in colors.items() if (panel == color).all(axis=1).any()}

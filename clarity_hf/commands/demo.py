@@ -794,7 +794,7 @@ def overview_markdown(
         f"half (chosen: stage {evaluation.stage_choice['stage']}, {evaluation.stage_choice['grid']}); CAM exists on "
         "the teacher's last stage only. The plain ViT has CLARiTy's backbone and patch grid.",
         "",
-        f"**Data.** {data.source}; {config.image_size} px inputs. Schedule: teacher {config.teacher_steps}, "
+        f"**Data.** {data.source}; the models see {config.image_size} px inputs. Schedule: teacher {config.teacher_steps}, "
         f"student {config.student_steps}, plain ViT {config.baseline_steps} optimizer steps.",
         "",
         f"**What the numbers say.** {STUDENT_NAME}: mean AUROC {_fmt(_auroc(ours))}, localization accuracy at "
@@ -816,7 +816,7 @@ def overview_markdown(
         ]
         lines += [
             "",
-            f"**Ablations** ({len(ablation_rows) - 1} switches, seeds {', '.join(map(str, config.ablation_seeds))}, "
+            f"**Ablations** ({len(ablation_rows) - 1} switched-off component(s), seeds {', '.join(map(str, config.ablation_seeds))}, "
             f"{config.ablation_steps} steps each): differences beyond both the seed spread and the bootstrap "
             f"interval: {'; '.join(flagged) if flagged else 'none'}.",
         ]

@@ -156,8 +156,10 @@ def _delta_cell(stats: Mapping[str, Any]) -> str:
     text = f"{stats['delta']:+.3f}"
     if stats["flagged"]:
         return f"**{text}** ✓"
-    if stats["beyond_ci"] is None or stats["beyond_seed_spread"] is None:
-        return text + " (no CI / one seed)"
+    if stats["beyond_seed_spread"] is None:
+        return text + " (one seed)"
+    if stats["beyond_ci"] is None:
+        return text + " (no interval)"
     return text
 
 

@@ -207,7 +207,7 @@ def prediction_figure(
     figure = Image.new("RGB", (width, HEADER_HEIGHT + len(images) * tile_size), _BACKGROUND)
     draw = ImageDraw.Draw(figure)
     font = ImageFont.load_default()
-    draw.text((4, 3), f"{method}: classes at or above their operating threshold", fill=_TEXT, font=font)
+    draw.text((4, 3), f"{method}: claims"[: tile_size // 6], fill=_TEXT, font=font)
     draw.text((tile_size + 4, 3), "ground truth", fill=GT_COLOR, font=font)
     draw.text((2 * tile_size + 4, 3), "class: p / threshold, claimed?, GT", fill=_TEXT, font=font)
     for row, image in enumerate(images):
@@ -233,14 +233,13 @@ def prediction_figure(
             gt = _gt_boxes_of(boxes[row], name)
             if claimed:
                 predicted = heatmap_boxes_in_frame(heatmap[class_names.index(name)], frame, levels[c])
-                draw_boxes(
-                    model_tile,
-                    predicted,
-                    colors[name],
-                    f"{name[:4]} {p:.2f}",
-                    scale=scale,
-                    offset=(off_x, off_y),
-                )
+                # The largest box carries the label (class and probability); the others only the colour.
+                order = np.argsort(-(predicted[:, 2] - predicted[:, 0]) * (predicted[:, 3] - predicted[:, 1]))
+                predicted = predicted[order]
+                fit = {"scale": scale, "offset": (off_x, off_y)}
+                draw_boxes(model_tile, predicted[:1], colors[name], f"{name[:4]} {p:.2f}", **fit)
+                if len(predicted) > 1:
+                    draw_boxes(model_tile, predicted[1:], colors[name], None, **fit)
             if len(gt):
                 draw_boxes(truth_tile, gt, colors[name], name[:4], scale=scale, offset=(off_x, off_y))
             status = "claimed" if claimed else "-"
