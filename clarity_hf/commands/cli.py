@@ -118,6 +118,11 @@ def build_demo_parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{name}", type=positive_int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=non_negative_int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--learning-rate", type=positive_float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--per-class-thresholds",
+        action="store_true",
+        help="tune one heatmap threshold per class instead of one for all (for CLARiTy and every baseline alike)",
+    )
     parser.add_argument("--no-reload-check", action="store_true", help="skip the fresh-process reload")
     return parser
 
@@ -152,6 +157,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         except ValueError as err:
             parser.error(f"--ablations: {err}")
     overrides["reload_check"] = not args.no_reload_check
+    overrides["per_class_thresholds"] = args.per_class_thresholds
     config = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)
     result = run_demo(config)
     print(

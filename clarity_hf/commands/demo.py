@@ -115,6 +115,8 @@ class DemoConfig:
     ablations: list[str] = field(default_factory=list)
     ablation_seeds: list[int] = field(default_factory=lambda: [0, 1])
     n_bootstrap: int = 200
+    # One heatmap threshold for all classes, or one per class: the same freedom for CLARiTy and every baseline.
+    per_class_thresholds: bool = False
     seed: int = 0
     quick: bool = False
     reload_check: bool = True
@@ -601,7 +603,11 @@ def step_evaluate(
     predictions = predict_split({**methods, **ablation_methods}, test, processor, batch_size=64)
     student_grid = tuple(predictions[STUDENT_NAME].heatmaps.shape[-2:])
     predictions, stage_choice = select_stage(
-        predictions, "teacher Grad-CAM", data.label_names, reference_grid=student_grid
+        predictions,
+        "teacher Grad-CAM",
+        data.label_names,
+        reference_grid=student_grid,
+        per_class=config.per_class_thresholds,
     )
     last_stage = len(teacher_stages(teacher)) - 1
     stage_text = ", ".join(
@@ -622,6 +628,7 @@ def step_evaluate(
         name: evaluate_predictions(
             pred,
             data.label_names,
+            per_class_thresholds=config.per_class_thresholds,
             n_bootstrap=config.n_bootstrap,
             notes=notes.get(name, ""),
             map_info=map_info.get(name),
@@ -789,8 +796,8 @@ def overview_markdown(
         "",
         f"**Compared.** {'; '.join(methods)}. Every method is evaluated by the same code on the same test split: "
         "mean AUROC over every test image (95% bootstrap interval), and box localization on the boxed test images "
-        "(heatmap threshold, one for all classes for every method, tuned on the `tune` half and reported on the "
-        "`eval` half). The teacher's Grad-CAM is read from the encoder stage that localises best on the `tune` "
+        f"(heatmap threshold {'per class' if config.per_class_thresholds else 'one for all classes'} for every "
+        "method alike, tuned on the `tune` half and reported on the `eval` half). The teacher's Grad-CAM is read from the encoder stage that localises best on the `tune` "
         f"half (chosen: stage {evaluation.stage_choice['stage']}, {evaluation.stage_choice['grid']}); CAM exists on "
         "the teacher's last stage only. The plain ViT has CLARiTy's backbone and patch grid.",
         "",
