@@ -13,8 +13,9 @@
 With no arguments everything runs offline on this CPU: the synthetic chest X-ray benchmark
 (`clarity_hf.data.synthetic.build_synthetic_cxr`), a tiny ConvNeXtV2 teacher, a tiny CLARiTy student (distilled),
 a plain-ViT baseline of the same size (and, with `--ablations all`, the ablation students), all trained by the
-project's one training loop (`clarity_hf.training.train`) and evaluated by `clarity_hf.evaluation` on the `test` split (AUROC on every
-image; localization threshold tuned on the `tune` half of the boxed images, reported on the `eval` half).
+project's one training loop (`clarity_hf.training.train`) and evaluated by `clarity_hf.evaluation` on the `test`
+split (AUROC on every image; localization threshold tuned on the `tune` half of the boxed images, reported on the
+`eval` half).
 
 `--data-dir` points the same job at a real NIH ChestX-ray14 download (`clarity_hf.data.chestxray14`);
 `--preset clarity-s-16-512` switches to the shipped paper configurations (`clarity_s16_512.yaml` with the
