@@ -258,3 +258,97 @@ def test_one_teacher_builder_serves_training():
     assert trained.config.drop_path_rate == 0.1
     with pytest.raises(ValueError, match="unknown ConvNeXtV2 preset 'convnextv2-huge'"):
         build_teacher("convnextv2-huge")
+
+
+class _BoxChannels(torch.nn.Module):
+    """Stands in for the teacher's stem: the image's first two channels (one box mask per class) pooled to the
+    stage-0 grid (image side / 4)."""
+
+    def forward(self, pixel_values):
+        return torch.nn.functional.avg_pool2d(pixel_values[:, :2], 4)
+
+
+class _NoisyDownsample(torch.nn.Module):
+    """Stands in for stage 1: halves the grid (linear, so the gradients reaching stage 0 stay exact) and adds strong
+    fixed noise, so that maps read at this stage no longer follow the boxes."""
+
+    def __init__(self, grid):
+        super().__init__()
+        self.register_buffer(
+            "noise", 4 * torch.randn(2, grid, grid, generator=torch.Generator().manual_seed(0))
+        )
+
+    def forward(self, hidden_states):
+        return torch.nn.functional.avg_pool2d(hidden_states, 2) + self.noise
+
+
+def test_stage_selection_on_tune_picks_the_stage_whose_maps_follow_the_boxes():
+    """A teacher with two stages (16 x 16 and 8 x 8 at 64 px): stage 0 sees the boxes, stage 1 is noise. The
+    selection, made on the tune half only, must pick stage 0 and report its grid, even though stage 1 is the
+    default (last) Grad-CAM layer."""
+    from clarity_hf.evaluation.selection import select_stage
+
+    classes = ["Atelectasis", "Cardiomegaly"]
+    teacher = ConvNextV2ForImageClassification(
+        ConvNextV2Config(num_stages=2, depths=[1, 1], hidden_sizes=[2, 2], num_labels=2, image_size=64)
+    ).eval()
+    teacher.convnextv2.embeddings = _BoxChannels()
+    teacher.convnextv2.encoder.stages[0] = torch.nn.Identity()
+    teacher.convnextv2.encoder.stages[1] = _NoisyDownsample(8)
+    teacher.convnextv2.layernorm = torch.nn.Identity()
+    teacher.classifier = torch.nn.Linear(2, 2)
+    with torch.no_grad():  # logit c = mean of channel c: Grad-CAM of class c reads channel c
+        teacher.classifier.weight.copy_(torch.eye(2))
+        teacher.classifier.bias.zero_()
+
+    generator = np.random.default_rng(0)
+    n = 16
+    pixel_values = torch.zeros(n, 3, 64, 64)
+    boxes = []
+    for i in range(n):
+        image_boxes = []
+        for c, name in enumerate(classes):
+            x, y = (int(v) * 8 for v in generator.integers(0, 5, size=2))
+            w, h = (int(v) * 8 for v in generator.integers(2, 4, size=2))
+            pixel_values[i, c, y : y + h, x : x + w] = 1.0
+            image_boxes.append({"label": name, "x": x, "y": y, "w": w, "h": h})
+        boxes.append(image_boxes)
+
+    methods = heatmap_methods(teacher, "convnextv2", gradcam_stages=True)
+    outputs = methods["teacher Grad-CAM"](pixel_values)
+    assert {k: tuple(v.heatmaps.shape[-2:]) for k, v in outputs.items()} == {
+        "teacher Grad-CAM [stage 0]": (16, 16),
+        "teacher Grad-CAM [stage 1]": (8, 8),
+    }
+
+    def predictions_of(output):
+        return SplitPredictions(
+            logits=output.logits.numpy(),
+            heatmaps=output.heatmaps.numpy(),
+            labels=np.ones((n, 2), dtype=np.float32),
+            image_ids=[str(i) for i in range(n)],
+            boxes=boxes,
+            box_frames=[(64, 64)] * n,
+            box_splits=["tune" if i % 2 == 0 else "eval" for i in range(n)],
+        )
+
+    predictions = {name: predictions_of(out) for name, out in outputs.items()}
+    predictions["other"] = predictions["teacher Grad-CAM [stage 1]"]
+    # The reference grid (8 x 8) favours stage 1 on ties only; the objective must decide here.
+    selected, choice = select_stage(predictions, "teacher Grad-CAM", classes, reference_grid=(8, 8))
+    assert list(selected) == ["teacher Grad-CAM", "other"]
+    assert choice["stage"] == 0 and choice["grid"] == "16 x 16" and choice["selected_on"] == "tune"
+    scores = {s: c["tune_objective"] for s, c in choice["candidates"].items()}
+    assert scores[0] > 0.9 and scores[1] < scores[0] - 0.3, scores
+    assert selected["teacher Grad-CAM"] is predictions["teacher Grad-CAM [stage 0]"]
+
+    # The report entry states the grid and the stage; the eval half confirms the choice.
+    entry = evaluate_predictions(
+        selected["teacher Grad-CAM"], classes, boxed_classes=classes, n_bootstrap=0, map_info={"stage": 0}
+    )
+    assert entry["map"] == {"grid": "16 x 16", "stage": 0}
+    assert np.mean(entry["localization"]["eval"]["iou"]["macro"]) > 0.9
+
+    # Per-class tuning is the same freedom, and picks the same stage.
+    _, per_class = select_stage(predictions, "teacher Grad-CAM", classes, per_class=True)
+    assert per_class["stage"] == 0 and per_class["per_class"]

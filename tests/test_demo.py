@@ -82,7 +82,8 @@ def test_demo_parser_defaults():
     assert (
         args.output_dir == "./clarity-demo-output" and args.data_dir is None and args.preset == "clarity-tiny"
     )
-    assert DemoConfig().ablations == list(ABLATIONS)
+    assert DemoConfig().ablations == [] and DemoConfig().ablation_seeds == [0, 1]
+    assert DemoConfig(student_steps=7).resolved().ablation_steps == 7  # the full student schedule
     assert DemoConfig.quick_config().ablations == [] and DemoConfig.quick_config().image_size == 64
 
 
@@ -100,6 +101,9 @@ def test_quick_demo_end_to_end(tmp_path):
             str(out),
             "--ablations",
             "distillation",
+            "--ablation-seeds",
+            "0",
+            "1",
         ],
         capture_output=True,
         text=True,
@@ -112,23 +116,33 @@ def test_quick_demo_end_to_end(tmp_path):
     assert summary["reload_ok"] is True
     report = json.loads((out / "report.json").read_text())
     models = report["models"]
-    assert {
-        "CLARiTy",
-        "teacher Grad-CAM",
-        "teacher CAM",
-        "plain ViT (CLS attention)",
-        "CLARiTy w/o distillation",
-    } <= set(models)
+    # Ablation students are not rows of their own: they enter through the table aggregated over seeds.
+    assert set(models) == {"CLARiTy", "teacher Grad-CAM", "teacher CAM", "plain ViT (CLS attention)"}
+    # Every row states its map grid; the teacher's Grad-CAM stage was chosen on the tune half.
+    assert models["CLARiTy"]["map"]["grid"] == models["plain ViT (CLS attention)"]["map"]["grid"] == "8 x 8"
+    selection = models["teacher Grad-CAM"]["map"]["stage_selection"]
+    assert selection["selected_on"] == "tune" and len(selection["candidates"]) == 4
+    stage = models["teacher Grad-CAM"]["map"]["stage"]
+    assert models["teacher Grad-CAM"]["map"]["grid"] == selection["candidates"][str(stage)]["grid"]
+    assert models["teacher CAM"]["map"] == {"grid": "2 x 2", "stage": 3}
     for name, model in models.items():
         assert model["localization"]["split"] == "eval" and model["tuning"]["tune_split"] == "tune", name
         assert len(model["classification"]["per_class"]) == 14
     assert report["published"]["rows"][0]["model"] == "CLARiTy-S-16-512"
     assert report["reload"]["ok"] is True and report["reload"]["clarity_hf_imported"] is False
     assert [row["variant"] for row in report["ablation"]] == ["full CLARiTy", "w/o distillation"]
+    assert [row["seeds"] for row in report["ablation"]] == [2, 2]
+    auroc = report["ablation"][1]["metrics"]["mean_auroc"]
+    assert len(auroc["values"]) == 2 and auroc["min"] <= auroc["mean"] <= auroc["max"]
+    assert isinstance(auroc["flagged"], bool)
     assert report["verdict"]["passed"] in (True, False) and len(report["verdict"]["checks"]) == 7
     markdown = (out / "report.md").read_text()
     for heading in ("## Summary", "## Verdict", "## Ablation", "(published)", "## Run"):
         assert heading in markdown
+    assert markdown.index("## In short") < markdown.index("## Summary")
+    assert "synthetic" in markdown[: markdown.index("## Summary")]
+    assert set(report["operating_thresholds"]) == {"CLARiTy", "teacher Grad-CAM", "plain ViT (CLS attention)"}
+    assert (out / "figures" / "predictions_clarity.png").is_file()
     assert ("**Met**" in markdown) == report["verdict"]["passed"]
     # Figures: 8 boxed-class rows, one column per chosen image (160 px tiles).
     figure = out / "figures" / "overlays_clarity.png"

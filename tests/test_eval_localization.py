@@ -327,3 +327,38 @@ def test_tuning_grid_is_sorted_and_deduplicated():
     assert result["grid"] == [0.3, 0.5, 0.7]
     assert result["objective_values"]["global"] == pytest.approx([6 / 7, 11 / 14, 15 / 28])
     assert result["thresholds"] == {"A": 0.3, "B": 0.3}
+
+
+def test_macro_bootstrap_interval_brackets_the_macro_accuracy():
+    from clarity_hf.evaluation.localization import LocalizationEvaluator
+
+    classes = ["Atelectasis", "Cardiomegaly"]
+    evaluator = LocalizationEvaluator(class_names=classes, boxed_classes=classes)
+    heat = np.zeros((2, 8, 8), dtype=np.float32)
+    heat[:, 2:6, 2:6] = 1.0  # one box at (16, 16, 32, 32) in a 64 x 64 frame, for both classes
+    for i in range(20):
+        # half of the Atelectasis boxes are hit, every Cardiomegaly box is hit
+        x = 16 if i % 2 == 0 else 40
+        boxes = [
+            {
+                "label": "Atelectasis",
+                "x": x,
+                "y": 16 if x == 16 else 40,
+                "w": 32 if x == 16 else 20,
+                "h": 32 if x == 16 else 20,
+            },
+            {"label": "Cardiomegaly", "x": 16, "y": 16, "w": 32, "h": 32},
+        ]
+        evaluator.add(str(i), heat, boxes, (64, 64), "eval")
+    plain = evaluator.compute(0.5, split="eval")
+    assert "macro_ci" not in plain["iou"]
+    result = evaluator.compute(0.5, split="eval", n_bootstrap=300, seed=0)
+    assert result["iou"]["macro"][2] == pytest.approx(0.75)  # (0.5 + 1.0) / 2 at T(IoU)=0.3
+    low, high = result["iou"]["macro_ci"][2]
+    assert low < 0.75 < high and high - low < 0.35
+    assert (
+        result["iou"]["macro_ci"][2]
+        == evaluator.compute(0.5, split="eval", n_bootstrap=300, seed=0)["iou"]["macro_ci"][2]
+    )
+    # Only the varying class spreads the interval: with every box hit, the interval is a point.
+    assert result["iou"]["per_class"]["Cardiomegaly"][2] == 1.0

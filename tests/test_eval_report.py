@@ -187,3 +187,132 @@ def test_published_numbers_keep_their_precision():
     pcan = next(line for line in markdown.splitlines() if line.startswith("| PCAN"))
     assert "| 0.10 |" in pcan
     assert "published" not in render_markdown(build_report({}, include_published=False))
+
+
+def test_ablation_flags_only_deltas_beyond_seed_spread_and_bootstrap_interval():
+    from clarity_hf.evaluation.ablation import ablation_markdown, aggregate_ablation
+
+    def run(auroc, low, high, iou):
+        return {"mean_auroc": (auroc, low, high), "iou_0.3": (iou, None, None)}
+
+    runs = {
+        # reference: AUROC 0.80 / 0.82 (range [0.80, 0.82]), interval bounds averaging [0.78, 0.84]
+        "full": [run(0.80, 0.77, 0.83, 0.50), run(0.82, 0.79, 0.85, 0.60)],
+        # beyond both: ranges disjoint and 0.70 < 0.78
+        "w/o A": [run(0.69, 0.66, 0.72, 0.52), run(0.71, 0.68, 0.74, 0.58)],
+        # ranges disjoint (0.835 > 0.82) but the mean 0.8375 lies inside [0.78, 0.84]
+        "w/o B": [run(0.835, 0.80, 0.87, 0.55), run(0.84, 0.81, 0.87, 0.55)],
+        # outside the interval on the mean (0.765) but its seeds overlap the reference's range
+        "w/o C": [run(0.72, 0.69, 0.75, 0.55), run(0.81, 0.78, 0.84, 0.55)],
+        # a single seed is never flagged
+        "w/o D": [run(0.50, 0.47, 0.53, 0.10)],
+    }
+    rows = aggregate_ablation(runs, "full", switches={"w/o A": "a=False"}, metrics=("mean_auroc", "iou_0.3"))
+    by = {row["variant"]: row["metrics"] for row in rows}
+    assert [row["variant"] for row in rows] == ["full", "w/o A", "w/o B", "w/o C", "w/o D"]
+    full = by["full"]["mean_auroc"]
+    assert full["mean"] == pytest.approx(0.81) and full["min"] == 0.80 and full["max"] == 0.82
+    assert full["std"] == pytest.approx(np.std([0.80, 0.82], ddof=1))
+    assert full["ci"] == pytest.approx((0.78, 0.84))
+    a = by["w/o A"]["mean_auroc"]
+    assert a["delta"] == pytest.approx(-0.11)
+    assert a["beyond_seed_spread"] and a["beyond_ci"] and a["flagged"]
+    b = by["w/o B"]["mean_auroc"]
+    assert b["beyond_seed_spread"] and not b["beyond_ci"] and not b["flagged"]
+    c = by["w/o C"]["mean_auroc"]
+    assert not c["beyond_seed_spread"] and c["beyond_ci"] and not c["flagged"]
+    d = by["w/o D"]["mean_auroc"]
+    assert d["beyond_seed_spread"] is None and not d["flagged"]
+    # No interval for the localization metric here: never flagged, however large the delta.
+    assert by["w/o D"]["iou_0.3"]["beyond_ci"] is None and not by["w/o D"]["iou_0.3"]["flagged"]
+
+    text = ablation_markdown(rows, steps=600, seeds=[0, 1])
+    assert "0.810 ± 0.014 [0.800, 0.820]" in text
+    assert "**-0.110** ✓" in text and text.count("✓") == 2  # the legend and the one flagged cell
+    assert "seeds 0, 1" in text and "600 optimizer steps" in text
+    assert text.rstrip().endswith("w/o A (mean AUROC).")
+    assert "`a=False`" in text
+
+
+def test_prediction_figure_boxes_only_the_classes_the_model_claims(monkeypatch):
+    from clarity_hf.evaluation import figures
+
+    classes = ["Atelectasis", "Cardiomegaly", "Nodule"]
+    heat = np.zeros((3, 8, 8), dtype=np.float32)
+    heat[:, 2:5, 2:5] = 1.0  # every class's heatmap would give a box
+    probabilities = np.array([0.9, 0.2, 0.6])
+    thresholds = {"Atelectasis": 0.5, "Cardiomegaly": 0.3, "Nodule": 0.7}  # only Atelectasis is claimed
+    truth = [{"label": "Cardiomegaly", "x": 10, "y": 10, "w": 20, "h": 20}]
+    image = Image.fromarray(np.zeros((64, 64), dtype=np.uint8))
+    calls = []
+    real = figures.draw_boxes
+    monkeypatch.setattr(
+        figures,
+        "draw_boxes",
+        lambda tile, b, color, label=None, **kw: (
+            calls.append((color, label, len(b))) or real(tile, b, color, label, **kw)
+        ),
+    )
+    figure = figures.prediction_figure(
+        [image],
+        [probabilities],
+        [heat],
+        [truth],
+        thresholds,
+        class_names=classes,
+        classes=classes,
+        tile_size=64,
+    )
+    colors = dict(zip(classes, figures.CLASS_COLORS))
+    predicted = [c for c in calls if c[1] and c[1] != "Card"]
+    assert [(c[0], c[1]) for c in predicted] == [(colors["Atelectasis"], "Atel 0.90")] and predicted[0][
+        2
+    ] == 1
+    assert [(c[0], c[1]) for c in calls if c[1] == "Card"] == [
+        (colors["Cardiomegaly"], "Card")
+    ]  # ground truth
+    assert {c[0] for c in calls} == {colors["Atelectasis"], colors["Cardiomegaly"]}  # no other class drawn
+    # Pixels: the model panel (left tile) holds the claimed class's colour and none of the others'.
+    panel = np.asarray(figure)[figures.HEADER_HEIGHT : figures.HEADER_HEIGHT + 64, :64].reshape(-1, 3)
+    present = {name for name, color in colors.items() if (panel == color).all(axis=1).any()}
+    assert present == {"Atelectasis"}
+    gt_panel = np.asarray(figure)[figures.HEADER_HEIGHT : figures.HEADER_HEIGHT + 64, 64:128].reshape(-1, 3)
+    assert (gt_panel == colors["Cardiomegaly"]).all(axis=1).any()
+    with pytest.raises(ValueError, match="operating threshold"):
+        figures.prediction_figure(
+            [image],
+            [probabilities],
+            [heat],
+            [truth],
+            {"Atelectasis": 0.5},
+            class_names=classes,
+            classes=classes,
+        )
+
+
+def test_youden_thresholds_at_the_best_tpr_minus_fpr():
+    from clarity_hf.evaluation.classification import youden_thresholds
+
+    scores = np.array([[0.1, 0.5], [0.6, 0.5], [0.35, 0.5], [0.8, 0.5], [0.7, 0.5]])
+    labels = np.array([[0, 0], [0, 0], [1, 0], [1, 0], [1, 0]])
+    chosen = youden_thresholds(scores, labels, ["a", "b"])
+    # Cuts: 0.8 -> J 1/3, 0.7 -> 2/3, 0.6 -> 2/3 - 1/2, 0.35 -> 1 - 1/2; the Youden point is 0.7.
+    assert chosen["a"] == pytest.approx(0.7)
+    assert chosen["b"] == 0.5  # one label value: the default
+
+
+def test_every_row_states_its_map_grid_and_the_overview_comes_first():
+    entries = models()
+    name = next(iter(entries))
+    entries[name]["map"] = {"grid": "12 x 12"}
+    other = list(entries)[1]
+    entries[other]["map"] = {"grid": "24 x 24", "stage": 0}
+    markdown = render_markdown(build_report(entries, title="T", overview="## In short\n\nWhat was compared."))
+    assert markdown.startswith("# T\n\n## In short\n\nWhat was compared.\n")
+    header = next(line for line in markdown.splitlines() if line.startswith("| model |"))
+    assert header.rstrip().endswith("| map grid |")
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+    assert row.rstrip().endswith("| 12 x 12 |")
+    row = next(line for line in markdown.splitlines() if line.startswith(f"| {other} |"))
+    assert row.rstrip().endswith("| 24 x 24, stage 0 |")
+    assert "map grid: 24 x 24, stage 0." in markdown

@@ -62,3 +62,18 @@ def test_gradcam_all_classes_and_errors(teacher):
         GradCAM(teacher)(pixel_values, [5])
     with pytest.raises(ValueError, match="target layer"):
         GradCAM(torch.nn.Linear(3, 3))
+
+
+def test_several_stages_with_the_graph_cut_give_the_uncut_maps():
+    # Without parameter gradients the graph starts at the first target map; the later stages' maps must not change.
+    torch.manual_seed(0)
+    config = ConvNextV2Config(num_labels=5, depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 32, 64], image_size=64)
+    model = ConvNextV2ForImageClassification(config).eval()
+    stages = list(model.convnextv2.encoder.stages)
+    pixel_values = torch.randn(2, 3, 64, 64)
+    cut = GradCAM(model, stages, parameter_gradients=False)(pixel_values)
+    full = GradCAM(model, stages, parameter_gradients=True)(pixel_values)
+    assert [tuple(m.shape[-2:]) for m in cut.layer_heatmaps] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    for a, b in zip(cut.layer_heatmaps, full.layer_heatmaps):
+        assert float(a.max()) > 0
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

@@ -3,7 +3,15 @@
 Grad-CAM maps, and the Grad-CAM implementation itself."""
 
 from .gradcam import GradCAM, GradCAMOutput
-from .teacher import CONVNEXTV2_PRESETS, BaselineOutput, build_teacher, teacher_cam, teacher_gradcam
+from .teacher import (
+    CONVNEXTV2_PRESETS,
+    BaselineOutput,
+    build_teacher,
+    teacher_cam,
+    teacher_gradcam,
+    teacher_gradcam_stages,
+    teacher_stages,
+)
 from .vit import PLAIN_VIT_ARCHITECTURE, PlainViTForMultiLabelClassification, PlainViTOutput, plain_vit_config
 
 __all__ = [
@@ -18,4 +26,6 @@ __all__ = [
     "plain_vit_config",
     "teacher_cam",
     "teacher_gradcam",
+    "teacher_gradcam_stages",
+    "teacher_stages",
 ]

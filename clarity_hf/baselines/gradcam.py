@@ -7,7 +7,8 @@ For class c, with A (B, K, h, w) the activations of a target layer and y_c the c
     alpha_c = mean over (h, w) of dy_c/dA            (B, K)
     CAM_c   = relu(sum_k alpha_c[k] * A[k])         (B, h, w), min-max normalised to [0, 1] per image
 
-One forward pass, then one backward pass per class (`retain_graph=True`). By default the backward passes stop at
+One forward pass, then one backward pass per class (`retain_graph=True`). Several target layers (e.g. every stage
+of the encoder, to pick the one whose grid suits the evaluation) share that forward pass and those backward passes. By default the backward passes stop at
 the target layer (`torch.autograd.grad` with respect to A only), which is the cheapest exact Grad-CAM;
 `parameter_gradients=True` also computes every parameter's gradient, which reproduces the cost of the common
 `loss.backward(retain_graph=True)` implementations (e.g. pytorch-grad-cam). Both give the same maps.
@@ -25,11 +26,13 @@ out.heatmaps  # (B, 14, h, w) float32 in [0, 1]; h = w = image side / 32 for Con
 ```
 """
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from ..heatmaps import normalize_heatmaps
 
 
 @dataclass
@@ -41,11 +44,14 @@ class GradCAMOutput:
             class, float32, min-max normalised to [0, 1] per (image, class); a map that is zero everywhere after
             the ReLU stays all zeros.
         class_indices (`list[int]`): the classes of the heatmap channels, in order.
+        layer_heatmaps (`list[torch.FloatTensor]`): the same maps for every target layer, in the order given (each
+            at its layer's own grid); `heatmaps` is `layer_heatmaps[0]`.
     """
 
     logits: torch.Tensor
     heatmaps: torch.Tensor
     class_indices: list[int]
+    layer_heatmaps: list[torch.Tensor] = field(default_factory=list)
 
 
 def default_target_layer(model: nn.Module) -> nn.Module:
@@ -61,51 +67,60 @@ def default_target_layer(model: nn.Module) -> nn.Module:
     return stages[-1]
 
 
-def _minmax(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    flat = maps.flatten(-2)
-    low = flat.min(dim=-1, keepdim=True).values
-    high = flat.max(dim=-1, keepdim=True).values
-    return ((flat - low) / (high - low).clamp_min(eps)).reshape(maps.shape)
-
-
 class GradCAM:
     """Grad-CAM maps for a list of classes from one forward pass and one backward pass per class.
 
     Args:
         model (`nn.Module`): an image classifier returning an output with `.logits` (B, num_labels) or a tensor.
             Use it in eval mode (BatchNorm / dropout); parameters need not require gradients.
-        target_layer (`nn.Module`, *optional*): the module whose output feature map (B, K, h, w) is explained;
-            defaults to the last encoder stage of a ConvNeXt(V2) model.
+        target_layer (`nn.Module` or a sequence of them, *optional*): the module(s) whose output feature map
+            (B, K, h, w) is explained; defaults to the last encoder stage of a ConvNeXt(V2) model.
         parameter_gradients (`bool`, *optional*, defaults to `False`): also compute the gradients of all parameters
             that require them in each backward pass (the cost of the usual `loss.backward()` implementations).
     """
 
     def __init__(
-        self, model: nn.Module, target_layer: nn.Module | None = None, parameter_gradients: bool = False
+        self,
+        model: nn.Module,
+        target_layer: nn.Module | Sequence[nn.Module] | None = None,
+        parameter_gradients: bool = False,
     ):
         self.model = model
-        self.target_layer = target_layer if target_layer is not None else default_target_layer(model)
+        if target_layer is None:
+            target_layer = default_target_layer(model)
+        self.target_layers = [target_layer] if isinstance(target_layer, nn.Module) else list(target_layer)
+        if not self.target_layers:
+            raise ValueError("no Grad-CAM target layer given")
+        self.target_layer = self.target_layers[0]
         self.parameter_gradients = parameter_gradients
 
     def __call__(
         self, pixel_values: torch.Tensor, class_indices: Iterable[int] | None = None
     ) -> GradCAMOutput:
-        captured: list[torch.Tensor] = []
+        captured: list[list[torch.Tensor]] = [[] for _ in self.target_layers]
 
         cut = not self.parameter_gradients
+        reached: list[bool] = []
 
-        def hook(module, inputs, output):
-            feature_map = output[0] if isinstance(output, (tuple, list)) else output
-            if cut:
-                # The maps need the graph from A to the logits only: record nothing before A, so a batch of 32 at
-                # 512 px does not keep the whole network's activations (tens of GB for ConvNeXtV2-B).
-                feature_map = feature_map.detach().requires_grad_(True)
-                torch.set_grad_enabled(True)  # restored when the `set_grad_enabled` block below exits
-                captured.append(feature_map)
-                return (feature_map, *output[1:]) if isinstance(output, (tuple, list)) else feature_map
-            captured.append(feature_map)
+        def hook_for(slot: list[torch.Tensor]):
+            def hook(module, inputs, output):
+                feature_map = output[0] if isinstance(output, (tuple, list)) else output
+                if cut and not reached:
+                    # The maps need the graph from the first target map to the logits only: record nothing before
+                    # it, so a batch of 32 at 512 px does not keep the whole network's activations (tens of GB for
+                    # ConvNeXtV2-B). Later target maps stay downstream of it, so their gradients still flow.
+                    reached.append(True)
+                    feature_map = feature_map.detach().requires_grad_(True)
+                    torch.set_grad_enabled(True)  # restored when the `set_grad_enabled` block below exits
+                    slot.append(feature_map)
+                    return (feature_map, *output[1:]) if isinstance(output, (tuple, list)) else feature_map
+                slot.append(feature_map)
 
-        handle = self.target_layer.register_forward_hook(hook)
+            return hook
+
+        handles = [
+            layer.register_forward_hook(hook_for(slot)) for layer, slot in zip(self.target_layers, captured)
+        ]
         try:
             with torch.set_grad_enabled(not cut):
                 if not cut:
@@ -113,16 +128,20 @@ class GradCAM:
                 outputs = self.model(pixel_values)
                 logits = outputs.logits if hasattr(outputs, "logits") else outputs
         finally:
-            handle.remove()
-        if len(captured) != 1:
-            raise RuntimeError(
-                f"the Grad-CAM target layer ran {len(captured)} times in one forward pass, expected 1"
-            )
-        activations = captured[0]
-        if activations.dim() != 4:
-            raise ValueError(
-                f"the Grad-CAM target layer must output (batch, channels, height, width), got {tuple(activations.shape)}"
-            )
+            for handle in handles:
+                handle.remove()
+        for slot in captured:
+            if len(slot) != 1:
+                raise RuntimeError(
+                    f"a Grad-CAM target layer ran {len(slot)} times in one forward pass, expected 1"
+                )
+        activations = [slot[0] for slot in captured]
+        for feature_map in activations:
+            if feature_map.dim() != 4:
+                raise ValueError(
+                    "the Grad-CAM target layer must output (batch, channels, height, width), got "
+                    f"{tuple(feature_map.shape)}"
+                )
         if logits.dim() != 2:
             raise ValueError(f"the model's logits must be (batch, num_labels), got {tuple(logits.shape)}")
 
@@ -137,17 +156,32 @@ class GradCAM:
         parameters = (
             [p for p in self.model.parameters() if p.requires_grad] if self.parameter_gradients else []
         )
-        maps = []
+        maps: list[list[torch.Tensor]] = [[] for _ in activations]
         for position, index in enumerate(classes):
             # Each image's logit depends only on its own activations, so the batch sum gives per-image gradients.
             score = logits[:, index].sum()
             gradients = torch.autograd.grad(
-                score, [activations, *parameters], retain_graph=position < len(classes) - 1, allow_unused=True
-            )[0]
-            weights = gradients.float().mean(dim=(2, 3), keepdim=True)  # (B, K, 1, 1)
-            maps.append(torch.relu((weights * activations.detach().float()).sum(dim=1)))  # (B, h, w)
-        heatmaps = _minmax(torch.stack(maps, dim=1))  # (B, C', h, w)
-        return GradCAMOutput(logits=logits.detach(), heatmaps=heatmaps, class_indices=classes)
+                score,
+                [*activations, *parameters],
+                retain_graph=position < len(classes) - 1,
+                allow_unused=True,
+            )[: len(activations)]
+            for layer_maps, feature_map, gradient in zip(maps, activations, gradients):
+                if gradient is None:  # the logit does not depend on this layer
+                    gradient = torch.zeros_like(feature_map)
+                weights = gradient.float().mean(dim=(2, 3), keepdim=True)  # (B, K, 1, 1)
+                layer_maps.append(
+                    torch.relu((weights * feature_map.detach().float()).sum(dim=1))
+                )  # (B, h, w)
+        layer_heatmaps = [
+            normalize_heatmaps(torch.stack(layer_maps, dim=1)) for layer_maps in maps
+        ]  # (B, C', h, w) each
+        return GradCAMOutput(
+            logits=logits.detach(),
+            heatmaps=layer_heatmaps[0],
+            class_indices=classes,
+            layer_heatmaps=layer_heatmaps,
+        )
 
 
 __all__ = ["GradCAM", "GradCAMOutput", "default_target_layer"]

@@ -4,8 +4,11 @@ baselines.
 
 - [`build_teacher`]: a randomly initialised `ConvNextV2ForImageClassification` from a preset of
   [`CONVNEXTV2_PRESETS`] (ConvNeXtV2-Base is the paper's teacher) for multi-label classification.
-- **Grad-CAM of the teacher** ([`teacher_gradcam`]): [`GradCAM`] on the last encoder stage (one map per class,
-  ReLU, min-max normalised).
+- **Grad-CAM of the teacher** ([`teacher_gradcam`]): [`GradCAM`] on one encoder stage, the last by default (one map
+  per class, ReLU, min-max normalised). [`teacher_gradcam_stages`] gives the maps of every stage from one forward pass
+  and one backward pass per class: ConvNeXt's stages halve the grid one after the other (image side / 4, / 8, / 16,
+  / 32), so the evaluation can pick the stage whose grid and maps localise best instead of being held to the coarsest
+  one (`clarity_hf.evaluation.selection`).
 - **CAM of the teacher** ([`teacher_cam`], Zhou et al. 2016): the classifier weights applied to the last-stage
   feature map *before* pooling. transformers' ConvNeXtV2 head is `Linear(LayerNorm(mean_hw F))`; the LayerNorm is an
   affine map of the pooled vector, so the exact per-location decomposition of the logit is
@@ -13,7 +16,8 @@ baselines.
       CAM_c(h, w) = sum_k W[c, k] * gamma[k] * (F[k, h, w] - mean_k F[:, h, w])
 
   (logit_c = mean_hw CAM_c / sigma + const, sigma the pooled vector's std). The map is min-max normalised per
-  (image, class) to [0, 1] (no ReLU, as in CAM).
+  (image, class) to [0, 1] (no ReLU, as in CAM). CAM exists on the last stage only: the classifier's weights are
+  defined on that stage's channels.
 
 Heatmaps are (B, C, h, w) float32 in [0, 1] at the model's own low resolution.
 """
@@ -33,7 +37,15 @@ from ..configuration_clarity import NIH_PATHOLOGIES
 from ..modeling_clarity import minmax_normalize
 from .gradcam import GradCAM
 
-__all__ = ["BaselineOutput", "CONVNEXTV2_PRESETS", "build_teacher", "teacher_cam", "teacher_gradcam"]
+__all__ = [
+    "BaselineOutput",
+    "CONVNEXTV2_PRESETS",
+    "build_teacher",
+    "teacher_cam",
+    "teacher_gradcam",
+    "teacher_gradcam_stages",
+    "teacher_stages",
+]
 
 CONVNEXTV2_PRESETS = {
     # Paper configuration of the teacher (ConvNeXtV2-Base).
@@ -71,10 +83,35 @@ class BaselineOutput(ModelOutput):
     heatmaps: torch.Tensor | None = None
 
 
-def teacher_gradcam(teacher: nn.Module, pixel_values: torch.Tensor) -> BaselineOutput:
-    """Grad-CAM maps of every class of a ConvNeXt(V2) classifier (last encoder stage): (B, C, h, w) in [0, 1]."""
-    output = GradCAM(teacher)(pixel_values)
+def teacher_stages(teacher: nn.Module) -> list[nn.Module]:
+    """The encoder stages of a ConvNeXt(V2) classifier, first (finest grid) to last (coarsest)."""
+    base = getattr(teacher, getattr(teacher, "base_model_prefix", ""), None)
+    stages = getattr(getattr(base, "encoder", None), "stages", None)
+    if stages is None or len(stages) == 0:
+        raise ValueError(f"{type(teacher).__name__} has no ConvNeXt encoder stages (`<base>.encoder.stages`)")
+    return list(stages)
+
+
+def teacher_gradcam(teacher: nn.Module, pixel_values: torch.Tensor, stage: int = -1) -> BaselineOutput:
+    """Grad-CAM maps of every class of a ConvNeXt(V2) classifier on encoder stage `stage` (default: the last):
+    (B, C, h, w) in [0, 1]."""
+    output = GradCAM(teacher, teacher_stages(teacher)[stage])(pixel_values)
     return BaselineOutput(logits=output.logits.float(), heatmaps=output.heatmaps.float())
+
+
+def teacher_gradcam_stages(
+    teacher: nn.Module, pixel_values: torch.Tensor, stages: Sequence[int] | None = None
+) -> dict[int, BaselineOutput]:
+    """Grad-CAM maps of every class on each of `stages` (default: all, first to last), from one forward pass and one
+    backward pass per class: stage index (0-based) -> (B, C, h_s, w_s) maps in [0, 1] with the shared logits."""
+    modules = teacher_stages(teacher)
+    indices = list(range(len(modules))) if stages is None else [int(s) % len(modules) for s in stages]
+    output = GradCAM(teacher, [modules[i] for i in indices])(pixel_values)
+    logits = output.logits.float()
+    return {
+        i: BaselineOutput(logits=logits, heatmaps=maps.float())
+        for i, maps in zip(indices, output.layer_heatmaps)
+    }
 
 
 @torch.no_grad()

@@ -19,6 +19,8 @@ DEMO_EPILOG = """\
 examples:
   clarity-demo                                   # synthetic data, CPU, about 8 minutes on 2 cores
   clarity-demo --quick --output-dir /tmp/demo    # a smoke run (under 2 minutes)
+  clarity-demo --ablations all --ablation-seeds 0 1
+                                                 # + 11 students, each as long as the default student
   clarity-demo --data-dir /data/ChestX-ray14     # the same job on a real NIH ChestX-ray14 download
   accelerate launch -m clarity_hf demo --data-dir /data/ChestX-ray14 --preset clarity-s-16-512
                                                  # the paper's configuration on GPUs (training is distributed by
@@ -77,7 +79,16 @@ def build_demo_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ablations",
         default=None,
-        help=f"'none', 'all' (default; 'none' with --quick) or a comma-separated list of {', '.join(ABLATIONS)}",
+        help=f"'none' (default), 'all' or a comma-separated list of {', '.join(ABLATIONS)}: each switch and the "
+        "full model are trained on the full student schedule from every seed of --ablation-seeds (long: "
+        "2 x (1 + switches) students by default)",
+    )
+    parser.add_argument(
+        "--ablation-seeds",
+        type=non_negative_int,
+        nargs="+",
+        default=None,
+        help=f"training seeds of every ablation variant (default: {' '.join(map(str, defaults.ablation_seeds))})",
     )
     parser.add_argument(
         "--image-size",
@@ -99,6 +110,11 @@ def build_demo_parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{name}", type=positive_int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=non_negative_int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--learning-rate", type=positive_float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--per-class-thresholds",
+        action="store_true",
+        help="tune one heatmap threshold per class instead of one for all (for CLARiTy and every baseline alike)",
+    )
     parser.add_argument("--no-reload-check", action="store_true", help="skip the fresh-process reload")
     return parser
 
@@ -125,12 +141,15 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, key)
         if value is not None:
             overrides[key] = value
+    if args.ablation_seeds is not None:
+        overrides["ablation_seeds"] = list(dict.fromkeys(args.ablation_seeds))
     if args.ablations is not None:
         try:
             overrides["ablations"] = parse_ablations(args.ablations)
         except ValueError as err:
             parser.error(f"--ablations: {err}")
     overrides["reload_check"] = not args.no_reload_check
+    overrides["per_class_thresholds"] = args.per_class_thresholds
     config = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)
     result = run_demo(config)
     print(

@@ -18,11 +18,18 @@ from collections.abc import Sequence
 from typing import TypedDict
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from ..configuration_clarity import NIH_PATHOLOGIES
 
-__all__ = ["ClassAuroc", "AurocResult", "auroc_per_class", "bootstrap_auroc", "compute_auroc"]
+__all__ = [
+    "ClassAuroc",
+    "AurocResult",
+    "auroc_per_class",
+    "bootstrap_auroc",
+    "compute_auroc",
+    "youden_thresholds",
+]
 
 
 class ClassAuroc(TypedDict):
@@ -200,3 +207,23 @@ def compute_auroc(
         seed=int(seed),
         confidence=float(confidence),
     )
+
+
+def youden_thresholds(
+    probabilities: np.ndarray, labels: np.ndarray, class_names: Sequence[str], default: float = 0.5
+) -> dict[str, float]:
+    """Per-class operating thresholds on probabilities at the Youden point (max TPR - FPR of scikit-learn's
+    `roc_curve`), to be chosen on a held-out split (validation) and applied elsewhere. A class with a single label
+    value has no ROC curve and gets `default`."""
+    probabilities, labels = _check_inputs(probabilities, labels)
+    thresholds: dict[str, float] = {}
+    for c, name in enumerate(class_names):
+        column = labels[:, c]
+        if column.min() == column.max():
+            thresholds[name] = float(default)
+            continue
+        fpr, tpr, cuts = roc_curve(column, probabilities[:, c])
+        # roc_curve's first cut is +inf (nothing predicted positive): never the operating point of a usable class.
+        best = int(np.argmax((tpr - fpr)[1:])) + 1
+        thresholds[name] = float(min(cuts[best], 1.0))
+    return thresholds

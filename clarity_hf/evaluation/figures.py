@@ -10,6 +10,11 @@ label column of width `LABEL_WIDTH` with the class names, then `tile_size` x `ti
 image scaled to fit (aspect kept, centred on black). Predicted boxes come from
 `clarity_hf.evaluation.localization.heatmap_boxes_in_frame`, the evaluation's own box extraction, in the image's
 original frame, and are scaled with the image.
+
+[`prediction_figure`] shows what the model *says*: one row per image, the classes whose probability reaches their
+operating threshold (chosen on validation, e.g. `youden_thresholds`) with their boxes and probabilities, the ground
+truth beside it, and every class listed as claimed or not and present or absent. A class under its operating
+threshold gets no box, whatever its heatmap looks like.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ __all__ = [
     "draw_boxes",
     "overlay_grid",
     "save_overlay_grid",
+    "CLASS_COLORS",
+    "prediction_figure",
+    "save_prediction_figure",
 ]
 
 PRED_COLOR: tuple[int, int, int] = (255, 0, 255)  # magenta: not in the jet colormap
@@ -143,6 +151,118 @@ def overlay_grid(
             draw_boxes(tile, predicted, PRED_COLOR, None, scale=scale, offset=(off_x, off_y))
             grid.paste(tile, (x0, HEADER_HEIGHT + row * tile_size))
     return grid
+
+
+# One colour per class in the prediction figure (the first eight are the NIH boxed classes' order), none grey.
+CLASS_COLORS: tuple[tuple[int, int, int], ...] = (
+    (255, 64, 64),
+    (64, 160, 255),
+    (255, 200, 0),
+    (0, 220, 120),
+    (255, 0, 255),
+    (0, 230, 230),
+    (255, 128, 0),
+    (170, 110, 255),
+)
+_ABSENT = (120, 120, 120)
+_TEXT_WIDTH = 260
+
+
+def prediction_figure(
+    images: Sequence[Image.Image | np.ndarray],
+    probabilities: Sequence[np.ndarray],
+    heatmaps: Sequence[np.ndarray | torch.Tensor],
+    boxes: Sequence[Iterable[Mapping[str, Any]]],
+    operating_thresholds: Mapping[str, float],
+    class_names: Sequence[str] = NIH_PATHOLOGIES,
+    classes: Sequence[str] = NIH_BOXED_PATHOLOGIES,
+    threshold: ThresholdSpec = 0.5,
+    tile_size: int = 192,
+    image_ids: Sequence[str] | None = None,
+    method: str = "model",
+) -> Image.Image:
+    """One row per image: [the model's claims | the ground truth | every class of `classes` with its probability].
+
+    Args:
+        images: the original images (the frame of the boxes).
+        probabilities: per image, (len(class_names),) class probabilities.
+        heatmaps: per image, (len(class_names), h, w) heatmaps.
+        boxes: per image, ground-truth boxes {label, x, y, w, h} in the original frame.
+        operating_thresholds: class -> probability from which the model claims the class (one per class of
+            `classes`); only claimed classes get boxes, from their heatmap at `threshold`.
+        threshold: the heatmap threshold(s) of the box extraction (as in [`overlay_grid`]).
+    """
+    if not len(images) == len(probabilities) == len(heatmaps) == len(boxes):
+        raise ValueError(
+            f"{len(images)} images, {len(probabilities)} probability rows, {len(heatmaps)} heatmaps, {len(boxes)} box lists"
+        )
+    class_names, classes = list(class_names), list(classes)
+    missing = [name for name in classes if name not in operating_thresholds]
+    if missing:
+        raise ValueError(f"no operating threshold for {missing}")
+    levels = threshold_levels(threshold, classes)
+    image_ids = [str(i) for i in (image_ids if image_ids is not None else range(len(images)))]
+    colors = {name: CLASS_COLORS[i % len(CLASS_COLORS)] for i, name in enumerate(classes)}
+    width = 2 * tile_size + _TEXT_WIDTH
+    figure = Image.new("RGB", (width, HEADER_HEIGHT + len(images) * tile_size), _BACKGROUND)
+    draw = ImageDraw.Draw(figure)
+    font = ImageFont.load_default()
+    draw.text((4, 3), f"{method}: claims"[: tile_size // 6], fill=_TEXT, font=font)
+    draw.text((tile_size + 4, 3), "ground truth", fill=GT_COLOR, font=font)
+    draw.text((2 * tile_size + 4, 3), "class: p / threshold, claimed?, GT", fill=_TEXT, font=font)
+    for row, image in enumerate(images):
+        base = _to_rgb(image)
+        frame = (base.height, base.width)
+        scale, new_w, new_h, off_x, off_y = _fit(frame, tile_size)
+        small = base.resize((new_w, new_h), Image.BILINEAR)
+        heatmap = heatmaps[row]
+        heatmap = (
+            heatmap.detach().float().cpu().numpy()
+            if isinstance(heatmap, torch.Tensor)
+            else np.asarray(heatmap)
+        )
+        probs = np.asarray(probabilities[row], dtype=np.float64)
+        model_tile = Image.new("RGB", (tile_size, tile_size), (0, 0, 0))
+        model_tile.paste(small, (off_x, off_y))
+        truth_tile = model_tile.copy()
+        top = HEADER_HEIGHT + row * tile_size
+        lines = [(image_ids[row][: _TEXT_WIDTH // 6], _TEXT)]
+        for c, name in enumerate(classes):
+            p = float(probs[class_names.index(name)])
+            claimed = p >= float(operating_thresholds[name])
+            gt = _gt_boxes_of(boxes[row], name)
+            if claimed:
+                predicted = heatmap_boxes_in_frame(heatmap[class_names.index(name)], frame, levels[c])
+                # The largest box carries the label (class and probability); the others only the colour.
+                order = np.argsort(-(predicted[:, 2] - predicted[:, 0]) * (predicted[:, 3] - predicted[:, 1]))
+                predicted = predicted[order]
+                fit = {"scale": scale, "offset": (off_x, off_y)}
+                draw_boxes(model_tile, predicted[:1], colors[name], f"{name[:4]} {p:.2f}", **fit)
+                if len(predicted) > 1:
+                    draw_boxes(model_tile, predicted[1:], colors[name], None, **fit)
+            if len(gt):
+                draw_boxes(truth_tile, gt, colors[name], name[:4], scale=scale, offset=(off_x, off_y))
+            status = "claimed" if claimed else "-"
+            truth = "present" if len(gt) else "absent"
+            lines.append(
+                (
+                    f"{name[:14]:<14} {p:.2f}/{float(operating_thresholds[name]):.2f} {status:<7} {truth}",
+                    colors[name] if claimed or len(gt) else _ABSENT,
+                )
+            )
+        figure.paste(model_tile, (0, top))
+        figure.paste(truth_tile, (tile_size, top))
+        for i, (text, color) in enumerate(lines):
+            draw.text((2 * tile_size + 4, top + 4 + 12 * i), text, fill=color, font=font)
+    return figure
+
+
+def save_prediction_figure(path: str | Path, *args: Any, **kwargs: Any) -> Path:
+    """[`prediction_figure`] written to `path` as PNG; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prediction_figure(*args, **kwargs).save(path, format="PNG")
+    return path
 
 
 def save_overlay_grid(path: str | Path, *args: Any, **kwargs: Any) -> Path:

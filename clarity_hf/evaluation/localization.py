@@ -78,12 +78,14 @@ TUNING_OBJECTIVE = (
 ThresholdSpec = Union[float, Sequence[float], Mapping[str, Union[float, Sequence[float]]], str]
 
 
-class AccuracyTable(TypedDict):
-    """Localization accuracy at each overlap threshold: lists aligned with `thresholds`."""
+class AccuracyTable(TypedDict, total=False):
+    """Localization accuracy at each overlap threshold: lists aligned with `thresholds`; `macro_ci` (only when
+    bootstrapped) holds the 95% percentile interval [low, high] of the macro value at each threshold."""
 
     thresholds: list[float]
     per_class: dict[str, list[float]]
     macro: list[float]
+    macro_ci: list[list[float]]
 
 
 class FalsePositiveStats(TypedDict):
@@ -390,7 +392,14 @@ class LocalizationEvaluator:
             for s in range(len(settings))
         ]
 
-    def _accuracy(self, stats: _Stats, overlaps: np.ndarray, thresholds: list[float]) -> AccuracyTable:
+    def _accuracy(
+        self,
+        stats: _Stats,
+        overlaps: np.ndarray,
+        thresholds: list[float],
+        n_bootstrap: int = 0,
+        seed: int = 0,
+    ) -> AccuracyTable:
         per_class: dict[str, list[float]] = {}
         for c, name in enumerate(self.boxed_classes):
             mask = stats.gt_class == c
@@ -400,9 +409,28 @@ class LocalizationEvaluator:
         table = np.asarray([per_class[name] for name in self.boxed_classes]).reshape(-1, len(thresholds))
         defined = np.isfinite(table).all(axis=1)
         macro = table[defined].mean(0) if defined.any() else np.full(len(thresholds), np.nan)
-        return AccuracyTable(
+        result = AccuracyTable(
             thresholds=list(thresholds), per_class=per_class, macro=[float(v) for v in macro]
         )
+        if n_bootstrap > 0 and defined.any():
+            result["macro_ci"] = self._bootstrap_macro(stats, overlaps, thresholds, n_bootstrap, seed)
+        return result
+
+    def _bootstrap_macro(
+        self, stats: _Stats, overlaps: np.ndarray, thresholds: list[float], n_bootstrap: int, seed: int
+    ) -> list[list[float]]:
+        """95% percentile interval of the macro accuracy at each threshold, resampling the ground-truth boxes with
+        replacement within each class (so every class keeps its number of boxes and the macro mean its classes)."""
+        rng = np.random.default_rng(seed)
+        replicates = []
+        for c in range(len(self.boxed_classes)):
+            found = overlaps[stats.gt_class == c][:, None] > np.asarray(thresholds)[None]  # (n_c, T)
+            if len(found):
+                draws = rng.integers(0, len(found), size=(n_bootstrap, len(found)))
+                replicates.append(found[draws].mean(axis=1))  # (n_bootstrap, T)
+        macro = np.mean(replicates, axis=0)
+        low, high = np.percentile(macro, [2.5, 97.5], axis=0)
+        return [[float(a), float(b)] for a, b in zip(low, high)]
 
     def _fp_criterion(self) -> str:
         scope = (
@@ -416,7 +444,12 @@ class LocalizationEvaluator:
         )
 
     def _result(
-        self, stats: _Stats, levels: list[tuple[float, ...]], split: str | None
+        self,
+        stats: _Stats,
+        levels: list[tuple[float, ...]],
+        split: str | None,
+        n_bootstrap: int = 0,
+        seed: int = 0,
     ) -> LocalizationResult:
         per_class_fp: dict[str, float] = {}
         for c, name in enumerate(self.boxed_classes):
@@ -430,8 +463,8 @@ class LocalizationEvaluator:
             n_images=stats.n_images,
             n_gt_boxes={name: int((stats.gt_class == c).sum()) for c, name in enumerate(self.boxed_classes)},
             n_predicted_boxes=int(stats.predicted_per_class.sum()),
-            iou=self._accuracy(stats, stats.gt_max_iou, self.iou_thresholds),
-            iobb=self._accuracy(stats, stats.gt_max_iobb, self.iobb_thresholds),
+            iou=self._accuracy(stats, stats.gt_max_iou, self.iou_thresholds, n_bootstrap, seed),
+            iobb=self._accuracy(stats, stats.gt_max_iobb, self.iobb_thresholds, n_bootstrap, seed),
             false_positives=FalsePositiveStats(
                 criterion=self._fp_criterion(),
                 per_image=float(total_fp / stats.n_images) if stats.n_images else float("nan"),
@@ -441,17 +474,25 @@ class LocalizationEvaluator:
         )
 
     # ------------------------------------------------------------------ public
-    def compute(self, threshold: ThresholdSpec = 0.5, split: str | None = None) -> LocalizationResult:
+    def compute(
+        self,
+        threshold: ThresholdSpec = 0.5,
+        split: str | None = None,
+        n_bootstrap: int = 0,
+        seed: int = 0,
+    ) -> LocalizationResult:
         """Localization accuracy and false positives at a fixed heatmap threshold.
 
         Args:
             threshold: a float (every class), a sequence of levels whose boxes are pooled, a mapping class ->
                 float or levels, or "wang2017" (the reconstructed fixed two-level mode, 60/255 and 180/255).
             split: evaluate only images whose `box_split` equals this ("tune", "eval"); None for every image.
+            n_bootstrap: when > 0, add `macro_ci` (95% interval from resampling the ground-truth boxes within each
+                class, `seed` fixed) to the IoU and IoBB tables.
         """
         levels = self._levels(threshold)
         images = self._selected(split)
-        return self._result(self._stats(images, [levels])[0], levels, split)
+        return self._result(self._stats(images, [levels])[0], levels, split, n_bootstrap, seed)
 
     def tune(
         self,
@@ -518,10 +559,12 @@ class LocalizationEvaluator:
         per_class: bool = False,
         tune_split: str | None = "tune",
         eval_split: str | None = "eval",
+        n_bootstrap: int = 0,
     ) -> TuningResult:
         """[`~LocalizationEvaluator.tune`] on `tune_split`, then [`~LocalizationEvaluator.compute`] with the chosen
-        thresholds on `eval_split` (the protocol's reported numbers are `result["eval"]`)."""
+        thresholds on `eval_split` (the protocol's reported numbers are `result["eval"]`, with bootstrap intervals
+        of the macro accuracy when `n_bootstrap` > 0)."""
         result = self.tune(grid=grid, per_class=per_class, split=tune_split)
         result["eval_split"] = eval_split
-        result["eval"] = self.compute(result["thresholds"], split=eval_split)
+        result["eval"] = self.compute(result["thresholds"], split=eval_split, n_bootstrap=n_bootstrap)
         return result

@@ -14,8 +14,10 @@ A report is a plain, JSON-serialisable dict (NaN is written as `null`):
       "tuning": {"objective", "per_class", "grid", "tune_split", "eval_split", "thresholds",
                  "objective_values", "tune"} | None,   # present when a TuningResult was given
       "notes": str,
+      "map": {"grid": "h x w", "stage": ...} | None,  # the heatmaps' grid and, for a teacher, the chosen stage
     }
   },
+  "overview": str,                                      # a Markdown summary shown first ("" for none)
   "published": PUBLISHED_RESULTS,                       # or None
 }
 ```
@@ -40,6 +42,7 @@ __all__ = [
     "build_report",
     "format_number",
     "format_published",
+    "map_text",
     "render_markdown",
     "write_report",
     "load_report",
@@ -79,6 +82,7 @@ class ModelEntry(TypedDict, total=False):
     classification: AurocResult
     localization: LocalizationResult | TuningResult
     notes: str
+    map: dict[str, Any]
 
 
 def jsonable(value: Any) -> Any:
@@ -107,6 +111,7 @@ def build_report(
     title: str = "CLARiTy evaluation",
     include_published: bool = True,
     metadata: Mapping[str, Any] | None = None,
+    overview: str = "",
 ) -> dict[str, Any]:
     """Collect the results of several models into one JSON-serialisable report dict (schema in the module doc).
 
@@ -116,6 +121,7 @@ def build_report(
         title: the report's title.
         include_published: add the paper's published rows (`PUBLISHED_RESULTS`).
         metadata: free-form facts about the run (dataset, split, preset, ...), shown at the top.
+        overview: a Markdown summary of the run, rendered first, under the title.
     """
     entries = {}
     for name, entry in models.items():
@@ -125,6 +131,7 @@ def build_report(
             "localization": localization,
             "tuning": tuning,
             "notes": entry.get("notes", ""),
+            "map": entry.get("map"),
         }
     return jsonable(
         {
@@ -133,6 +140,7 @@ def build_report(
             "metadata": dict(metadata or {}),
             "models": entries,
             "published": PUBLISHED_RESULTS if include_published else None,
+            "overview": overview,
         }
     )
 
@@ -178,7 +186,7 @@ def _summary_section(report: Mapping) -> list[str]:
             thresholds.append(t)
     thresholds.sort()
     header = ["model", "mean AUROC [95% CI]"] + [f"T(IoU)={t:g}" for t in thresholds]
-    header += ["FP/image", "heatmap threshold"]
+    header += ["FP/image", "heatmap threshold", "map grid"]
     rows = []
     for name, model in models.items():
         classification = model.get("classification")
@@ -196,14 +204,16 @@ def _summary_section(report: Mapping) -> list[str]:
         rows.append(
             [name, auroc]
             + [format_number(by_t.get(t)) for t in thresholds]
-            + [format_number(fp, 2), _threshold_text(model)]
+            + [format_number(fp, 2), _threshold_text(model), map_text(model.get("map"))]
         )
     if published:
         for row in published["rows"]:
             by_t = dict(zip(published["iou_thresholds"], row["iou_macro"] or []))
             cells = [format_published(by_t.get(t)) for t in thresholds]
             rows.append(
-                [f"{row['model']} (published)", format_published(row["mean_auroc"])] + cells + ["n/a", "n/a"]
+                [f"{row['model']} (published)", format_published(row["mean_auroc"])]
+                + cells
+                + ["n/a", "n/a", "n/a"]
             )
     lines = ["## Summary", ""]
     lines.append(markdown_table(header, rows))
@@ -215,6 +225,14 @@ def _summary_section(report: Mapping) -> list[str]:
     if published:
         lines += ["", f"Published rows: {published['source']}. Numbers shown as given."]
     return lines
+
+
+def map_text(info: Mapping | None) -> str:
+    """A model's map grid as the report writes it: "12 x 12", with the layer it was read from when one was chosen
+    ("12 x 12, stage 1")."""
+    if not info or not info.get("grid"):
+        return "n/a"
+    return info["grid"] + (f", stage {info['stage']}" if info.get("stage") is not None else "")
 
 
 def format_published(value: Any) -> str:
@@ -258,7 +276,7 @@ def _localization_section(name: str, model: Mapping) -> list[str]:
     lines.append(
         f"Split: {split if split is not None else 'all'}; images: {result['n_images']}, "
         f"ground-truth boxes: {sum(result['n_gt_boxes'].values())}, predicted boxes: {result['n_predicted_boxes']}; "
-        f"heatmap threshold: {_threshold_text(model)}."
+        f"heatmap threshold: {_threshold_text(model)}; map grid: {map_text(model.get('map'))}."
     )
     tuning = model.get("tuning")
     if tuning:
@@ -292,6 +310,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     """The report dict -> a Markdown document (summary with published rows, per-class AUROC, per-model
     localization tables at every T(IoU) and T(IoBB))."""
     lines = [f"# {report['title']}", ""]
+    if report.get("overview"):
+        lines += [report["overview"].rstrip(), ""]
     metadata = report.get("metadata") or {}
     for key, value in metadata.items():
         lines.append(f"- {key}: {value}")
@@ -314,11 +334,14 @@ def write_report(
     include_published: bool = True,
     metadata: Mapping[str, Any] | None = None,
     basename: str = "report",
+    overview: str = "",
 ) -> dict[str, Path]:
     """Build the report and write `<basename>.json` and `<basename>.md` into `output_dir`; returns their paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    report = build_report(models, title=title, include_published=include_published, metadata=metadata)
+    report = build_report(
+        models, title=title, include_published=include_published, metadata=metadata, overview=overview
+    )
     json_path, md_path = output_dir / f"{basename}.json", output_dir / f"{basename}.md"
     json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     md_path.write_text(render_markdown(report), encoding="utf-8")

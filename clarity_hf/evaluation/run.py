@@ -27,19 +27,21 @@ import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
 from transformers import AutoConfig, AutoModelForImageClassification
+from transformers.utils import ModelOutput
 
 from ..baselines import (
     PLAIN_VIT_ARCHITECTURE,
     PlainViTForMultiLabelClassification,
     teacher_cam,
     teacher_gradcam,
+    teacher_gradcam_stages,
 )
 from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
 from ..data.transforms import build_processor
 from ..image_processing_clarity import ClarityImageProcessor
 from ..modeling_clarity import ClarityForMultiLabelLocalization
 from .classification import compute_auroc
-from .figures import save_overlay_grid
+from .figures import save_overlay_grid, save_prediction_figure
 from .localization import LocalizationEvaluator
 from .report import ModelEntry, jsonable, write_report
 
@@ -52,15 +54,20 @@ __all__ = [
     "evaluate_predictions",
     "heatmap_methods",
     "load_model_for_evaluation",
+    "localization_evaluator",
+    "map_grid",
     "model_kind",
+    "stage_method_name",
     "predict_split",
     "reported_thresholds",
     "figure_rows",
+    "save_claims_figure",
     "save_figure",
     "write_evaluation",
 ]
 
-# A heatmap method: pixel_values (B, 3, H, W) -> an output with `logits` (B, C) and `heatmaps` (B, C, h, w).
+# A heatmap method: pixel_values (B, 3, H, W) -> an output with `logits` (B, C) and `heatmaps` (B, C, h, w), or a
+# mapping method name -> such an output when one pass yields several methods (Grad-CAM on every teacher stage).
 HeatmapMethod = Callable[[torch.Tensor], Any]
 
 
@@ -117,17 +124,38 @@ def load_model_for_evaluation(folder: str | Path) -> tuple[torch.nn.Module, Clar
     return model.eval(), processor, kind
 
 
-def heatmap_methods(model: torch.nn.Module, kind: str, name: str | None = None) -> dict[str, HeatmapMethod]:
+def stage_method_name(name: str, stage: int) -> str:
+    """The method name of `name` computed on encoder stage `stage` (0-based)."""
+    return f"{name} [stage {stage}]"
+
+
+def map_grid(heatmaps: np.ndarray | torch.Tensor) -> str:
+    """The map grid of (..., h, w) heatmaps as "h x w"."""
+    h, w = tuple(heatmaps.shape[-2:])
+    return f"{h} x {w}"
+
+
+def heatmap_methods(
+    model: torch.nn.Module, kind: str, name: str | None = None, gradcam_stages: bool = False
+) -> dict[str, HeatmapMethod]:
     """The heatmap methods of a model: CLARiTy -> its heatmaps; plain ViT -> CLS attention; ConvNeXt(V2) teacher ->
-    Grad-CAM and CAM. Keys are method names (`name` prefixes them)."""
+    Grad-CAM and CAM. Keys are method names (`name` prefixes them). With `gradcam_stages`, the teacher's Grad-CAM
+    method yields one method per encoder stage, named by [`stage_method_name`] (one shared pass), for
+    `clarity_hf.evaluation.selection.select_stage` to choose from."""
     if kind == "clarity":
         return {(name or "CLARiTy"): lambda x: _no_grad(model, x)}
     if kind == "plain_vit":
         return {(name or "plain ViT (CLS attention)"): lambda x: _no_grad(model, x)}
     if kind == "convnextv2":
         prefix = name or "teacher"
+        gradcam_name = f"{prefix} Grad-CAM"
+
+        def every_stage(x: torch.Tensor) -> dict[str, Any]:
+            outputs = teacher_gradcam_stages(model, x)
+            return {stage_method_name(gradcam_name, s): out for s, out in outputs.items()}
+
         return {
-            f"{prefix} Grad-CAM": lambda x: teacher_gradcam(model, x),
+            gradcam_name: every_stage if gradcam_stages else (lambda x: teacher_gradcam(model, x)),
             f"{prefix} CAM": lambda x: teacher_cam(model, x),
         }
     raise ValueError(f"unknown model kind {kind!r}")
@@ -168,9 +196,10 @@ def predict_split(
     if isinstance(images.features["image"], ImageFeature) and not images.features["image"].decode:
         images = images.cast_column("image", ImageFeature(decode=True))
     meta = dataset.select_columns(["labels", *meta_columns])
-    logits: dict[str, list[np.ndarray]] = {name: [] for name in methods}
-    heatmaps: dict[str, list[np.ndarray]] = {name: [] for name in methods}
-    seconds = dict.fromkeys(methods, 0.0)
+    # Keyed by output name: a method that returns a mapping yields several outputs, timed together.
+    logits: dict[str, list[np.ndarray]] = {}
+    heatmaps: dict[str, list[np.ndarray]] = {}
+    seconds: dict[str, float] = {}
     for start in range(0, len(dataset), batch_size):
         stop = min(start + batch_size, len(dataset))
         batch_images = images[start:stop]["image"]
@@ -178,9 +207,15 @@ def predict_split(
         for name, method in methods.items():
             began = time.perf_counter()
             output = method(pixel_values)
-            seconds[name] += time.perf_counter() - began
-            logits[name].append(output.logits.detach().float().cpu().numpy())
-            heatmaps[name].append(output.heatmaps.detach().float().cpu().numpy())
+            elapsed = time.perf_counter() - began
+            # ModelOutputs are Mappings too: only a plain dict names several methods.
+            outputs = (
+                output if isinstance(output, dict) and not isinstance(output, ModelOutput) else {name: output}
+            )
+            for key, value in outputs.items():
+                seconds[key] = seconds.get(key, 0.0) + elapsed
+                logits.setdefault(key, []).append(value.logits.detach().float().cpu().numpy())
+                heatmaps.setdefault(key, []).append(value.heatmaps.detach().float().cpu().numpy())
     rows = meta[:]
     labels = np.asarray(rows["labels"], dtype=np.float32)
     n = len(dataset)
@@ -201,25 +236,16 @@ def predict_split(
             box_splits=splits,
             seconds=seconds[name],
         )
-        for name in methods
+        for name in logits
     }
 
 
-def evaluate_predictions(
+def localization_evaluator(
     predictions: SplitPredictions,
     class_names: Sequence[str],
     boxed_classes: Sequence[str] = NIH_BOXED_PATHOLOGIES,
-    per_class_thresholds: bool = False,
-    n_bootstrap: int = 200,
-    notes: str = "",
-) -> ModelEntry:
-    """AUROC over every row, localization over the boxed rows (tuned on `tune`, reported on `eval`; when the split
-    has no tune / eval halves, every boxed row is evaluated at the default threshold 0.5)."""
-    entry: ModelEntry = {
-        "classification": compute_auroc(
-            predictions.logits, predictions.labels, class_names=list(class_names), n_bootstrap=n_bootstrap
-        )
-    }
+) -> LocalizationEvaluator:
+    """A `LocalizationEvaluator` holding every boxed row of `predictions` (with its `box_split`)."""
     boxed = [name for name in boxed_classes if name in class_names]
     evaluator = LocalizationEvaluator(class_names=list(class_names), boxed_classes=boxed)
     for i, boxes in enumerate(predictions.boxes):
@@ -231,10 +257,34 @@ def evaluate_predictions(
                 predictions.box_frames[i],
                 predictions.box_splits[i],
             )
+    return evaluator
+
+
+def evaluate_predictions(
+    predictions: SplitPredictions,
+    class_names: Sequence[str],
+    boxed_classes: Sequence[str] = NIH_BOXED_PATHOLOGIES,
+    per_class_thresholds: bool = False,
+    n_bootstrap: int = 200,
+    notes: str = "",
+    map_info: Mapping[str, Any] | None = None,
+) -> ModelEntry:
+    """AUROC over every row, localization over the boxed rows (tuned on `tune`, reported on `eval`; when the split
+    has no tune / eval halves, every boxed row is evaluated at the default threshold 0.5). The entry's `map` holds
+    the heatmaps' grid ("h x w") and `map_info` (e.g. the chosen teacher stage)."""
+    entry: ModelEntry = {
+        "classification": compute_auroc(
+            predictions.logits, predictions.labels, class_names=list(class_names), n_bootstrap=n_bootstrap
+        ),
+        "map": {"grid": map_grid(predictions.heatmaps), **dict(map_info or {})},
+    }
+    evaluator = localization_evaluator(predictions, class_names, boxed_classes)
     if len(evaluator):
         splits = set(predictions.box_splits)
         if {"tune", "eval"} <= splits:
-            entry["localization"] = evaluator.tune_and_evaluate(per_class=per_class_thresholds)
+            entry["localization"] = evaluator.tune_and_evaluate(
+                per_class=per_class_thresholds, n_bootstrap=n_bootstrap
+            )
         else:
             logger.warning(
                 "no tune / eval halves in the split: localization at threshold 0.5 on every boxed image"
@@ -303,6 +353,40 @@ def save_figure(
     )
 
 
+def save_claims_figure(
+    path: str | Path,
+    dataset: Dataset,
+    predictions: SplitPredictions,
+    class_names: Sequence[str],
+    operating_thresholds: Mapping[str, float],
+    threshold: Any = 0.5,
+    max_images: int = 6,
+    tile_size: int = 192,
+    method: str = "model",
+) -> Path | None:
+    """What the model says on the figure's images (the rows of [`figure_rows`]): the boxed classes whose probability
+    reaches their operating threshold, with boxes and probabilities, beside the ground truth."""
+    rows = figure_rows(predictions, max_images)
+    if not rows:
+        return None
+    boxed = [name for name in NIH_BOXED_PATHOLOGIES if name in class_names]
+    probabilities = 1.0 / (1.0 + np.exp(-predictions.logits.astype(np.float64)))
+    return save_prediction_figure(
+        path,
+        [dataset[int(i)]["image"] for i in rows],
+        [probabilities[i] for i in rows],
+        [predictions.heatmaps[i] for i in rows],
+        [predictions.boxes[i] for i in rows],
+        {name: operating_thresholds[name] for name in boxed},
+        class_names=list(class_names),
+        classes=boxed,
+        threshold=threshold,
+        tile_size=tile_size,
+        image_ids=[predictions.image_ids[i] for i in rows],
+        method=method,
+    )
+
+
 def write_evaluation(
     output_dir: str | Path,
     entries: Mapping[str, ModelEntry],
@@ -310,9 +394,11 @@ def write_evaluation(
     title: str = "CLARiTy evaluation",
     extra_markdown: str = "",
     extra_json: Mapping[str, Any] | None = None,
+    overview: str = "",
 ) -> dict[str, Path]:
-    """`report.json` + `report.md` (the evaluation package's report) with optional extra sections appended."""
-    paths = write_report(output_dir, entries, title=title, metadata=metadata)
+    """`report.json` + `report.md` (the evaluation package's report, `overview` first) with optional extra
+    sections appended."""
+    paths = write_report(output_dir, entries, title=title, metadata=metadata, overview=overview)
     if extra_json:
         report = json.loads(paths["json"].read_text(encoding="utf-8"))
         report.update(jsonable(extra_json))

@@ -1,0 +1,106 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Choose the layer a baseline's maps are read from, on the `tune` half only, together with the heatmap threshold.
+
+A Grad-CAM baseline held to the coarsest stage of a ConvNeXt teacher (3 x 3 at 96 px) loses to a 12 x 12 student on
+the grid alone. [`select_stage`] gives it its best footing: every candidate stage's maps are tuned on the `tune` half
+of the boxed images exactly as CLARiTy's are (same threshold grid, same objective, the same global or per-class
+freedom), the stage with the best tuned objective wins (ties: the grid closest to the reference, e.g. the student's
+patch grid), and only that stage is then reported on the `eval` half. The `eval` half is never looked at here.
+
+    predictions = predict_split(heatmap_methods(teacher, "convnextv2", gradcam_stages=True), test, processor)
+    predictions, choice = select_stage(predictions, "teacher Grad-CAM", label_names, reference_grid=(12, 12))
+    choice["stage"], choice["grid"]  # e.g. 1, "12 x 12"
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
+from .localization import DEFAULT_THRESHOLD_GRID, TUNING_OBJECTIVE
+from .run import SplitPredictions, localization_evaluator, map_grid, stage_method_name
+
+__all__ = ["select_stage", "tuned_objective"]
+
+
+def tuned_objective(
+    predictions: SplitPredictions,
+    class_names: Sequence[str],
+    boxed_classes: Sequence[str] = NIH_BOXED_PATHOLOGIES,
+    per_class: bool = False,
+    grid: Sequence[float] = DEFAULT_THRESHOLD_GRID,
+    split: str = "tune",
+) -> tuple[float, dict[str, float]]:
+    """The localization objective (mean accuracy over T(IoU) 0.1 ... 0.7, macro over the boxed classes) of
+    `predictions` on `split` after tuning the threshold there; returns (objective, chosen thresholds)."""
+    evaluator = localization_evaluator(predictions, class_names, boxed_classes)
+    if not any(s == split for s in predictions.box_splits):
+        raise ValueError(f"no boxed image with box_split == {split!r} to select on")
+    result = evaluator.tune(grid=grid, per_class=per_class, split=split)
+    values = [v for v in result["tune"]["iou"]["macro"] if np.isfinite(v)]
+    return (float(np.mean(values)) if values else float("nan")), dict(result["thresholds"])
+
+
+def select_stage(
+    predictions: Mapping[str, SplitPredictions],
+    name: str,
+    class_names: Sequence[str],
+    reference_grid: tuple[int, int] | None = None,
+    boxed_classes: Sequence[str] = NIH_BOXED_PATHOLOGIES,
+    per_class: bool = False,
+    grid: Sequence[float] = DEFAULT_THRESHOLD_GRID,
+) -> tuple[dict[str, SplitPredictions], dict[str, Any]]:
+    """Replace the per-stage methods `stage_method_name(name, s)` of `predictions` by one method `name`: the stage
+    with the best tuned objective on the `tune` half.
+
+    Returns the new predictions (same order, the chosen stage in place of the first candidate) and the choice:
+    {"stage", "grid", "objective", "per_class", "candidates": {stage: {"grid", "tune_objective", "thresholds"}}}.
+    """
+    pattern = re.compile("^" + re.escape(name) + r" \[stage (\d+)\]$")
+    stages = {int(m.group(1)): key for key in predictions if (m := pattern.match(key))}
+    if not stages:
+        raise ValueError(
+            f"no per-stage predictions of {name!r} (expected names like {stage_method_name(name, 0)!r})"
+        )
+    candidates: dict[int, dict[str, Any]] = {}
+    for stage in sorted(stages):
+        pred = predictions[stages[stage]]
+        objective, thresholds = tuned_objective(pred, class_names, boxed_classes, per_class, grid)
+        h, w = pred.heatmaps.shape[-2:]
+        distance = abs(h - reference_grid[0]) + abs(w - reference_grid[1]) if reference_grid else 0
+        candidates[stage] = {
+            "grid": map_grid(pred.heatmaps),
+            "tune_objective": objective,
+            "thresholds": thresholds,
+            "grid_distance": distance,
+        }
+
+    def key(stage: int) -> tuple[float, int, int]:
+        objective = candidates[stage]["tune_objective"]
+        return (
+            -round(objective, 12) if np.isfinite(objective) else np.inf,
+            candidates[stage]["grid_distance"],
+            stage,
+        )
+
+    chosen = min(candidates, key=key)
+    first = stages[min(stages)]
+    selected: dict[str, SplitPredictions] = {}
+    for key_name, pred in predictions.items():
+        if key_name == first:
+            selected[name] = predictions[stages[chosen]]
+        elif key_name not in stages.values():
+            selected[key_name] = pred
+    choice = {
+        "stage": chosen,
+        "grid": candidates[chosen]["grid"],
+        "objective": TUNING_OBJECTIVE,
+        "per_class": bool(per_class),
+        "selected_on": "tune",
+        "candidates": candidates,
+    }
+    return selected, choice
