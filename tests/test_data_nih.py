@@ -15,7 +15,7 @@ from clarity_hf.configuration_clarity import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOG
 from clarity_hf.data.chestxray14 import build_chestxray14
 from clarity_hf.data.features import clarity_features, get_box_frame, get_build_report, get_label_names
 
-# Section 5 of the spec (v2020 metadata).
+# The published counts of the v2020 metadata.
 SPEC_LABEL_COUNTS = {
     "Infiltration": 19894,
     "Effusion": 13317,
@@ -91,7 +91,7 @@ def test_full_boxes_and_box_split(full_nih):
     assert sum(box_labels.values()) == 984
     assert dict(box_labels) == SPEC_BOX_COUNTS
     # 93 images carry several boxes (83 two, 9 three, 1 four); in this file never two of one class, unlike the
-    # spec's remark ("some images carry two boxes of one class"), which the data does not bear out.
+    # published remark ("some images carry two boxes of one class"), which the data does not bear out.
     assert Counter(len(row["boxes"]) for row in boxed) == {1: 787, 2: 83, 3: 9, 4: 1}
     frame = get_box_frame(full_nih["test"], boxed[0])
     assert frame == (1024, 1024)

@@ -1,5 +1,5 @@
 """ClarityImageProcessor: decoding of real and synthetic inputs, DICOM handling, errors, post-processing, save /
-load, and the transformers pipelines on a tiny random model (issue 2, items 4-6)."""
+load, and the transformers pipelines on a tiny random model."""
 
 import copy
 import json

@@ -15,7 +15,7 @@ from clarity_hf.training import ClarityTrainingConfig, train
 from clarity_hf.training.data import ClarityTrainingDataset, eval_collator
 
 IMAGE_SIZE = 96  # the shipped tiny configs' size
-# Issue 4's target: validation mean AUROC >= 0.9 on 1024 synthetic validation images, asserted for both. Measured
+# The target: validation mean AUROC >= 0.9 on 1024 synthetic validation images, asserted for both. Measured
 # with the shipped configs on 2 CPU cores (same seed, torch and thread count -> same numbers): teacher 0.915
 # (tiny_teacher_cpu.yaml, 1536 steps of 16), student 0.940 (tiny_cpu.yaml, 1536 steps of 16, prior bias init).
 MIN_STUDENT_AUROC = 0.90

@@ -23,7 +23,7 @@ Images may arrive decoded (PIL) or undecoded (`{"bytes", "path"}` dicts, or path
 transform is what lets a corrupt image be caught, so `with_clarity_transform` casts the image columns to
 `Image(decode=False)` before attaching the transform; prefer it to calling `set_transform` yourself.
 
-Augmentation (train mode, CXR-safe, the spec's section 4): random resized crop of 75-100% of the area (aspect
+Augmentation (train mode, CXR-safe): random resized crop of 75-100% of the area (aspect
 3/4-4/3), rotation of +-10 degrees, brightness and contrast jitter (factor in [1 - 0.2, 1 + 0.2]). No horizontal
 flip: it moves the heart to the wrong side. Eval mode only resizes. Only PIL and torch are used; geometry and
 intensity work on the float image (no 8-bit round-off).

@@ -1,5 +1,5 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Weakly-supervised localization protocol of Wang et al. 2017, as extended by CLARiTy (spec section 6).
+"""Weakly-supervised localization protocol of Wang et al. 2017, as extended by CLARiTy.
 
 For each image and each boxed class, the class heatmap (kept at its low, patch resolution until needed) is
 upsampled bilinearly to the image's original size (the frame of the ground-truth boxes, 1024 x 1024 for NIH),
@@ -11,7 +11,7 @@ Definitions (boxes are xyxy in continuous pixel coordinates, x1 and y1 exclusive
 is (x, y, x + w, y + h) and a box's area is (x1 - x0) * (y1 - y0)):
 
 - IoU(pred, gt) = |pred ∩ gt| / |pred ∪ gt|.
-- IoBB(pred, gt) = |pred ∩ gt| / |pred| (intersection over the *predicted* box's area, as the spec states).
+- IoBB(pred, gt) = |pred ∩ gt| / |pred| (intersection over the *predicted* box's area).
 - A ground-truth box is *found* at T(IoU) = t if ANY predicted box of its class on its image has IoU > t (strictly);
   likewise for IoBB. Accuracy = found ground-truth boxes / ground-truth boxes, per class; the macro value is the
   mean over the classes that have at least one ground-truth box in the evaluated set (a class without any is NaN
