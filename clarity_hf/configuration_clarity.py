@@ -33,6 +33,8 @@ NIH_PATHOLOGIES = (
     "Hernia",
 )
 NIH_BOXED_PATHOLOGIES = NIH_PATHOLOGIES[:8]
+# Other spellings of NIH labels: the box list writes "Infiltrate" and some copies "Pleural Thickening".
+NIH_LABEL_ALIASES = {"Infiltrate": "Infiltration", "Pleural Thickening": "Pleural_Thickening"}
 
 LOGIT_COMBINATIONS = ("mean", "token", "pooled")
 DISTILLATION_TYPES = ("soft", "hard")

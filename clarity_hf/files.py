@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,21 @@ logger = logging.getLogger(__name__)
 
 class FolderInUseError(RuntimeError):
     """Another process holds the folder's lock (a second training run or cache build into the same folder)."""
+
+
+def writable_folder(folder: str | os.PathLike | None, name: str = "output_dir") -> Path:
+    """`folder`, created if needed, after proving a file can be written in it (before a long job starts); else a
+    `ValueError` naming the option `name` and the folder."""
+    if folder is None or str(folder) == "":
+        raise ValueError(f"{name} is required")
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"{name} {str(folder)!r} is not a writable folder ({err})") from err
+    return path
 
 
 def fsync_directory(path: str | os.PathLike) -> None:

@@ -34,6 +34,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, logging
 
 from .configuration_clarity import ClarityConfig
+from .heatmaps import normalize_heatmaps
 
 logger = logging.get_logger(__name__)
 
@@ -428,14 +429,6 @@ def default_anatomical_prior(size: int) -> torch.Tensor:
     return torch.maximum(lungs, heart)[None, None]
 
 
-def minmax_normalize(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(B, C, h, w) -> per (image, class) min-max normalised to [0, 1]; a constant map becomes zeros."""
-    flat = maps.flatten(2)
-    low = flat.min(dim=-1, keepdim=True).values
-    high = flat.max(dim=-1, keepdim=True).values
-    return ((flat - low) / (high - low).clamp_min(eps)).reshape(maps.shape)
-
-
 def orthogonal_class_token_loss(class_tokens: torch.Tensor) -> torch.Tensor:
     """Mean squared off-diagonal cosine similarity of the L2-normalised class tokens (B, C, D), per image."""
     tokens = F.normalize(class_tokens.float(), dim=-1)
@@ -758,7 +751,7 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
             raw = torch.sqrt(class_maps.float() * F.relu(segment_maps.float()) + 1e-12)
         else:
             raw = class_maps.float()
-        heatmaps = minmax_normalize(raw)
+        heatmaps = normalize_heatmaps(raw)
         if foreground is not None:
             heatmaps = heatmaps * foreground.float()
 

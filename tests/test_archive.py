@@ -207,12 +207,12 @@ def test_arguments_are_checked_before_any_inference(model_dir, tmp_path, capsys)
         predict_main([str(image), "--model", str(tmp_path / "no_model"), "--output-dir", str(blocked / "o")])
         == 2
     )
-    assert "not writable" in capsys.readouterr().err
+    assert "not a writable folder" in capsys.readouterr().err
     assert (
         predict_main([str(image), "--model", str(tmp_path / "no_model"), "--output", str(blocked / "o.png")])
         == 2
     )
-    assert "not writable" in capsys.readouterr().err
+    assert "not a writable folder" in capsys.readouterr().err
 
 
 def _cli(root, model_dir, out, *extra):

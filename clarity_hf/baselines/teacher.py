@@ -34,7 +34,7 @@ from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
 from transformers.utils import ModelOutput
 
 from ..configuration_clarity import NIH_PATHOLOGIES
-from ..modeling_clarity import minmax_normalize
+from ..heatmaps import normalize_heatmaps
 from .gradcam import GradCAM
 
 __all__ = [
@@ -126,4 +126,4 @@ def teacher_cam(teacher: nn.Module, pixel_values: torch.Tensor) -> BaselineOutpu
     weights = classifier.weight.float() * norm.weight.float()[None]  # (C, K)
     centred = features - features.mean(dim=1, keepdim=True)
     cams = torch.einsum("ck,bkhw->bchw", weights, centred)
-    return BaselineOutput(logits=logits, heatmaps=minmax_normalize(cams))
+    return BaselineOutput(logits=logits, heatmaps=normalize_heatmaps(cams))

@@ -25,7 +25,8 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from ..configuration_clarity import ClarityConfig
-from ..modeling_clarity import ClarityModel, ClarityPreTrainedModel, minmax_normalize
+from ..heatmaps import normalize_heatmaps
+from ..modeling_clarity import ClarityModel, ClarityPreTrainedModel
 
 __all__ = [
     "PlainViTOutput",
@@ -107,7 +108,7 @@ class PlainViTForMultiLabelClassification(ClarityPreTrainedModel):
         cls_token = outputs.class_token_states[:, 0]  # (B, D)
         logits = self.classifier(cls_token)  # (B, C)
         cls_attention = outputs.class_attentions  # (B, 1, h, w): last layer, mean over heads
-        heatmaps = minmax_normalize(cls_attention.float()).expand(-1, self.config.num_labels, -1, -1)
+        heatmaps = normalize_heatmaps(cls_attention.float()).expand(-1, self.config.num_labels, -1, -1)
         loss = None
         if labels is not None:
             loss = F.binary_cross_entropy_with_logits(

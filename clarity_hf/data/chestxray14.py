@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from ..configuration_clarity import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
+from ..configuration_clarity import NIH_BOXED_PATHOLOGIES, NIH_LABEL_ALIASES, NIH_PATHOLOGIES
 from .features import (
     NIH_BOX_FRAME,
     BuildReport,
@@ -60,7 +60,7 @@ from .features import (
 logger = logging.getLogger(__name__)
 
 NO_FINDING = "No Finding"
-LABEL_ALIASES = {"Infiltrate": "Infiltration", "Pleural Thickening": "Pleural_Thickening"}
+LABEL_ALIASES = NIH_LABEL_ALIASES
 OFFICIAL_TEST_FRACTION = 25596 / 112120
 METADATA_COLUMNS = (
     11  # image, labels, follow-up, patient, age, sex, view, width, height, spacing x, spacing y

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..configuration_clarity import NIH_LABEL_ALIASES as LABEL_ALIASES
 from ..configuration_clarity import NIH_PATHOLOGIES
 from .synthetic import render_synthetic_cxr
 
@@ -52,7 +53,6 @@ NUM_FOLDERS = 12
 OFFICIAL_TEST_FRACTION = 25596 / 112120
 ALL_BOXED_PATIENT_IMAGES = 15938  # images of the 726 patients with a box
 RGBA_PER_IMAGES = 200  # one RGBA PNG per this many images (at least one)
-LABEL_ALIASES = {"Infiltrate": "Infiltration", "Pleural Thickening": "Pleural_Thickening"}
 
 FOLDER_README = """# NIH ChestX-ray14-shaped rehearsal folder (rendered pixels, real metadata)
 
@@ -111,7 +111,9 @@ def read_release_metadata(metadata_dir: str | os.PathLike) -> ReleaseMetadata:
     for number, line in enumerate(box_rows[1:], start=2):
         cells = line.rstrip("\r\n").split(",")
         if len(cells) < 6 or cells[0] not in meta.lines:
-            raise ValueError(f"{directory / BOXES_NAME}: line {number}: malformed or unknown row {line.strip()!r}")
+            raise ValueError(
+                f"{directory / BOXES_NAME}: line {number}: malformed or unknown row {line.strip()!r}"
+            )
         meta.box_lines.setdefault(cells[0], []).append(line)
         label = LABEL_ALIASES.get(cells[1], cells[1])
         meta.boxes.setdefault(cells[0], []).append((label, *map(float, cells[2:6])))
@@ -134,10 +136,13 @@ def select_patients(meta: ReleaseMetadata, num_images: int, seed: int = 0) -> tu
     boxed = {pid for pid, ids in meta.patients.items() if any(i in meta.boxes for i in ids)}
     patients = sorted(meta.patients)
     ranks = dict(zip(patients, rng.permutation(len(patients))))
-    test_budget = max(round(num_images * OFFICIAL_TEST_FRACTION), min(num_images // 2, ALL_BOXED_PATIENT_IMAGES))
+    test_budget = max(
+        round(num_images * OFFICIAL_TEST_FRACTION), min(num_images // 2, ALL_BOXED_PATIENT_IMAGES)
+    )
     test_budget = min(max(test_budget, 1), num_images - 1)
     boxed_order = sorted(
-        boxed, key=lambda p: (len(meta.patients[p]) / sum(i in meta.boxes for i in meta.patients[p]), ranks[p])
+        boxed,
+        key=lambda p: (len(meta.patients[p]) / sum(i in meta.boxes for i in meta.patients[p]), ranks[p]),
     )
     others = sorted(set(patients) - boxed, key=lambda p: ranks[p])
 
@@ -182,10 +187,18 @@ def render_release_image(
     boxes = meta.boxes.get(image_id, [])
     boxed_names = {box[0] for box in boxes}
     draw = set(names) - boxed_names if findings is None else set(findings) - boxed_names
-    placed = [(label, [c / RELEASE_SIZE for c in xywh]) for label, *xywh in boxes] if with_boxed_lesions else []
+    placed = (
+        [(label, [c / RELEASE_SIZE for c in xywh]) for label, *xywh in boxes] if with_boxed_lesions else []
+    )
     patient, follow_up = image_id[:-4].split("_")
     sample = render_synthetic_cxr(
-        seed, "train", int(patient) * 1000 + int(follow_up), image_size, findings=draw, labels=labels, placed=placed
+        seed,
+        "train",
+        int(patient) * 1000 + int(follow_up),
+        image_size,
+        findings=draw,
+        labels=labels,
+        placed=placed,
     )
     image = Image.fromarray(sample.image, mode="L")
     return (image.convert("RGBA") if rgba else image), sample

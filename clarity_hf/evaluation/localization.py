@@ -40,7 +40,7 @@ from typing import Any, Literal, TypedDict, Union
 import numpy as np
 import torch
 
-from ..configuration_clarity import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
+from ..configuration_clarity import NIH_BOXED_PATHOLOGIES, NIH_LABEL_ALIASES, NIH_PATHOLOGIES
 from ..heatmaps import heatmap_to_boxes, upsampled_normalized_heatmap
 
 __all__ = [
@@ -68,7 +68,7 @@ DEFAULT_THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in ra
 # Reconstructed: Wang et al. 2017 threshold the [0, 255]-scaled normalised heatmap at 60 and 180, pooling the boxes.
 WANG2017_THRESHOLDS: tuple[float, ...] = (60 / 255, 180 / 255)
 # NIH's BBox_List_2017.csv spells Infiltration "Infiltrate".
-LABEL_ALIASES: dict[str, str] = {"Infiltrate": "Infiltration"}
+LABEL_ALIASES: dict[str, str] = NIH_LABEL_ALIASES
 TUNING_OBJECTIVE = (
     "mean accuracy over T(IoU) in IOU_THRESHOLDS (0.1 ... 0.7); ties -> fewer FP/image, then lower"
 )

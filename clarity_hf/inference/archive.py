@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..files import writable_folder
 from ..heatmaps import check_unit_interval
 from .dataset import ArchiveDataset, collate_archive
 from .discovery import find_images
@@ -90,16 +90,9 @@ class ArchiveSummary:
     extra: dict = field(default_factory=dict)
 
 
-def check_output_dir(output_dir: str | os.PathLike) -> Path:
-    """Create `output_dir` if needed and prove it writable, before any model is loaded or image decoded."""
-    folder = Path(output_dir).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
-    except OSError as err:
-        raise ValueError(f"output folder '{folder}' is not writable ({err})") from err
-    return folder
+def check_output_dir(output_dir: str | os.PathLike | None) -> Path:
+    """`output_dir` exists (created) and takes a new file, checked before any data, model or image is touched."""
+    return writable_folder(output_dir, "output folder")
 
 
 @contextlib.contextmanager

@@ -22,13 +22,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..files import atomic_write_json, atomic_write_text, exclusive_lock
+from ..files import atomic_write_json, atomic_write_text, exclusive_lock, writable_folder
 from .checkpointing import checkpoint_root, list_checkpoints, read_training_state, resolve_resume_path
 
 logger = logging.getLogger(__name__)
@@ -73,17 +72,8 @@ def config_hash(config) -> str:
 
 
 def check_output_dir(output_dir: str | os.PathLike | None) -> Path:
-    """`output_dir` exists (created) and a file can be written in it; else a `ValueError` naming the option."""
-    if output_dir is None or str(output_dir) == "":
-        raise ValueError("output_dir is required")
-    path = Path(output_dir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise ValueError(f"output_dir {str(output_dir)!r} is not a writable folder: {err}") from err
-    return path
+    """`output_dir` exists (created) and takes a new file, checked before any data, model or image is touched."""
+    return writable_folder(output_dir, "output_dir")
 
 
 @dataclass
