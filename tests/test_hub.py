@@ -2,6 +2,7 @@
 """Hub export: files, model card from the evaluation JSON, upload to a loopback Hub stand-in, the custom pipeline in
 a fresh process without clarity_hf, and the refusal of pickle checkpoints."""
 
+import ast
 import importlib.util
 import json
 import os
@@ -81,8 +82,7 @@ def test_export_writes_every_file(export):
     assert processor["image_processor_type"] == "ClarityImageProcessor"
     # Hub code files import only torch / transformers / numpy / PIL and siblings (relatively).
     for name in HUB_CODE_FILES:
-        imports = re.findall(r"^\s*(?:from|import) ([\w.]+)", (folder / name).read_text(), flags=re.M)
-        outside = {i.split(".")[0] for i in imports if not i.startswith(".")} - {
+        outside = _absolute_imports((folder / name).read_text()) - {
             "torch",
             "transformers",
             "numpy",
@@ -372,3 +372,14 @@ def test_dataset_card_renders_the_given_facts(tmp_path):
         (row,) = _table_rows(loaded.text, name)
         assert [int(v) for v in row[1:]] == [counts["train"][name], counts["test"][name]]
     assert "Wang" in loaded.text and "NLP" in loaded.text and "Not for clinical use" in loaded.text
+
+
+def _absolute_imports(source: str) -> set[str]:
+    """Top-level names of every absolute import statement of a module (parsed, so docstrings do not count)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
