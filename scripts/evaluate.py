@@ -7,7 +7,9 @@
 
 Each `--model` is a folder (`NAME=DIR` names its rows): a CLARiTy model gives one row, a ConvNeXt(V2) teacher two
 (Grad-CAM and CAM), a plain-ViT baseline one (CLS attention). AUROC on every image of the split; localization tuned on
-`box_split == "tune"`, reported on `"eval"`. The logic is `clarity_hf.evaluation.run`.
+`box_split == "tune"`, reported on `"eval"`; a teacher's Grad-CAM is read from the stage that localises best on the
+tune half (ties: the grid closest to the first CLARiTy model's), and each row states its map grid and stage. The
+logic is `clarity_hf.evaluation.run` and `clarity_hf.evaluation.selection`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from clarity_hf.evaluation.run import (
     save_figure,
     write_evaluation,
 )
+from clarity_hf.evaluation.selection import select_stages
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -82,7 +85,7 @@ def main(argv=None) -> int:
     except ValueError:
         label_names = None
 
-    methods, processor = {}, None
+    methods, processor, clarity_names = {}, None, []
     for spec in args.model:
         name, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
         model, model_processor, kind = load_model_for_evaluation(folder)
@@ -92,11 +95,22 @@ def main(argv=None) -> int:
             sys.exit(f"evaluate.py: {folder} predicts {names}, the data has labels {label_names}")
         label_names = names
         processor = processor or model_processor
-        methods.update(heatmap_methods(model, kind, name or None))
+        model_methods = heatmap_methods(model, kind, name or None, gradcam_stages=kind == "convnextv2")
+        if kind == "clarity":
+            clarity_names.extend(model_methods)
+        methods.update(model_methods)
     predictions = predict_split(methods, split, processor, batch_size=args.batch_size, device=args.device)
+    reference_grid = tuple(predictions[clarity_names[0]].heatmaps.shape[-2:]) if clarity_names else None
+    predictions, map_info = select_stages(
+        predictions, label_names, reference_grid=reference_grid, per_class=args.per_class_thresholds
+    )
     entries = {
         name: evaluate_predictions(
-            pred, label_names, per_class_thresholds=args.per_class_thresholds, n_bootstrap=args.n_bootstrap
+            pred,
+            label_names,
+            per_class_thresholds=args.per_class_thresholds,
+            n_bootstrap=args.n_bootstrap,
+            map_info=map_info.get(name),
         )
         for name, pred in predictions.items()
     }

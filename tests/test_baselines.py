@@ -2,6 +2,8 @@
 """Baselines (teacher Grad-CAM and CAM, plain-ViT CLS attention) and the split runner that feeds them, like CLARiTy,
 through the same AUROC and localization code."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -352,3 +354,23 @@ def test_stage_selection_on_tune_picks_the_stage_whose_maps_follow_the_boxes():
     # Per-class tuning is the same freedom, and picks the same stage.
     _, per_class = select_stage(predictions, "teacher Grad-CAM", classes, per_class=True)
     assert per_class["stage"] == 0 and per_class["per_class"]
+
+    # Several families at once (two teachers), each with its own choice; the report's map_info follows.
+    from clarity_hf.evaluation.selection import select_stages
+
+    two = dict(predictions)
+    two["B Grad-CAM [stage 0]"] = predictions["teacher Grad-CAM [stage 1]"]  # here stage 0 is the noisy one
+    two["B Grad-CAM [stage 1]"] = predictions["teacher Grad-CAM [stage 0]"]
+    selected, info = select_stages(two, classes, reference_grid=(8, 8))
+    assert list(selected) == ["teacher Grad-CAM", "other", "B Grad-CAM"]
+    assert info["teacher Grad-CAM"]["stage"] == 0 and info["B Grad-CAM"]["stage"] == 1
+    assert info["B Grad-CAM"]["stage_selection"]["grid"] == "16 x 16"
+    # Without a tune half nothing can be localised: the last stage is kept and said to be unselected.
+    untuned = {name: dataclasses.replace(pred, box_splits=[""] * n) for name, pred in predictions.items()}
+    selected, info = select_stages(untuned, classes)
+    assert list(selected) == ["teacher Grad-CAM", "other"]
+    assert (
+        info["teacher Grad-CAM"]["stage"] == 1
+        and info["teacher Grad-CAM"]["stage_selection"]["selected_on"] is None
+    )
+    assert selected["teacher Grad-CAM"] is untuned["teacher Grad-CAM [stage 1]"]

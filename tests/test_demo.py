@@ -184,6 +184,11 @@ def test_evaluate_script_writes_a_report_folder(tmp_path, capsys):
     folder = tmp_path / "model"
     ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).save_pretrained(folder)
     build_processor(64).save_pretrained(folder)
+    from clarity_hf.baselines import build_teacher
+
+    teacher_folder = tmp_path / "teacher"
+    build_teacher("convnextv2-test", image_size=64).save_pretrained(teacher_folder)
+    build_processor(64).save_pretrained(teacher_folder)
     spec = importlib.util.spec_from_file_location("evaluate_script", REPO_ROOT / "scripts" / "evaluate.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
@@ -191,6 +196,8 @@ def test_evaluate_script_writes_a_report_folder(tmp_path, capsys):
     argv = [
         "--model",
         f"tiny={folder}",
+        "--model",
+        str(teacher_folder),
         "--synthetic",
         "--synthetic-num-test",
         "40",
@@ -204,10 +211,19 @@ def test_evaluate_script_writes_a_report_folder(tmp_path, capsys):
     assert script.main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     report = json.loads((out / "report.json").read_text())
-    assert list(report["models"]) == ["tiny"] and report["models"]["tiny"]["localization"]["split"] == "eval"
+    models = report["models"]
+    assert list(models) == ["tiny", "teacher Grad-CAM", "teacher CAM"]
+    assert models["tiny"]["localization"]["split"] == "eval" and models["tiny"]["map"] == {"grid": "8 x 8"}
+    # Grad-CAM is read from the stage chosen on the tune half among the teacher's four (16 x 16 ... 2 x 2 at 64 px).
+    gradcam = models["teacher Grad-CAM"]["map"]
+    selection = gradcam["stage_selection"]
+    candidates = selection["candidates"]  # JSON keys: the stage numbers as text
+    assert selection["selected_on"] == "tune" and sorted(candidates) == ["0", "1", "2", "3"]
+    assert [candidates[str(s)]["grid"] for s in range(4)] == ["16 x 16", "8 x 8", "4 x 4", "2 x 2"]
+    assert gradcam["grid"] == candidates[str(gradcam["stage"])]["grid"]
     assert (
         printed["report_markdown"] == str(out / "report.md")
-        and (out / "figures" / "overlays_00.png").is_file()
+        and (out / "figures" / "overlays_02.png").is_file()
     )
     with pytest.raises(SystemExit, match="no split 'nope'"):
         script.main(argv[:-2] + ["--split", "nope", "--output-dir", str(out)])

@@ -45,6 +45,25 @@ def assert_nan_equal(actual, expected):
 
 
 # ---------------------------------------------------------------------------------------------- boxes and overlaps
+def test_component_boxes_and_peaks_by_hand():
+    from clarity_hf.heatmaps import heatmap_to_boxes
+
+    heat = np.zeros((6, 8), dtype=np.float32)
+    heat[1, 1], heat[1, 2], heat[2, 2] = 0.7, 0.9, 0.6  # one 8-connected component, peak 0.9
+    heat[4, 6] = 0.5  # a one-pixel component
+    heat[5, 0] = 1.0  # the hottest one
+    heat[0, 7] = 0.2  # under the threshold
+    boxes, scores = heatmap_to_boxes(heat, 0.4, normalize=False)
+    assert scores.tolist() == pytest.approx([1.0, 0.9, 0.5])  # sorted by peak
+    assert boxes.tolist() == [[0, 5, 1, 6], [1, 1, 3, 3], [6, 4, 7, 5]]
+    # min_area drops the one-pixel components; normalising first keeps the order and rescales the peaks.
+    boxes, scores = heatmap_to_boxes(heat, 0.4, min_area=2)
+    assert boxes.tolist() == [[1, 1, 3, 3]] and scores.tolist() == pytest.approx([0.9])
+    # Negative heat (normalize=False) keeps its own peaks.
+    boxes, scores = heatmap_to_boxes(heat - 2.0, -1.55, normalize=False)
+    assert scores.tolist() == pytest.approx([-1.0, -1.1, -1.5])
+
+
 def test_xywh_to_xyxy():
     np.testing.assert_array_equal(xywh_to_xyxy([[5, 6, 2, 3]]), [[5, 6, 7, 9]])
 

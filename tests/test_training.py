@@ -365,3 +365,97 @@ def test_prior_bias_init_of_new_heads(tmp_path, tiny_data, model_type):
     )
     for bias in biases(train(config, datasets=tiny_data).best_model_dir):
         torch.testing.assert_close(bias, torch.full((14,), 0.25))
+
+
+# ------------------------------------------------------------------------------------------------ decoding once
+def _count_decodes(dataset, monkeypatch) -> list[int]:
+    calls = []
+    original = dataset.transform.transform_one
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(dataset.transform, "transform_one", counted)
+    return calls
+
+
+def test_unaugmented_split_is_decoded_once_when_it_fits(tmp_path, tiny_data, monkeypatch):
+    from clarity_hf.training.data import ClarityTrainingDataset
+
+    config = tiny_config(tmp_path)
+    split = tiny_data["train"]
+    reference = ClarityTrainingDataset(split, 32, config)  # memory_mb=0: decoded on every access
+    kept = ClarityTrainingDataset(split, 32, config, memory_mb=64)
+    reference_calls, kept_calls = _count_decodes(reference, monkeypatch), _count_decodes(kept, monkeypatch)
+    for _epoch in range(3):
+        for index in range(len(split)):
+            expected, item = reference[index], kept[index]
+            assert item.keys() == expected.keys()
+            for key in ("pixel_values", "anatomy_masks", "labels"):
+                assert torch.equal(item[key], expected[key]), key
+    assert len(reference_calls) == 3 * len(split)
+    assert len(kept_calls) == len(split)  # once per sample, whatever the number of epochs
+
+    # A caller changing the returned dict does not change the kept sample.
+    kept[0].pop("pixel_values")
+    assert "pixel_values" in kept[0]
+
+    # Augmented views differ per epoch, and a split larger than the budget is never kept.
+    sample_mb = 4 * 4 * 32 * 32 / 2**20  # 3 image channels and the mask, float32
+    for dataset in (
+        ClarityTrainingDataset(split, 32, config, augment=True, memory_mb=64),
+        ClarityTrainingDataset(split, 32, config, memory_mb=sample_mb * (len(split) - 1)),
+    ):
+        calls = _count_decodes(dataset, monkeypatch)
+        for _epoch in range(2):
+            for index in range(len(split)):
+                dataset[index]
+        assert len(calls) == 2 * len(split)
+    fits = ClarityTrainingDataset(split, 32, config, memory_mb=sample_mb * len(split))
+    calls = _count_decodes(fits, monkeypatch)
+    for _epoch in range(2):
+        for index in range(len(split)):
+            fits[index]
+    assert len(calls) == len(split)
+
+
+def test_anatomy_masks_are_read_only_for_the_clarity_loss(tmp_path, tiny_data):
+    """A bad anatomy mask costs the student its image (the mask feeds its loss) but neither the teacher nor the
+    validation: they never read the masks."""
+    from datasets import DatasetDict, Image
+
+    from clarity_hf.training.data import ClarityTrainingDataset
+
+    def with_bad_mask(split):
+        split = split.cast_column("anatomy_mask", Image(decode=False))
+        masks = list(split["anatomy_mask"])
+        masks[3] = {"bytes": b"\x89PNG\r\n\x1a\n not a mask", "path": None}
+        return split.remove_columns("anatomy_mask").add_column(
+            "anatomy_mask", masks, feature=Image(decode=False)
+        )
+
+    data = DatasetDict(
+        {"train": with_bad_mask(tiny_data["train"]), "validation": with_bad_mask(tiny_data["validation"])}
+    )
+    config = tiny_config(tmp_path)
+    with_masks = ClarityTrainingDataset(data["train"], 32, config)
+    assert with_masks[3]["valid"] is False and with_masks[3]["problem"] == "corrupt_image"
+    without = ClarityTrainingDataset(data["train"], 32, config, with_anatomy_masks=False)
+    assert without[3]["valid"] is True and "anatomy_masks" not in without[3]
+
+    student = train(tiny_config(tmp_path / "student"), datasets=data)
+    assert student.skipped == {"missing_file": 0, "corrupt_image": 1}
+    assert any("anatomy mask" in f for f in student.skipped_files)
+    assert student.num_eval_samples == 25 and student.history[0]["eval_skipped"] == 0
+    teacher = train(
+        tiny_config(
+            tmp_path / "teacher",
+            model="convnextv2",
+            model_preset="convnextv2-test",
+            model_config_overrides=None,
+        ),
+        datasets=data,
+    )
+    assert teacher.skipped == {"missing_file": 0, "corrupt_image": 0}
+    assert teacher.history[0]["eval_skipped"] == 0

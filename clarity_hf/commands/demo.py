@@ -59,7 +59,7 @@ from ..evaluation.run import (
     save_figure,
     write_evaluation,
 )
-from ..evaluation.selection import select_stage
+from ..evaluation.selection import select_stages
 from ..evaluation.tables import markdown_table
 from ..hub import save_for_hub
 from ..training import ClarityTrainingConfig, train
@@ -603,13 +603,10 @@ def step_evaluate(
                 ablation_methods.update(heatmap_methods(model, "clarity", _ablation_name(key, seed)))
     predictions = predict_split({**methods, **ablation_methods}, test, processor, batch_size=64)
     student_grid = tuple(predictions[STUDENT_NAME].heatmaps.shape[-2:])
-    predictions, stage_choice = select_stage(
-        predictions,
-        "teacher Grad-CAM",
-        data.label_names,
-        reference_grid=student_grid,
-        per_class=config.per_class_thresholds,
+    predictions, map_info = select_stages(
+        predictions, data.label_names, reference_grid=student_grid, per_class=config.per_class_thresholds
     )
+    stage_choice = map_info["teacher Grad-CAM"]["stage_selection"]
     last_stage = len(teacher_stages(teacher)) - 1
     stage_text = ", ".join(
         f"stage {s} ({c['grid']}): {_fmt(c['tune_objective'])}" for s, c in stage_choice["candidates"].items()
@@ -621,10 +618,7 @@ def step_evaluate(
         f"({stage_text}); logits: the teacher's",
         **NOTES,
     }
-    map_info = {
-        "teacher Grad-CAM": {"stage": stage_choice["stage"], "stage_selection": stage_choice},
-        "teacher CAM": {"stage": last_stage},
-    }
+    map_info["teacher CAM"] = {"stage": last_stage}
     evaluated = {
         name: evaluate_predictions(
             pred,
@@ -646,11 +640,11 @@ def step_evaluate(
         for key, folders in trained.ablation_dirs.items()
     }
 
-    # Operating thresholds per class at the Youden point of the validation split, for the prediction figures.
+    # Operating thresholds per class at the Youden point of the validation split, for the prediction figures. Only
+    # logits are needed there: a method whose logits another one gives (Grad-CAM's backward passes) is not run.
     figure_methods = {name for name, _ in FIGURES}
-    validation_methods = {
-        name: method for name, method in methods.items() if name in figure_methods | set(LOGITS_OF.values())
-    }
+    logits_methods = (figure_methods - set(LOGITS_OF)) | set(LOGITS_OF.values())
+    validation_methods = {name: method for name, method in methods.items() if name in logits_methods}
     validation = predict_split(validation_methods, data.datasets["validation"], processor, batch_size=64)
     operating_thresholds = {
         name: youden_thresholds(

@@ -157,9 +157,12 @@ def box_iobb(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def _boxes_at_levels(normalized: np.ndarray, levels: Sequence[float], min_area: int) -> np.ndarray:
-    """Boxes of a normalised heatmap at each level, pooled: (K, 4) float64 xyxy."""
+    """Boxes of a min-max normalised heatmap (`upsampled_normalized_heatmap`) at each level, pooled: (K, 4) float64
+    xyxy. The map is not normalised again per level: a flat (all-zero) map gives no box, as `heatmap_to_boxes` does."""
+    if not normalized.max() > 0:
+        return np.zeros((0, 4))
     pooled = [
-        heatmap_to_boxes(normalized, float(level), normalize=True, min_area=min_area)[0] for level in levels
+        heatmap_to_boxes(normalized, float(level), normalize=False, min_area=min_area)[0] for level in levels
     ]
     return np.concatenate(pooled, axis=0).astype(np.float64) if pooled else np.zeros((0, 4))
 

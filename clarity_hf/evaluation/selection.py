@@ -24,7 +24,9 @@ from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
 from .localization import DEFAULT_THRESHOLD_GRID, TUNING_OBJECTIVE
 from .run import SplitPredictions, localization_evaluator, map_grid, stage_method_name
 
-__all__ = ["select_stage", "tuned_objective"]
+__all__ = ["select_stage", "select_stages", "tuned_objective"]
+
+STAGE_METHOD = re.compile(r"^(?P<name>.*) \[stage (?P<stage>\d+)\]$")
 
 
 def tuned_objective(
@@ -60,8 +62,7 @@ def select_stage(
     Returns the new predictions (same order, the chosen stage in place of the first candidate) and the choice:
     {"stage", "grid", "objective", "per_class", "candidates": {stage: {"grid", "tune_objective", "thresholds"}}}.
     """
-    pattern = re.compile("^" + re.escape(name) + r" \[stage (\d+)\]$")
-    stages = {int(m.group(1)): key for key in predictions if (m := pattern.match(key))}
+    stages = _stages_of(predictions, name)
     if not stages:
         raise ValueError(
             f"no per-stage predictions of {name!r} (expected names like {stage_method_name(name, 0)!r})"
@@ -88,13 +89,6 @@ def select_stage(
         )
 
     chosen = min(candidates, key=key)
-    first = stages[min(stages)]
-    selected: dict[str, SplitPredictions] = {}
-    for key_name, pred in predictions.items():
-        if key_name == first:
-            selected[name] = predictions[stages[chosen]]
-        elif key_name not in stages.values():
-            selected[key_name] = pred
     choice = {
         "stage": chosen,
         "grid": candidates[chosen]["grid"],
@@ -103,4 +97,55 @@ def select_stage(
         "selected_on": "tune",
         "candidates": candidates,
     }
-    return selected, choice
+    return _keep_stage(predictions, name, stages, chosen), choice
+
+
+def _stages_of(predictions: Mapping[str, SplitPredictions], name: str) -> dict[int, str]:
+    return {
+        int(m["stage"]): key for key in predictions if (m := STAGE_METHOD.match(key)) and m["name"] == name
+    }
+
+
+def _keep_stage(
+    predictions: Mapping[str, SplitPredictions], name: str, stages: Mapping[int, str], chosen: int
+) -> dict[str, SplitPredictions]:
+    """`predictions` with the per-stage methods of `name` replaced by stage `chosen`, named `name`, in the place of
+    the first stage."""
+    first = stages[min(stages)]
+    selected: dict[str, SplitPredictions] = {}
+    for key_name, pred in predictions.items():
+        if key_name == first:
+            selected[name] = predictions[stages[chosen]]
+        elif key_name not in stages.values():
+            selected[key_name] = pred
+    return selected
+
+
+def select_stages(
+    predictions: Mapping[str, SplitPredictions],
+    class_names: Sequence[str],
+    reference_grid: tuple[int, int] | None = None,
+    boxed_classes: Sequence[str] = NIH_BOXED_PATHOLOGIES,
+    per_class: bool = False,
+    grid: Sequence[float] = DEFAULT_THRESHOLD_GRID,
+) -> tuple[dict[str, SplitPredictions], dict[str, dict[str, Any]]]:
+    """[`select_stage`] for every per-stage family in `predictions` (e.g. the Grad-CAM of several teachers). A split
+    without a `tune` half localises nothing, so there the last stage is kept and said to be unselected.
+
+    Returns the predictions with one method per family and, per family name, the `map_info` of its report entry:
+    {"stage": s, "stage_selection": choice}."""
+    families = list(dict.fromkeys(m["name"] for key in predictions if (m := STAGE_METHOD.match(key))))
+    info: dict[str, dict[str, Any]] = {}
+    selected = dict(predictions)
+    for name in families:
+        stages = _stages_of(selected, name)
+        if any(s == "tune" for s in selected[stages[min(stages)]].box_splits):
+            selected, choice = select_stage(
+                selected, name, class_names, reference_grid, boxed_classes, per_class, grid
+            )
+        else:
+            last = max(stages)
+            choice = {"stage": last, "grid": map_grid(selected[stages[last]].heatmaps), "selected_on": None}
+            selected = _keep_stage(selected, name, stages, last)
+        info[name] = {"stage": choice["stage"], "stage_selection": choice}
+    return selected, info

@@ -121,6 +121,14 @@ class ClarityTrainingConfig:
     )
     image_std: list[float] = field(default_factory=lambda: list(IMAGENET_DEFAULT_STD))
     dataloader_num_workers: int = 0
+    decoded_memory_mb: int = field(
+        default=2048,
+        metadata={
+            "help": "A split that is not augmented is decoded once and its samples kept in memory when they fit in "
+            "this many MB (single-process loading, dataloader_num_workers=0): later epochs and evaluations reuse "
+            "them. 0: decode every time."
+        },
+    )
     # --- optimisation -------------------------------------------------------------------------------------------
     output_dir: str | None = field(
         default=None, metadata={"help": "Where checkpoints, logs and the best model go."}
@@ -237,6 +245,7 @@ class ClarityTrainingConfig:
             "weight_decay",
             "max_grad_norm",
             "dataloader_num_workers",
+            "decoded_memory_mb",
         )
         for name in non_negative:
             value = getattr(self, name)

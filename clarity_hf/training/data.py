@@ -138,7 +138,12 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
     """One split for the training loop, through the data package's `ClarityTransform`: item i ->
     `pixel_values` (3,S,S), `labels` (C,), optional `anatomy_masks` (1,S,S) and `teacher_logits` (C,), `valid`,
     `index`, and `problem` / `where` when not valid. With `augment`, the view of sample i in epoch `epoch` is drawn
-    from `transform.sample_rng(epoch, i)`: a function of (config.seed, epoch, i) only."""
+    from `transform.sample_rng(epoch, i)`: a function of (config.seed, epoch, i) only.
+
+    `with_anatomy_masks=False` leaves the masks unread (a model that does not use them must not lose an image to a
+    bad mask). Without `augment`, item i is the same in every epoch: when the whole split fits in `memory_mb`, each
+    item is decoded once and kept (unreadable ones too, so that every epoch skips and counts the same images). Use
+    it in the loading process only: a DataLoader worker would fill a copy that dies with it."""
 
     def __init__(
         self,
@@ -148,9 +153,11 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
         augment: bool = False,
         with_teacher_logits: bool = False,
         name: str = "train",
+        with_anatomy_masks: bool = True,
+        memory_mb: float = 0,
     ):
         columns = ["image", "labels"]
-        if "anatomy_mask" in dataset.column_names:
+        if with_anatomy_masks and "anatomy_mask" in dataset.column_names:
             columns.append("anatomy_mask")
         if with_teacher_logits:
             if "teacher_logits" not in dataset.column_names:
@@ -167,12 +174,23 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
         self.name = name
         self.epoch = 0
         self.transform = make_transform(config, image_size, augment)
+        # float32 pixel values (3 channels) and mask (1) per sample; labels and logits are negligible
+        sample_bytes = (3 + ("anatomy_mask" in columns)) * 4 * image_size**2
+        fits = len(dataset) * sample_bytes <= memory_mb * 2**20
+        self._decoded: dict[int, dict] | None = {} if not augment and fits else None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
         index = int(index)
+        if self._decoded is None:
+            return self._load(index)
+        if index not in self._decoded:
+            self._decoded[index] = self._load(index)
+        return dict(self._decoded[index])  # a fresh dict: a caller may add or pop keys
+
+    def _load(self, index: int) -> dict:
         row = self.dataset[index]
         image = row["image"]
         path = image.get("path") if isinstance(image, dict) else None

@@ -19,7 +19,9 @@ def compute_teacher_logits(
 ) -> list[list[float]]:
     """(N, C) teacher logits of one split, preprocessed exactly like the training data without augmentation."""
     teacher = teacher.eval().to(device)
-    wrapped = ClarityTrainingDataset(dataset, image_size, config, augment=False, name="cache")
+    wrapped = ClarityTrainingDataset(
+        dataset, image_size, config, augment=False, name="cache", with_anatomy_masks=False
+    )
     loader = DataLoader(wrapped, batch_size=batch_size, shuffle=False, collate_fn=eval_collator())
     logits = []
     for batch in tqdm(loader, desc="teacher logits", disable=config.disable_tqdm):

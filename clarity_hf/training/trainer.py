@@ -208,6 +208,9 @@ def _prepare_models(config, accelerator, datasets, model, teacher):
 
 
 def _make_loaders(config, datasets, image_size: int, with_teacher_logits: bool):
+    # Decoded samples are kept only where they are loaded in this process; the anatomy masks are read only for the
+    # CLARiTy loss (the evaluation and the teacher never use them).
+    memory_mb = config.decoded_memory_mb if config.dataloader_num_workers == 0 else 0
     train_set = ClarityTrainingDataset(
         datasets[config.train_split],
         image_size,
@@ -215,9 +218,16 @@ def _make_loaders(config, datasets, image_size: int, with_teacher_logits: bool):
         augment=config.augment,
         with_teacher_logits=with_teacher_logits,
         name=config.train_split,
+        with_anatomy_masks=config.model == "clarity",
+        memory_mb=memory_mb,
     )
     eval_set = ClarityTrainingDataset(
-        datasets[config.validation_split], image_size, config, name=config.validation_split
+        datasets[config.validation_split],
+        image_size,
+        config,
+        name=config.validation_split,
+        with_anatomy_masks=False,
+        memory_mb=memory_mb,
     )
     sampler = EpochSeededSampler(len(train_set), config.seed, shuffle=True)
     train_loader = DataLoader(
