@@ -17,7 +17,7 @@ __all__ = ["demo_main", "export_onnx_main", "predict_main", "main"]
 
 DEMO_EPILOG = """\
 examples:
-  clarity-demo                                   # synthetic data, CPU, about 11 minutes on 2 cores
+  clarity-demo                                   # synthetic data, CPU, about 9 minutes on 2 cores
   clarity-demo --quick --output-dir /tmp/demo    # a smoke run (under 2 minutes)
   clarity-demo --ablations all --ablation-seeds 0 1
                                                  # + 11 students, each as long as the default student

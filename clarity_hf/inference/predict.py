@@ -8,8 +8,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -110,25 +111,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(model: str):
+def _fail(message: Any) -> int:
+    print(f"clarity-predict: {message}", file=sys.stderr)
+    return 2
+
+
+def _checked_then_loaded(model: str, check_output: Callable[[], None]):
+    """The inference pipeline of `model`, loaded only after `check_output` (which raises `ValueError` for an
+    output that cannot be written) passed, so that a bad output fails in a second, not after a model load; None
+    (with the reason on stderr) when either fails."""
     from ..hub import load_for_inference
 
     try:
+        check_output()
+    except ValueError as err:
+        _fail(err)
+        return None
+    try:
         return load_for_inference(model)
     except (OSError, ValueError) as err:
-        print(f"clarity-predict: cannot load model {model!r}: {err}", file=sys.stderr)
+        _fail(f"cannot load model {model!r}: {err}")
         return None
 
 
 def _predict_archive(args) -> int:
     from .archive import ArchiveOptions, check_output_dir, run_archive, summary_json
 
-    try:
-        check_output_dir(args.output_dir)
-    except ValueError as err:
-        print(f"clarity-predict: {err}", file=sys.stderr)
-        return 2
-    pipe = _load(args.model)
+    pipe = _checked_then_loaded(args.model, lambda: check_output_dir(args.output_dir))
     if pipe is None:
         return 2
     options = ArchiveOptions(
@@ -154,8 +163,7 @@ def _predict_archive(args) -> int:
             args.paths, pipe.model, pipe.image_processor, options, model_name=str(args.model)
         )
     except ValueError as err:
-        print(f"clarity-predict: {err}", file=sys.stderr)
-        return 2
+        return _fail(err)
     print(summary_json(summary))
     return 0
 
@@ -167,17 +175,15 @@ def _predict_one(args) -> int:
 
     image_path = Path(args.paths[0])
     if not image_path.is_file():
-        print(f"clarity-predict: {image_path}: no such file", file=sys.stderr)
-        return 2
+        return _fail(f"{image_path}: no such file")
     output = Path(args.output) if args.output else Path(f"{image_path.stem}_overlay.png")
-    try:  # before any inference: the folder must take a new file, an existing overlay must be replaceable
+
+    def check_output() -> None:  # the folder must take a new file, an existing overlay must be replaceable
         check_output_dir(output.parent)
         if output.is_dir() or (output.exists() and not os.access(output, os.W_OK)):
             raise ValueError(f"cannot write {output}")
-    except ValueError as err:
-        print(f"clarity-predict: {err}", file=sys.stderr)
-        return 2
-    pipe = _load(args.model)
+
+    pipe = _checked_then_loaded(args.model, check_output)
     if pipe is None:
         return 2
     options = ArchiveOptions(
@@ -190,8 +196,7 @@ def _predict_one(args) -> int:
     predictor = _Predictor(pipe.model, pipe.image_processor, options, output.parent)
     item = ArchiveDataset([image_path], pipe.image_processor, with_display=True)[0]
     if "error" in item:
-        print(f"clarity-predict: {item['error']}", file=sys.stderr)
-        return 2
+        return _fail(item["error"])
     result = predictor.predict(collate_archive([item]))[0]
     scores = dict(zip(predictor.labels, result["probabilities"].tolist()))
     top = max(scores, key=scores.get)

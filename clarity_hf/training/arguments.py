@@ -122,11 +122,11 @@ class ClarityTrainingConfig:
     image_std: list[float] = field(default_factory=lambda: list(IMAGENET_DEFAULT_STD))
     dataloader_num_workers: int = 0
     decoded_memory_mb: int = field(
-        default=2048,
+        default=1024,
         metadata={
             "help": "A split that is not augmented is decoded once and its samples kept in memory when they fit in "
-            "this many MB (single-process loading, dataloader_num_workers=0): later epochs and evaluations reuse "
-            "them. 0: decode every time."
+            "this many MB (per split; single-process loading, dataloader_num_workers=0): later epochs and "
+            "evaluations reuse them. 0: decode every time."
         },
     )
     # --- optimisation -------------------------------------------------------------------------------------------

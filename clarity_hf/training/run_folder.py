@@ -54,6 +54,7 @@ NON_RUN_OPTIONS = frozenset(
         "resume_from_checkpoint",
         "disable_tqdm",
         "dataloader_num_workers",
+        "decoded_memory_mb",
         "report_to",
         "tracker_project_name",
         "logging_steps",
