@@ -232,6 +232,9 @@ def test_ablation_flags_only_deltas_beyond_seed_spread_and_bootstrap_interval():
     assert "seeds 0, 1" in text and "600 optimizer steps" in text
     assert text.rstrip().endswith("w/o A (mean AUROC).")
     assert "`a=False`" in text
+    # What two seeds are worth is said: disjoint ranges by chance with probability 2 / C(4, 2).
+    assert "probability 0.33 when nothing changes (2 / C(4, 2))" in text
+    assert "probability 0.1 when nothing changes (2 / C(6, 3))" in ablation_markdown(rows, 600, [0, 1, 2])
 
 
 def test_prediction_figure_boxes_only_the_classes_the_model_claims(monkeypatch):

@@ -21,6 +21,7 @@ examples:
   clarity-demo --quick --output-dir /tmp/demo    # a smoke run (under 2 minutes)
   clarity-demo --ablations all --ablation-seeds 0 1
                                                  # + 11 students, each as long as the default student
+                                                 # (about 35 minutes in all on 2 cores)
   clarity-demo --data-dir /data/ChestX-ray14     # the same job on a real NIH ChestX-ray14 download
   accelerate launch -m clarity_hf demo --data-dir /data/ChestX-ray14 --preset clarity-s-16-512
                                                  # the paper's configuration on GPUs (training is distributed by

@@ -163,6 +163,19 @@ def _delta_cell(stats: Mapping[str, Any]) -> str:
     return text
 
 
+def _chance_of_disjoint_ranges(num_seeds: int) -> str:
+    """What the seed-spread criterion is worth: with n seeds per variant and no real difference (exchangeable
+    results), the two [min, max] ranges are disjoint with probability 2 / C(2n, n)."""
+    if num_seeds < 2:
+        return "With one seed per variant nothing is flagged."
+    chance = 2 / math.comb(2 * num_seeds, num_seeds)
+    return (
+        f"With {num_seeds} seeds per variant, two ranges are disjoint by chance alone with probability "
+        f"{chance:.2g} when nothing changes (2 / C({2 * num_seeds}, {num_seeds})); the bootstrap criterion guards "
+        "against that, and more seeds (`--ablation-seeds`) make the spread test itself stronger."
+    )
+
+
 def ablation_markdown(rows: Sequence[Mapping[str, Any]], steps: int, seeds: Sequence[int]) -> str:
     """The ablation section of the report from [`aggregate_ablation`] rows."""
     metrics = list(rows[0]["metrics"])
@@ -188,7 +201,8 @@ def ablation_markdown(rows: Sequence[Mapping[str, Any]], steps: int, seeds: Sequ
             f"seeds {', '.join(str(s) for s in seeds)}, with the same data; localization on the eval half after "
             "tuning on the tune half. Cells: mean ± standard deviation [min, max] over the seeds. Delta = variant "
             "mean - full-model mean; **bold ✓** marks a delta beyond both the seed spread (the two [min, max] ranges "
-            "do not overlap) and the reference's 95% bootstrap interval. An unmarked delta is not a finding.",
+            "do not overlap) and the reference's 95% bootstrap interval. An unmarked delta is not a finding. "
+            + _chance_of_disjoint_ranges(len(seeds)),
             "",
             markdown_table(header, table),
             "",
