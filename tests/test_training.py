@@ -421,8 +421,8 @@ def test_unaugmented_split_is_decoded_once_when_it_fits(tmp_path, tiny_data, mon
 
 
 def test_anatomy_masks_are_read_only_for_the_clarity_loss(tmp_path, tiny_data):
-    """A bad anatomy mask costs the student its image (the mask feeds its loss) but neither the teacher nor the
-    validation: they never read the masks."""
+    """A bad anatomy mask costs the student its image (the mask feeds its loss) but neither the teacher, a model
+    without SegmentCAM nor the validation: they never read the masks."""
     from datasets import DatasetDict, Image
 
     from clarity_hf.training.data import ClarityTrainingDataset
@@ -459,3 +459,9 @@ def test_anatomy_masks_are_read_only_for_the_clarity_loss(tmp_path, tiny_data):
     )
     assert teacher.skipped == {"missing_file": 0, "corrupt_image": 0}
     assert teacher.history[0]["eval_skipped"] == 0
+    # A CLARiTy model without SegmentCAM (the plain-ViT baseline, that ablation) has no loss that reads masks.
+    overrides = {**tiny_config(tmp_path).model_config_overrides, "use_segment_cam": False}
+    no_segment_cam = train(
+        tiny_config(tmp_path / "no_segment_cam", model_config_overrides=overrides), datasets=data
+    )
+    assert no_segment_cam.skipped == {"missing_file": 0, "corrupt_image": 0}

@@ -92,6 +92,17 @@ def _flat_config(config: ClarityTrainingConfig) -> dict:
     return flat
 
 
+def _reads_anatomy_masks(model) -> bool:
+    """Only CLARiTy's foreground loss (SegmentCAM on) reads the anatomy masks: the teacher, the plain-ViT baseline
+    and an ablation without SegmentCAM never do, so they never read them (nor lose an image to a bad one)."""
+    config = model.config
+    return (
+        getattr(config, "model_type", None) == "clarity"
+        and bool(getattr(config, "use_segment_cam", False))
+        and getattr(config, "foreground_loss_weight", 0) > 0
+    )
+
+
 def _model_inputs(model, batch: dict, teacher_logits: torch.Tensor | None) -> dict:
     inputs = {"pixel_values": batch["pixel_values"], "labels": batch["labels"]}
     if getattr(model.config, "model_type", None) == "clarity":
@@ -207,9 +218,9 @@ def _prepare_models(config, accelerator, datasets, model, teacher):
     return model, teacher, label_names, distillation_weight
 
 
-def _make_loaders(config, datasets, image_size: int, with_teacher_logits: bool):
+def _make_loaders(config, datasets, image_size: int, with_teacher_logits: bool, with_anatomy_masks: bool):
     # Decoded samples are kept only where they are loaded in this process; the anatomy masks are read only for the
-    # CLARiTy loss (the evaluation and the teacher never use them).
+    # training split of a model whose loss uses them (the evaluation never does).
     memory_mb = config.decoded_memory_mb if config.dataloader_num_workers == 0 else 0
     train_set = ClarityTrainingDataset(
         datasets[config.train_split],
@@ -218,7 +229,7 @@ def _make_loaders(config, datasets, image_size: int, with_teacher_logits: bool):
         augment=config.augment,
         with_teacher_logits=with_teacher_logits,
         name=config.train_split,
-        with_anatomy_masks=config.model == "clarity",
+        with_anatomy_masks=with_anatomy_masks,
         memory_mb=memory_mb,
     )
     eval_set = ClarityTrainingDataset(
@@ -353,6 +364,7 @@ def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, dat
         datasets,
         model.config.image_size,
         with_teacher_logits=config.use_cached_teacher_logits and distillation_weight > 0,
+        with_anatomy_masks=_reads_anatomy_masks(model),
     )
     global_batch = (
         config.per_device_train_batch_size * accelerator.num_processes * config.gradient_accumulation_steps
