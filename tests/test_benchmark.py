@@ -133,3 +133,34 @@ def test_write_sections_replaces_only_its_own(tmp_path):
     page.write_text(page.read_text() + "<!-- BEGIN memory -->\nx\n<!-- END memory -->\n")
     with pytest.raises(ValueError, match="appears 2 times"):
         write_sections(page, {"memory": "y"})
+
+
+def test_archive_section_reads_its_own_numbers():
+    import argparse
+
+    from benchmarks.archive import BEGIN, END, render
+
+    rows = {
+        "throughput": (0.6, 0.2),
+        "batch1": {
+            "forward": 1.0,
+            "fast": 1.1,
+            "exact": 1.5,
+            "decode": 0.05,
+            "post_fast": 0.08,
+            "post_exact": 0.4,
+        },
+        "classes_boxed": 3,
+        "onnx": "onnxruntime is not installed",
+    }
+    args = argparse.Namespace(num_images=200, loop_images=20, batch_size=8, num_workers=2, repeats=5)
+    threads = torch.get_num_threads()
+    idle = render(rows, args, 0.2, 0.4)
+    assert idle.startswith(BEGIN) and idle.endswith(END)
+    assert "no other job ran" in idle and "shared with other jobs" not in idle
+    assert "| end to end, exact post-processing (`box_resolution=None`) | 1500 | 1.50x |" in idle
+    assert "the forward plus +0.10x of it with the fast boxes (+0.50x with the exact ones)" in idle
+    assert "5.0x cheaper than the exact ones" in idle and "3.0 times as many images per second" in idle
+    assert "ONNX: not measured (onnxruntime is not installed)." in idle
+    loaded = render(rows, args, threads + 5.0, threads + 6.0)
+    assert "shared with other jobs" in loaded and "no other job ran" not in loaded
