@@ -28,6 +28,7 @@ from clarity_hf.evaluation.run import (
     evaluate_predictions,
     heatmap_methods,
     load_model_for_evaluation,
+    logits_methods,
     predict_split,
     reported_thresholds,
     save_figure,
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     except ValueError:
         label_names = None
 
-    methods, processor, clarity_names = {}, None, []
+    methods, logits_only, processor, clarity_names = {}, {}, None, []
     for spec in args.model:
         name, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
         model, model_processor, kind = load_model_for_evaluation(folder)
@@ -99,7 +100,11 @@ def main(argv=None) -> int:
         if kind == "clarity":
             clarity_names.extend(model_methods)
         methods.update(model_methods)
-    predictions = predict_split(methods, split, processor, batch_size=args.batch_size, device=args.device)
+        logits_only.update(logits_methods(model, kind, name or None))
+    # Grad-CAM's backward passes run on the boxed rows only (the rows localization reads).
+    predictions = predict_split(
+        methods, split, processor, batch_size=args.batch_size, device=args.device, logits_only=logits_only
+    )
     reference_grid = tuple(predictions[clarity_names[0]].heatmaps.shape[-2:]) if clarity_names else None
     predictions, map_info = select_stages(
         predictions, label_names, reference_grid=reference_grid, per_class=args.per_class_thresholds

@@ -184,6 +184,52 @@ def test_all_methods_flow_through_the_same_evaluator(small_data):
     assert np.allclose(predictions["teacher CAM"].logits, predictions["teacher Grad-CAM"].logits, atol=1e-5)
 
 
+def test_gradcam_runs_only_on_the_boxed_rows_and_changes_no_number(small_data):
+    """With `logits_only`, the teacher's Grad-CAM (one backward pass per class) sees only the rows with boxes; the
+    others get the stand-in's logits and NaN maps, which no metric reads: every number of the evaluation is the
+    same as with Grad-CAM on every row."""
+    from clarity_hf.evaluation.run import logits_methods
+
+    teacher = tiny_teacher()
+    test = small_data["test"]
+    boxed = np.asarray([bool(b) for b in test["boxes"]])
+    assert 0 < boxed.sum() < len(test)
+    methods = heatmap_methods(teacher, "convnextv2", gradcam_stages=True)
+    seen = []
+    gradcam = methods["teacher Grad-CAM"]
+
+    def counted(x):
+        seen.append(len(x))
+        return gradcam(x)
+
+    methods["teacher Grad-CAM"] = counted
+    processor = build_processor(64)
+    full = predict_split(methods, test, processor, batch_size=20)
+    assert sum(seen) == len(test)
+    seen.clear()
+    restricted = predict_split(
+        methods, test, processor, batch_size=20, logits_only=logits_methods(teacher, "convnextv2")
+    )
+    assert sum(seen) == boxed.sum()  # Grad-CAM ran on the boxed rows only
+    assert list(restricted) == list(full) and len(full) == 5  # four stages and CAM
+    for name in full:
+        a, b = full[name], restricted[name]
+        assert np.allclose(a.logits, b.logits, atol=1e-5), name
+        assert np.array_equal(a.heatmaps[boxed], b.heatmaps[boxed]), name
+        assert np.isnan(b.heatmaps[~boxed]).all() == ("Grad-CAM" in name), name
+        first = evaluate_predictions(a, NIH_PATHOLOGIES, n_bootstrap=20)
+        second = evaluate_predictions(b, NIH_PATHOLOGIES, n_bootstrap=20)
+        assert first["localization"] == second["localization"], name
+        assert first["classification"]["mean_auroc"] == pytest.approx(second["classification"]["mean_auroc"])
+    # A split without boxes is run whole.
+    seen.clear()
+    unboxed = test.filter(lambda row: not row["boxes"])
+    predict_split(
+        methods, unboxed, processor, batch_size=20, logits_only=logits_methods(teacher, "convnextv2")
+    )
+    assert sum(seen) == len(unboxed)
+
+
 def test_plain_vit_trains_with_the_project_loop(small_data, tmp_path):
     from clarity_hf.training import ClarityTrainingConfig, train
 

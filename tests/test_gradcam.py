@@ -54,6 +54,28 @@ def test_gradcam_batch_is_per_image(teacher):
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
 
 
+def test_large_batches_are_explained_in_chunks_with_the_same_maps(teacher):
+    """The graph kept for the backward passes grows with the batch: a batch over `max_batch_pixels` is explained
+    in chunks (here 2 images of 64 x 64 each), with the maps, stages and logits of one pass."""
+    stages = list(teacher.convnextv2.encoder.stages)
+    pixel_values = torch.randn(5, 3, 64, 64)
+    whole = GradCAM(teacher, stages, max_batch_pixels=10**9)(pixel_values, [0, 2])
+    calls = []
+    handle = teacher.register_forward_pre_hook(lambda module, args: calls.append(len(args[0])))
+    try:
+        chunked = GradCAM(teacher, stages, max_batch_pixels=2 * 64 * 64 + 5)(pixel_values, [0, 2])
+    finally:
+        handle.remove()
+    assert calls == [2, 2, 1]
+    torch.testing.assert_close(chunked.logits, whole.logits)
+    assert chunked.class_indices == [0, 2] and len(chunked.layer_heatmaps) == 4
+    for mine, theirs in zip(chunked.layer_heatmaps, whole.layer_heatmaps):
+        torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(chunked.heatmaps, whole.heatmaps, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="max_batch_pixels"):
+        GradCAM(teacher, max_batch_pixels=0)
+
+
 def test_gradcam_all_classes_and_errors(teacher):
     pixel_values = torch.randn(1, 3, 64, 64)
     output = GradCAM(teacher)(pixel_values)

@@ -53,6 +53,7 @@ from ..evaluation.run import (
     evaluate_predictions,
     heatmap_methods,
     load_model_for_evaluation,
+    logits_methods,
     predict_split,
     reported_thresholds,
     save_claims_figure,
@@ -601,7 +602,13 @@ def step_evaluate(
             if folder != trained.student_dir:
                 model = load_model_for_evaluation(folder)[0]
                 ablation_methods.update(heatmap_methods(model, "clarity", _ablation_name(key, seed)))
-    predictions = predict_split({**methods, **ablation_methods}, test, processor, batch_size=64)
+    predictions = predict_split(
+        {**methods, **ablation_methods},
+        test,
+        processor,
+        batch_size=64,
+        logits_only=logits_methods(teacher, teacher_kind),  # Grad-CAM only where boxes are
+    )
     student_grid = tuple(predictions[STUDENT_NAME].heatmaps.shape[-2:])
     predictions, map_info = select_stages(
         predictions, data.label_names, reference_grid=student_grid, per_class=config.per_class_thresholds
@@ -643,8 +650,8 @@ def step_evaluate(
     # Operating thresholds per class at the Youden point of the validation split, for the prediction figures. Only
     # logits are needed there: a method whose logits another one gives (Grad-CAM's backward passes) is not run.
     figure_methods = {name for name, _ in FIGURES}
-    logits_methods = (figure_methods - set(LOGITS_OF)) | set(LOGITS_OF.values())
-    validation_methods = {name: method for name, method in methods.items() if name in logits_methods}
+    logits_names = (figure_methods - set(LOGITS_OF)) | set(LOGITS_OF.values())
+    validation_methods = {name: method for name, method in methods.items() if name in logits_names}
     validation = predict_split(validation_methods, data.datasets["validation"], processor, batch_size=64)
     operating_thresholds = {
         name: youden_thresholds(
