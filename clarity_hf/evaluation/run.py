@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,8 +130,11 @@ def load_model_for_evaluation(folder: str | Path) -> tuple[torch.nn.Module, Clar
 
 
 def stage_method_name(name: str, stage: int) -> str:
-    """The method name of `name` computed on encoder stage `stage` (0-based)."""
+    """The method name of `name` computed on encoder stage `stage` (0-based); `STAGE_METHOD` reads it back."""
     return f"{name} [stage {stage}]"
+
+
+STAGE_METHOD = re.compile(r"^(?P<name>.*) \[stage (?P<stage>\d+)\]$")
 
 
 def map_grid(heatmaps: np.ndarray | torch.Tensor) -> str:

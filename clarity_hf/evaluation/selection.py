@@ -14,7 +14,6 @@ patch grid), and only that stage is then reported on the `eval` half. The `eval`
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,11 +21,9 @@ import numpy as np
 
 from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
 from .localization import DEFAULT_THRESHOLD_GRID, TUNING_OBJECTIVE
-from .run import SplitPredictions, localization_evaluator, map_grid, stage_method_name
+from .run import STAGE_METHOD, SplitPredictions, localization_evaluator, map_grid, stage_method_name
 
 __all__ = ["select_stage", "select_stages", "tuned_objective"]
-
-STAGE_METHOD = re.compile(r"^(?P<name>.*) \[stage (?P<stage>\d+)\]$")
 
 
 def tuned_objective(
