@@ -52,6 +52,7 @@ HUB_CODE_FILES = (
     "heatmaps.py",
 )
 MANIFEST_NAME = ".clarity_hf_export.json"
+LISTED_BUT_NOT_OURS = "listed by the export but missing, not a regular file or a symbolic link; export again"
 
 
 class ExportError(ValueError):
@@ -114,17 +115,19 @@ def _listed_file(folder: Path, name: str) -> Path | None:
     """The file a manifest entry names, proven to be one the export wrote: a relative path inside `folder`
     ([`confined_path`]) with no symbolic link on its way, a regular file (None when it is gone). Anything else is an
     [`ExportError`]: the manifest was not written by clarity_hf or the folder was changed since."""
+    parts = Path(name).parts
+    if not Path(name).is_absolute() and any(
+        folder.joinpath(*parts[: i + 1]).is_symlink() for i in range(len(parts))
+    ):
+        raise ExportError(f"{folder / name}: {LISTED_BUT_NOT_OURS}")
     try:
         path = confined_path(folder, name, f"{folder / MANIFEST_NAME}: entry")
     except PathOutsideFolderError as err:
         raise ExportError(f"{err}: this manifest was not written by clarity_hf's export") from err
-    parts = Path(name).parts
-    if any(folder.joinpath(*parts[: i + 1]).is_symlink() for i in range(len(parts))):
-        raise ExportError(f"{path}: listed by the export manifest but a symbolic link (the export writes none)")
     if not path.exists():
         return None
     if not path.is_file():
-        raise ExportError(f"{path}: listed by the export manifest but not a regular file")
+        raise ExportError(f"{path}: {LISTED_BUT_NOT_OURS}")
     return path
 
 
@@ -224,7 +227,7 @@ def exported_files(folder: str | Path) -> list[str]:
         ):
             raise ExportError(f"{folder}: the manifest lists {name!r}, which is never uploaded")
         if _listed_file(folder, name) is None:
-            raise ExportError(f"{folder / name}: listed by the export but missing; export again")
+            raise ExportError(f"{folder / name}: {LISTED_BUT_NOT_OURS}")
     return sorted(names)
 
 
