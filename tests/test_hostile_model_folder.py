@@ -1,0 +1,206 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Hostile model folders: each case builds a broken or absurd folder from a tiny saved model and checks that
+loading it for inference is refused with one error naming the folder and the problem, never a model that gives
+valid-looking predictions and never a traceback from clarity-predict."""
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
+from clarity_hf.commands.cli import predict_main
+from clarity_hf.evaluation.run import build_processor
+from clarity_hf.hub import loading
+
+
+@pytest.fixture(scope="module")
+def good_folder(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).eval()
+    folder = tmp_path_factory.mktemp("good")
+    model.save_pretrained(folder)
+    build_processor(64).save_pretrained(folder)
+    return folder
+
+
+def copy_folder(good: Path, target: Path) -> Path:
+    target.mkdir()
+    for path in good.iterdir():
+        if path.is_file():
+            (target / path.name).write_bytes(path.read_bytes())
+    return target
+
+
+def refused(folder: Path, *problem: str) -> str:
+    """load_for_inference(folder) raises InvalidModelFolderError naming the folder and every piece of `problem`."""
+    with pytest.raises(ValueError) as info:
+        loading.load_for_inference(folder)
+    assert type(info.value).__name__ == "InvalidModelFolderError", repr(info.value)
+    message = str(info.value)
+    assert str(folder) in message
+    for piece in problem:
+        assert piece in message, message
+    return message
+
+
+def edit_weights(folder: Path, edit) -> None:
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    save_file(edit(tensors), path, metadata={"format": "pt"})
+
+
+def edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def test_the_good_folder_loads(good_folder):
+    pipe = loading.load_for_inference(good_folder)
+    assert isinstance(pipe.model, ClarityForMultiLabelLocalization)
+
+
+def test_safetensors_with_no_tensors_is_refused(good_folder, tmp_path):
+    folder = copy_folder(good_folder, tmp_path / "empty-weights")
+    edit_weights(folder, lambda tensors: {})
+    refused(folder, "no tensors")
+
+
+def test_safetensors_with_half_the_tensors_is_refused(good_folder, tmp_path):
+    folder = copy_folder(good_folder, tmp_path / "half")
+    kept = {}
+
+    def half(tensors):
+        names = sorted(tensors)
+        kept.update({name: tensors[name] for name in names[::2]})
+        return dict(kept)
+
+    edit_weights(folder, half)
+    total = len(load_file(good_folder / "model.safetensors"))
+    refused(folder, f"{total - len(kept)} of the model's {total} tensors missing")
+
+
+def test_nan_and_inf_weights_are_refused(good_folder, tmp_path):
+    for value in (float("nan"), float("inf")):
+        folder = copy_folder(good_folder, tmp_path / f"weights-{value}")
+
+        def poison(tensors, value=value):
+            name = sorted(tensors)[0]
+            tensors[name] = tensors[name].clone()
+            tensors[name].view(-1)[0] = value
+            return tensors
+
+        edit_weights(folder, poison)
+        refused(folder, "NaN or infinite")
+
+
+def test_integer_zero_weights_are_refused(good_folder, tmp_path):
+    folder = copy_folder(good_folder, tmp_path / "int-zeros")
+    edit_weights(
+        folder, lambda tensors: {k: torch.zeros(v.shape, dtype=torch.int32) for k, v in tensors.items()}
+    )
+    refused(folder, "not floating point", "I32")
+
+
+def test_mis_shaped_and_unexpected_tensors_are_refused(good_folder, tmp_path):
+    folder = copy_folder(good_folder, tmp_path / "wrong-shape")
+    name = sorted(load_file(good_folder / "model.safetensors"))[-1]
+
+    def reshape(tensors):
+        tensors[name] = torch.zeros(*tensors[name].shape[:-1], tensors[name].shape[-1] + 1)
+        return tensors
+
+    edit_weights(folder, reshape)
+    refused(folder, "mis-shaped", name)
+
+    folder = copy_folder(good_folder, tmp_path / "extra")
+    edit_weights(folder, lambda tensors: {**tensors, "planted.weight": torch.zeros(3)})
+    refused(folder, "unexpected tensors", "planted.weight")
+
+
+@pytest.mark.parametrize(
+    ("case", "problem"),
+    [
+        ("zero-byte", "is empty (0 bytes)"),
+        ("truncated", "not a readable safetensors file"),
+        ("huge-header", "header of"),
+        ("garbage", "safetensors"),
+    ],
+)
+def test_damaged_safetensors_files_are_refused(good_folder, tmp_path, case, problem):
+    folder = copy_folder(good_folder, tmp_path / case)
+    path = folder / "model.safetensors"
+    data = path.read_bytes()
+    damaged = {
+        "zero-byte": b"",
+        "truncated": data[: len(data) // 2],
+        "huge-header": struct.pack("<Q", 2**40) + b"{}",
+        "garbage": b"\xff" * 64,
+    }[case]
+    path.write_bytes(damaged)
+    refused(folder, "model.safetensors", problem)
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"num_hidden_layers": 100000}, "num_hidden_layers 100000"),
+        ({"hidden_size": 1_000_000, "num_attention_heads": 1}, "hidden_size 1000000"),
+        ({"intermediate_size": 10**9}, "intermediate_size"),
+        ({"image_size": 100000, "patch_size": 16}, "image_size 100000"),
+        ({"num_hidden_layers": "12"}, "num_hidden_layers '12'"),
+    ],
+)
+def test_absurd_config_sizes_are_refused_before_the_model_is_built(
+    good_folder, tmp_path, monkeypatch, changes, problem
+):
+    folder = copy_folder(good_folder, tmp_path / "config")
+    edit_json(folder / "config.json", **changes)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model must not be built")
+
+    monkeypatch.setattr(ClarityForMultiLabelLocalization, "__init__", never)
+    refused(folder, "config.json", problem)
+
+
+@pytest.mark.parametrize(
+    "size", [100000, {"height": 100000, "width": 100000}, {"height": 0, "width": 64}, -3]
+)
+def test_absurd_preprocessor_size_is_refused(good_folder, tmp_path, size):
+    folder = copy_folder(good_folder, tmp_path / "processor")
+    edit_json(folder / "preprocessor_config.json", size=size)
+    refused(folder, "preprocessor_config.json", "size")
+
+
+def test_clarity_predict_on_nan_weights_exits_2_and_writes_no_table(good_folder, tmp_path, capsys):
+    folder = copy_folder(good_folder, tmp_path / "nan")
+    edit_weights(folder, lambda tensors: {k: torch.full_like(v, float("nan")) for k, v in tensors.items()})
+    image = tmp_path / "x.png"
+    Image.fromarray((np.arange(64 * 64) % 251).reshape(64, 64).astype(np.uint8)).save(image)
+    out = tmp_path / "out"
+    code = predict_main([str(image), "--model", str(folder), "--output-dir", str(out), "--no-progress"])
+    error = capsys.readouterr().err
+    assert code == 2 and "NaN or infinite" in error and str(folder) in error and "Traceback" not in error
+    assert not (out / "predictions.csv").exists()
+
+
+def test_fine_tuning_keeps_ignore_mismatched_sizes_for_a_new_head(good_folder, tmp_path):
+    """The strict check is for inference only: training's explicit head replacement still loads a folder with
+    other labels (the head is re-initialised, the backbone kept)."""
+    config = ClarityConfig.from_pretrained(good_folder)
+    config.id2label = {0: "A", 1: "B", 2: "C"}
+    config.label2id = {"A": 0, "B": 1, "C": 2}
+    model = ClarityForMultiLabelLocalization.from_pretrained(
+        good_folder, config=config, ignore_mismatched_sizes=True
+    )
+    saved = load_file(good_folder / "model.safetensors")
+    same = [n for n, t in model.state_dict().items() if n in saved and saved[n].shape == t.shape]
+    assert same and all(torch.equal(model.state_dict()[n], saved[n]) for n in same)
+    assert model.config.num_labels == 3
