@@ -204,3 +204,47 @@ def test_fine_tuning_keeps_ignore_mismatched_sizes_for_a_new_head(good_folder, t
     same = [n for n, t in model.state_dict().items() if n in saved and saved[n].shape == t.shape]
     assert same and all(torch.equal(model.state_dict()[n], saved[n]) for n in same)
     assert model.config.num_labels == 3
+
+
+HOSTILE_LABELS = ["../../../../x", "a/b", "line\nbreak", "..", "/abs", "Mass"]
+
+
+def test_hostile_label_names_write_heatmaps_only_inside_the_output_dir(good_folder, tmp_path, capsys):
+    """id2label "../../../../x", "a/b", a newline, "..", "/abs": --heatmaps png / npz and --overlays write every
+    file inside --output-dir under sanitised names, and the table keeps the labels themselves."""
+    import csv
+
+    folder = copy_folder(good_folder, tmp_path / "labels")
+    id2label = {str(i): name for i, name in enumerate(HOSTILE_LABELS)}
+    config = json.loads((folder / "config.json").read_text())
+    config.update(id2label=id2label, label2id={name: i for i, name in enumerate(HOSTILE_LABELS)})
+    (folder / "config.json").write_text(json.dumps(config))
+    with torch.no_grad():  # the classifier heads must match the new label count
+        model = ClarityForMultiLabelLocalization.from_pretrained(
+            good_folder, config=ClarityConfig.from_pretrained(folder), ignore_mismatched_sizes=True
+        )
+    model.save_pretrained(folder)
+    edit_json(folder / "preprocessor_config.json", id2label=id2label)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray((np.arange(64 * 64) % 251).reshape(64, 64).astype(np.uint8)).save(images / "x.png")
+    out = tmp_path / "deep" / "a" / "b" / "c" / "out"
+    before = {p for p in tmp_path.rglob("*")}
+    for heatmaps in ("png", "npz"):
+        code = predict_main(
+            [str(images), "--model", str(folder), "--output-dir", str(out), "--no-progress", "--overwrite"]
+            + ["--heatmaps", heatmaps, "--overlays", "--num-workers", "0"]
+        )
+        assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    written = {p for p in tmp_path.rglob("*")} - before
+    outside = [p for p in written if out not in p.parents and p != out and p not in out.parents]
+    assert outside == []
+    pngs = sorted(p.name for p in (out / "heatmaps").rglob("*.png"))
+    assert len(pngs) == len(HOSTILE_LABELS) and "Mass.png" in pngs
+    assert all("/" not in name and "\n" not in name and not name.startswith(".") for name in pngs)
+    with open(out / "predictions.csv", newline="") as handle:
+        header = next(csv.reader(handle))
+    assert header[3 : 3 + len(HOSTILE_LABELS)] == HOSTILE_LABELS
+    npz = np.load(next((out / "heatmaps").glob("*.npz")))
+    assert list(npz["labels"]) == HOSTILE_LABELS
