@@ -28,9 +28,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _real_lines(name):
-    return (
-        gzip.decompress((NIH_METADATA_DIR / (name + ".gz")).read_bytes()).decode().splitlines(keepends=True)
-    )
+    return gzip.decompress((NIH_METADATA_DIR / (name + ".gz")).read_bytes()).decode().splitlines(keepends=True)
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +114,7 @@ def test_each_boxed_lesion_lies_inside_its_real_box(meta):
             continue
         with_lesions, _ = render_release_image(meta, image_id, seed=0)
         without, _ = render_release_image(meta, image_id, seed=0, with_boxed_lesions=False)
-        changed = (
-            np.abs(np.asarray(with_lesions, np.int16) - np.asarray(without, np.int16)) > 2
-        )  # (1024, 1024)
+        changed = np.abs(np.asarray(with_lesions, np.int16) - np.asarray(without, np.int16)) > 2  # (1024, 1024)
         inside = np.zeros_like(changed)
         for _, x, y, w, h in meta.boxes[image_id]:
             inside[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = True

@@ -81,10 +81,7 @@ def test_predict_refuses_thresholds_outside_0_1(tmp_path, capsys, threshold):
     for option in ("--threshold", "--heatmap-threshold"):
         with pytest.raises(SystemExit) as exit_info:
             predict_main([str(tmp_path / "x.png"), "--model", str(tmp_path), option, threshold])
-        assert (
-            exit_info.value.code == 2
-            and f"argument {option}: the value must be a number in [0, 1]" in capsys.readouterr().err
-        )
+        assert exit_info.value.code == 2 and f"argument {option}: the value must be a number in [0, 1]" in capsys.readouterr().err
 
 
 def test_predict_bad_inputs(model_dir, tmp_path, capsys):
