@@ -107,3 +107,53 @@ def test_a_clean_previous_export_is_still_replaced(model, tmp_path):
     first = sorted(exported_files(folder))
     export(model, folder)
     assert sorted(exported_files(folder)) == first
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The confinement helper every input-derived path goes through
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("relative", "problem"),
+    [
+        ("../victim.txt", "climbs out"),
+        ("a/../../victim.txt", "climbs out"),
+        ("/etc/passwd", "absolute"),
+        ("", "not a valid relative path"),
+        ("a\x00b", "not a valid relative path"),
+        ("out/victim.txt", "symbolic link"),
+    ],
+)
+def test_confined_path_refuses_paths_out_of_the_folder(tmp_path, relative, problem):
+    from clarity_hf.files import PathOutsideFolderError, confined_path
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "out").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(PathOutsideFolderError, match=problem) as info:
+        confined_path(base, relative, "entry")
+    assert str(base) in str(info.value)
+    assert confined_path(base, "sub/new.txt") == base / "sub" / "new.txt"  # need not exist
+
+
+def test_safe_filename_gives_distinct_plain_names():
+    from clarity_hf.files import safe_filename
+
+    labels = [
+        "Mass",
+        "../../../../x",
+        "a/b",
+        "a_b",
+        "line\nbreak",
+        "..",
+        ".hidden",
+        "/abs",
+        "Pleural Effusion",
+    ]
+    names = [safe_filename(label) for label in labels]
+    assert names[0] == "Mass" and names[3] == "a_b"
+    assert len(set(names)) == len(names)
+    assert all(
+        "/" not in n and "\n" not in n and not n.startswith(".") and n not in ("", "..") for n in names
+    )
