@@ -248,3 +248,19 @@ def test_hostile_label_names_write_heatmaps_only_inside_the_output_dir(good_fold
     assert header[3 : 3 + len(HOSTILE_LABELS)] == HOSTILE_LABELS
     npz = np.load(next((out / "heatmaps").glob("*.npz")))
     assert list(npz["labels"]) == HOSTILE_LABELS
+
+
+def test_sharded_weights_load_and_a_shard_named_out_of_the_folder_is_refused(good_folder, tmp_path):
+    folder = tmp_path / "sharded"
+    model = ClarityForMultiLabelLocalization.from_pretrained(good_folder)
+    model.save_pretrained(folder, max_shard_size="100KB")
+    build_processor(64).save_pretrained(folder)
+    assert len(list(folder.glob("model-*.safetensors"))) > 1
+    loading.load_for_inference(folder)
+
+    index = folder / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    first = next(iter(data["weight_map"]))
+    data["weight_map"][first] = "../outside.safetensors"
+    index.write_text(json.dumps(data))
+    refused(folder, "../outside.safetensors", "not plain file names")

@@ -30,7 +30,6 @@ from huggingface_hub import snapshot_download
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
 from ..configuration_clarity import ClarityConfig
-from ..files import PathOutsideFolderError, confined_path
 from ..image_processing_clarity import ClarityImageProcessor
 from ..modeling_clarity import ClarityForMultiLabelLocalization
 from ..pipeline_clarity import ClarityLocalizationPipeline
@@ -245,23 +244,22 @@ def check_processor_size(folder: Path, size, max_image_pixels: int | None = None
 
 
 def _weight_files(folder: Path) -> list[Path]:
-    """The safetensors files transformers reads: `model.safetensors`, or the shards of its index (each confined to
-    the folder)."""
+    """The safetensors files transformers reads: `model.safetensors`, else the shards its index names. A shard must
+    be a plain file name in the folder (checked on the name, not the resolved path: in a Hub download every file is
+    a link into the cache's blob store)."""
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
     index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = _read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise InvalidModelFolderError(f"{index}: no weight_map")
-        try:
-            return [
-                confined_path(folder, name, f"{index.name}: shard")
-                for name in sorted(set(map(str, weight_map.values())))
-            ]
-        except PathOutsideFolderError as err:
-            raise InvalidModelFolderError(f"{folder}: {err}") from err
-    if not (folder / "model.safetensors").is_file():
+    if not index.is_file():
         raise InvalidModelFolderError(f"{folder}: no model.safetensors")
-    return [folder / "model.safetensors"]
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InvalidModelFolderError(f"{index}: no weight_map")
+    names = sorted({str(name) for name in weight_map.values()})
+    odd = [name for name in names if Path(name).name != name or name.startswith(".") or "\x00" in name]
+    if odd:
+        raise InvalidModelFolderError(f"{index}: shard names {odd} are not plain file names in {folder}")
+    return [folder / name for name in names]
 
 
 def _read_safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
