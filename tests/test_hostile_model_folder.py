@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from archive_testing import make_model_dir
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -21,12 +22,7 @@ from clarity_hf.hub import loading
 
 @pytest.fixture(scope="module")
 def good_folder(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-tiny")).eval()
-    folder = tmp_path_factory.mktemp("good")
-    model.save_pretrained(folder)
-    build_processor(64).save_pretrained(folder)
-    return folder
+    return make_model_dir(tmp_path_factory.mktemp("good"))
 
 
 def copy_folder(good: Path, target: Path) -> Path:
