@@ -151,6 +151,10 @@ def test_damaged_safetensors_files_are_refused(good_folder, tmp_path, case, prob
         ({"intermediate_size": 10**9}, "intermediate_size"),
         ({"image_size": 100000, "patch_size": 16}, "image_size 100000"),
         ({"num_hidden_layers": "12"}, "num_hidden_layers '12'"),
+        ({"image_size": 256, "patch_size": 1}, "patch_size 1 for image_size 256"),
+        ({"id2label": {"0": "A", "5": "B"}}, "id2label keys"),
+        ({"id2label": {"0": "A", "1": "A"}}, "id2label repeats names ['A']"),
+        ({"id2label": {}}, "id2label with 0 entries"),
     ],
 )
 def test_absurd_config_sizes_are_refused_before_the_model_is_built(

@@ -181,7 +181,7 @@ MAX_CONFIG_SIZES = {
     "anatomical_prior_size": 4096,
     "num_channels": 16,
 }
-MAX_PATCH_TOKENS = 65536  # (image_size / patch_size)^2: 4096 x 4096 input pixels at patch size 16
+MAX_PATCH_TOKENS = 16384  # (image_size / patch_size)^2: 2048 x 2048 input pixels at patch size 16
 MAX_PARAMETERS = 2_000_000_000  # 8 GB of float32 weights
 MAX_LABELS = 10_000
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
@@ -192,9 +192,27 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _label_problem(labels) -> str | None:
+    """What is wrong with `id2label`, if anything: every class index 0 .. n-1 once, each a distinct non-empty name
+    (the tables have one column per name, and the archive run looks every index up)."""
+    if labels is None:
+        return None
+    if not isinstance(labels, dict) or not 0 < len(labels) <= MAX_LABELS:
+        count = len(labels) if isinstance(labels, dict) else repr(labels)
+        return f"id2label with {count} entries (1 to {MAX_LABELS})"
+    if {str(key) for key in labels} != {str(index) for index in range(len(labels))}:
+        return f"id2label keys {sorted(map(str, labels))[:10]} (must be 0 .. {len(labels) - 1})"
+    names = list(labels.values())
+    if not all(isinstance(name, str) and name.strip() for name in names):
+        return "id2label names must be non-empty strings"
+    if len(set(names)) != len(names):
+        return f"id2label repeats names {sorted({n for n in names if names.count(n) > 1})}"
+    return None
+
+
 def check_config_sizes(folder: Path, config: dict, max_image_pixels: int | None = None) -> None:
     """Refuse a `config.json` whose sizes would build an absurd model (layers, widths, input size against the pixel
-    limit, tokens, parameters, labels), before transformers instantiates anything."""
+    limit, tokens, parameters) or whose labels are inconsistent, before transformers instantiates anything."""
     problems = []
     for key, bound in MAX_CONFIG_SIZES.items():
         value = config.get(key)
@@ -208,11 +226,9 @@ def check_config_sizes(folder: Path, config: dict, max_image_pixels: int | None 
         problems.append(
             f"patch_size {patch_size!r} for image_size {image_size} (at most {MAX_PATCH_TOKENS} patches)"
         )
-    labels = config.get("id2label")
-    if labels is not None and (not isinstance(labels, dict) or not 0 < len(labels) <= MAX_LABELS):
-        problems.append(
-            f"id2label with {len(labels) if isinstance(labels, dict) else labels!r} entries (1 to {MAX_LABELS})"
-        )
+    label_problem = _label_problem(config.get("id2label"))
+    if label_problem:
+        problems.append(label_problem)
     if not problems:
         layers, width = config.get("num_hidden_layers", 12), config.get("hidden_size", 384)
         mlp = config.get("intermediate_size", 4 * width)
@@ -221,7 +237,7 @@ def check_config_sizes(folder: Path, config: dict, max_image_pixels: int | None 
             problems.append(f"about {parameters:.3g} parameters (at most {MAX_PARAMETERS:.3g})")
     if problems:
         raise InvalidModelFolderError(
-            f"{folder}: config.json asks for an absurd model: " + "; ".join(problems)
+            f"{folder}: config.json is refused (absurd or inconsistent values): " + "; ".join(problems)
         )
 
 
