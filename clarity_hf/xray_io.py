@@ -486,6 +486,12 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str, max_image_pixels: int | Non
     else:
         low, high = _dicom_value_range(ds, pixels, values, slope, name)
         unit = _scale(values, low, high)
+    if unit.min() == unit.max() and pixels.min() != pixels.max():
+        # a window far outside the values (or absurdly wide) would hand the model a blank image
+        raise ImageDecodeError(
+            f"{name}: DICOM VOI window / LUT maps every pixel to one value ({float(unit.flat[0]):g}): the image "
+            "would be blank"
+        )
     if (
         photometric == "MONOCHROME1"
     ):  # low values are bright: invert so that bone is bright, as in MONOCHROME2

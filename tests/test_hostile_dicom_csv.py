@@ -81,6 +81,16 @@ def test_rescale_intercept_1e308_is_an_error_not_a_black_image(tmp_path):
     decode_error(path, "one value")
 
 
+@pytest.mark.parametrize(
+    ("center", "width"),
+    [("1e6", "10"), ("2000", "1e308")],
+    ids=["window-above-the-values", "window-1e308-wide"],
+)
+def test_window_that_blanks_the_image_is_an_error(tmp_path, center, width):
+    path = write_dicom(tmp_path / "blank.dcm", ramp(), WindowCenter=center, WindowWidth=width)
+    decode_error(path, "would be blank")
+
+
 def test_rescale_slope_that_overflows_the_stored_range_is_an_error(tmp_path):
     """16 stored bits x slope 1e304 exceed float64, though the pixels present stay finite."""
     path = write_dicom(tmp_path / "slope.dcm", ramp(maximum=4095), RescaleSlope="1e304", RescaleIntercept="0")
