@@ -157,9 +157,8 @@ def load_csv_dataset(
         header = list(reader.fieldnames or [])
         records = [(line, record) for line, record in enumerate(reader, start=2)]
     repeated = sorted({name for name in header if header.count(name) > 1})
-    if (
-        repeated
-    ):  # a dict row would keep only the last of them: the values of the others would be lost silently
+    # a dict row keeps only the last of repeated columns: the others' values would be lost silently
+    if repeated:
         raise ValueError(f"{csv_path.name}:1: column(s) {repeated} appear more than once in header {header}")
     if image_column not in header:
         raise ValueError(f"{csv_path.name}:1: no image column {image_column!r} in header {header}")
