@@ -1,14 +1,20 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """Crash-safe file operations shared by the preprocessing cache and the training run folder: an exclusive
 (non-blocking) lock on a folder, and writes that are either complete or absent after a crash or SIGKILL
-(write a temporary file, fsync it, rename it over the target, fsync the folder)."""
+(write a temporary file, fsync it, rename it over the target, fsync the folder).
+
+Confinement: every path the package derives from an input (a label name in a file name, an export manifest entry,
+a DICOMDIR reference, a COCO `file_name`) goes through [`confined_path`], which refuses anything that would resolve
+outside its base folder, and a label becomes a file name only through [`safe_filename`]."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +30,57 @@ logger = logging.getLogger(__name__)
 
 class FolderInUseError(RuntimeError):
     """Another process holds the folder's lock (a second training run or cache build into the same folder)."""
+
+
+class PathOutsideFolderError(ValueError):
+    """A path taken from an input would lead outside the folder it must stay in (absolute, `..`, a symbolic link
+    out of the folder, or not a valid name)."""
+
+
+def confined_path(base: str | os.PathLike, relative: str | os.PathLike, what: str = "path") -> Path:
+    """`base / relative`, refused with [`PathOutsideFolderError`] (naming `what`, the value and `base`) unless it
+    stays inside `base`: `relative` must be a non-empty relative path without NUL bytes or `..` components, and
+    the path with every symbolic link resolved (of `base` too) must lie inside the resolved `base`. The path need
+    not exist; the returned path is `base / relative` (not resolved), so it names what the input named."""
+    text = os.fspath(relative)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    base = Path(base)
+
+    def refuse(reason: str) -> PathOutsideFolderError:
+        return PathOutsideFolderError(f"{what} {text!r} {reason}; it must stay inside {str(base)!r}")
+
+    if not text.strip() or "\x00" in text:
+        raise refuse("is not a valid relative path")
+    candidate = Path(text)
+    if candidate.is_absolute() or candidate.drive or candidate.anchor:
+        raise refuse("is an absolute path")
+    if ".." in candidate.parts:
+        raise refuse("climbs out with '..'")
+    root = base.resolve()
+    try:
+        resolved = (base / candidate).resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise refuse(f"cannot be resolved ({err})") from err
+    if resolved != root and root not in resolved.parents:
+        raise refuse(f"resolves to {str(resolved)!r} (a symbolic link out of the folder)")
+    return base / candidate
+
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_filename(label: str, max_length: int = 80) -> str:
+    """A file name for a label (a class name from a model's config: any text): runs of characters other than
+    letters, digits and `._+-` become `_`, leading dots are dropped (no hidden files, no `..`), and when anything
+    was changed a short hash of the label is appended so that two labels never share a file name. The label itself
+    is kept unchanged wherever it is data (table columns, npz `labels`)."""
+    text = str(label)
+    name = _UNSAFE_NAME.sub("_", text).lstrip(".")[:max_length] or "_"
+    if name != text:
+        digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        name = f"{name}-{digest}"
+    return name
 
 
 def writable_folder(folder: str | os.PathLike | None, name: str = "output_dir") -> Path:
@@ -119,10 +176,13 @@ def exclusive_lock(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
 
 __all__ = [
     "FolderInUseError",
+    "PathOutsideFolderError",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "confined_path",
     "exclusive_lock",
     "fsync_directory",
     "fsync_tree",
+    "safe_filename",
 ]

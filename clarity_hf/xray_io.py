@@ -321,6 +321,11 @@ def _window(ds, name: str) -> tuple[float, float, str]:
     >= 1 for LINEAR and > 0 for LINEAR_EXACT and SIGMOID. A window breaking that rule is an error, not a guess."""
     center = _dicom_number(ds, "WindowCenter", name)
     width = _dicom_number(ds, "WindowWidth", name)
+    if center is None or width is None:  # present but empty: which window was meant cannot be told
+        raise ImageDecodeError(
+            f"{name}: DICOM Window Center / Width is empty ({ds.get('WindowCenter', '')!r} / "
+            f"{ds.get('WindowWidth', '')!r})"
+        )
     function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
     if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
         raise ImageDecodeError(f"{name}: unsupported VOI LUT Function {function!r}")
@@ -332,6 +337,62 @@ def _window(ds, name: str) -> tuple[float, float, str]:
             "DICOM PS3.3 C.11.2.1.2)"
         )
     return center, width, function
+
+
+# PhotometricInterpretation values read, by SamplesPerPixel (pydicom converts YBR to RGB when decoding).
+_GRAY_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")
+_COLOUR_PHOTOMETRIC = (
+    "RGB",
+    "YBR_FULL",
+    "YBR_FULL_422",
+    "YBR_ICT",
+    "YBR_RCT",
+    "YBR_PARTIAL_420",
+    "YBR_PARTIAL_422",
+)
+
+
+def _photometric(ds, samples: int, name: str) -> str:
+    """The checked PhotometricInterpretation (MONOCHROME2 when absent from a one-sample image); an unsupported
+    value (HSV, ARGB, CMYK), one that disagrees with SamplesPerPixel or PALETTE COLOR without its lookup tables is
+    an error rather than pixels read the wrong way."""
+    value = ds.get("PhotometricInterpretation")
+    photometric = (
+        str(value).strip().upper() if value not in (None, "") else ("MONOCHROME2" if samples == 1 else "")
+    )
+    expected = _GRAY_PHOTOMETRIC if samples == 1 else _COLOUR_PHOTOMETRIC if samples == 3 else ()
+    if photometric not in _GRAY_PHOTOMETRIC + _COLOUR_PHOTOMETRIC:
+        raise ImageDecodeError(f"{name}: unsupported DICOM Photometric Interpretation {photometric!r}")
+    if photometric not in expected:
+        raise ImageDecodeError(
+            f"{name}: DICOM Photometric Interpretation {photometric!r} does not fit Samples per Pixel {samples}"
+        )
+    if photometric == "PALETTE COLOR" and not all(
+        f"{colour}PaletteColorLookupTableDescriptor" in ds
+        and (
+            f"{colour}PaletteColorLookupTableData" in ds
+            or f"Segmented{colour}PaletteColorLookupTableData" in ds
+        )
+        for colour in ("Red", "Green", "Blue")
+    ):
+        raise ImageDecodeError(f"{name}: DICOM PALETTE COLOR image without its palette lookup tables")
+    return photometric
+
+
+def _palette_to_unit_gray(ds, pixels: np.ndarray, name: str) -> np.ndarray:
+    """A PALETTE COLOR image through its lookup tables -> luma in [0, 1] (table entries span their bit depth)."""
+    try:
+        from pydicom.pixels import apply_color_lut
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_color_lut
+    try:
+        rgb = apply_color_lut(pixels, ds)
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    except Exception as err:  # a malformed palette
+        raise ImageDecodeError(
+            f"{name}: DICOM palette lookup tables could not be applied ({type(err).__name__}: {err})"
+        ) from err
+    return _scale(_to_gray(rgb), 0.0, float(2 ** (16 if bits > 8 else 8) - 1))
 
 
 def _dicom_to_unit_gray(ds, name: str, scaling: str, max_image_pixels: int | None = None) -> np.ndarray:
@@ -353,6 +414,7 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str, max_image_pixels: int | Non
         raise ImageDecodeError(
             f"{name}: multi-frame DICOM ({frames} frames) is not supported; pass one frame as an array instead"
         )
+    photometric = _photometric(ds, samples, name)
     slope = _dicom_number(ds, "RescaleSlope", name, 1.0)
     _dicom_number(ds, "RescaleIntercept", name, 0.0)
     if slope == 0:
@@ -376,8 +438,10 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str, max_image_pixels: int | Non
     ):  # colour DICOM (pydicom already converts YBR to RGB): luma, scaled by the stored bit depth
         bits = _dicom_header_int(ds, "BitsStored", name, 8)
         return _scale(_to_gray(pixels), 0.0, float(2**bits - 1))
+    if photometric == "PALETTE COLOR":
+        unit = _palette_to_unit_gray(ds, pixels, name)
+        return _scale(unit, float(unit.min()), float(unit.max())) if scaling == "minmax" else unit
 
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     try:
         values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
     except Exception as err:  # a malformed Modality LUT Sequence
@@ -387,6 +451,12 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str, max_image_pixels: int | Non
     if not np.isfinite(values).all():
         raise ImageDecodeError(
             f"{name}: DICOM modality LUT (Rescale Slope / Intercept) gives non-finite values"
+        )
+    if values.min() == values.max() and pixels.min() != pixels.max():
+        # e.g. RescaleIntercept 1e308: float64 cannot tell the stored values apart any more
+        raise ImageDecodeError(
+            f"{name}: DICOM modality LUT (Rescale Slope / Intercept) maps every pixel to one value "
+            f"({float(values.flat[0]):g}): the image would be constant"
         )
 
     voi_luts = getattr(ds, "VOILUTSequence", None)
@@ -416,6 +486,12 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str, max_image_pixels: int | Non
     else:
         low, high = _dicom_value_range(ds, pixels, values, slope, name)
         unit = _scale(values, low, high)
+    if unit.min() == unit.max() and pixels.min() != pixels.max():
+        # a window far outside the values (or absurdly wide) would hand the model a blank image
+        raise ImageDecodeError(
+            f"{name}: DICOM VOI window / LUT maps every pixel to one value ({float(unit.flat[0]):g}): the image "
+            "would be blank"
+        )
     if (
         photometric == "MONOCHROME1"
     ):  # low values are bright: invert so that bone is bright, as in MONOCHROME2
@@ -438,8 +514,11 @@ def _dicom_value_range(
         stored = (0.0, 2.0**bits - 1)
     intercept = _dicom_number(ds, "RescaleIntercept", name, 0.0)
     ends = [stored[0] * slope + intercept, stored[1] * slope + intercept]
-    if not all(math.isfinite(end) for end in ends):
-        return float(values.min()), float(values.max())
+    if not all(math.isfinite(end) for end in ends) or ends[0] == ends[1]:
+        raise ImageDecodeError(
+            f"{name}: DICOM Rescale Slope {slope:g} / Intercept {intercept:g} overflow the {bits}-bit stored "
+            f"range (it maps to {ends[0]:g} .. {ends[1]:g})"
+        )
     return min(ends), max(ends)
 
 

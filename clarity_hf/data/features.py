@@ -198,10 +198,23 @@ def get_build_report(dataset: Dataset | DatasetDict) -> BuildReport:
 
 def open_text(path: Path) -> io.TextIOBase:
     """A CSV or text file, plain or gzipped (`.gz`), as UTF-8 text for `csv.reader`; a leading byte-order mark (as
-    spreadsheet programs write) is dropped, so it never becomes part of the first header cell or image name."""
+    spreadsheet programs write) is dropped, so it never becomes part of the first header cell or image name. Bytes
+    that are not UTF-8 (a Latin-1 export) are a `ValueError` naming the file and the line."""
+    path = Path(path)
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+        with gzip.open(path, "rb") as handle:
+            raw = handle.read()
+    else:
+        raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path.name}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "save the file as UTF-8"
+        ) from err
+    return io.StringIO(text, newline="")
 
 
 def iter_csv_rows(

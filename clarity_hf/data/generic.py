@@ -30,6 +30,7 @@ from typing import Any
 
 from datasets import Dataset
 
+from ..files import PathOutsideFolderError, confined_path
 from ..xray_io import ImageDecodeError, image_size
 from .features import (
     Problems,
@@ -38,6 +39,7 @@ from .features import (
     clarity_features,
     iter_csv_rows,
     make_metadata,
+    open_text,
     parse_box_geometry,
 )
 
@@ -150,11 +152,14 @@ def load_csv_dataset(
     csv_path = Path(csv_path)
     root = Path(image_root) if image_root is not None else csv_path.parent
     problems = Problems(skip_missing)
-    # utf-8-sig: a byte-order mark (spreadsheet exports) must not become part of the first header cell
-    with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+    with open_text(csv_path) as handle:
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])
         records = [(line, record) for line, record in enumerate(reader, start=2)]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    # a dict row keeps only the last of repeated columns: the others' values would be lost silently
+    if repeated:
+        raise ValueError(f"{csv_path.name}:1: column(s) {repeated} appear more than once in header {header}")
     if image_column not in header:
         raise ValueError(f"{csv_path.name}:1: no image column {image_column!r} in header {header}")
     meta_columns = {image_column, label_column, patient_column, age_column, sex_column, view_column} - {None}
@@ -414,7 +419,11 @@ def load_coco_dataset(
         if not isinstance(file_name, str) or not file_name.strip():
             problems("malformed_row", f"{where}: no `file_name`")
             continue
-        path = image_root / file_name
+        try:  # the JSON's file names must stay inside image_root (no absolute path, `..` or link out)
+            path = confined_path(image_root, file_name, f"{where}: file_name")
+        except PathOutsideFolderError as err:
+            problems("outside_root", str(err))
+            continue
         if not path.is_file():
             problems("missing_image", f"{where}: image file {path} not found")
             continue

@@ -18,6 +18,7 @@ from .export import (
 )
 from .loading import (
     PICKLE_SUFFIXES,
+    InvalidModelFolderError,
     UnsafeCheckpointError,
     UntrustedModelFolderError,
     check_safetensors_only,
@@ -30,6 +31,7 @@ __all__ = [
     "MANIFEST_NAME",
     "PICKLE_SUFFIXES",
     "ExportError",
+    "InvalidModelFolderError",
     "UnsafeCheckpointError",
     "UntrustedModelFolderError",
     "check_safetensors_only",

@@ -23,6 +23,7 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from .. import __version__
+from ..files import PathOutsideFolderError, confined_path
 from ..image_processing_clarity import ClarityImageProcessor
 from ..pipeline_clarity import CUSTOM_PIPELINES, ClarityLocalizationPipeline
 from ..visualization import decode_for_display
@@ -51,6 +52,7 @@ HUB_CODE_FILES = (
     "heatmaps.py",
 )
 MANIFEST_NAME = ".clarity_hf_export.json"
+LISTED_BUT_NOT_OURS = "listed by the export but missing, not a regular file or a symbolic link; export again"
 
 
 class ExportError(ValueError):
@@ -97,14 +99,36 @@ def _prepare_folder(folder: Path, overwrite: bool) -> None:
             f"{folder}: not empty ({listed or ', '.join(present[:10])}); the export writes into a fresh folder. "
             "Choose an empty or new folder, or pass overwrite=True to empty this one first."
         )
-    for name in previous:
-        path = folder / name
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-    (folder / MANIFEST_NAME).unlink()
-    for directory in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+    # Only files this export can prove it wrote are removed: every entry is checked before anything is deleted.
+    removable = [path for path in (_listed_file(folder, name) for name in sorted(set(previous))) if path]
+    for path in removable:
+        path.unlink(missing_ok=True)
+    (folder / MANIFEST_NAME).unlink(missing_ok=True)
+    for directory in sorted(
+        (p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True
+    ):
         if not any(directory.iterdir()):
             directory.rmdir()
+
+
+def _listed_file(folder: Path, name: str) -> Path | None:
+    """The file a manifest entry names, proven to be one the export wrote: a relative path inside `folder`
+    ([`confined_path`]) with no symbolic link on its way, a regular file (None when it is gone). Anything else is an
+    [`ExportError`]: the manifest was not written by clarity_hf or the folder was changed since."""
+    parts = Path(name).parts
+    if not Path(name).is_absolute() and any(
+        folder.joinpath(*parts[: i + 1]).is_symlink() for i in range(len(parts))
+    ):
+        raise ExportError(f"{folder / name}: {LISTED_BUT_NOT_OURS}")
+    try:
+        path = confined_path(folder, name, f"{folder / MANIFEST_NAME}: entry")
+    except PathOutsideFolderError as err:
+        raise ExportError(f"{err}: this manifest was not written by clarity_hf's export") from err
+    if not path.exists():
+        return None
+    if not path.is_file():
+        raise ExportError(f"{path}: {LISTED_BUT_NOT_OURS}")
+    return path
 
 
 def _write_examples(
@@ -192,10 +216,8 @@ def exported_files(folder: str | Path) -> list[str]:
             f"{folder}: no export manifest ({MANIFEST_NAME}); only a folder written by clarity_hf.hub.save_for_hub "
             "is uploaded (export it first)"
         )
-    root = folder.resolve()
     for name in names:
         parts = Path(name).parts
-        path = folder / name
         if (
             not parts
             or Path(name).is_absolute()
@@ -204,11 +226,8 @@ def exported_files(folder: str | Path) -> list[str]:
             or name.lower().endswith(PICKLE_SUFFIXES)
         ):
             raise ExportError(f"{folder}: the manifest lists {name!r}, which is never uploaded")
-        links = [folder.joinpath(*parts[: i + 1]) for i in range(len(parts))]
-        if any(p.is_symlink() for p in links) or not path.is_file() or root not in path.resolve().parents:
-            raise ExportError(
-                f"{path}: listed by the export but missing, not a regular file or a symbolic link; export again"
-            )
+        if _listed_file(folder, name) is None:
+            raise ExportError(f"{folder / name}: {LISTED_BUT_NOT_OURS}")
     return sorted(names)
 
 

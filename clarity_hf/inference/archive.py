@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..files import writable_folder
+from ..files import confined_path, safe_filename, writable_folder
 from ..heatmaps import check_unit_interval
 from .dataset import ArchiveDataset, collate_archive
 from .discovery import find_images
@@ -236,13 +236,19 @@ class _Predictor:
 
                 buffer = io.BytesIO()
                 np.savez_compressed(buffer, heatmaps=maps, labels=np.asarray(names))
-                target = folder / f"{stem}.npz"
+                target = confined_path(self.output_dir, f"heatmaps/{stem}.npz", "heatmap file")
                 atomic_write_bytes(target, buffer.getvalue())
             else:
-                target = folder / stem
+                target = confined_path(self.output_dir, f"heatmaps/{stem}", "heatmap folder")
                 target.mkdir(exist_ok=True)
                 for name, heatmap in zip(names, maps):
-                    atomic_write_bytes(target / f"{name}.png", _png_bytes(Image.fromarray(heatmap, mode="L")))
+                    # a label is any text from the model's config: it is sanitised and confined as a file name
+                    png = confined_path(
+                        self.output_dir,
+                        f"heatmaps/{stem}/{safe_filename(name)}.png",
+                        f"heatmap file of label {name!r}",
+                    )
+                    atomic_write_bytes(png, _png_bytes(Image.fromarray(heatmap, mode="L")))
             heatmap_cell = target.relative_to(self.output_dir).as_posix()
         if self.options.overlays:
             from ..visualization import overlay_heatmap
@@ -259,7 +265,7 @@ class _Predictor:
             )
             folder = self.output_dir / "overlays"
             folder.mkdir(exist_ok=True)
-            target = folder / f"{stem}.png"
+            target = confined_path(self.output_dir, f"overlays/{stem}.png", "overlay file")
             atomic_write_bytes(target, _png_bytes(overlay))
             overlay_cell = target.relative_to(self.output_dir).as_posix()
         return heatmap_cell, overlay_cell

@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from ..files import PathOutsideFolderError, confined_path
+
 __all__ = ["find_images", "is_dicomdir", "dicomdir_references"]
 
 
@@ -21,8 +23,10 @@ def is_dicomdir(path: Path) -> bool:
     return path.name.upper() == "DICOMDIR"
 
 
-def dicomdir_references(path: Path) -> list[Path]:
-    """The image files a DICOMDIR lists (its records' Referenced File IDs, relative to its folder).
+def dicomdir_references(path: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files a DICOMDIR lists (its records' Referenced File IDs, relative to its folder), and the
+    (reference, reason) pairs of those refused because they lead outside that folder (an absolute path, `..` or a
+    symbolic link out: see `clarity_hf.files.confined_path`).
 
     Raises `ValueError` naming the file when it cannot be read as a DICOMDIR."""
     import pydicom
@@ -32,14 +36,18 @@ def dicomdir_references(path: Path) -> list[Path]:
         records = ds.DirectoryRecordSequence
     except Exception as err:  # pydicom raises many types for damaged files
         raise ValueError(f"file '{path}': is not a readable DICOMDIR ({type(err).__name__}: {err})") from err
-    found = []
+    found, refused = [], []
     for record in records:
         file_id = record.get("ReferencedFileID")
         if file_id is None:
             continue
         parts = [file_id] if isinstance(file_id, str) else list(file_id)
-        found.append(path.parent.joinpath(*[str(part).strip() for part in parts]))
-    return found
+        relative = "/".join(str(part).strip() for part in parts)
+        try:
+            found.append(confined_path(path.parent, relative, f"file listed in DICOMDIR '{path}'"))
+        except PathOutsideFolderError as err:
+            refused.append((Path(os.path.normpath(os.path.join(path.parent, relative))), str(err)))
+    return found, refused
 
 
 def _walk(folder: Path, exclude: set[Path]) -> Iterable[Path]:
@@ -70,10 +78,11 @@ def find_images(
         path = Path(os.path.abspath(path))
         if is_dicomdir(path):
             try:
-                references = dicomdir_references(path)
+                references, refused = dicomdir_references(path)
             except ValueError as err:
                 problems[path] = str(err)
                 return
+            problems.update(refused)
             for reference in references:
                 if reference.is_file():
                     candidates.add(Path(os.path.abspath(reference)))
