@@ -18,7 +18,6 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_clarity import CLARITY_PRESETS, NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES, ClarityConfig
 from .image_processing_clarity import ClarityImageProcessor
-from .pipeline_clarity import PIPELINE_TASK, ClarityImageClassificationPipeline, ClarityLocalizationPipeline
 from .modeling_clarity import (
     ClarityForMultiLabelLocalization,
     ClarityModel,
@@ -26,6 +25,7 @@ from .modeling_clarity import (
     ClarityMultiLabelLocalizationOutput,
     ClarityPreTrainedModel,
 )
+from .pipeline_clarity import PIPELINE_TASK, ClarityImageClassificationPipeline, ClarityLocalizationPipeline
 
 __version__ = "0.1.0"
 

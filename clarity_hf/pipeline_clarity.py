@@ -166,7 +166,10 @@ class ClarityImageClassificationPipeline(ImageClassificationPipeline):
         )
         top_k = None if top_k is None else min(int(top_k), config.num_labels)
         return self.image_processor.post_process_image_classification(
-            {"logits": model_outputs["logits"]}, top_k=top_k, id2label=config.id2label, problem_type=problem_type
+            {"logits": model_outputs["logits"]},
+            top_k=top_k,
+            id2label=config.id2label,
+            problem_type=problem_type,
         )[0]
 
 

@@ -41,7 +41,15 @@ CUSTOM_PREPROCESSING = {
     "image_mean": [0.5, 0.5, 0.5],
     "image_std": [0.25, 0.25, 0.25],
 }
-KINDS = ("save_pretrained", "best_model", "trainer_save_model", "dino", "three_labels", "single_label", "regression")
+KINDS = (
+    "save_pretrained",
+    "best_model",
+    "trainer_save_model",
+    "dino",
+    "three_labels",
+    "single_label",
+    "regression",
+)
 # Folders of a multi-output model of another problem type: the numbers every path gives must agree.
 PROBLEM_KINDS = ("three_labels", "single_label", "regression")
 
@@ -92,7 +100,10 @@ def _trainer_save_model(work):
     model = _tiny_model(seed=2)
     generator = torch.Generator().manual_seed(0)
     rows = [
-        {"pixel_values": torch.randn(3, 64, 64, generator=generator), "labels": torch.randint(0, 2, (14,)).float()}
+        {
+            "pixel_values": torch.randn(3, 64, 64, generator=generator),
+            "labels": torch.randint(0, 2, (14,)).float(),
+        }
         for _ in range(4)
     ]
     arguments = TrainingArguments(
@@ -133,7 +144,9 @@ def _dino(work):
     )
     vit.save_pretrained(work / "dino_vit")
     folder = work / "dino"
-    convert_dino.main(["--checkpoint", str(work / "dino_vit"), "--preset", "clarity-tiny", "--output", str(folder)])
+    convert_dino.main(
+        ["--checkpoint", str(work / "dino_vit"), "--preset", "clarity-tiny", "--output", str(folder)]
+    )
     return folder
 
 
@@ -163,7 +176,9 @@ def sixteen_bit_png(tmp_path_factory):
 def folders(tmp_path_factory):
     work = tmp_path_factory.mktemp("user_folders")
     start = _save(
-        _with_varied_heads(_tiny_model(seed=1)), work / "save_pretrained", ClarityImageProcessor(**CUSTOM_PREPROCESSING)
+        _with_varied_heads(_tiny_model(seed=1)),
+        work / "save_pretrained",
+        ClarityImageProcessor(**CUSTOM_PREPROCESSING),
     )
     return {
         "save_pretrained": start,
@@ -231,7 +246,10 @@ def fresh(folders, sixteen_bit_png, tmp_path_factory):
     work = tmp_path_factory.mktemp("fresh")
     images = [str(FIXTURES["png"])]
     jobs = {kind: (str(folder), images) for kind, folder in folders.items()}
-    jobs["save_pretrained"] = (jobs["save_pretrained"][0], images + [str(sixteen_bit_png), str(FIXTURES["dicom"])])
+    jobs["save_pretrained"] = (
+        jobs["save_pretrained"][0],
+        images + [str(sixteen_bit_png), str(FIXTURES["dicom"])],
+    )
     script = work / "fresh.py"
     script.write_text(FRESH_SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -318,7 +336,9 @@ def test_training_from_a_folder_keeps_its_preprocessing(folders):
     from training_helpers import tiny_config
 
     messages = []
-    config = tiny_config("unused", model_name_or_path=str(folders["save_pretrained"]), image_std=[0.3, 0.3, 0.3])
+    config = tiny_config(
+        "unused", model_name_or_path=str(folders["save_pretrained"]), image_std=[0.3, 0.3, 0.3]
+    )
     processor = run_processor(config, 64, report=messages.append)
     assert processor.image_std == [0.3, 0.3, 0.3] and processor.image_mean == [0.5, 0.5, 0.5]
     assert processor.resample == 3
@@ -353,7 +373,10 @@ def _every_local_path(folder, tmp_path, capsys) -> dict[str, dict[str, float]]:
     _, processor_scores = _local_scores(folder, image)
     pipe = load_for_inference(folder)
     space_scores, _, _ = _space(folder).predict(image, next(iter(processor_scores)), 0.5)
-    assert predict_main([image, "--model", str(folder), "--output", str(tmp_path / "o.png"), "--device", "cpu"]) == 0
+    assert (
+        predict_main([image, "--model", str(folder), "--output", str(tmp_path / "o.png"), "--device", "cpu"])
+        == 0
+    )
     one = json.loads(capsys.readouterr().out)
     out = tmp_path / "table"
     argv = [image, "--model", str(folder), "--output-dir", str(out), "--num-workers", "0", "--no-progress"]
@@ -382,7 +405,9 @@ def test_every_scoring_path_uses_the_config_labels_and_problem_type(folders, fre
     assert list(reference) == labels
     for name in ("pipeline", "space", "predict", "archive"):
         assert list(paths[name]) == labels, name
-        np.testing.assert_allclose([paths[name][k] for k in labels], [reference[k] for k in labels], atol=1e-5)
+        np.testing.assert_allclose(
+            [paths[name][k] for k in labels], [reference[k] for k in labels], atol=1e-5
+        )
     widget = fresh[kind]["images"][str(FIXTURES["png"])]["widget"]
     np.testing.assert_allclose([widget[k] for k in labels], [reference[k] for k in labels], atol=1e-5)
     logits, _ = _local_scores(folder, FIXTURES["png"])
@@ -442,7 +467,9 @@ def test_widget_decodes_16_bit_png_and_dicom_like_the_processor(folders, fresh, 
     # transformers' own image-classification pipeline decodes to 8-bit RGB first: on this 12-bit PNG it differs,
     # so the agreement above is the widget path reading the file through xray_io, not a coincidence.
     model = ClarityForMultiLabelLocalization.from_pretrained(folder).eval()
-    builtin = ImageClassificationPipeline(model=model, image_processor=ClarityImageProcessor.from_pretrained(folder))
+    builtin = ImageClassificationPipeline(
+        model=model, image_processor=ClarityImageProcessor.from_pretrained(folder)
+    )
     eight_bit = {e["label"]: e["score"] for e in builtin(str(sixteen_bit_png), top_k=14)}
     _, scores = _local_scores(folder, sixteen_bit_png)
     assert max(abs(eight_bit[k] - scores[k]) for k in scores) > 1e-3

@@ -62,7 +62,9 @@ def run_processor(config, image_size: int, report=None) -> ClarityImageProcessor
     values = base.to_dict()
     for key in ("auto_map", "image_processor_type"):
         values.pop(key, None)
-    kept = {name: values[name] for name in ("size", "resample", "image_mean", "image_std", "intensity_scaling")}
+    kept = {
+        name: values[name] for name in ("size", "resample", "image_mean", "image_std", "intensity_scaling")
+    }
     processor = ClarityImageProcessor(**{**values, **overrides, "size": image_size})
     kept_fields = {k: v for k, v in kept.items() if k not in overrides and k != "size"}
     report(

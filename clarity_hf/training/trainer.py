@@ -37,10 +37,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..configuration_clarity import NIH_PATHOLOGIES
-from ..image_processing_clarity import ClarityImageProcessor
-from .preprocessing import run_processor
 from ..evaluation.classification import compute_auroc
 from ..files import atomic_write_text, fsync_tree
+from ..image_processing_clarity import ClarityImageProcessor
 from .arguments import ClarityTrainingConfig
 from .checkpointing import save_checkpoint
 from .data import (
@@ -57,6 +56,7 @@ from .data import (
 )
 from .models import build_model, freeze, head_is_new, init_classifier_bias, load_teacher, set_pos_weight
 from .optim import create_optimizer, create_scheduler
+from .preprocessing import run_processor
 from .run_folder import BEST_MODEL, RunFolder, TrainState, check_output_dir
 from .trackers import JSONLTracker
 
@@ -131,9 +131,7 @@ def _trackers(config: ClarityTrainingConfig, logging_dir: str) -> list:
     return trackers
 
 
-def _save_best(
-    accelerator: Accelerator, model, output_dir: Path, processor: ClarityImageProcessor
-) -> Path:
+def _save_best(accelerator: Accelerator, model, output_dir: Path, processor: ClarityImageProcessor) -> Path:
     """`best_model/`: the unwrapped model's `save_pretrained` (weights, config; for CLARiTy a complete folder:
     `auto_map`, `custom_pipelines` and the Hub code files) and the run's `ClarityImageProcessor` (`run_processor`:
     the pixels training fed the model). Written next to it and swapped in, so a kill leaves the previous best model
