@@ -4,14 +4,13 @@ load, and the transformers pipelines on a tiny random model."""
 import copy
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hub_testing import run_without_clarity_hf
 from PIL import Image
 from transformers.utils import ModelOutput
 
@@ -625,18 +624,7 @@ def remote_results(tiny_model_dir, tmp_path_factory, nih_array):
     script = work / "run.py"
     script.write_text(REMOTE_SCRIPT)
     out_path = work / "result.json"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    env["HF_MODULES_CACHE"] = str(work / "modules")
-    completed = subprocess.run(
-        [sys.executable, str(script), str(tiny_model_dir), str(image_path), str(out_path)],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    run_without_clarity_hf(script, tiny_model_dir, image_path, out_path)
     return json.loads(out_path.read_text()), image_path
 
 

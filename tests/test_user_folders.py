@@ -10,10 +10,7 @@ One fresh subprocess checks every folder (loading remote code is the slow part).
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -21,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hub_testing import REPO_ROOT, real_fixtures
+from hub_testing import REPO_ROOT, load_space_app, real_fixtures, run_without_clarity_hf
 from PIL import Image
 from transformers import ViTConfig, ViTModel
 
@@ -252,17 +249,7 @@ def fresh(folders, sixteen_bit_png, tmp_path_factory):
     )
     script = work / "fresh.py"
     script.write_text(FRESH_SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(work / "modules"), "PYTHONNOUSERSITE": "1"})
-    run = subprocess.run(
-        [sys.executable, str(script), json.dumps(jobs), str(work / "out.json")],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
+    run = run_without_clarity_hf(script, json.dumps(jobs), work / "out.json")
     assert run.stdout.strip().endswith("clarity_hf imported: False")
     return json.loads((work / "out.json").read_text())
 
@@ -358,21 +345,15 @@ def test_training_from_a_folder_keeps_its_preprocessing(folders):
 # ---------------------------------------------------------------------------------------------- labels and scores
 
 
-def _space(folder):
-    spec = importlib.util.spec_from_file_location("clarity_space_app_folders", REPO_ROOT / "space" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.set_model(folder)
-    return module
-
-
 def _every_local_path(folder, tmp_path, capsys) -> dict[str, dict[str, float]]:
     """Scores of the fixture PNG by every in-process path: processor, pipeline, Space, clarity-predict (one image,
     then the archive table)."""
     image = str(FIXTURES["png"])
     _, processor_scores = _local_scores(folder, image)
     pipe = load_for_inference(folder)
-    space_scores, _, _ = _space(folder).predict(image, next(iter(processor_scores)), 0.5)
+    space_scores, _, _ = load_space_app(folder, "clarity_space_app_folders").predict(
+        image, next(iter(processor_scores)), 0.5
+    )
     assert (
         predict_main([image, "--model", str(folder), "--output", str(tmp_path / "o.png"), "--device", "cpu"])
         == 0
