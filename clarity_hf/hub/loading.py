@@ -164,7 +164,7 @@ def load_for_inference(
     if (folder / "preprocessor_config.json").is_file():
         processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
     else:
-        processor = ClarityImageProcessor(size=config.image_size)
+        processor = ClarityImageProcessor(size=config.image_size, id2label=config.id2label)
     if not isinstance(model, ClarityForMultiLabelLocalization) or not isinstance(
         processor, ClarityImageProcessor
     ):
