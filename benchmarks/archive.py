@@ -82,8 +82,6 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     model = ClarityForMultiLabelLocalization(ClarityConfig.from_preset("clarity-s-16-512")).eval()
     processor = build_processor(512)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    processor.id2label = dict(enumerate(labels))
     work = Path(tempfile.mkdtemp(prefix="clarity_archive_bench_"))
     rows = {}
     try:

@@ -130,8 +130,8 @@ class PlainViT(nn.Module):
         )
         self.config = self.model.clarity.config
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.classify(pixel_values)
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        return self.model.classify(pixel_values, interpolate_pos_encoding)
 
 
 def build_clarity(
@@ -262,7 +262,11 @@ def measure_memory_case(spec: dict) -> dict:
     # without leaving freed activation buffers behind for the measured pass to reuse.
     patch = model.config.patch_size
     with torch.no_grad():
-        model(torch.randn(1, 3, 2 * patch, 2 * patch, device=device), **run_kwargs)
+        model(
+            torch.randn(1, 3, 2 * patch, 2 * patch, device=device),
+            interpolate_pos_encoding=True,
+            **run_kwargs,
+        )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

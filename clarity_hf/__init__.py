@@ -1,7 +1,10 @@
 """clarity_hf: the CLARiTy chest X-ray model as a native Hugging Face model.
 
 Importing the package registers CLARiTy with the transformers auto classes, so that local folders load with
-`AutoModel.from_pretrained(path)` without `trust_remote_code`.
+`AutoModel.from_pretrained(path)` without `trust_remote_code`, and registers the `chest-xray-localization` pipeline
+task, so that `pipeline("chest-xray-localization", model=model, image_processor=processor)` builds the package's
+pipeline for an in-memory model. (A saved folder declares its pipelines in `config.json`; loading one by path runs
+the folder's copy of the code, with `trust_remote_code=True`.)
 """
 
 from transformers import (
@@ -11,6 +14,7 @@ from transformers import (
     AutoModelForImageClassification,
     AutoModelForObjectDetection,
 )
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration_clarity import CLARITY_PRESETS, NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES, ClarityConfig
 from .image_processing_clarity import ClarityImageProcessor
@@ -21,6 +25,7 @@ from .modeling_clarity import (
     ClarityMultiLabelLocalizationOutput,
     ClarityPreTrainedModel,
 )
+from .pipeline_clarity import PIPELINE_TASK, ClarityImageClassificationPipeline, ClarityLocalizationPipeline
 
 __version__ = "0.1.0"
 
@@ -32,6 +37,9 @@ def _register_auto_classes() -> None:
     AutoImageProcessor.register(
         ClarityConfig, slow_image_processor_class=ClarityImageProcessor, exist_ok=True
     )
+    PIPELINE_REGISTRY.register_pipeline(
+        PIPELINE_TASK, pipeline_class=ClarityLocalizationPipeline, pt_model=AutoModel, type="image"
+    )
 
 
 _register_auto_classes()
@@ -39,7 +47,9 @@ _register_auto_classes()
 __all__ = [
     "ClarityConfig",
     "ClarityForMultiLabelLocalization",
+    "ClarityImageClassificationPipeline",
     "ClarityImageProcessor",
+    "ClarityLocalizationPipeline",
     "ClarityModel",
     "ClarityModelOutput",
     "ClarityMultiLabelLocalizationOutput",

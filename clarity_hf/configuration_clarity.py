@@ -291,6 +291,13 @@ class ClarityConfig(PretrainedConfig):
                     f"pos_weight weighs the multi-label BCE; it does not apply to problem_type={self.problem_type!r}"
                 )
 
+    def __setattr__(self, key, value):
+        super().__setattr__(key, value)
+        if key == "id2label" and value is not None:
+            # One source of truth: label2id always mirrors id2label (presets, `num_labels=`, `from_pretrained(...,
+            # id2label=...)` and assignment alike), so that the two never name different label sets.
+            super().__setattr__("label2id", {str(name): int(index) for index, name in dict(value).items()})
+
     def to_diff_dict(self) -> dict:
         diff = super().to_diff_dict()
         # `None` (infer from the labels) differs from this class's multi-label default, though not from the base
@@ -313,6 +320,9 @@ class ClarityConfig(PretrainedConfig):
             raise ValueError(f"unknown preset {name!r}; known: {sorted(CLARITY_PRESETS)}")
         return cls(**{**CLARITY_PRESETS[name], **kwargs})
 
+
+# `save_pretrained` writes `auto_map` and copies this file (as transformers' remote-code models do).
+ClarityConfig.register_for_auto_class()
 
 CLARITY_PRESETS = {
     "clarity-s-16-224": {"image_size": 224},

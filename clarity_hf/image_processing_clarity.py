@@ -133,6 +133,52 @@ def _check_unit_thresholds(name: str, value):
     return check_unit_interval(value, name)
 
 
+# `config.problem_type` -> how logits become scores: the one mapping every scoring path reads (the processor, both
+# pipelines, clarity-predict, the Space, the ONNX metadata). `None` is multi-label, as the model's loss treats it.
+SCORE_FUNCTIONS = {
+    None: "sigmoid",
+    "multi_label_classification": "sigmoid",
+    "single_label_classification": "softmax",
+    "regression": "identity",
+}
+
+
+def score_function(problem_type) -> str:
+    """The name of the score function of `problem_type`: "sigmoid", "softmax" or "identity"."""
+    if problem_type not in SCORE_FUNCTIONS:
+        raise ValueError(
+            f"problem_type must be one of {[k for k in SCORE_FUNCTIONS if k]} or None, got {problem_type!r}"
+        )
+    return SCORE_FUNCTIONS[problem_type]
+
+
+def scores_from_logits(logits, problem_type=None) -> torch.Tensor:
+    """(..., C) logits -> float32 scores along the last axis: sigmoid (multi-label, and `None`), softmax
+    (single-label) or the logits themselves (regression)."""
+    logits = torch.as_tensor(logits).detach().float().cpu()
+    name = score_function(problem_type)
+    if name == "sigmoid":
+        return torch.sigmoid(logits)
+    if name == "softmax":
+        return torch.softmax(logits, dim=-1)
+    return logits
+
+
+def label_names(id2label, num_classes: int) -> list[str]:
+    """The C names of `id2label` (a model config's; JSON string keys work too), in logit order; `LABEL_i` without
+    one. A `ValueError` when the mapping does not name exactly the C outputs: scores never get another model's
+    names."""
+    if id2label is None:
+        return [f"LABEL_{index}" for index in range(num_classes)]
+    mapping = {int(k): str(v) for k, v in dict(id2label).items()}
+    if sorted(mapping) != list(range(num_classes)):
+        raise ValueError(
+            f"id2label names {len(mapping)} labels but the model outputs {num_classes} scores: pass the id2label of "
+            "the model that made these outputs (model.config.id2label)"
+        )
+    return [mapping[index] for index in range(num_classes)]
+
+
 def resize_unit_gray(
     image: np.ndarray, size: tuple[int, int], resample, box=None, clip: bool = True
 ) -> np.ndarray:
@@ -153,7 +199,6 @@ class ClarityImageProcessorKwargs(ImagesKwargs, total=False):
     intensity_scaling (`str`): "bit_depth" or "minmax" (see `ClarityImageProcessor`, "Intensities").
     max_image_pixels (`int`): refuse files whose header declares more pixels (see `clarity_hf.xray_io`).
     return_original_sizes (`bool`): also return the (height, width) of every input.
-    id2label (`dict[int, str]`): class names for post-processing.
     heatmap_threshold (`float` or `list[float]`): threshold of the boxes in [0, 1].
     box_min_area (`int`): smallest connected component that gives a box.
     """
@@ -161,7 +206,6 @@ class ClarityImageProcessorKwargs(ImagesKwargs, total=False):
     intensity_scaling: str | None
     max_image_pixels: int | None
     return_original_sizes: bool | None
-    id2label: dict | None
     heatmap_threshold: float | list[float] | None
     box_min_area: int | None
 
@@ -259,22 +303,21 @@ class ClarityImageProcessor(BaseImageProcessor):
     post-processing methods. It is off by default because pipelines pass every returned key to the model, whose
     forward does not take it.
 
-    Post-processing: `post_process_image_classification` (sigmoid scores per label),
+    Post-processing: `post_process_image_classification` (a score per label, by the model's `problem_type`),
     `post_process_heatmaps` (per image (C, H, W) maps at the original size) and the ObjectDetectionPipeline-compatible
     `post_process_object_detection` (boxes from connected components of the thresholded heatmaps).
 
     Args:
         do_resize (`bool`, defaults to `True`): resize to `size`.
         size (`dict[str, int]`, defaults to `{"height": 224, "width": 224}`): output size (an int means square).
-        resample (`int` or `str`, defaults to `3` = bicubic): PIL resampling filter (`"bilinear"`, `"bicubic"`, ...
-            or a `PIL.Image.Resampling` value); applied to float32 images, results clipped to [0, 1].
+        resample (`int` or `str`, defaults to `2` = bilinear, the training recipes' filter): PIL resampling filter
+            (`"bilinear"`, `"bicubic"`, ... or a `PIL.Image.Resampling` value); applied to float32 images, results
+            clipped to [0, 1].
         do_rescale (`bool`, defaults to `True`): scale intensities to [0, 1] as described above.
         intensity_scaling (`str`, defaults to `"bit_depth"`): `"bit_depth"` or `"minmax"`.
         do_normalize (`bool`, defaults to `True`): subtract `image_mean`, divide by `image_std` per channel.
         image_mean (`list[float]`, defaults to ImageNet's): per-channel mean.
         image_std (`list[float]`, defaults to ImageNet's): per-channel std.
-        id2label (`dict[int, str]`, *optional*): class names for post-processing when the caller passes none
-            (the model's `config.id2label` is the usual source).
         heatmap_threshold (`float` or `list[float]`, defaults to 0.5): threshold on the [0, 1]-normalised heatmap
             for the boxes of `post_process_object_detection` (one value, or one per class: tuned thresholds can be
             saved with the processor).
@@ -306,19 +349,21 @@ class ClarityImageProcessor(BaseImageProcessor):
         self,
         do_resize: bool = True,
         size: dict | int | None = None,
-        resample: int | str = Image.Resampling.BICUBIC,
+        resample: int | str = Image.Resampling.BILINEAR,
         do_rescale: bool = True,
         intensity_scaling: str = "bit_depth",
         do_normalize: bool = True,
         image_mean: list[float] | None = None,
         image_std: list[float] | None = None,
-        id2label: dict | None = None,
         heatmap_threshold: float | list[float] = 0.5,
         box_min_area: int = 1,
         max_image_pixels: int | None = None,
         **kwargs,
     ):
         kwargs.pop("image_processor_type", None)
+        # Labels are the model config's alone; older folders saved a copy here, which is not read.
+        kwargs.pop("id2label", None)
+        kwargs.pop("label2id", None)
         do_convert_rgb = kwargs.pop("do_convert_rgb", None)
         for key in ("rescale_factor", "do_center_crop", "crop_size"):
             kwargs.pop(key, None)  # keys a generic image-processor config may carry; meaningless here
@@ -338,7 +383,6 @@ class ClarityImageProcessor(BaseImageProcessor):
         self.image_std = _check_statistics(
             "image_std", IMAGENET_DEFAULT_STD if image_std is None else image_std, positive=True
         )
-        self.id2label = None if id2label is None else {int(k): str(v) for k, v in dict(id2label).items()}
         self.heatmap_threshold = _check_unit_thresholds("heatmap_threshold", heatmap_threshold)
         if not _is_int(box_min_area) or box_min_area < 0:
             raise ValueError(f"box_min_area must be a non-negative int, got {box_min_area!r}")
@@ -356,8 +400,6 @@ class ClarityImageProcessor(BaseImageProcessor):
             if hasattr(value, "keys") and not isinstance(value, dict):  # transformers 5.x SizeDict
                 value = dict(value)
             output[key] = copy.deepcopy(value)
-        if output.get("id2label") is not None:
-            output["id2label"] = {str(k): v for k, v in output["id2label"].items()}
         output["image_processor_type"] = type(self).__name__
         return output
 
@@ -464,22 +506,19 @@ class ClarityImageProcessor(BaseImageProcessor):
     # Post-processing
     # ----------------------------------------------------------------------------------------------------------------
 
-    def _labels(self, id2label, num_classes: int) -> list[str]:
-        mapping = id2label if id2label is not None else self.id2label
-        mapping = {} if mapping is None else {int(k): str(v) for k, v in dict(mapping).items()}
-        return [mapping.get(index, f"LABEL_{index}") for index in range(num_classes)]
-
     def post_process_image_classification(
-        self, outputs, top_k: int | None = None, id2label: dict | None = None
+        self, outputs, top_k: int | None = None, id2label: dict | None = None, problem_type: str | None = None
     ):
         """
-        Multi-label scores: the sigmoid of `outputs.logits` (B, C).
+        Scores per label: `scores_from_logits` of `outputs.logits` (B, C) for the model's `problem_type` (sigmoid
+        for multi-label and `None`, softmax for single-label, the logits for regression).
 
         Args:
             outputs: the model output (ModelOutput or dict) with `logits`.
             top_k (`int`, *optional*): keep the k best labels per image (default: all C).
-            id2label (`dict[int, str]`, *optional*): class names (default: the processor's `id2label`, else
-                `LABEL_i`); pass `model.config.id2label`.
+            id2label (`dict[int, str]`, *optional*): the model's `config.id2label` (the processor keeps no labels);
+                without it the labels are `LABEL_i`. A mapping that does not name the C outputs is a `ValueError`.
+            problem_type (`str`, *optional*): the model's `config.problem_type`.
 
         Returns:
             `list[list[dict]]`: per image, `{"label": str, "score": float}` for each class, highest score first.
@@ -487,9 +526,9 @@ class ClarityImageProcessor(BaseImageProcessor):
         logits = _get_output(outputs, "logits").detach().float().cpu()
         if logits.dim() == 1:
             logits = logits[None]
-        labels = self._labels(id2label, logits.shape[-1])
+        labels = label_names(id2label, logits.shape[-1])
         results = []
-        for scores in torch.sigmoid(logits).tolist():
+        for scores in scores_from_logits(logits, problem_type).tolist():
             entries = sorted(
                 ({"label": label, "score": score} for label, score in zip(labels, scores)),
                 key=lambda entry: entry["score"],
@@ -550,11 +589,13 @@ class ClarityImageProcessor(BaseImageProcessor):
         top_k: int | None = None,
         min_area: int | None = None,
         box_resolution: int | None = DEFAULT_BOX_RESOLUTION,
+        problem_type: str | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """
         Boxes from the class heatmaps, in the format of transformers' `ObjectDetectionPipeline`.
 
-        For each image and each class c with probability p_c = sigmoid(logit_c) >= max(threshold, class_threshold),
+        For each image and each class c with score p_c >= max(threshold, class_threshold) (p_c is
+        `scores_from_logits` for `problem_type`: sigmoid(logit_c) for a multi-label model),
         the heatmap of c is upsampled (bilinear) to the target size, min-max normalised to [0, 1], thresholded at
         `heatmap_threshold` (`>=`) and split into 8-connected components (`heatmap_to_boxes`); each component gives
         one box, its bounding rectangle. The box's score is p_c times the component's peak normalised heat, so the
@@ -581,6 +622,7 @@ class ClarityImageProcessor(BaseImageProcessor):
                 `box_min_area`).
             box_resolution (`int`, *optional*, defaults to 512): longest side of the frame boxes are computed in;
                 `None` for the exact computation at the target size.
+            problem_type (`str`, *optional*): the model's `config.problem_type` (how p_c is computed).
 
         Returns:
             `list[dict]`: per image `{"scores": (K,) float32, "labels": (K,) int64 class indices, "boxes": (K, 4)
@@ -614,7 +656,7 @@ class ClarityImageProcessor(BaseImageProcessor):
         min_area = self.box_min_area if min_area is None else int(min_area)
         if box_resolution is not None and int(box_resolution) < 1:
             raise ValueError(f"box_resolution must be a positive int or None, got {box_resolution!r}")
-        probabilities = torch.sigmoid(logits)
+        probabilities = scores_from_logits(logits, problem_type)
 
         results = []
         for index in range(batch):
@@ -654,12 +696,19 @@ class ClarityImageProcessor(BaseImageProcessor):
         return results
 
 
+# `save_pretrained` then writes `auto_map` and copies this file and its relative imports (as remote-code models do).
+ClarityImageProcessor.register_for_auto_class("AutoImageProcessor")
+
 __all__ = [
+    "SCORE_FUNCTIONS",
     "ClarityImageProcessor",
     "ClarityImageProcessorKwargs",
     "ImageDecodeError",
     "heatmap_to_boxes",
+    "label_names",
     "normalize_heatmap",
     "resize_unit_gray",
+    "score_function",
+    "scores_from_logits",
     "upsample_heatmaps",
 ]

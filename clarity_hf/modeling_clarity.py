@@ -18,9 +18,12 @@ One forward pass, top to bottom:
       losses            by `config.problem_type`: BCE (multi-label), cross-entropy or MSE, on token + pooled
                         logits; distillation (multi-label only), orthogonal class tokens, foreground BCE + Dice
 
-Imports only torch, transformers and the sibling configuration file, so that the file runs from the Hub.
+Imports only torch, transformers and its sibling Hub files (relatively), so that the file runs from the Hub; the
+image processor and pipeline files are imported so that `save_pretrained` copies them too (transformers copies a
+class's module and its relative imports) and the saved folder is complete.
 """
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -35,6 +38,8 @@ from transformers.utils import ModelOutput, logging
 
 from .configuration_clarity import ClarityConfig
 from .heatmaps import normalize_heatmaps
+from .image_processing_clarity import ClarityImageProcessor
+from .pipeline_clarity import CUSTOM_PIPELINES
 
 logger = logging.get_logger(__name__)
 
@@ -169,11 +174,19 @@ class ClarityEmbeddings(nn.Module):
         grid = F.interpolate(grid.float(), size=(height, width), mode="bicubic", align_corners=False)
         return grid.to(self.position_embeddings.dtype).permute(0, 2, 3, 1).reshape(1, height * width, dim)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         batch_size = pixel_values.shape[0]
         patch_size = self.patch_embeddings.patch_size
         grid_h, grid_w = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
         patches = self.patch_embeddings(pixel_values.to(self.patch_embeddings.projection.weight.dtype))
+        if not interpolate_pos_encoding and (grid_h, grid_w) != (self.grid_size, self.grid_size):
+            # As transformers' ViT: another size is a preprocessing mistake unless the caller asks for it.
+            side = self.grid_size * patch_size
+            raise ValueError(
+                f"Input image size ({pixel_values.shape[-2]}*{pixel_values.shape[-1]}) doesn't match model "
+                f"({side}*{side}): resize to the model's image_size (its image processor does), or pass "
+                "interpolate_pos_encoding=True to interpolate the position embeddings"
+            )
         patches = patches + self.interpolate_pos_encoding(grid_h, grid_w)  # (B, N, D)
         class_tokens = (self.class_tokens + self.class_position_embeddings).expand(
             batch_size, -1, -1
@@ -555,8 +568,14 @@ class ClarityModel(ClarityPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
         **kwargs,
     ) -> ClarityModelOutput | tuple:
+        r"""
+        interpolate_pos_encoding (`bool`, *optional*): accept an input of another size than `config.image_size`
+            (a multiple of the patch size) by interpolating the patch position embeddings; without it such an
+            input is a `ValueError`.
+        """
         config = self.config
         output_attentions = output_attentions if output_attentions is not None else config.output_attentions
         output_hidden_states = (
@@ -574,7 +593,9 @@ class ClarityModel(ClarityPreTrainedModel):
                 'are returned. Load the model with `attn_implementation="eager"` to get them.'
             )
 
-        embeddings = self.embeddings(pixel_values)  # (B, C+N, D)
+        embeddings = self.embeddings(
+            pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding)
+        )  # (B, C+N, D)
         hidden_states, class_attentions, affinities, all_hidden, all_attentions = self.encoder(
             embeddings,
             num_class_tokens=num_classes,
@@ -606,10 +627,12 @@ class ClarityModel(ClarityPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
-    def get_last_selfattention(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def get_last_selfattention(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+    ) -> torch.Tensor:
         """DINO's idiom: the full attention (B, H, L, L) of the last block, tokens ordered [class tokens, patches].
         The last block runs the eager kernel whatever `attn_implementation` is."""
-        hidden_states = self.embeddings(pixel_values)
+        hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         num_classes = self.config.num_labels
         for layer in self.encoder.layers[:-1]:
             hidden_states = layer(hidden_states, num_class_tokens=num_classes)[0]
@@ -618,10 +641,6 @@ class ClarityModel(ClarityPreTrainedModel):
 
 class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
     """CLARiTy with its heads: multi-label logits for the C pathologies and one heatmap per pathology."""
-
-    # save_pretrained copies this file and its relative imports next to the weights (transformers'
-    # `register_for_auto_class` mechanism) and writes `auto_map`.
-    _auto_class = "AutoModel"
 
     def __init__(self, config: ClarityConfig):
         super().__init__(config)
@@ -640,8 +659,10 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
             self.anatomical_prior = None
         self.post_init()
 
-    def get_last_selfattention(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.clarity.get_last_selfattention(pixel_values)
+    def get_last_selfattention(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
+    ) -> torch.Tensor:
+        return self.clarity.get_last_selfattention(pixel_values, interpolate_pos_encoding)
 
     @property
     def pos_weight(self) -> torch.Tensor | None:
@@ -680,10 +701,20 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
         return atlas.expand(batch_size, -1, -1, -1)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        # Every auto class resolves to this model, so that AutoModel, AutoModelForImageClassification and
-        # AutoModelForObjectDetection all load a saved folder with trust_remote_code=True.
+        """transformers' `save_pretrained`, writing a complete model folder: `auto_map` for every auto class this
+        model serves (AutoModel, AutoModelForImageClassification, AutoModelForObjectDetection), `custom_pipelines`
+        (`chest-xray-localization` and `image-classification`, the package's own pipeline classes), the Hub code
+        files (this file and its relative imports: configuration, image processor, pipeline, `xray_io`,
+        `heatmaps`), and, when the folder has none yet, a `preprocessor_config.json` of the default
+        `ClarityImageProcessor` at the model's `image_size` (a processor saved later replaces it)."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **CLARITY_AUTO_MAP}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        # A copy: transformers' pipeline factory rewrites the entries it reads in place.
+        self.config.custom_pipelines = {task: dict(entry) for task, entry in CUSTOM_PIPELINES.items()}
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        is_main_process = kwargs.get("is_main_process", True)
+        if is_main_process and not os.path.isfile(os.path.join(save_directory, "preprocessor_config.json")):
+            ClarityImageProcessor(size=self.config.image_size).save_pretrained(save_directory)
+        return result
 
     def forward(
         self,
@@ -694,6 +725,7 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
         **kwargs,
     ) -> ClarityMultiLabelLocalizationOutput | tuple:
         r"""
@@ -712,7 +744,10 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
         outputs = self.clarity(
-            pixel_values, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+            pixel_values,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            interpolate_pos_encoding=interpolate_pos_encoding,
         )
         class_tokens = outputs.class_token_states  # (B, C, D)
         patch_tokens = outputs.patch_token_states  # (B, N, D)
@@ -817,6 +852,10 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
+
+# `save_pretrained` copies this file and its relative imports next to the weights (transformers' remote-code
+# mechanism); the `auto_map` it writes covers every auto class (above).
+ClarityForMultiLabelLocalization.register_for_auto_class("AutoModel")
 
 __all__ = [
     "ClarityPreTrainedModel",

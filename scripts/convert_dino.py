@@ -14,6 +14,7 @@ from pathlib import Path
 from clarity_hf import ClarityConfig
 from clarity_hf.configuration_clarity import CLARITY_PRESETS
 from clarity_hf.convert import convert_dino_checkpoint
+from clarity_hf.data.transforms import build_processor
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         return_report=True,
     )
-    model.save_pretrained(args.output)
+    model.save_pretrained(args.output)  # a complete folder: auto_map, custom_pipelines, the Hub code files
+    build_processor(config).save_pretrained(args.output)  # the recipe's pixels (DINO's ImageNet statistics)
     print(report.summary())
     print(f"saved {args.preset} to {args.output}")
 

@@ -19,6 +19,8 @@ if __package__ in (None, ""):  # `python space/app.py` from a checkout: make the
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clarity_hf.hub import load_for_inference  # noqa: E402
+from clarity_hf.image_processing_clarity import score_function  # noqa: E402
+from clarity_hf.pipeline_clarity import model_labels  # noqa: E402
 from clarity_hf.visualization import decode_for_display, overlay_heatmap  # noqa: E402
 
 DEFAULT_MODEL_ENV = "CLARITY_MODEL"
@@ -47,12 +49,17 @@ def get_pipeline():
 
 
 def class_names() -> list[str]:
-    config = get_pipeline().model.config
-    return [config.id2label[i] for i in range(config.num_labels)]
+    return model_labels(get_pipeline().model.config)
+
+
+def score_description() -> str:
+    """What the scores are, from the model's problem_type (the pipeline computes them that way)."""
+    name = score_function(get_pipeline().model.config.problem_type)
+    return {"sigmoid": "sigmoid probabilities", "softmax": "softmax probabilities"}.get(name, "model outputs")
 
 
 def predict(image_path: str | None, class_name: str, threshold: float):
-    """One X-ray -> ({pathology: probability}, overlay of `class_name`'s heatmap and boxes at the image's original
+    """One X-ray -> ({pathology: score by the model's problem_type}, overlay of `class_name`'s heatmap and boxes at the image's original
     size, the boxes of that class as a list of {"label", "score", "box"}). `threshold` is the heatmap threshold
     (on the [0, 1]-normalised heatmap) that turns the map into boxes."""
     if not image_path:
@@ -81,7 +88,7 @@ def build_demo():
                 threshold = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="Heatmap threshold for boxes")
                 button = gr.Button("Run", variant="primary")
             with gr.Column():
-                scores = gr.Label(num_top_classes=len(names), label="Scores (sigmoid probabilities)")
+                scores = gr.Label(num_top_classes=len(names), label=f"Scores ({score_description()})")
         overlay = gr.Image(type="pil", label="Heatmap overlay with boxes (original size)")
         boxes = gr.JSON(label="Boxes")
         inputs, outputs = [upload, class_name, threshold], [scores, overlay, boxes]

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -126,6 +129,36 @@ class HubStandIn:
 
 # ---------------------------------------------------------------------------------------------------- tiny export
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_without_clarity_hf(script: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `script` (which starts with `clarity_hf.commands.demo.WITHOUT_CLARITY_HF`) in a new Python process that
+    cannot import the local clarity_hf (no PYTHONPATH, no user site), offline, with its own remote-code module cache
+    beside the script; asserts that it succeeded and returns the completed process."""
+    work = Path(script).parent
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(work / "modules"), "PYTHONNOUSERSITE": "1"})
+    run = subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run
+
+
+def load_space_app(model_folder: Path, module_name: str = "clarity_space_app"):
+    """space/app.py as a module, with `model_folder` set as its model."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(module_name, REPO_ROOT / "space" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.set_model(model_folder)
+    return module
 
 
 def real_fixtures() -> dict[str, Path]:

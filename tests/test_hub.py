@@ -13,7 +13,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hub_testing import REPO_ROOT, HubStandIn, make_results, make_tiny_export, real_fixtures
+from hub_testing import (
+    REPO_ROOT,
+    HubStandIn,
+    make_results,
+    make_tiny_export,
+    real_fixtures,
+    run_without_clarity_hf,
+)
 from huggingface_hub import ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
@@ -277,19 +284,7 @@ def test_pipeline_loads_in_fresh_process_without_clarity_hf(export, tmp_path):
         "print(json.dumps({'cls': type(pipe).__name__, 'scores': out['scores'], 'boxes': out['boxes'],\n"
         "                  'heatmaps': list(out['heatmaps'].shape), 'max': float(out['heatmaps'].max())}))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(
-        {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONNOUSERSITE": "1"}
-    )
-    run = subprocess.run(
-        [sys.executable, str(script), str(folder), str(FIXTURES["png"])],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_without_clarity_hf(script, folder, FIXTURES["png"], timeout=120)
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["cls"] == "ClarityLocalizationPipeline"
     width, height = Image.open(FIXTURES["png"]).size

@@ -4,17 +4,17 @@ load, and the transformers pipelines on a tiny random model."""
 import copy
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hub_testing import run_without_clarity_hf
 from PIL import Image
 from transformers.utils import ModelOutput
 
+from clarity_hf import NIH_PATHOLOGIES
 from clarity_hf.commands.demo import WITHOUT_CLARITY_HF
 from clarity_hf.image_processing_clarity import (
     IMAGENET_DEFAULT_MEAN,
@@ -397,11 +397,14 @@ def test_save_load_round_trip(tmp_path, nih_array):
     saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
     assert saved["image_processor_type"] == "ClarityImageProcessor"
     assert saved["size"] == {"height": 96, "width": 80} and saved["resample"] == 2
-    assert saved["id2label"] == {"0": "class_0", "1": "class_1", "2": "class_2"}
+    # Labels are the model config's alone: a processor neither keeps nor saves any (an old file's are not read).
+    assert "id2label" not in saved and not hasattr(processor, "id2label")
     loaded = ClarityImageProcessor.from_pretrained(tmp_path)
     assert loaded.to_dict() == processor.to_dict()
     assert (
-        loaded.id2label == labels and loaded.heatmap_threshold == [0.3, 0.4, 0.5] and loaded.box_min_area == 4
+        not hasattr(loaded, "id2label")
+        and loaded.heatmap_threshold == [0.3, 0.4, 0.5]
+        and loaded.box_min_area == 4
     )
     a = processor(nih_array, return_tensors="pt")["pixel_values"]
     b = loaded(nih_array, return_tensors="pt")["pixel_values"]
@@ -448,10 +451,16 @@ def test_post_process_image_classification(processor):
     assert sum(entry["score"] for entry in result[0]) == pytest.approx(0.8808 + 0.5 + 0.2689, abs=1e-3)
     top = processor.post_process_image_classification(dict(logits=logits), top_k=1, id2label=labels)
     assert [[entry["label"] for entry in image] for image in top] == [["Atelectasis"], ["Effusion"]]
-    # Without labels: the processor's id2label, else LABEL_i (string keys from JSON work too).
+    # Without labels: LABEL_i (the processor keeps none: an old config's id2label is not read); string keys from
+    # JSON work too; labels that do not name the C outputs are an error, never silently wrong names.
     assert processor.post_process_image_classification(outputs)[0][0]["label"] == "LABEL_0"
     named = ClarityImageProcessor(id2label={"0": "a", "1": "b", "2": "c"})
-    assert named.post_process_image_classification(outputs)[0][0]["label"] == "a"
+    assert named.post_process_image_classification(outputs)[0][0]["label"] == "LABEL_0"
+    by_json = processor.post_process_image_classification(outputs, id2label={"0": "a", "1": "b", "2": "c"})
+    assert by_json[0][0]["label"] == "a"
+    fourteen = dict(enumerate(NIH_PATHOLOGIES))
+    with pytest.raises(ValueError, match="id2label names 14 labels but the model outputs 3 scores"):
+        processor.post_process_image_classification(outputs, id2label=fourteen)
 
 
 def _blob_heatmaps(grid=(8, 8)):
@@ -559,16 +568,15 @@ def tiny_model_dir(tmp_path_factory):
     model = ClarityForMultiLabelLocalization(config).eval()
     folder = tmp_path_factory.mktemp("clarity_tiny")
     model.save_pretrained(folder)
-    processor = ClarityImageProcessor(size=config.image_size, id2label=config.id2label)
-    processor.register_for_auto_class("AutoImageProcessor")
-    processor.save_pretrained(folder)
+    # The processor is registered for AutoImageProcessor where it is defined: save_pretrained writes auto_map.
+    ClarityImageProcessor(size=config.image_size).save_pretrained(folder)
     return folder
 
 
 def test_saved_folder_has_processor_code_and_auto_map(tiny_model_dir):
     saved = json.loads((tiny_model_dir / "preprocessor_config.json").read_text())
     assert saved["auto_map"] == {"AutoImageProcessor": "image_processing_clarity.ClarityImageProcessor"}
-    assert saved["size"] == {"height": 64, "width": 64} and len(saved["id2label"]) == 14
+    assert saved["size"] == {"height": 64, "width": 64} and "id2label" not in saved
     assert (tiny_model_dir / "image_processing_clarity.py").is_file()
 
 
@@ -616,18 +624,7 @@ def remote_results(tiny_model_dir, tmp_path_factory, nih_array):
     script = work / "run.py"
     script.write_text(REMOTE_SCRIPT)
     out_path = work / "result.json"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    env["HF_MODULES_CACHE"] = str(work / "modules")
-    completed = subprocess.run(
-        [sys.executable, str(script), str(tiny_model_dir), str(image_path), str(out_path)],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    run_without_clarity_hf(script, tiny_model_dir, image_path, out_path)
     return json.loads(out_path.read_text()), image_path
 
 

@@ -150,11 +150,19 @@ def test_get_last_selfattention_is_the_last_layer_attention():
 
 def test_position_embeddings_interpolate_for_other_input_sizes():
     model = make_model(tiny_config())
+    # Another size than the model was built for is refused, as transformers' ViT does, unless asked for.
+    with pytest.raises(ValueError, match=r"Input image size \(96\*128\) doesn't match model \(64\*64\)"):
+        model(torch.randn(1, 3, 96, 128))
+    with pytest.raises(ValueError, match="interpolate_pos_encoding=True"):
+        model.clarity(torch.randn(1, 3, 128, 128))
     with torch.no_grad():
-        out = model(torch.randn(1, 3, 96, 128))
-    assert out.heatmaps.shape == (1, 14, 12, 16)
+        out = model(torch.randn(1, 3, 96, 128), interpolate_pos_encoding=True)
+        same = torch.randn(1, 3, 64, 64)
+        # At the model's own size, interpolation is the identity.
+        torch.testing.assert_close(model(same).logits, model(same, interpolate_pos_encoding=True).logits)
+    assert out.heatmaps.shape == (1, 14, 12, 16) and torch.isfinite(out.logits).all()
     with pytest.raises(ValueError, match="multiple of the patch size"):
-        model(torch.randn(1, 3, 65, 64))
+        model(torch.randn(1, 3, 65, 64), interpolate_pos_encoding=True)
     with pytest.raises(ValueError, match="pixel_values must have shape"):
         model(torch.randn(1, 1, 64, 64))
 

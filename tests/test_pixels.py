@@ -180,6 +180,11 @@ def test_one_pixel_recipe_saved_with_the_model_and_used_as_fallback(tmp_path):
 
     config = ClarityConfig.from_preset("clarity-tiny")
     ClarityForMultiLabelLocalization(config).save_pretrained(tmp_path / "model")
+    # A model saved alone gets the recipe's processor; a folder without one falls back to the same recipe.
+    saved = load_model_for_evaluation(tmp_path / "model")[1].to_dict()
+    assert saved.pop("auto_map") == {"AutoImageProcessor": "image_processing_clarity.ClarityImageProcessor"}
+    assert saved == build_processor(config).to_dict()
+    (tmp_path / "model" / "preprocessor_config.json").unlink()
     _, processor, _ = load_model_for_evaluation(tmp_path / "model")  # no preprocessor_config.json
     assert processor.image_mean == pytest.approx(IMAGENET_MEAN) and processor.image_std == pytest.approx(
         IMAGENET_STD

@@ -1,7 +1,6 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """The demo Space: `predict` on the real fixtures, and the Gradio app answering a gradio_client request."""
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -11,7 +10,7 @@ import time
 import numpy as np
 import pydicom
 import pytest
-from hub_testing import REPO_ROOT, make_tiny_export, real_fixtures
+from hub_testing import REPO_ROOT, load_space_app, make_tiny_export, real_fixtures
 from PIL import Image
 
 from clarity_hf import NIH_PATHOLOGIES
@@ -28,11 +27,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def app(model_dir):
-    spec = importlib.util.spec_from_file_location("clarity_space_app", REPO_ROOT / "space" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.set_model(model_dir)
-    return module
+    return load_space_app(model_dir)
 
 
 @pytest.mark.parametrize("kind", ["png", "dicom"])

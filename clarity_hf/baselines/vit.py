@@ -85,6 +85,9 @@ class PlainViTForMultiLabelClassification(ClarityPreTrainedModel):
         config.use_segment_cam = config.use_anatomical_prior = config.use_attention_pooling = False
         config.distillation_loss_weight = 0.0
         config.architectures = [PLAIN_VIT_ARCHITECTURE]
+        config._auto_class = (
+            None  # a baseline folder is read by clarity_hf, never as remote code: no auto_map
+        )
         super().__init__(config)
         backbone_config = copy.deepcopy(config)
         backbone_config.pos_weight = None
@@ -100,11 +103,12 @@ class PlainViTForMultiLabelClassification(ClarityPreTrainedModel):
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        interpolate_pos_encoding: bool | None = None,
         **kwargs,
     ) -> PlainViTOutput:
         r"""`labels` (B, C) multi-hot, optional; other keyword arguments of the training loop (`anatomy_masks`,
         `teacher_logits`) are accepted and ignored."""
-        outputs = self.clarity(pixel_values)
+        outputs = self.clarity(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         cls_token = outputs.class_token_states[:, 0]  # (B, D)
         logits = self.classifier(cls_token)  # (B, C)
         cls_attention = outputs.class_attentions  # (B, 1, h, w): last layer, mean over heads
@@ -116,9 +120,11 @@ class PlainViTForMultiLabelClassification(ClarityPreTrainedModel):
             )
         return PlainViTOutput(loss=loss, logits=logits, heatmaps=heatmaps, cls_attention=cls_attention)
 
-    def classify(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def classify(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         """The (B, C) logits of `forward` without computing any attention map."""
-        hidden_states = self.clarity.embeddings(pixel_values)
+        hidden_states = self.clarity.embeddings(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding
+        )
         for layer in self.clarity.encoder.layers:
             hidden_states = layer(hidden_states, 1)[0]  # no class-attention rows requested
         return self.classifier(self.clarity.layernorm(hidden_states[:, 0]))

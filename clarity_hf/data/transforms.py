@@ -84,26 +84,22 @@ def build_processor(
     image_size,
     image_mean: Sequence[float] | None = None,
     image_std: Sequence[float] | None = None,
-    id2label: dict | None = None,
     resample: str = DEFAULT_RESAMPLE,
 ) -> ClarityImageProcessor:
     """The `ClarityImageProcessor` of the model's pixel recipe: decode to gray [0, 1], `resample` float resize to
     the model's side, 3 channels, `(x - mean) / std` (ImageNet statistics unless given). `image_size` is a side in
-    pixels or a model config (its `image_size`, and its `id2label` unless given). A model is saved with this
+    pixels or a model config (its `image_size`; the labels stay in the model config). A model is saved with this
     processor, and training feeds it the same pixels (`ClarityTransform` with the same mean, std and filter)."""
     if not isinstance(image_size, (int, np.integer)):
         config = image_size
         image_size = getattr(config, "image_size", None)
         if image_size is None:
             raise ValueError(f"{type(config).__name__} has no image_size: pass the side in pixels")
-        if id2label is None and getattr(config, "id2label", None):
-            id2label = {int(k): v for k, v in config.id2label.items()}
     return ClarityImageProcessor(
         size={"height": int(image_size), "width": int(image_size)},
         resample=resample,
         image_mean=list(IMAGENET_MEAN if image_mean is None else image_mean),
         image_std=list(IMAGENET_STD if image_std is None else image_std),
-        id2label=id2label,
     )
 
 

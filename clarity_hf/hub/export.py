@@ -5,10 +5,10 @@ The export writes into a fresh folder and records every file it wrote in a manif
 uploaded); the upload sends those files and nothing else: never a file added to the folder afterwards (a stray
 `.env`), a dotfile, a symbolic link or a pickle.
 
-`auto_map`: the model's entries are written by `ClarityForMultiLabelLocalization.save_pretrained` (the modeling
-file, so that a model loaded from the Hub saves the same map), the processor's by its registration for
-`AutoImageProcessor` in [`save_for_hub`]; the export adds the `chest-xray-localization` custom pipeline and copies
-the Hub code files ([`HUB_CODE_FILES`]) once.
+`auto_map`, `custom_pipelines` and the Hub code files are written by the classes' own `save_pretrained` (any saved
+folder is complete: `ClarityForMultiLabelLocalization` and `ClarityImageProcessor` are registered for the auto
+classes where they are defined); the export copies the package's Hub code files ([`HUB_CODE_FILES`]) over them once,
+so that the repo holds one consistent set.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 
 from .. import __version__
 from ..files import PathOutsideFolderError, confined_path
-from ..image_processing_clarity import ClarityImageProcessor
-from ..pipeline_clarity import CUSTOM_PIPELINES, ClarityLocalizationPipeline
+from ..pipeline_clarity import ClarityLocalizationPipeline
 from ..visualization import decode_for_display
 from .cards import load_results, render_model_card
 from .loading import PICKLE_SUFFIXES, UnsafeCheckpointError, check_safetensors_only, pickle_files
@@ -158,7 +157,8 @@ def save_for_hub(
 ) -> list[Path]:
     """Write a complete Hub model repo into `save_directory` and return the files written.
 
-    Writes `config.json` (every `auto_map` entry plus `custom_pipelines` for `chest-xray-localization`),
+    Writes `config.json` (every `auto_map` entry plus `custom_pipelines` for `chest-xray-localization` and
+    `image-classification`),
     `model.safetensors`, the Hub code files ([`HUB_CODE_FILES`]), `preprocessor_config.json` (with
     `AutoImageProcessor` in its `auto_map`), `README.md` (the model card, from `results`: the evaluation report of
     `clarity_hf.evaluation.report`, reading its `model_name` entry, default the first), `eval_results.json` (a copy of
@@ -172,14 +172,9 @@ def save_for_hub(
     results = load_results(results)
     _prepare_folder(folder, overwrite)
 
-    model.config.custom_pipelines = json.loads(json.dumps(CUSTOM_PIPELINES))
     model.save_pretrained(folder)
     if not (folder / "model.safetensors").is_file():
         raise RuntimeError(f"{folder}: save_pretrained did not write model.safetensors")
-    if isinstance(processor, ClarityImageProcessor):
-        if getattr(processor, "id2label", None) is None:
-            processor.id2label = {int(k): v for k, v in model.config.id2label.items()}
-        type(processor).register_for_auto_class("AutoImageProcessor")
     processor.save_pretrained(folder)
     # save_pretrained copies the classes' own modules; the package's files are copied over them once, so that the
     # repo holds one consistent set, the pipeline included.

@@ -36,6 +36,8 @@ from PIL import Image
 
 from ..files import confined_path, safe_filename, writable_folder
 from ..heatmaps import check_unit_interval
+from ..image_processing_clarity import scores_from_logits
+from ..pipeline_clarity import box_records, model_labels
 from .dataset import ArchiveDataset, collate_archive
 from .discovery import find_images
 from .table import ResultStore, atomic_write_bytes
@@ -138,8 +140,7 @@ class _Predictor:
         self.output_dir = output_dir
         self.device = _resolve_device(options.device)
         self.model.to(self.device).eval()
-        config = model.config
-        self.labels = [config.id2label[i] for i in range(config.num_labels)]
+        self.labels = model_labels(model.config)
         if options.heatmap_classes:
             unknown = [name for name in options.heatmap_classes if name not in self.labels]
             if unknown:
@@ -160,29 +161,23 @@ class _Predictor:
         return {"logits": outputs.logits.float().cpu(), "heatmaps": outputs.heatmaps.float().cpu()}
 
     def predict(self, batch: dict) -> list[dict]:
-        """A collated batch -> per image `{"probabilities": (C,) array, "boxes": [{"label", "score", "box":
-        [xmin, ymin, xmax, ymax]}] in original pixels, "heatmaps": (C, h, w) model-grid tensor, "size": (H, W)}`."""
+        """A collated batch -> per image `{"probabilities": (C,) scores by the model's problem_type, "boxes":
+        [{"label", "score", "box": [xmin, ymin, xmax, ymax]}] in original pixels, "heatmaps": (C, h, w)
+        model-grid tensor, "size": (H, W)}`."""
         outputs = self.forward(batch["pixel_values"])
         sizes = batch["original_sizes"]
-        probabilities = torch.sigmoid(outputs["logits"]).numpy()
+        problem_type = self.model.config.problem_type
+        probabilities = scores_from_logits(outputs["logits"], problem_type).numpy()
         detections = self.processor.post_process_object_detection(
             outputs,
             threshold=self.options.threshold,
             target_sizes=sizes,
             heatmap_threshold=self.options.heatmap_threshold,
+            problem_type=problem_type,
         )
         results = []
         for index, detection in enumerate(detections):
-            boxes = [
-                {
-                    "label": self.labels[int(label)],
-                    "score": round(float(score), 6),
-                    "box": [round(float(v), 2) for v in box],
-                }
-                for score, label, box in zip(
-                    detection["scores"].tolist(), detection["labels"].tolist(), detection["boxes"].tolist()
-                )
-            ]
+            boxes = box_records(detection, self.labels, box_as_list=True, ndigits=6)
             results.append(
                 {
                     "probabilities": probabilities[index],

@@ -5,8 +5,9 @@
     python -m clarity_hf export-onnx MODEL_DIR --output clarity.onnx [--check IMAGE ...]
 
 Needs the `onnx` extra (`pip install "clarity_hf[onnx]"`: onnx, onnxscript for torch's exporter, onnxruntime to
-check and run it). The class names and the input size are stored in the file's metadata (`id2label`, `image_size`),
-so a runtime needs only the processor's preprocessing (or `preprocessor_config.json`) beside it.
+check and run it). The class names, the input size and how logits become scores are stored in the file's metadata
+(`id2label`, `image_size`, `problem_type` and `score_function`: sigmoid, softmax or identity), so a runtime needs
+only the processor's preprocessing (or `preprocessor_config.json`) beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..image_processing_clarity import score_function
 
 __all__ = ["export_onnx", "onnx_session", "run_onnx", "main"]
 
@@ -76,6 +79,9 @@ def export_onnx(model, output: str | Path, opset: int = 18, batch_size: int = 2)
     onnx.checker.check_model(proto)
     metadata = {
         "id2label": json.dumps({str(k): v for k, v in model.config.id2label.items()}),
+        # How a consumer turns the `logits` output into scores: the same function as every other path.
+        "problem_type": str(model.config.problem_type),
+        "score_function": score_function(model.config.problem_type),
         "image_size": str(size),
         "producer": "clarity_hf",
     }

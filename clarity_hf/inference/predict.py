@@ -12,8 +12,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 __all__ = ["build_parser", "main"]
 
 EPILOG = """\
@@ -116,7 +114,7 @@ def _fail(message: Any) -> int:
     return 2
 
 
-def _checked_then_loaded(model: str, check_output: Callable[[], None]):
+def _checked_then_loaded(model: str, check_output: Callable[[], None], device: str | None = None):
     """The inference pipeline of `model`, loaded only after `check_output` (which raises `ValueError` for an
     output that cannot be written) passed, so that a bad output fails in a second, not after a model load; None
     (with the reason on stderr) when either fails."""
@@ -128,7 +126,7 @@ def _checked_then_loaded(model: str, check_output: Callable[[], None]):
         _fail(err)
         return None
     try:
-        return load_for_inference(model)
+        return load_for_inference(model, device=device)
     except (OSError, ValueError) as err:
         _fail(f"cannot load model {model!r}: {err}")
         return None
@@ -169,9 +167,12 @@ def _predict_archive(args) -> int:
 
 
 def _predict_one(args) -> int:
-    from ..visualization import overlay_heatmap
-    from .archive import ArchiveOptions, _Predictor, check_output_dir
-    from .dataset import ArchiveDataset, collate_archive
+    """One image through the public inference pipeline (`load_for_inference`): the same scores and box records as
+    `pipeline("chest-xray-localization", ...)`, the Space and the archive table."""
+    import torch
+
+    from ..visualization import decode_for_display, overlay_heatmap
+    from .archive import check_output_dir
 
     image_path = Path(args.paths[0])
     if not image_path.is_file():
@@ -183,36 +184,22 @@ def _predict_one(args) -> int:
         if output.is_dir() or (output.exists() and not os.access(output, os.W_OK)):
             raise ValueError(f"cannot write {output}")
 
-    pipe = _checked_then_loaded(args.model, check_output)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe = _checked_then_loaded(args.model, check_output, device=device)
     if pipe is None:
         return 2
-    options = ArchiveOptions(
-        output_dir=output.parent,
-        threshold=args.threshold,
-        heatmap_threshold=args.heatmap_threshold,
-        device=args.device,
-        bf16=args.bf16,
-    )
-    predictor = _Predictor(pipe.model, pipe.image_processor, options, output.parent)
-    item = ArchiveDataset([image_path], pipe.image_processor, with_display=True)[0]
-    if "error" in item:
-        return _fail(item["error"])
-    result = predictor.predict(collate_archive([item]))[0]
-    scores = dict(zip(predictor.labels, result["probabilities"].tolist()))
+    try:
+        with torch.autocast(device_type=pipe.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            result = pipe(str(image_path), threshold=args.threshold, heatmap_threshold=args.heatmap_threshold)
+        display = decode_for_display(pipe.image_processor, str(image_path))
+    except ValueError as err:  # an unreadable image (ImageDecodeError names the file and the problem)
+        return _fail(err)
+    scores, boxes = result["scores"], result["boxes"]
     top = max(scores, key=scores.get)
-    boxes = [
-        {
-            "label": b["label"],
-            "score": b["score"],
-            "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), b["box"])),
-        }
-        for b in result["boxes"]
-    ]
     shown = [b for b in boxes if b["label"] == top] or boxes
-    heatmap = predictor.class_maps(result["heatmaps"], [predictor.labels.index(top)], result["size"])[0]
-    overlay = overlay_heatmap(Image.fromarray(item["display"], mode="L"), heatmap / 255.0, boxes=shown)
-    overlay.save(output, format="PNG")
-    height, width = result["size"]
+    heatmap = result["heatmaps"][list(scores).index(top)]
+    overlay_heatmap(display, heatmap, boxes=shown).save(output, format="PNG")
+    height, width = heatmap.shape
     print(
         json.dumps(
             {

@@ -13,12 +13,12 @@ from typing import Union
 
 import yaml
 from transformers import HfArgumentParser
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODEL_TYPES = ("clarity", "convnextv2")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 BIAS_INITS = ("prior", "none")
+RESAMPLE_FILTERS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
 
 @dataclass
@@ -113,13 +113,23 @@ class ClarityTrainingConfig:
     augment_rotation_degrees: float = 10.0
     augment_brightness: float = 0.1
     augment_contrast: float = 0.1
-    image_mean: list[float] = field(
-        default_factory=lambda: list(IMAGENET_DEFAULT_MEAN),
+    image_mean: list[float] | None = field(
+        default=None,
         metadata={
-            "help": "Per-channel mean of the grayscale image repeated to 3 channels (ImageNet, as DINO)."
+            "help": "Per-channel mean of the grayscale image repeated to 3 channels. Default: the starting folder's "
+            "processor (model_name_or_path), else ImageNet's (as DINO)."
         },
     )
-    image_std: list[float] = field(default_factory=lambda: list(IMAGENET_DEFAULT_STD))
+    image_std: list[float] | None = field(
+        default=None,
+        metadata={"help": "Per-channel std. Default: the starting folder's processor, else ImageNet's."},
+    )
+    resample: str | None = field(
+        default=None,
+        metadata={
+            "help": "Resize filter (bilinear, bicubic, ...). Default: the starting folder's processor, else bilinear."
+        },
+    )
     dataloader_num_workers: int = 0
     decoded_memory_mb: int = field(
         default=1024,
@@ -270,10 +280,16 @@ class ClarityTrainingConfig:
             raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay!r}")
         if not 0 < self.augment_scale_min <= 1:
             raise ValueError(f"augment_scale_min must be in (0, 1], got {self.augment_scale_min!r}")
-        if len(self.image_std) != 3 or not all(math.isfinite(v) and v > 0 for v in self.image_std):
+        if self.image_std is not None and (
+            len(self.image_std) != 3 or not all(math.isfinite(v) and v > 0 for v in self.image_std)
+        ):
             raise ValueError(f"image_std must be 3 finite numbers > 0, got {self.image_std!r}")
-        if len(self.image_mean) != 3 or not all(math.isfinite(v) for v in self.image_mean):
+        if self.image_mean is not None and (
+            len(self.image_mean) != 3 or not all(math.isfinite(v) for v in self.image_mean)
+        ):
             raise ValueError(f"image_mean must be 3 finite numbers, got {self.image_mean!r}")
+        if self.resample is not None and self.resample not in RESAMPLE_FILTERS:
+            raise ValueError(f"resample must be one of {RESAMPLE_FILTERS}, got {self.resample!r}")
         if self.overwrite_output_dir and self.resume_from_checkpoint:
             raise ValueError("give either overwrite_output_dir or resume_from_checkpoint, not both")
 

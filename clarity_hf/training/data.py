@@ -31,6 +31,7 @@ from torch.utils.data import Sampler
 from ..data.cache import load_dataset_folder
 from ..data.features import get_label_names
 from ..data.transforms import IMAGE_COLUMNS, PROBLEM_KINDS, ClarityCollator, ClarityTransform
+from ..image_processing_clarity import ClarityImageProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         dataset: Dataset,
-        image_size: int,
+        image_size: int | ClarityImageProcessor,
         config,
         augment: bool = False,
         with_teacher_logits: bool = False,
@@ -175,7 +176,7 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.transform = make_transform(config, image_size, augment)
         # float32 pixel values (3 channels) and mask (1) per sample; labels and logits are negligible
-        sample_bytes = (3 + ("anatomy_mask" in columns)) * 4 * image_size**2
+        sample_bytes = (3 + ("anatomy_mask" in columns)) * 4 * self.transform.image_size**2
         fits = len(dataset) * sample_bytes <= memory_mb * 2**20
         self._decoded: dict[int, dict] | None = {} if not augment and fits else None
 
@@ -205,18 +206,21 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
         return item
 
 
-def make_transform(config, image_size: int, augment: bool) -> ClarityTransform:
-    """The run's `ClarityTransform`: its size, mean / std and augmentation strengths; a bad mask invalidates the
-    sample (every sample of a batch then has a mask, on every process)."""
-    return ClarityTransform(
-        image_size,
+def make_transform(config, processor, augment: bool) -> ClarityTransform:
+    """The run's `ClarityTransform`: the pixels of `processor` (the run's `ClarityImageProcessor`, or a side in
+    pixels: then `run_processor(config, side)`) and the augmentation strengths; a bad mask invalidates the sample
+    (every sample of a batch then has a mask, on every process)."""
+    if not isinstance(processor, ClarityImageProcessor):
+        from .preprocessing import run_processor
+
+        processor = run_processor(config, int(processor))
+    return ClarityTransform.from_processor(
+        processor,
         train=augment,
         scale=(config.augment_scale_min, 1.0),
         rotation=config.augment_rotation_degrees,
         brightness=config.augment_brightness,
         contrast=config.augment_contrast,
-        mean=config.image_mean,
-        std=config.image_std,
         seed=config.seed,
         invalid_on_bad_mask=True,
     )

@@ -37,9 +37,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..configuration_clarity import NIH_PATHOLOGIES
-from ..data.transforms import build_processor
 from ..evaluation.classification import compute_auroc
 from ..files import atomic_write_text, fsync_tree
+from ..image_processing_clarity import ClarityImageProcessor
 from .arguments import ClarityTrainingConfig
 from .checkpointing import save_checkpoint
 from .data import (
@@ -56,6 +56,7 @@ from .data import (
 )
 from .models import build_model, freeze, head_is_new, init_classifier_bias, load_teacher, set_pos_weight
 from .optim import create_optimizer, create_scheduler
+from .preprocessing import run_processor
 from .run_folder import BEST_MODEL, RunFolder, TrainState, check_output_dir
 from .trackers import JSONLTracker
 
@@ -130,26 +131,17 @@ def _trackers(config: ClarityTrainingConfig, logging_dir: str) -> list:
     return trackers
 
 
-def _save_best(accelerator: Accelerator, model, output_dir: Path, config: ClarityTrainingConfig) -> Path:
-    """`best_model/`: the unwrapped model's `save_pretrained` (weights, config; for CLARiTy also the code files and
-    `auto_map`, registered by the package) and its `ClarityImageProcessor` (the run's size, mean and std). Written
-    next to it and swapped in, so a kill leaves the previous best model or the new one. The model card is written
-    at export time, not here."""
+def _save_best(accelerator: Accelerator, model, output_dir: Path, processor: ClarityImageProcessor) -> Path:
+    """`best_model/`: the unwrapped model's `save_pretrained` (weights, config; for CLARiTy a complete folder:
+    `auto_map`, `custom_pipelines` and the Hub code files) and the run's `ClarityImageProcessor` (`run_processor`:
+    the pixels training fed the model). Written next to it and swapped in, so a kill leaves the previous best model
+    or the new one. The model card is written at export time, not here."""
     target = output_dir / BEST_MODEL
     temporary, previous = output_dir / ".tmp-best_model", output_dir / ".old-best_model"
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
         shutil.rmtree(previous, ignore_errors=True)
         unwrapped = accelerator.unwrap_model(model)
-        size = (
-            getattr(unwrapped.config, "image_size", None) or config.image_size or config.synthetic_image_size
-        )
-        processor = build_processor(
-            size,
-            config.image_mean,
-            config.image_std,
-            id2label={int(k): v for k, v in unwrapped.config.id2label.items()},
-        )
         unwrapped.save_pretrained(temporary, safe_serialization=True)
         processor.save_pretrained(temporary)
         fsync_tree(temporary)
@@ -218,13 +210,15 @@ def _prepare_models(config, accelerator, datasets, model, teacher):
     return model, teacher, label_names, distillation_weight
 
 
-def _make_loaders(config, datasets, image_size: int, with_teacher_logits: bool, with_anatomy_masks: bool):
+def _make_loaders(
+    config, datasets, processor: ClarityImageProcessor, with_teacher_logits: bool, with_anatomy_masks: bool
+):
     # Decoded samples are kept only where they are loaded in this process; the anatomy masks are read only for the
     # training split of a model whose loss uses them (the evaluation never does).
     memory_mb = config.decoded_memory_mb if config.dataloader_num_workers == 0 else 0
     train_set = ClarityTrainingDataset(
         datasets[config.train_split],
-        image_size,
+        processor,
         config,
         augment=config.augment,
         with_teacher_logits=with_teacher_logits,
@@ -234,7 +228,7 @@ def _make_loaders(config, datasets, image_size: int, with_teacher_logits: bool, 
     )
     eval_set = ClarityTrainingDataset(
         datasets[config.validation_split],
-        image_size,
+        processor,
         config,
         name=config.validation_split,
         with_anatomy_masks=False,
@@ -359,10 +353,11 @@ def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, dat
     model, teacher, label_names, distillation_weight = _prepare_models(
         config, accelerator, datasets, model, teacher
     )
+    processor = run_processor(config, model.config.image_size, report=accelerator.print)
     train_set, sampler, train_loader, eval_loader = _make_loaders(
         config,
         datasets,
-        model.config.image_size,
+        processor,
         with_teacher_logits=config.use_cached_teacher_logits and distillation_weight > 0,
         with_anatomy_masks=_reads_anatomy_masks(model),
     )
@@ -412,6 +407,7 @@ def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, dat
         label_names=label_names,
         schedule=schedule,
         state=state,
+        processor=processor,
         last_checkpoint=last_checkpoint,
     )
     start_epoch, batches_done = state.epoch, state.batches_in_epoch
@@ -463,6 +459,7 @@ class _Loop:
     label_names: list
     schedule: _Schedule
     state: TrainState
+    processor: ClarityImageProcessor
     last_checkpoint: str | None = None
     num_eval_samples: int = 0
 
@@ -584,7 +581,7 @@ class _Loop:
                 )
                 state.best_epoch = epoch
                 if self.config.save_best_model:
-                    _save_best(accelerator, self.model, self.run.path, self.config)
+                    _save_best(accelerator, self.model, self.run.path, self.processor)
             self.model.train()
         state.history.append(record)
         self.checkpoint(epoch, batch_in_epoch)
