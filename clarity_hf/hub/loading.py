@@ -401,7 +401,7 @@ def load_for_inference(
         if (folder / "preprocessor_config.json").is_file():
             processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
         else:
-            processor = ClarityImageProcessor(size=config.image_size, id2label=config.id2label)
+            processor = ClarityImageProcessor(size=config.image_size)
     except (ValueError, TypeError, KeyError, OSError, RuntimeError) as err:
         if isinstance(err, InvalidModelFolderError):
             raise
