@@ -11,17 +11,21 @@ Output folder:
     heatmaps/        with --heatmaps npz: `<stem>-<hash>.npz` holding `heatmaps` (K, H, W) uint8 at the original
                      size and `labels` (K,); with --heatmaps png: a folder `<stem>-<hash>/` of one PNG per class
     overlays/        with --overlays: `<stem>-<hash>.png`, the top class's heatmap and boxes over the X-ray
-    run.json         the settings the rows were computed with (a rerun with other settings is refused)
+    run.json         the settings the rows were computed with (a rerun with other settings is refused), and the
+                     reading settings of the error rows (pixel limit, decoder versions)
 (`.parquet` twins of both tables with --parquet.)
 
-Rerunning with the same settings skips every image already in a table, also after a SIGKILL (see
-`clarity_hf.inference.table`). Batches are consecutive runs of the pending paths in sorted order, and a batch is
+Before the first image, the setup is proven on a small synthetic image through the processor and the model (and the
+pixel limit and the processor's size are checked): a setup error (`CLARITY_MAX_IMAGE_PIXELS=-5`, a processor
+`size` of 100000, a model that cannot run) stops the run with an `ArchiveSetupError` and never becomes an error
+row. Rerunning with the same settings skips every image already in a table, also after a SIGKILL (see
+`clarity_hf.inference.table`); the error rows are retried when the reading settings changed (a raised pixel
+limit, a newly installed DICOM decoder) or with `--retry-errors`. Batches are consecutive runs of the pending paths in sorted order, and a batch is
 recorded whole or not at all, so a rerun after a crash forms the same batches as an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -34,13 +38,24 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..files import writable_folder
+from ..files import UnusableFileError, atomic_write_bytes, exclusive_lock, writable_folder
 from ..heatmaps import check_unit_interval
+from ..xray_io import resolve_max_image_pixels
 from .dataset import ArchiveDataset, collate_archive
 from .discovery import find_images
-from .table import ResultStore, atomic_write_bytes
+from .table import ResultStore
 
-__all__ = ["ArchiveOptions", "ArchiveSummary", "run_archive", "check_output_dir"]
+__all__ = ["ArchiveOptions", "ArchiveSetupError", "ArchiveSummary", "run_archive", "check_output_dir"]
+
+RUN_FILE = "run.json"
+READING_KEY = (
+    "reading"  # run.json's settings of the error rows: a change retries them, never refuses the folder
+)
+
+
+class ArchiveSetupError(ValueError):
+    """The run cannot read any image as set up (environment, processor or model); raised before the first image."""
+
 
 HEATMAP_FORMATS = ("npz", "png")
 
@@ -95,25 +110,9 @@ def check_output_dir(output_dir: str | os.PathLike | None) -> Path:
     return writable_folder(output_dir, "output folder")
 
 
-@contextlib.contextmanager
-def _exclusive(folder: Path):
-    """Only one run per output folder at a time (two would interleave their parts)."""
-    import fcntl
-
-    handle = open(folder / ".lock", "w")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            raise ValueError(f"output folder '{folder}' is in use by another clarity-predict run") from err
-        yield
-    finally:
-        handle.close()
-
-
 def _file_stem(path: str) -> str:
     """A unique, stable file name for the outputs of one input: its stem and a hash of its full path."""
-    digest = hashlib.sha1(path.encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha1(os.fsencode(path)).hexdigest()[:12]
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(path).stem)[:60]
     return f"{stem}-{digest}"
 
@@ -288,13 +287,57 @@ def _run_parameters(model_name: str, predictor: _Predictor, options: ArchiveOpti
     }
 
 
-def _check_parameters(folder: Path, parameters: dict, overwrite: bool, store: ResultStore) -> None:
-    path = folder / "run.json"
-    if path.is_file() and not overwrite:
-        previous = json.loads(path.read_text())
-        different = sorted(k for k in set(previous) | set(parameters) if previous.get(k) != parameters.get(k))
+def _reading_settings(processor) -> dict:
+    """What decides whether a file can be read (not the rows' numbers): the pixel limit and the decoders."""
+    from importlib import metadata
+
+    versions = {}
+    for package in (
+        "clarity_hf",
+        "pillow",
+        "pydicom",
+        "pylibjpeg",
+        "pylibjpeg-openjpeg",
+        "pylibjpeg-libjpeg",
+        "pyjpegls",
+        "python-gdcm",
+    ):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    limit = resolve_max_image_pixels(getattr(processor, "max_image_pixels", None))
+    return {"max_image_pixels": limit, "packages": versions}
+
+
+def _read_run_file(path: Path) -> dict:
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        previous = err
+    if not isinstance(previous, dict):
+        problem = (
+            previous if isinstance(previous, Exception) else f"not a JSON object: {type(previous).__name__}"
+        )
+        raise UnusableFileError(
+            f"{path}: is not a readable run file ({problem}); it holds the settings of the folder's results: use "
+            "another --output-dir, or --overwrite to discard them and start again"
+        )
+    return previous
+
+
+def _check_parameters(folder: Path, parameters: dict, overwrite: bool, store: ResultStore) -> bool:
+    """Refuse a folder of other settings (unless `overwrite`, which empties it); write run.json. Returns whether
+    the error rows must be retried (the reading settings differ from those they were recorded with)."""
+    path = folder / RUN_FILE
+    retry = False
+    if path.exists() and not overwrite:
+        previous = _read_run_file(path)
+        retry = previous.pop(READING_KEY, None) != parameters[READING_KEY]
+        compared = {k: v for k, v in parameters.items() if k != READING_KEY}
+        different = sorted(k for k in set(previous) | set(compared) if previous.get(k) != compared.get(k))
         if different:
-            details = ", ".join(f"{k}: {previous.get(k)!r} -> {parameters.get(k)!r}" for k in different)
+            details = ", ".join(f"{k}: {previous.get(k)!r} -> {compared.get(k)!r}" for k in different)
             raise ValueError(
                 f"output folder '{folder}' holds results computed with other settings ({details}); use another "
                 "--output-dir, or --overwrite to start again"
@@ -311,6 +354,34 @@ def _check_parameters(folder: Path, parameters: dict, overwrite: bool, store: Re
             for part in store.parts_dir.iterdir():
                 part.unlink()
     atomic_write_bytes(path, (json.dumps(parameters, indent=2, sort_keys=True) + "\n").encode())
+    return retry
+
+
+def _check_setup(predictor: _Predictor, options: ArchiveOptions) -> None:
+    """Prove the environment, the processor and the model on one small synthetic image, so that a setup error
+    stops the run before the first file instead of becoming an error row for each."""
+    from ..image_processing_clarity import _resolve_size
+
+    processor = predictor.processor
+    try:
+        limit = resolve_max_image_pixels(getattr(processor, "max_image_pixels", None))
+        height, width = _resolve_size(processor.size)
+    except ValueError as err:
+        raise ArchiveSetupError(f"cannot read any image: {err}") from err
+    if height * width > limit:
+        raise ArchiveSetupError(
+            f"the image processor's size {height} x {width} is {height * width} pixels, above the pixel limit "
+            f"{limit}: preprocessor_config.json of the model is wrong (a CLARiTy model takes 224 or 512)"
+        )
+    probe = np.linspace(0.0, 1.0, 32 * 32).reshape(32, 32)
+    try:
+        pixel_values = processor(images=probe, return_tensors="np")["pixel_values"]
+        predictor.forward(torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32)))
+    except Exception as err:  # noqa: BLE001 - whatever fails on a valid image fails on every image
+        raise ArchiveSetupError(
+            f"the model or its image processor fails on a valid 32 x 32 test image, so every image would fail "
+            f"({type(err).__name__}: {err})"
+        ) from err
 
 
 def run_archive(
@@ -324,8 +395,9 @@ def run_archive(
     start = time.perf_counter()
     options.validate()
     folder = check_output_dir(options.output_dir).resolve()
-    with _exclusive(folder):
+    with exclusive_lock(folder / ".lock", "output folder"):
         predictor = _Predictor(model, processor, options, folder)
+        _check_setup(predictor, options)
         store = ResultStore(
             folder,
             predictor.columns,
@@ -333,10 +405,12 @@ def run_archive(
             int_columns=("height", "width"),
             parquet=options.parquet,
         )
-        _check_parameters(folder, _run_parameters(model_name, predictor, options), options.overwrite, store)
+        parameters = _run_parameters(model_name, predictor, options)
+        parameters[READING_KEY] = _reading_settings(processor)
+        settings_changed = _check_parameters(folder, parameters, options.overwrite, store)
         store.load()
         candidates, problems = find_images(paths, exclude=[folder])
-        if options.retry_errors:
+        if options.retry_errors or settings_changed:
             store.forget_errors([str(p) for p in candidates] + [str(p) for p, _ in problems])
         done = store.done()
         store.append([], [(str(p), reason) for p, reason in problems if str(p) not in done])

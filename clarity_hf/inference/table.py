@@ -7,6 +7,11 @@ flight, never half a row). At the end (and at the start of a rerun) the parts an
 into `predictions.csv` and `errors.csv` (and `.parquet` twins when asked): rows keyed by path, each path once,
 sorted by path, written atomically the same way. A rerun reads the tables and the parts to know which images are
 done, so it never computes or writes a row twice.
+
+Paths are text as `os.fsdecode` gives it: a file name that is not UTF-8 (`caf\xe9.png` from an old PACS export)
+holds surrogate escapes, which round-trip everywhere: the CSV tables hold the name's own bytes (read them with
+`encoding="utf-8", errors="surrogateescape"`, pandas: `encoding_errors="surrogateescape"`), the part files escape
+them in JSON, and the parquet tables keep `path` as binary (the exact bytes; `os.fsdecode` gives the text back).
 """
 
 from __future__ import annotations
@@ -19,32 +24,13 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["ResultStore", "atomic_write_bytes", "ERROR_COLUMNS"]
+from ..files import UnusableFileError, atomic_write_bytes
+
+__all__ = ["ResultStore", "atomic_write_bytes", "ERROR_COLUMNS", "text_bytes"]
 
 ERROR_COLUMNS = ("path", "reason")
 PREDICTIONS = "predictions"
 ERRORS = "errors"
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be opened for fsync
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _csv_bytes(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
@@ -52,7 +38,19 @@ def _csv_bytes(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
+    return text_bytes(buffer.getvalue())
+
+
+def text_bytes(text: str) -> bytes:
+    """UTF-8, with the surrogate escapes of a non-UTF-8 file name written back as its own bytes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _unusable(path: Path, problem: str) -> UnusableFileError:
+    return UnusableFileError(
+        f"{path}: {problem}; it was not written by clarity-predict as it is now (edited or damaged?): use another "
+        "--output-dir, or --overwrite to discard the folder's results and start again"
+    )
 
 
 class ResultStore:
@@ -87,21 +85,21 @@ class ResultStore:
     def _read_csv(self, path: Path, header: Sequence[str]) -> dict[str, list[str]]:
         if not path.is_file():
             return {}
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            found = next(reader, None)
-            if found is None:
-                return {}
-            if list(found) != list(header):
-                raise ValueError(
-                    f"{path}: its columns {found} differ from this run's {list(header)}; use another --output-dir "
-                    "or --overwrite"
-                )
-            rows = {}
-            for row in reader:
-                if len(row) == len(header):  # a torn last line (from an editor or a full disk) is ignored
-                    rows.setdefault(row[0], row)
-            return rows
+        try:
+            with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+                reader = csv.reader(handle)
+                found = next(reader, None)
+                if found is None:
+                    return {}
+                if list(found) != list(header):
+                    raise _unusable(path, f"its columns {found[:20]} differ from this run's {list(header)}")
+                rows = {}
+                for row in reader:
+                    if len(row) == len(header):  # a torn last line (from an editor or a full disk) is ignored
+                        rows.setdefault(row[0], row)
+                return rows
+        except (csv.Error, OSError) as err:
+            raise _unusable(path, f"cannot be read as a table ({type(err).__name__}: {err})") from err
 
     def load(self) -> None:
         """Read the tables and the part files of earlier runs; drop temporary files a crash left behind."""
@@ -114,10 +112,17 @@ class ResultStore:
                 self._read_part(part)
 
     def _read_part(self, part: Path) -> None:
-        for line in part.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            record = json.loads(line)
+        try:
+            records = [
+                json.loads(line) for line in part.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+            for record in records:
+                width = len(self.columns) if record["kind"] == "row" else len(ERROR_COLUMNS)
+                if record["kind"] not in ("row", "error") or len(record["cells"]) != width:
+                    raise ValueError(f"a record of kind {record['kind']!r} with {len(record['cells'])} cells")
+        except (OSError, ValueError, KeyError, TypeError) as err:  # JSON and UTF-8 errors are ValueErrors
+            raise _unusable(part, f"is not a readable part file ({type(err).__name__}: {err})") from err
+        for record in records:
             target = self.rows if record["kind"] == "row" else self.errors
             cells = [str(cell) for cell in record["cells"]]
             if record["kind"] == "row":
@@ -136,8 +141,9 @@ class ResultStore:
         number = 1 + max((int(p.stem.split("-")[1]) for p in self.parts_dir.glob("part-*.jsonl")), default=0)
         lines = [json.dumps({"kind": "row", "cells": list(row)}) for row in rows]
         lines += [json.dumps({"kind": "error", "cells": list(error)}) for error in errors]
+        # json.dumps escapes non-ASCII text (surrogate escapes included), so a part file is plain ASCII
         atomic_write_bytes(
-            self.parts_dir / f"part-{number:08d}.jsonl", ("\n".join(lines) + "\n").encode("utf-8")
+            self.parts_dir / f"part-{number:08d}.jsonl", ("\n".join(lines) + "\n").encode("ascii")
         )
         for row in rows:
             self.errors.pop(row[0], None)
@@ -179,7 +185,10 @@ class ResultStore:
                 arrays[name] = pa.array([float(c) for c in cells], type=pa.float64())
             elif name in self.int_columns:
                 arrays[name] = pa.array([int(c) for c in cells], type=pa.int64())
-            else:
+            elif name == "path":  # a file name is bytes; parquet strings must be valid UTF-8
+                arrays[name] = pa.array([text_bytes(c) for c in cells], type=pa.binary())
+            else:  # messages that quote a non-UTF-8 name show its escapes
+                cells = [c.encode("utf-8", "backslashreplace").decode("utf-8") for c in cells]
                 arrays[name] = pa.array(cells, type=pa.string())
         sink = pa.BufferOutputStream()
         pq.write_table(pa.table(arrays), sink)
