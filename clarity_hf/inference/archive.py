@@ -26,6 +26,7 @@ recorded whole or not at all, so a rerun after a crash forms the same batches as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -48,9 +49,10 @@ from .table import ResultStore
 __all__ = ["ArchiveOptions", "ArchiveSetupError", "ArchiveSummary", "run_archive", "check_output_dir"]
 
 RUN_FILE = "run.json"
-READING_KEY = (
-    "reading"  # run.json's settings of the error rows: a change retries them, never refuses the folder
-)
+# run.json's keys that a rerun may change: the settings that decide whether a file can be read (a change retries
+# the error rows, never refuses the folder), and the last run's process count and files per process
+READING_KEY, PROCESSES_KEY, SHARES_KEY = "reading", "processes", "shares"
+NOT_COMPARED = (READING_KEY, PROCESSES_KEY, SHARES_KEY)
 
 
 class ArchiveSetupError(ValueError):
@@ -333,8 +335,9 @@ def _check_parameters(folder: Path, parameters: dict, overwrite: bool, store: Re
     retry = False
     if path.exists() and not overwrite:
         previous = _read_run_file(path)
-        retry = previous.pop(READING_KEY, None) != parameters[READING_KEY]
-        compared = {k: v for k, v in parameters.items() if k != READING_KEY}
+        retry = previous.get(READING_KEY) != parameters[READING_KEY]
+        previous = {k: v for k, v in previous.items() if k not in NOT_COMPARED}
+        compared = {k: v for k, v in parameters.items() if k not in NOT_COMPARED}
         different = sorted(k for k in set(previous) | set(compared) if previous.get(k) != compared.get(k))
         if different:
             details = ", ".join(f"{k}: {previous.get(k)!r} -> {compared.get(k)!r}" for k in different)
@@ -384,6 +387,46 @@ def _check_setup(predictor: _Predictor, options: ArchiveOptions) -> None:
         ) from err
 
 
+def _process_state():
+    """Accelerate's `PartialState` when launched as several processes (`accelerate launch`, `torchrun`), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    # gloo over CPU processes where there is no GPU (torchrun, or `accelerate launch --multi_gpu` on a CPU host:
+    # accelerate's own `--cpu` launches a single process unless given an mpirun hostfile)
+    return PartialState(
+        cpu=not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+    )
+
+
+def _agree(state, outcome):
+    """Every process's `outcome` (a value, or the exception it raised), in process order; raises the first
+    exception any process had, on every process, so that none waits for a process that stopped."""
+    outcomes = [outcome]
+    if state is not None:
+        from accelerate.utils import gather_object
+
+        outcomes = gather_object([outcome])
+    for found in outcomes:
+        if isinstance(found, BaseException):
+            raise found
+    return outcomes
+
+
+def _attempt(function):
+    try:
+        return function()
+    except Exception as err:  # noqa: BLE001 - handed to `_agree`, which raises it on every process
+        return err
+
+
+def shard_of(path: str, processes: int) -> int:
+    """The process (of `processes`) that reads `path`: by a hash of the path's bytes, so a file's process does not
+    depend on the other files or on what earlier runs did."""
+    return int(hashlib.sha1(os.fsencode(path)).hexdigest()[:8], 16) % processes
+
+
 def run_archive(
     paths: Sequence[str | os.PathLike],
     model,
@@ -391,13 +434,23 @@ def run_archive(
     options: ArchiveOptions,
     model_name: str = "",
 ) -> ArchiveSummary:
-    """Predict every image under `paths` into `options.output_dir` (see the module docstring)."""
+    """Predict every image under `paths` into `options.output_dir` (see the module docstring).
+
+    Under `accelerate launch` or `torchrun` with N processes, every process reads the files whose `shard_of` is its
+    index and writes its own part files; the main process then merges the tables, the same as one process would
+    write them. A rerun with any number of processes resumes from the tables and parts."""
     start = time.perf_counter()
     options.validate()
+    state = _process_state()
+    processes, rank = (1, 0) if state is None else (state.num_processes, state.process_index)
+    is_main = rank == 0
+    if state is not None and options.device in (None, "", "auto"):
+        options.device = str(state.device)
     folder = check_output_dir(options.output_dir).resolve()
-    with exclusive_lock(folder / ".lock", "output folder"):
+    # one lock for the run, held by its main process (the others are part of the same run)
+    with exclusive_lock(folder / ".lock", "output folder") if is_main else contextlib.nullcontext():
         predictor = _Predictor(model, processor, options, folder)
-        _check_setup(predictor, options)
+        _agree(state, _attempt(lambda: _check_setup(predictor, options)))
         store = ResultStore(
             folder,
             predictor.columns,
@@ -406,44 +459,75 @@ def run_archive(
             parquet=options.parquet,
         )
         parameters = _run_parameters(model_name, predictor, options)
-        parameters[READING_KEY] = _reading_settings(processor)
-        settings_changed = _check_parameters(folder, parameters, options.overwrite, store)
+
+        def check_folder() -> tuple[bool, int]:
+            parameters[READING_KEY] = _reading_settings(processor)
+            changed = _check_parameters(folder, parameters, options.overwrite, store)
+            store.remove_stale()
+            return changed, store.next_run()
+
+        settings_changed, run = _agree(state, _attempt(check_folder) if is_main else None)[0]
+        store.start_run(run, rank)
         store.load()
         candidates, problems = find_images(paths, exclude=[folder])
         if options.retry_errors or settings_changed:
             store.forget_errors([str(p) for p in candidates] + [str(p) for p, _ in problems])
         done = store.done()
-        store.append([], [(str(p), reason) for p, reason in problems if str(p) not in done])
+        if is_main:
+            store.append([], [(str(p), reason) for p, reason in problems if str(p) not in done])
         pending = [str(p) for p in candidates if str(p) not in done]
+        mine = (
+            [path for path in pending if shard_of(path, processes) == rank] if state is not None else pending
+        )
         summary = ArchiveSummary(
             output_dir=str(folder),
             predictions=str(store.predictions_csv),
             errors=str(store.errors_csv),
             skipped=len(candidates) - len(pending),
         )
-        if pending:
-            loader = torch.utils.data.DataLoader(
-                ArchiveDataset(pending, processor, with_display=options.overlays),
-                batch_size=int(options.batch_size),
-                shuffle=False,
-                num_workers=int(options.num_workers),
-                collate_fn=collate_archive,
+        outcome = _attempt(lambda: _predict_files(mine, predictor, store, options, summary, show=is_main))
+        shares = _agree(state, outcome)
+        summary.new_rows, summary.new_errors = sum(s[0] for s in shares), sum(s[1] for s in shares)
+        summary.extra = {"processes": processes, "shares": [s[0] + s[1] for s in shares], "process": rank}
+        if is_main:
+            if state is not None:  # the other processes' rows are in their part files
+                store.load()
+            store.compact()
+            parameters[PROCESSES_KEY], parameters[SHARES_KEY] = processes, summary.extra["shares"]
+            atomic_write_bytes(
+                folder / RUN_FILE, (json.dumps(parameters, indent=2, sort_keys=True) + "\n").encode()
             )
-            from tqdm.auto import tqdm
-
-            with tqdm(
-                total=len(pending), unit="image", disable=not options.progress, desc="clarity-predict"
-            ) as bar:
-                for batch in loader:
-                    rows = predictor.rows(batch) if batch["pixel_values"] is not None else []
-                    store.append(rows, batch["errors"])
-                    summary.new_rows += len(rows)
-                    summary.new_errors += len(batch["errors"])
-                    bar.update(len(rows) + len(batch["errors"]))
-        store.compact()
         summary.images, summary.failed = len(store.rows), len(store.errors)
         summary.seconds = round(time.perf_counter() - start, 3)
         return summary
+
+
+def _predict_files(
+    paths: list[str], predictor: _Predictor, store: ResultStore, options: ArchiveOptions, summary, show: bool
+) -> tuple[int, int]:
+    """Read, predict and record `paths` batch by batch; returns (rows, errors) written."""
+    rows_written = errors_written = 0
+    if not paths:
+        return 0, 0
+    loader = torch.utils.data.DataLoader(
+        ArchiveDataset(paths, predictor.processor, with_display=options.overlays),
+        batch_size=int(options.batch_size),
+        shuffle=False,
+        num_workers=int(options.num_workers),
+        collate_fn=collate_archive,
+    )
+    from tqdm.auto import tqdm
+
+    with tqdm(
+        total=len(paths), unit="image", disable=not (options.progress and show), desc="clarity-predict"
+    ) as bar:
+        for batch in loader:
+            rows = predictor.rows(batch) if batch["pixel_values"] is not None else []
+            store.append(rows, batch["errors"])
+            rows_written += len(rows)
+            errors_written += len(batch["errors"])
+            bar.update(len(rows) + len(batch["errors"]))
+    return rows_written, errors_written
 
 
 def summary_json(summary: ArchiveSummary) -> str:

@@ -166,7 +166,8 @@ def _predict_archive(args) -> int:
         )
     except (ValueError, FolderInUseError) as err:  # setup errors, a damaged or busy output folder
         return _fail(err)
-    print(summary_json(summary))
+    if summary.extra.get("process", 0) == 0:  # one summary (the main process's) for a sharded run
+        print(summary_json(summary))
     return 0
 
 

@@ -1,7 +1,8 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """The crash-safe result tables of an archive run.
 
-Rows arrive per batch and go to one part file per batch under `OUT/.parts/`, each written to a temporary name,
+Rows arrive per batch and go to one part file per batch under `OUT/.parts/` (named by run, process and number, so
+the processes of a sharded run never write the same file), each written to a temporary name,
 fsync'd and renamed, so a part is either complete or absent (a SIGKILL at any moment loses at most the batch in
 flight, never half a row). At the end (and at the start of a rerun) the parts and any earlier tables are compacted
 into `predictions.csv` and `errors.csv` (and `.parquet` twins when asked): rows keyed by path, each path once,
@@ -72,6 +73,8 @@ class ResultStore:
         self.parts_dir = self.output_dir / ".parts"
         self.rows: dict[str, list[str]] = {}
         self.errors: dict[str, list[str]] = {}
+        self._part_stem: str | None = None  # see start_run
+        self._part_count = 0
 
     @property
     def predictions_csv(self) -> Path:
@@ -102,14 +105,46 @@ class ResultStore:
             raise _unusable(path, f"cannot be read as a table ({type(err).__name__}: {err})") from err
 
     def load(self) -> None:
-        """Read the tables and the part files of earlier runs; drop temporary files a crash left behind."""
+        """Read the tables and the part files of earlier runs (parts are newer than the tables, and read oldest
+        first, so a retried file's latest record wins)."""
         self.rows = self._read_csv(self.predictions_csv, self.columns)
         self.errors = self._read_csv(self.errors_csv, ERROR_COLUMNS)
+        for part in self._parts():
+            self._read_part(part)
+
+    def remove_stale(self) -> None:
+        """Drop the temporary files a crash left behind (only while no process of this run writes)."""
         if self.parts_dir.is_dir():
             for stale in self.parts_dir.glob(".*.tmp-*"):
                 stale.unlink(missing_ok=True)
-            for part in sorted(self.parts_dir.glob("part-*.jsonl")):
-                self._read_part(part)
+
+    def _parts(self) -> list[Path]:
+        """Part files, oldest first: `part-RUN-PROCESS-NUMBER.jsonl` sort by their numbers (a part of an older
+        release, `part-NUMBER.jsonl`, as run 0)."""
+        if not self.parts_dir.is_dir():
+            return []
+
+        def key(path: Path) -> tuple[int, ...]:
+            fields = path.stem.split("-")[1:]
+            numbers = tuple(int(f) for f in fields) if all(f.isdigit() for f in fields) else (-1,)
+            return (0, 0, *numbers) if len(numbers) == 1 else numbers
+
+        return sorted(self.parts_dir.glob("part-*.jsonl"), key=key)
+
+    def start_run(self, run: int, process: int = 0) -> None:
+        """This process's parts of run `run` are `part-<run>-<process>-<n>.jsonl`: processes never write the same
+        name, and a later run's parts sort after an earlier one's."""
+        self._part_stem = f"part-{int(run):06d}-{int(process):04d}"
+        self._part_count = 0
+
+    def next_run(self) -> int:
+        """1 + the newest run number among the part files (1 when there are none)."""
+        newest = 0
+        for part in self._parts():
+            fields = part.stem.split("-")
+            if len(fields) == 4 and fields[1].isdigit():
+                newest = max(newest, int(fields[1]))
+        return newest + 1
 
     def _read_part(self, part: Path) -> None:
         try:
@@ -123,11 +158,12 @@ class ResultStore:
         except (OSError, ValueError, KeyError, TypeError) as err:  # JSON and UTF-8 errors are ValueErrors
             raise _unusable(part, f"is not a readable part file ({type(err).__name__}: {err})") from err
         for record in records:
-            target = self.rows if record["kind"] == "row" else self.errors
             cells = [str(cell) for cell in record["cells"]]
             if record["kind"] == "row":
                 self.errors.pop(cells[0], None)  # an error retried successfully
-            target.setdefault(cells[0], cells)
+                self.rows.setdefault(cells[0], cells)
+            elif cells[0] not in self.rows:
+                self.errors[cells[0]] = cells  # a retried error's newer reason
 
     def done(self) -> set[str]:
         return set(self.rows) | set(self.errors)
@@ -138,12 +174,15 @@ class ResultStore:
         if not rows and not errors:
             return
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        number = 1 + max((int(p.stem.split("-")[1]) for p in self.parts_dir.glob("part-*.jsonl")), default=0)
+        if self._part_stem is None:
+            self.start_run(self.next_run())
+        self._part_count += 1
         lines = [json.dumps({"kind": "row", "cells": list(row)}) for row in rows]
         lines += [json.dumps({"kind": "error", "cells": list(error)}) for error in errors]
         # json.dumps escapes non-ASCII text (surrogate escapes included), so a part file is plain ASCII
         atomic_write_bytes(
-            self.parts_dir / f"part-{number:08d}.jsonl", ("\n".join(lines) + "\n").encode("ascii")
+            self.parts_dir / f"{self._part_stem}-{self._part_count:08d}.jsonl",
+            ("\n".join(lines) + "\n").encode("ascii"),
         )
         for row in rows:
             self.errors.pop(row[0], None)
