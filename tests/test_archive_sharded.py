@@ -13,12 +13,11 @@ import sys
 
 import numpy as np
 import pytest
-from archive_testing import make_model_dir, make_tree
+from archive_testing import make_tree
 from helpers import REPO_ROOT, subprocess_env
 from PIL import Image
 
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
-from clarity_hf.hub import load_for_inference
 from clarity_hf.inference import ArchiveOptions, run_archive
 from clarity_hf.inference.archive import shard_of
 from clarity_hf.inference.table import ResultStore
@@ -32,7 +31,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(launcher: str, root, model_dir, out) -> dict:
+def _launch(launcher: str, root, archive_model_dir, out) -> dict:
     """Two processes on the CPU: accelerate launch (its --cpu starts one process without mpirun, so --multi_gpu on a
     host without GPUs, which gives gloo CPU processes) or torchrun."""
     port = str(_free_port())
@@ -49,7 +48,7 @@ def _launch(launcher: str, root, model_dir, out) -> dict:
         head += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, "-m"]
     else:
         head = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "-m"]
-    command = [sys.executable, *head, "clarity_hf", "predict", str(root), "--model", str(model_dir)]
+    command = [sys.executable, *head, "clarity_hf", "predict", str(root), "--model", str(archive_model_dir)]
     command += ["--output-dir", str(out), "--num-workers", "0", "--batch-size", "3", "--no-progress"]
     env = subprocess_env()
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
@@ -75,16 +74,6 @@ def _assert_same_tables(out, reference):
     assert _table(out / "errors.csv") == _table(reference / "errors.csv")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_dir(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def pipe(model_dir):
-    return load_for_inference(model_dir)
-
-
 def _tree(root):
     make_tree(root)
     rng = np.random.default_rng(0)
@@ -97,14 +86,14 @@ def _options(out):
     return ArchiveOptions(output_dir=out, batch_size=4, num_workers=0, progress=False)
 
 
-def _reference(pipe, root, out):
-    return run_archive([root], pipe.model, pipe.image_processor, _options(out))
+def _reference(archive_pipe, root, out):
+    return run_archive([root], archive_pipe.model, archive_pipe.image_processor, _options(out))
 
 
-def test_two_processes_with_accelerate_launch_give_the_rows_of_one(pipe, model_dir, tmp_path):
+def test_two_processes_with_accelerate_launch_give_the_rows_of_one(archive_pipe, archive_model_dir, tmp_path):
     root = _tree(tmp_path / "archive")
-    reference = _reference(pipe, root, tmp_path / "one")
-    summary = _launch("accelerate", root, model_dir, tmp_path / "two")
+    reference = _reference(archive_pipe, root, tmp_path / "one")
+    summary = _launch("accelerate", root, archive_model_dir, tmp_path / "two")
     _assert_same_tables(tmp_path / "two", tmp_path / "one")
     assert (summary["images"], summary["failed"]) == (reference.images, reference.failed)
     assert summary["extra"]["processes"] == 2
@@ -117,11 +106,13 @@ def test_two_processes_with_accelerate_launch_give_the_rows_of_one(pipe, model_d
     assert not (tmp_path / "two" / ".parts").exists()
 
 
-def test_rerun_with_another_process_count_resumes_without_duplicates(pipe, model_dir, tmp_path, monkeypatch):
+def test_rerun_with_another_process_count_resumes_without_duplicates(
+    archive_pipe, archive_model_dir, tmp_path, monkeypatch
+):
     """One process dies before it merges (its parts stay); two processes under torchrun finish the run; one
     process then adds the new files only."""
     root = _tree(tmp_path / "archive")
-    _reference(pipe, root, tmp_path / "one")
+    _reference(archive_pipe, root, tmp_path / "one")
     out = tmp_path / "resumed"
 
     def crash(self):
@@ -131,18 +122,30 @@ def test_rerun_with_another_process_count_resumes_without_duplicates(pipe, model
     first = images[: len(images) // 2]
     monkeypatch.setattr(ResultStore, "compact", crash)
     with pytest.raises(KeyboardInterrupt):
-        run_archive(first, pipe.model, pipe.image_processor, _options(out), model_name=str(model_dir))
+        run_archive(
+            first,
+            archive_pipe.model,
+            archive_pipe.image_processor,
+            _options(out),
+            model_name=str(archive_model_dir),
+        )
     monkeypatch.undo()
     assert len(list((out / ".parts").glob("part-*.jsonl"))) >= 1 and not (out / "predictions.csv").exists()
 
-    summary = _launch("torchrun", root, model_dir, out)
+    summary = _launch("torchrun", root, archive_model_dir, out)
     assert summary["skipped"] == len(first)
     assert summary["new_rows"] + summary["new_errors"] == len(images) - len(first)
     _assert_same_tables(out, tmp_path / "one")
 
     Image.fromarray(np.full((50, 40), 77, np.uint8)).save(root / "late.png")
-    _reference(pipe, root, tmp_path / "one")
-    again = run_archive([root], pipe.model, pipe.image_processor, _options(out), model_name=str(model_dir))
+    _reference(archive_pipe, root, tmp_path / "one")
+    again = run_archive(
+        [root],
+        archive_pipe.model,
+        archive_pipe.image_processor,
+        _options(out),
+        model_name=str(archive_model_dir),
+    )
     assert (again.new_rows, again.new_errors) == (1, 0)
     _assert_same_tables(out, tmp_path / "one")
     assert json.loads((out / "run.json").read_text())["processes"] == 1

@@ -57,3 +57,34 @@ def test_lock_that_is_a_folder_is_a_clear_error(tmp_path):
     with pytest.raises(UnusableFileError, match="not a regular file .*; remove it"):
         with exclusive_lock(tmp_path / ".lock", "output folder"):
             pass
+
+
+def test_cache_build_on_a_full_disk_leaves_no_shard_and_no_temporary(tmp_path, monkeypatch):
+    """The preprocessing cache writes its shards through the same writer: ENOSPC at a shard's fsync fails the
+    build with the error, leaves no shard (complete-looking or partial) and no temporary; a rerun with space builds
+    the cache."""
+    from test_data_cache import SHARD_SIZE, make_source
+
+    from clarity_hf.data.cache import build_cache
+
+    output = tmp_path / "cache"
+    real_fsync = os.fsync
+
+    def full_for_shards(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith(".shard-"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_for_shards)
+    with pytest.raises(OSError, match="No space left"):
+        build_cache(
+            make_source(), output, image_size=32, shard_size=SHARD_SIZE, skip_missing=True, progress=False
+        )
+    monkeypatch.undo()
+    assert not list(output.rglob("shard-*.parquet")) and not [
+        p for p in output.rglob("*") if ".tmp-" in p.name
+    ]
+    rebuilt = build_cache(
+        make_source(), output, image_size=32, shard_size=SHARD_SIZE, skip_missing=True, progress=False
+    )
+    assert len(rebuilt["train"]) > 0
