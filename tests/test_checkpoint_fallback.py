@@ -15,7 +15,6 @@ from clarity_hf.training import train
 from clarity_hf.training.checkpointing import (
     checkpoint_problem,
     list_checkpoints,
-    read_training_state,
     resolve_resume_path,
 )
 
