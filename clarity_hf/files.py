@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,20 +122,36 @@ def fsync_tree(path: str | os.PathLike) -> None:
         fsync_directory(folder)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the new one, never a partial one."""
+class UnusableFileError(ValueError):
+    """A file the package wrote earlier (a lock, a manifest, a table, a checkpoint) cannot be used as it is; the
+    message names the file and what to do (usually another folder or `--overwrite`)."""
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in `path`'s folder to write; when the block ends normally the file is fsync'd and
+    renamed over `path`, so a crash, a full disk or an exception leaves either the old file or the whole new one at
+    `path` and no temporary behind (it is removed on any error, `KeyboardInterrupt` included)."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    # os.open with 0o666 and the umask, as open() would make it (mkstemp's 0o600 would hide the results)
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield temporary
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
         os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     fsync_directory(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that a crash or a full disk leaves either the old file or the new one, never a
+    partial one and no temporary file."""
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -153,6 +170,11 @@ def exclusive_lock(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
     The kernel drops the lock when the holder exits, even on SIGKILL, so a stale lock file never blocks a rerun."""
     lock_file = Path(lock_file)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
+    if lock_file.is_dir() or (lock_file.exists() and not lock_file.is_file()):
+        raise UnusableFileError(
+            f"{what} {lock_file.parent}: its lock file {lock_file} is not a regular file (a run only ever makes a "
+            "file there); remove it and run again"
+        )
     handle = open(lock_file, "a")  # noqa: SIM115 - held open for the lock's lifetime
     try:
         if fcntl is not None:
@@ -177,6 +199,8 @@ def exclusive_lock(lock_file: str | os.PathLike, what: str) -> Iterator[None]:
 __all__ = [
     "FolderInUseError",
     "PathOutsideFolderError",
+    "UnusableFileError",
+    "atomic_output",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",

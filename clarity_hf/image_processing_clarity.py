@@ -476,9 +476,11 @@ class ClarityImageProcessor(BaseImageProcessor):
 
         pixel_values, original_sizes = [], []
         for index, item in enumerate(flat):
-            gray = load_unit_gray(item, index, do_rescale, intensity_scaling, max_image_pixels)
-            original_sizes.append(gray.shape)
-            image = gray.astype(np.float32)
+            # float32 from the reader: the values the float64 image would round to, at half its memory
+            image = load_unit_gray(
+                item, index, do_rescale, intensity_scaling, max_image_pixels, dtype=np.float32
+            )
+            original_sizes.append(image.shape)
             if do_resize and image.shape != (height, width):
                 image = resize_unit_gray(image, (height, width), resample, clip=do_rescale)
             image = np.repeat(image[None], 3, axis=0)

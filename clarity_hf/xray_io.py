@@ -13,8 +13,10 @@ or inconsistent DICOM attributes, NaN / infinite values. Readers that skip bad i
 
 Pixel limit: a file or Dataset whose header declares more than `max_image_pixels` pixels (height x width x frames)
 is refused before its pixel data are decoded. The default, `DEFAULT_MAX_IMAGE_PIXELS` = 8192 x 8192 (67 M pixels),
-is more than three times the largest chest or mammography detector (about 4300 x 4300); decoding an image at the
-limit peaks at about 1.5 GB (a few float64 copies). Change it per call (`max_image_pixels=`), for the processor
+is more than three times the largest chest or mammography detector (about 4300 x 4300). Decoding keeps the file's
+own bit depth until the grey image is made, and makes it in blocks of rows (float64 arithmetic on a few MB at a
+time), so an image at the limit needs its decoded pixels plus one grey copy (8 bytes a pixel in float64, 4 with
+`dtype=np.float32`, which the processor asks for); see README for the measured peaks. Change it per call (`max_image_pixels=`), for the processor
 (`ClarityImageProcessor(max_image_pixels=...)`) or for the process (environment variable
 `CLARITY_MAX_IMAGE_PIXELS`). PIL's own bomb limit (`PIL.Image.MAX_IMAGE_PIXELS`, twice of which raises) still
 applies to PIL-readable files.
@@ -32,6 +34,7 @@ from PIL import Image, ImageOps
 
 # ITU-R 601-2 luma, the weights of PIL's `convert("L")`, applied in float.
 _LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+_BLOCK_PIXELS = 1 << 20  # pixels per block of rows when making the grey image (8 MB of float64)
 _INTENSITY_SCALINGS = ("bit_depth", "minmax")
 _DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 DEFAULT_MAX_IMAGE_PIXELS = 8192 * 8192
@@ -183,7 +186,7 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     """A PIL image as an array, keeping its bit depth: (H, W) for one-band modes, (H, W, C) otherwise."""
     mode = image.mode
     if mode.startswith("I;16"):
-        return np.asarray(image).astype(np.uint16)
+        return np.asarray(image).astype(np.uint16, copy=False)  # I;16B is big-endian: copied only then
     if mode in ("L", "I", "F", "RGB", "RGBA", "LA"):
         return np.asarray(image)
     if mode == "1":
@@ -216,23 +219,64 @@ def _channels_last(array: np.ndarray, prefer_channels_first: bool, name: str) ->
     )
 
 
-def _to_gray(array: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, C) raw values -> (H, W) float64 raw values: RGB(A) -> luma (alpha dropped), LA -> L."""
+def _channels_equal(array: np.ndarray) -> bool:
+    """Whether an (H, W, C >= 3) image is grey stored as RGB (compared a block of rows at a time)."""
+    rows = max(1, _BLOCK_PIXELS // max(1, array.shape[1]))
+    for start in range(0, array.shape[0], rows):
+        block = array[start : start + rows]
+        if not (
+            np.array_equal(block[..., 0], block[..., 1]) and np.array_equal(block[..., 0], block[..., 2])
+        ):
+            return False
+    return True
+
+
+def _to_gray(array: np.ndarray, channels_equal: bool | None = None) -> np.ndarray:
+    """(H, W) or (H, W, C) raw values -> (H, W) float64 raw values: RGB(A) -> luma (alpha dropped), LA -> L.
+    `channels_equal` is `_channels_equal(array)` when known (for the whole image, not this block of rows)."""
     if array.ndim == 2:
         return array.astype(np.float64)
     channels = array.shape[-1]
     if channels in (1, 2):
         return array[..., 0].astype(np.float64)
-    rgb = array[..., :3]
-    if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]):
-        return rgb[..., 0].astype(np.float64)  # grayscale stored as RGB: exact, no weighting round-off
-    return rgb.astype(np.float64) @ _LUMA_WEIGHTS
+    if channels_equal if channels_equal is not None else _channels_equal(array):
+        return array[..., 0].astype(np.float64)  # grayscale stored as RGB: exact, no weighting round-off
+    gray = array[..., 0] * _LUMA_WEIGHTS[0]  # channel by channel: never an (H, W, 3) float64 copy
+    gray += array[..., 1] * _LUMA_WEIGHTS[1]
+    gray += array[..., 2] * _LUMA_WEIGHTS[2]
+    return gray
+
+
+def _unit_gray_by_blocks(
+    array: np.ndarray, do_rescale: bool, low: float, high: float, dtype, check=None
+) -> np.ndarray:
+    """`_scale(_to_gray(array), low, high)` (or `_to_gray(array)` without `do_rescale`) as a `dtype` array, computed
+    in float64 on blocks of rows: the same numbers as one float64 pass, without its full-size float64 temporaries.
+    `check(block)` sees each float64 block before it is stored."""
+    height, width = array.shape[:2]
+    out = np.empty((height, width), dtype=dtype)
+    equal = _channels_equal(array) if array.ndim == 3 and array.shape[-1] >= 3 else None
+    rows = max(1, _BLOCK_PIXELS // max(1, width))
+    for start in range(0, height, rows):
+        gray = _to_gray(array[start : start + rows], equal)
+        if do_rescale:
+            gray = _scale(gray, low, high)
+        if check is not None:
+            check(gray)
+        out[start : start + rows] = gray
+    return out
 
 
 def _array_to_unit_gray(
-    array: np.ndarray, name: str, do_rescale: bool, scaling: str, prefer_channels_first: bool = False
+    array: np.ndarray,
+    name: str,
+    do_rescale: bool,
+    scaling: str,
+    prefer_channels_first: bool = False,
+    dtype=np.float64,
 ) -> np.ndarray:
-    """Validate a raw array and turn it into an (H, W) float64 grayscale image, scaled to [0, 1] if `do_rescale`."""
+    """Validate a raw array and turn it into an (H, W) `dtype` grayscale image, scaled to [0, 1] if `do_rescale`
+    (computed in float64 either way, see `_unit_gray_by_blocks`)."""
     if (
         array.dtype == object
         or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_)
@@ -252,18 +296,20 @@ def _array_to_unit_gray(
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int((~np.isfinite(array)).sum())
         raise ImageDecodeError(f"{name}: contains {bad} NaN or infinite value(s)")
-    dtype = array.dtype
+    out_dtype, dtype = dtype, array.dtype
     if array.ndim == 3 and array.shape[-1] in (2, 4):
         array = array[..., : array.shape[-1] - 1]  # drop alpha before measuring the value range
     if not do_rescale:
-        gray = _to_gray(array)
-        if np.abs(gray).max() > np.finfo(np.float32).max:
-            raise ImageDecodeError(
-                f"{name}: values up to {np.abs(gray).max():.3g} do not fit in float32; use do_rescale=True"
-            )
-        return gray
+
+        def fits_float32(gray: np.ndarray) -> None:
+            if np.abs(gray).max() > np.finfo(np.float32).max:
+                raise ImageDecodeError(
+                    f"{name}: values up to {np.abs(gray).max():.3g} do not fit in float32; use do_rescale=True"
+                )
+
+        return _unit_gray_by_blocks(array, False, 0.0, 1.0, out_dtype, check=fits_float32)
     low, high = _intensity_range(array, dtype, scaling)
-    return _scale(_to_gray(array), low, high)
+    return _unit_gray_by_blocks(array, True, low, high, out_dtype)
 
 
 def _is_dicom_file(path: Path) -> bool:
@@ -609,7 +655,10 @@ def open_image(source, name: str | None = None, max_image_pixels: int | None = N
 def _read_image(source, name: str, max_image_pixels: int | None) -> np.ndarray:
     image = open_image(source, name, max_image_pixels)
     try:
-        return _pil_to_array(ImageOps.exif_transpose(image))
+        ImageOps.exif_transpose(
+            image, in_place=True
+        )  # in place: no full-size copy when there is nothing to turn
+        return _pil_to_array(image)
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageDecodeError(
             f"{name}: image file could not be decoded ({type(err).__name__}: {err})"
@@ -638,9 +687,11 @@ def load_unit_gray(
     do_rescale: bool = True,
     scaling: str = "bit_depth",
     max_image_pixels: int | None = None,
+    dtype=np.float64,
 ) -> np.ndarray:
     """Any supported input -> (H, W) float64, in [0, 1] when `do_rescale` (DICOMs always); see
-    `ClarityImageProcessor`'s docstring for the intensity rules.
+    `ClarityImageProcessor`'s docstring for the intensity rules. `dtype=np.float32` gives the same values rounded to
+    float32 with half the memory (the arithmetic stays float64, a block of rows at a time).
 
     Inputs: a path (str / PathLike), encoded file bytes, a `{"bytes", "path"}` dict (the `datasets` Image feature
     undecoded), a PIL image, a numpy array, a torch tensor or a pydicom Dataset. Files and Datasets are refused
@@ -663,29 +714,35 @@ def load_unit_gray(
         if not data:
             raise ImageDecodeError(f"{name}: is empty (0 bytes)")
         if data[128:132] == b"DICM":
-            return _read_dicom(data, name, scaling, max_image_pixels)
-        return _array_to_unit_gray(_read_image(data, name, max_image_pixels), name, do_rescale, scaling)
+            return _read_dicom(data, name, scaling, max_image_pixels).astype(dtype, copy=False)
+        return _array_to_unit_gray(
+            _read_image(data, name, max_image_pixels), name, do_rescale, scaling, dtype=dtype
+        )
     if isinstance(item, (str, os.PathLike)):
         path, is_dicom = _checked_file(item, name)
         if is_dicom:
-            return _read_dicom(path, name, scaling, max_image_pixels)
-        return _array_to_unit_gray(_read_image(path, name, max_image_pixels), name, do_rescale, scaling)
+            return _read_dicom(path, name, scaling, max_image_pixels).astype(dtype, copy=False)
+        return _array_to_unit_gray(
+            _read_image(path, name, max_image_pixels), name, do_rescale, scaling, dtype=dtype
+        )
     if type(item).__module__.startswith("pydicom") and type(item).__name__ in ("Dataset", "FileDataset"):
-        return _dicom_to_unit_gray(item, name, scaling, max_image_pixels)
+        return _dicom_to_unit_gray(item, name, scaling, max_image_pixels).astype(dtype, copy=False)
     if isinstance(item, Image.Image):
         check_pixel_count(name, item.height, item.width, 1, max_image_pixels)  # a lazily opened image
         try:
             array = _pil_to_array(item)
         except (OSError, ValueError) as err:
             raise ImageDecodeError(f"{name}: PIL image could not be decoded ({err})") from err
-        return _array_to_unit_gray(array, name, do_rescale, scaling)
+        return _array_to_unit_gray(array, name, do_rescale, scaling, dtype=dtype)
     if isinstance(item, torch.Tensor):
         tensor = item.detach().cpu()
         if tensor.is_floating_point() and tensor.dtype != torch.float64:
             tensor = tensor.float()
-        return _array_to_unit_gray(tensor.numpy(), name, do_rescale, scaling, prefer_channels_first=True)
+        return _array_to_unit_gray(
+            tensor.numpy(), name, do_rescale, scaling, prefer_channels_first=True, dtype=dtype
+        )
     if isinstance(item, np.ndarray):
-        return _array_to_unit_gray(item, name, do_rescale, scaling)
+        return _array_to_unit_gray(item, name, do_rescale, scaling, dtype=dtype)
     raise ImageDecodeError(
         f"{name}: unsupported input; expected a PIL image, a numpy array, a torch tensor, a pydicom Dataset, "
         "encoded image bytes or the path of a PNG / JPEG / DICOM file"

@@ -37,3 +37,18 @@ def real_xrays() -> dict[str, Path]:
         "dicom": FIXTURES_DIR / "siim_pneumothorax_example.dcm",
         "tbx11k": FIXTURES_DIR / "tbx11k_tb0005.png",
     }
+
+
+@pytest.fixture(scope="module")
+def archive_model_dir(tmp_path_factory):
+    """A tiny CLARiTy model folder (random weights, 64-pixel processor) for archive inference tests."""
+    from archive_testing import make_model_dir
+
+    return make_model_dir(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def archive_pipe(archive_model_dir):
+    from clarity_hf.hub import load_for_inference
+
+    return load_for_inference(archive_model_dir)

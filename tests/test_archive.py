@@ -12,26 +12,15 @@ import time
 
 import numpy as np
 import pytest
-from archive_testing import make_model_dir, make_tree, write_dicom
+from archive_testing import make_tree, write_dicom
 from helpers import REPO_ROOT, subprocess_env
 from PIL import Image
 
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
-from clarity_hf.hub import load_for_inference
 from clarity_hf.inference import ArchiveOptions, find_images, run_archive
 from clarity_hf.inference.predict import main as predict_main
 
 COLUMNS = ["path", "height", "width", *NIH_PATHOLOGIES, "boxes", "heatmap", "overlay"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return make_model_dir(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture(scope="module")
-def pipe(model_dir):
-    return load_for_inference(model_dir)
 
 
 def read_table(path):
@@ -40,7 +29,7 @@ def read_table(path):
     return rows[0], rows[1:]
 
 
-def test_tree_gives_each_good_image_once_and_each_bad_file_with_its_reason(pipe, tmp_path):
+def test_tree_gives_each_good_image_once_and_each_bad_file_with_its_reason(archive_pipe, tmp_path):
     root = tmp_path / "archive"
     good, bad = make_tree(root)
     out = tmp_path / "out"
@@ -54,7 +43,9 @@ def test_tree_gives_each_good_image_once_and_each_bad_file_with_its_reason(pipe,
         parquet=True,
         progress=False,
     )
-    summary = run_archive([root], pipe.model, pipe.image_processor, options, model_name="tiny")
+    summary = run_archive(
+        [root], archive_pipe.model, archive_pipe.image_processor, options, model_name="tiny"
+    )
     header, rows = read_table(out / "predictions.csv")
     assert header == COLUMNS
     assert [row[0] for row in rows] == sorted(good)  # each good image once, in path order
@@ -92,12 +83,12 @@ def test_tree_gives_each_good_image_once_and_each_bad_file_with_its_reason(pipe,
 
     # A rerun finds everything done: no new row, the tables unchanged byte for byte.
     before = {name: (out / name).read_bytes() for name in ("predictions.csv", "errors.csv")}
-    again = run_archive([root], pipe.model, pipe.image_processor, options, model_name="tiny")
+    again = run_archive([root], archive_pipe.model, archive_pipe.image_processor, options, model_name="tiny")
     assert (again.new_rows, again.new_errors, again.skipped) == (0, 0, 10)
     assert {name: (out / name).read_bytes() for name in before} == before
     # A new image is added to the table once, in its sorted place.
     Image.fromarray(np.full((50, 40), 128, np.uint8)).save(root / "a" / "added.png")
-    third = run_archive([root], pipe.model, pipe.image_processor, options, model_name="tiny")
+    third = run_archive([root], archive_pipe.model, archive_pipe.image_processor, options, model_name="tiny")
     assert third.new_rows == 1
     _, rows = read_table(out / "predictions.csv")
     assert [row[0] for row in rows] == sorted([*good, str(root / "a" / "added.png")])
@@ -105,8 +96,8 @@ def test_tree_gives_each_good_image_once_and_each_bad_file_with_its_reason(pipe,
     with pytest.raises(ValueError, match="threshold"):
         run_archive(
             [root],
-            pipe.model,
-            pipe.image_processor,
+            archive_pipe.model,
+            archive_pipe.image_processor,
             ArchiveOptions(
                 output_dir=out, num_workers=0, threshold=0.3, heatmaps="npz", overlays=True, parquet=True
             ),
@@ -114,7 +105,7 @@ def test_tree_gives_each_good_image_once_and_each_bad_file_with_its_reason(pipe,
         )
 
 
-def test_rows_match_the_processor_and_model_run_one_by_one(pipe, tmp_path):
+def test_rows_match_the_processor_and_model_run_one_by_one(archive_pipe, tmp_path):
     """The batched, collated path gives the numbers of a plain per-image call."""
     import torch
 
@@ -123,19 +114,19 @@ def test_rows_match_the_processor_and_model_run_one_by_one(pipe, tmp_path):
     out = tmp_path / "out"
     run_archive(
         [root],
-        pipe.model,
-        pipe.image_processor,
+        archive_pipe.model,
+        archive_pipe.image_processor,
         ArchiveOptions(output_dir=out, batch_size=4, num_workers=2, progress=False),
     )
     _, rows = read_table(out / "predictions.csv")
     for row in rows:
-        inputs = pipe.image_processor(row[0], return_tensors="pt")
+        inputs = archive_pipe.image_processor(row[0], return_tensors="pt")
         with torch.no_grad():
-            expected = torch.sigmoid(pipe.model(**inputs).logits[0]).numpy()
+            expected = torch.sigmoid(archive_pipe.model(**inputs).logits[0]).numpy()
         np.testing.assert_allclose([float(v) for v in row[3:17]], expected, atol=2e-6)
 
 
-def test_compressed_dicom_without_decoders_names_syntax_and_extra(pipe, tmp_path, monkeypatch):
+def test_compressed_dicom_without_decoders_names_syntax_and_extra(archive_pipe, tmp_path, monkeypatch):
     from pydicom.pixels import get_decoder
     from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
 
@@ -146,8 +137,8 @@ def test_compressed_dicom_without_decoders_names_syntax_and_extra(pipe, tmp_path
     out = tmp_path / "out"
     run_archive(
         [root],
-        pipe.model,
-        pipe.image_processor,
+        archive_pipe.model,
+        archive_pipe.image_processor,
         ArchiveOptions(output_dir=out, num_workers=0, progress=False),
     )
     _, errors = read_table(out / "errors.csv")
@@ -189,16 +180,16 @@ def test_dicomdir_lists_its_files(tmp_path):
     assert len(found) == 3 and problems == [] and all(p.is_file() and p.name != "DICOMDIR" for p in found)
 
 
-def test_arguments_are_checked_before_any_inference(model_dir, tmp_path, capsys):
+def test_arguments_are_checked_before_any_inference(archive_model_dir, tmp_path, capsys):
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
     for bad in ("5", "-1", "nan", "inf"):
         with pytest.raises(SystemExit) as exit_info:
-            predict_main([str(image), "--model", str(model_dir), "--threshold", bad])
+            predict_main([str(image), "--model", str(archive_model_dir), "--threshold", bad])
         assert exit_info.value.code == 2
         assert "--threshold" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        predict_main([str(tmp_path), "--model", str(model_dir)])  # a folder needs --output-dir
+        predict_main([str(tmp_path), "--model", str(archive_model_dir)])  # a folder needs --output-dir
     assert "--output-dir" in capsys.readouterr().err
     blocked = tmp_path / "file_not_folder"
     blocked.write_text("")
@@ -238,7 +229,7 @@ def _cli(root, model_dir, out, *extra):
 
 
 @pytest.mark.slow
-def test_sigkill_and_rerun_equal_one_uninterrupted_run(model_dir, pipe, tmp_path):
+def test_sigkill_and_rerun_equal_one_uninterrupted_run(archive_model_dir, archive_pipe, tmp_path):
     root = tmp_path / "archive"
     rng = np.random.default_rng(0)
     root.mkdir()
@@ -249,14 +240,14 @@ def test_sigkill_and_rerun_equal_one_uninterrupted_run(model_dir, pipe, tmp_path
     reference = tmp_path / "reference"  # one uninterrupted run, in this process, with the same settings
     run_archive(
         [root],
-        pipe.model,
-        pipe.image_processor,
+        archive_pipe.model,
+        archive_pipe.image_processor,
         ArchiveOptions(output_dir=reference, batch_size=2, num_workers=0, threshold=0.2, progress=False),
     )
 
     out = tmp_path / "killed"
     process = subprocess.Popen(
-        _cli(root, model_dir, out),
+        _cli(root, archive_model_dir, out),
         env=env,
         cwd=REPO_ROOT,
         start_new_session=True,
@@ -275,7 +266,12 @@ def test_sigkill_and_rerun_equal_one_uninterrupted_run(model_dir, pipe, tmp_path
     assert 2 <= parts < 16
 
     rerun = subprocess.run(
-        _cli(root, model_dir, out), env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+        _cli(root, archive_model_dir, out),
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     summary = json.loads(rerun.stdout)

@@ -57,7 +57,7 @@ from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..files import atomic_write_json, exclusive_lock, fsync_directory
+from ..files import atomic_output, atomic_write_json, exclusive_lock, fsync_directory
 from ..hub.cards import make_dataset_card
 from ..image_processing_clarity import resize_unit_gray
 from ..xray_io import ImageDecodeError, MissingImageError, load_unit_gray
@@ -158,20 +158,14 @@ def _write_shard(job: tuple[Dataset, str, int, str, bool, str]) -> tuple[int, li
     atomic_write_json(
         _report_name(path), [re.sub(r" at 0x[0-9a-fA-F]+", "", message) for message in problems]
     )
-    tmp = f"{path}.tmp-{os.getpid()}"
     bars_were_off = are_progress_bars_disabled()
     disable_progress_bars()
     try:
-        Dataset.from_dict(columns, features=features).to_parquet(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with atomic_output(path) as temporary:
+            Dataset.from_dict(columns, features=features).to_parquet(str(temporary))
     finally:
         if not bars_were_off:
             enable_progress_bars()
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    fsync_directory(os.path.dirname(path))
     return len(columns["image"]), problems
 
 

@@ -11,11 +11,16 @@ Output folder:
     heatmaps/        with --heatmaps npz: `<stem>-<hash>.npz` holding `heatmaps` (K, H, W) uint8 at the original
                      size and `labels` (K,); with --heatmaps png: a folder `<stem>-<hash>/` of one PNG per class
     overlays/        with --overlays: `<stem>-<hash>.png`, the top class's heatmap and boxes over the X-ray
-    run.json         the settings the rows were computed with (a rerun with other settings is refused)
+    run.json         the settings the rows were computed with (a rerun with other settings is refused), and the
+                     reading settings of the error rows (pixel limit, decoder versions)
 (`.parquet` twins of both tables with --parquet.)
 
-Rerunning with the same settings skips every image already in a table, also after a SIGKILL (see
-`clarity_hf.inference.table`). Batches are consecutive runs of the pending paths in sorted order, and a batch is
+Before the first image, the setup is proven on a small synthetic image through the processor and the model (and the
+pixel limit and the processor's size are checked): a setup error (`CLARITY_MAX_IMAGE_PIXELS=-5`, a processor
+`size` of 100000, a model that cannot run) stops the run with an `ArchiveSetupError` and never becomes an error
+row. Rerunning with the same settings skips every image already in a table, also after a SIGKILL (see
+`clarity_hf.inference.table`); the error rows are retried when the reading settings changed (a raised pixel
+limit, a newly installed DICOM decoder) or with `--retry-errors`. Batches are consecutive runs of the pending paths in sorted order, and a batch is
 recorded whole or not at all, so a rerun after a crash forms the same batches as an uninterrupted run.
 """
 
@@ -34,15 +39,34 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..files import confined_path, safe_filename, writable_folder
+from ..files import (
+    UnusableFileError,
+    atomic_write_bytes,
+    confined_path,
+    exclusive_lock,
+    safe_filename,
+    writable_folder,
+)
 from ..heatmaps import check_unit_interval
 from ..image_processing_clarity import scores_from_logits
 from ..pipeline_clarity import box_records, model_labels
+from ..xray_io import resolve_max_image_pixels
 from .dataset import ArchiveDataset, collate_archive
 from .discovery import find_images
-from .table import ResultStore, atomic_write_bytes
+from .table import ResultStore
 
-__all__ = ["ArchiveOptions", "ArchiveSummary", "run_archive", "check_output_dir"]
+__all__ = ["ArchiveOptions", "ArchiveSetupError", "ArchiveSummary", "run_archive", "check_output_dir"]
+
+RUN_FILE = "run.json"
+# run.json's keys that a rerun may change: the settings that decide whether a file can be read (a change retries
+# the error rows, never refuses the folder), and the last run's process count and files per process
+READING_KEY, PROCESSES_KEY, SHARES_KEY = "reading", "processes", "shares"
+NOT_COMPARED = (READING_KEY, PROCESSES_KEY, SHARES_KEY)
+
+
+class ArchiveSetupError(ValueError):
+    """The run cannot read any image as set up (environment, processor or model); raised before the first image."""
+
 
 HEATMAP_FORMATS = ("npz", "png")
 
@@ -97,25 +121,9 @@ def check_output_dir(output_dir: str | os.PathLike | None) -> Path:
     return writable_folder(output_dir, "output folder")
 
 
-@contextlib.contextmanager
-def _exclusive(folder: Path):
-    """Only one run per output folder at a time (two would interleave their parts)."""
-    import fcntl
-
-    handle = open(folder / ".lock", "w")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            raise ValueError(f"output folder '{folder}' is in use by another clarity-predict run") from err
-        yield
-    finally:
-        handle.close()
-
-
 def _file_stem(path: str) -> str:
     """A unique, stable file name for the outputs of one input: its stem and a hash of its full path."""
-    digest = hashlib.sha1(path.encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha1(os.fsencode(path)).hexdigest()[:12]
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(path).stem)[:60]
     return f"{stem}-{digest}"
 
@@ -289,13 +297,58 @@ def _run_parameters(model_name: str, predictor: _Predictor, options: ArchiveOpti
     }
 
 
-def _check_parameters(folder: Path, parameters: dict, overwrite: bool, store: ResultStore) -> None:
-    path = folder / "run.json"
-    if path.is_file() and not overwrite:
-        previous = json.loads(path.read_text())
-        different = sorted(k for k in set(previous) | set(parameters) if previous.get(k) != parameters.get(k))
+def _reading_settings(processor) -> dict:
+    """What decides whether a file can be read (not the rows' numbers): the pixel limit and the decoders."""
+    from importlib import metadata
+
+    versions = {}
+    for package in (
+        "clarity_hf",
+        "pillow",
+        "pydicom",
+        "pylibjpeg",
+        "pylibjpeg-openjpeg",
+        "pylibjpeg-libjpeg",
+        "pyjpegls",
+        "python-gdcm",
+    ):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    limit = resolve_max_image_pixels(getattr(processor, "max_image_pixels", None))
+    return {"max_image_pixels": limit, "packages": versions}
+
+
+def _read_run_file(path: Path) -> dict:
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        previous = err
+    if not isinstance(previous, dict):
+        problem = (
+            previous if isinstance(previous, Exception) else f"not a JSON object: {type(previous).__name__}"
+        )
+        raise UnusableFileError(
+            f"{path}: is not a readable run file ({problem}); it holds the settings of the folder's results: use "
+            "another --output-dir, or --overwrite to discard them and start again"
+        )
+    return previous
+
+
+def _check_parameters(folder: Path, parameters: dict, overwrite: bool, store: ResultStore) -> bool:
+    """Refuse a folder of other settings (unless `overwrite`, which empties it); write run.json. Returns whether
+    the error rows must be retried (the reading settings differ from those they were recorded with)."""
+    path = folder / RUN_FILE
+    retry = False
+    if path.exists() and not overwrite:
+        previous = _read_run_file(path)
+        retry = previous.get(READING_KEY) != parameters[READING_KEY]
+        previous = {k: v for k, v in previous.items() if k not in NOT_COMPARED}
+        compared = {k: v for k, v in parameters.items() if k not in NOT_COMPARED}
+        different = sorted(k for k in set(previous) | set(compared) if previous.get(k) != compared.get(k))
         if different:
-            details = ", ".join(f"{k}: {previous.get(k)!r} -> {parameters.get(k)!r}" for k in different)
+            details = ", ".join(f"{k}: {previous.get(k)!r} -> {compared.get(k)!r}" for k in different)
             raise ValueError(
                 f"output folder '{folder}' holds results computed with other settings ({details}); use another "
                 "--output-dir, or --overwrite to start again"
@@ -312,6 +365,74 @@ def _check_parameters(folder: Path, parameters: dict, overwrite: bool, store: Re
             for part in store.parts_dir.iterdir():
                 part.unlink()
     atomic_write_bytes(path, (json.dumps(parameters, indent=2, sort_keys=True) + "\n").encode())
+    return retry
+
+
+def _check_setup(predictor: _Predictor, options: ArchiveOptions) -> None:
+    """Prove the environment, the processor and the model on one small synthetic image, so that a setup error
+    stops the run before the first file instead of becoming an error row for each."""
+    from ..image_processing_clarity import _resolve_size
+
+    processor = predictor.processor
+    try:
+        limit = resolve_max_image_pixels(getattr(processor, "max_image_pixels", None))
+        height, width = _resolve_size(processor.size)
+    except ValueError as err:
+        raise ArchiveSetupError(f"cannot read any image: {err}") from err
+    if height * width > limit:
+        raise ArchiveSetupError(
+            f"the image processor's size {height} x {width} is {height * width} pixels, above the pixel limit "
+            f"{limit}: preprocessor_config.json of the model is wrong (a CLARiTy model takes 224 or 512)"
+        )
+    probe = np.linspace(0.0, 1.0, 32 * 32).reshape(32, 32)
+    try:
+        pixel_values = processor(images=probe, return_tensors="np")["pixel_values"]
+        predictor.forward(torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32)))
+    except Exception as err:  # noqa: BLE001 - whatever fails on a valid image fails on every image
+        raise ArchiveSetupError(
+            f"the model or its image processor fails on a valid 32 x 32 test image, so every image would fail "
+            f"({type(err).__name__}: {err})"
+        ) from err
+
+
+def _process_state():
+    """Accelerate's `PartialState` when launched as several processes (`accelerate launch`, `torchrun`), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    # gloo over CPU processes where there is no GPU (torchrun, or `accelerate launch --multi_gpu` on a CPU host:
+    # accelerate's own `--cpu` launches a single process unless given an mpirun hostfile)
+    return PartialState(
+        cpu=not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+    )
+
+
+def _agree(state, outcome):
+    """Every process's `outcome` (a value, or the exception it raised), in process order; raises the first
+    exception any process had, on every process, so that none waits for a process that stopped."""
+    outcomes = [outcome]
+    if state is not None:
+        from accelerate.utils import gather_object
+
+        outcomes = gather_object([outcome])
+    for found in outcomes:
+        if isinstance(found, BaseException):
+            raise found
+    return outcomes
+
+
+def _attempt(function):
+    try:
+        return function()
+    except Exception as err:  # noqa: BLE001 - handed to `_agree`, which raises it on every process
+        return err
+
+
+def shard_of(path: str, processes: int) -> int:
+    """The process (of `processes`) that reads `path`: by a hash of the path's bytes, so a file's process does not
+    depend on the other files or on what earlier runs did."""
+    return int(hashlib.sha1(os.fsencode(path)).hexdigest()[:8], 16) % processes
 
 
 def run_archive(
@@ -321,12 +442,23 @@ def run_archive(
     options: ArchiveOptions,
     model_name: str = "",
 ) -> ArchiveSummary:
-    """Predict every image under `paths` into `options.output_dir` (see the module docstring)."""
+    """Predict every image under `paths` into `options.output_dir` (see the module docstring).
+
+    Under `accelerate launch` or `torchrun` with N processes, every process reads the files whose `shard_of` is its
+    index and writes its own part files; the main process then merges the tables, the same as one process would
+    write them. A rerun with any number of processes resumes from the tables and parts."""
     start = time.perf_counter()
     options.validate()
+    state = _process_state()
+    processes, rank = (1, 0) if state is None else (state.num_processes, state.process_index)
+    is_main = rank == 0
+    if state is not None and options.device in (None, "", "auto"):
+        options.device = str(state.device)
     folder = check_output_dir(options.output_dir).resolve()
-    with _exclusive(folder):
+    # one lock for the run, held by its main process (the others are part of the same run)
+    with exclusive_lock(folder / ".lock", "output folder") if is_main else contextlib.nullcontext():
         predictor = _Predictor(model, processor, options, folder)
+        _agree(state, _attempt(lambda: _check_setup(predictor, options)))
         store = ResultStore(
             folder,
             predictor.columns,
@@ -334,43 +466,76 @@ def run_archive(
             int_columns=("height", "width"),
             parquet=options.parquet,
         )
-        _check_parameters(folder, _run_parameters(model_name, predictor, options), options.overwrite, store)
+        parameters = _run_parameters(model_name, predictor, options)
+
+        def check_folder() -> tuple[bool, int]:
+            parameters[READING_KEY] = _reading_settings(processor)
+            changed = _check_parameters(folder, parameters, options.overwrite, store)
+            store.remove_stale()
+            return changed, store.next_run()
+
+        settings_changed, run = _agree(state, _attempt(check_folder) if is_main else None)[0]
+        store.start_run(run, rank)
         store.load()
         candidates, problems = find_images(paths, exclude=[folder])
-        if options.retry_errors:
+        if options.retry_errors or settings_changed:
             store.forget_errors([str(p) for p in candidates] + [str(p) for p, _ in problems])
         done = store.done()
-        store.append([], [(str(p), reason) for p, reason in problems if str(p) not in done])
+        if is_main:
+            store.append([], [(str(p), reason) for p, reason in problems if str(p) not in done])
         pending = [str(p) for p in candidates if str(p) not in done]
+        mine = (
+            [path for path in pending if shard_of(path, processes) == rank] if state is not None else pending
+        )
         summary = ArchiveSummary(
             output_dir=str(folder),
             predictions=str(store.predictions_csv),
             errors=str(store.errors_csv),
             skipped=len(candidates) - len(pending),
         )
-        if pending:
-            loader = torch.utils.data.DataLoader(
-                ArchiveDataset(pending, processor, with_display=options.overlays),
-                batch_size=int(options.batch_size),
-                shuffle=False,
-                num_workers=int(options.num_workers),
-                collate_fn=collate_archive,
+        outcome = _attempt(lambda: _predict_files(mine, predictor, store, options, summary, show=is_main))
+        shares = _agree(state, outcome)
+        summary.new_rows, summary.new_errors = sum(s[0] for s in shares), sum(s[1] for s in shares)
+        summary.extra = {"processes": processes, "shares": [s[0] + s[1] for s in shares], "process": rank}
+        if is_main:
+            if state is not None:  # the other processes' rows are in their part files
+                store.load()
+            store.compact()
+            parameters[PROCESSES_KEY], parameters[SHARES_KEY] = processes, summary.extra["shares"]
+            atomic_write_bytes(
+                folder / RUN_FILE, (json.dumps(parameters, indent=2, sort_keys=True) + "\n").encode()
             )
-            from tqdm.auto import tqdm
-
-            with tqdm(
-                total=len(pending), unit="image", disable=not options.progress, desc="clarity-predict"
-            ) as bar:
-                for batch in loader:
-                    rows = predictor.rows(batch) if batch["pixel_values"] is not None else []
-                    store.append(rows, batch["errors"])
-                    summary.new_rows += len(rows)
-                    summary.new_errors += len(batch["errors"])
-                    bar.update(len(rows) + len(batch["errors"]))
-        store.compact()
         summary.images, summary.failed = len(store.rows), len(store.errors)
         summary.seconds = round(time.perf_counter() - start, 3)
         return summary
+
+
+def _predict_files(
+    paths: list[str], predictor: _Predictor, store: ResultStore, options: ArchiveOptions, summary, show: bool
+) -> tuple[int, int]:
+    """Read, predict and record `paths` batch by batch; returns (rows, errors) written."""
+    rows_written = errors_written = 0
+    if not paths:
+        return 0, 0
+    loader = torch.utils.data.DataLoader(
+        ArchiveDataset(paths, predictor.processor, with_display=options.overlays),
+        batch_size=int(options.batch_size),
+        shuffle=False,
+        num_workers=int(options.num_workers),
+        collate_fn=collate_archive,
+    )
+    from tqdm.auto import tqdm
+
+    with tqdm(
+        total=len(paths), unit="image", disable=not (options.progress and show), desc="clarity-predict"
+    ) as bar:
+        for batch in loader:
+            rows = predictor.rows(batch) if batch["pixel_values"] is not None else []
+            store.append(rows, batch["errors"])
+            rows_written += len(rows)
+            errors_written += len(batch["errors"])
+            bar.update(len(rows) + len(batch["errors"]))
+    return rows_written, errors_written
 
 
 def summary_json(summary: ArchiveSummary) -> str:

@@ -22,11 +22,13 @@ __all__ = ["ArchiveDataset", "collate_archive", "decode_unit_gray"]
 
 
 def decode_unit_gray(processor, path: str | Path) -> np.ndarray:
-    """A file -> the (H, W) float64 grayscale image the processor sees before resizing (in [0, 1] when it
+    """A file -> the (H, W) float32 grayscale image the processor sees before resizing (in [0, 1] when it
     rescales), read by the processor's own reader with its settings (DICOM windowing, MONOCHROME1 inversion,
     bit-depth scaling)."""
     max_image_pixels = resolve_max_image_pixels(getattr(processor, "max_image_pixels", None))
-    return load_unit_gray(str(path), 0, processor.do_rescale, processor.intensity_scaling, max_image_pixels)
+    return load_unit_gray(
+        str(path), 0, processor.do_rescale, processor.intensity_scaling, max_image_pixels, dtype=np.float32
+    )
 
 
 class ArchiveDataset(Dataset):

@@ -23,11 +23,42 @@ import torch
 
 from ..image_processing_clarity import score_function
 
-__all__ = ["export_onnx", "onnx_session", "run_onnx", "main"]
+__all__ = ["OnnxExportError", "check_opset", "export_onnx", "onnx_session", "run_onnx", "main"]
 
 ONNX_EXTRA_HINT = 'pip install "clarity_hf[onnx]"'
 INPUT_NAME = "pixel_values"
 OUTPUT_NAMES = ("logits", "heatmaps")
+# torch's exporter implements its ops from opset 18 on; below, its version converter may fail and silently keep 18
+MIN_OPSET = 18
+
+
+class OnnxExportError(ValueError):
+    """The export cannot be done as asked (an opset out of range, an output that cannot be written); the message
+    names the option or the file."""
+
+
+def check_opset(opset) -> int:
+    """`opset` as an int in [MIN_OPSET, the newest opset the installed onnx knows]; else `OnnxExportError`."""
+    onnx = _require("onnx")
+    newest = int(onnx.defs.onnx_opset_version())
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise OnnxExportError(
+            f"--opset {opset!r} is not supported: torch's exporter writes opsets {MIN_OPSET} to {newest} (the newest "
+            f"this onnx {onnx.__version__} knows)"
+        )
+    return opset
+
+
+def _check_output(output: Path) -> None:
+    """The .onnx target can be written: its folder exists (made) and takes a file, and it is not a folder."""
+    from ..files import writable_folder
+
+    if output.is_dir():
+        raise OnnxExportError(f"--output {str(output)!r} is a folder; give a file name such as model.onnx")
+    try:
+        writable_folder(output.parent, "--output folder")
+    except ValueError as err:
+        raise OnnxExportError(str(err)) from err
 
 
 def _require(module: str):
@@ -58,11 +89,12 @@ def export_onnx(model, output: str | Path, opset: int = 18, batch_size: int = 2)
         from ..hub import load_for_inference
 
         model = load_for_inference(model).model
+    opset = check_opset(opset)
+    output = Path(output)
+    _check_output(output)
     model = model.eval().float().cpu()
     size = int(model.config.image_size)
     example = torch.zeros(batch_size, 3, size, size)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.onnx.export(
         _LogitsAndHeatmaps(model).eval(),
@@ -74,21 +106,32 @@ def export_onnx(model, output: str | Path, opset: int = 18, batch_size: int = 2)
         dynamo=True,
         verbose=False,
     )
-    program.save(str(output))
-    proto = onnx.load(str(output))
-    onnx.checker.check_model(proto)
-    metadata = {
-        "id2label": json.dumps({str(k): v for k, v in model.config.id2label.items()}),
-        # How a consumer turns the `logits` output into scores: the same function as every other path.
-        "problem_type": str(model.config.problem_type),
-        "score_function": score_function(model.config.problem_type),
-        "image_size": str(size),
-        "producer": "clarity_hf",
-    }
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(output))
+    from ..files import atomic_output
+
+    try:  # the file is written beside the target and renamed: a full disk leaves no truncated .onnx
+        with atomic_output(output) as temporary:
+            program.save(str(temporary))
+            proto = onnx.load(str(temporary))
+            onnx.checker.check_model(proto)
+            written = {entry.domain: entry.version for entry in proto.opset_import}.get("", None)
+            if written != opset:
+                raise OnnxExportError(f"--opset {opset}: the exporter wrote opset {written} instead")
+            metadata = {
+                "id2label": json.dumps({str(k): v for k, v in model.config.id2label.items()}),
+                # How a consumer turns the `logits` output into scores: the same function as every other path.
+                "problem_type": str(model.config.problem_type),
+                "score_function": score_function(model.config.problem_type),
+                "image_size": str(size),
+                "producer": "clarity_hf",
+            }
+            for key, value in metadata.items():
+                entry = proto.metadata_props.add()
+                entry.key, entry.value = key, value
+            onnx.save(proto, str(temporary))
+    except OSError as err:
+        raise OnnxExportError(
+            f"cannot write {output} ({err.strerror or err}); nothing was left there"
+        ) from err
     return output
 
 
@@ -127,6 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from ..hub import load_for_inference
 
+    try:  # the options first: a wrong one fails in a second, not after loading the model
+        check_opset(args.opset)
+        _check_output(Path(args.output))
+    except (ImportError, OnnxExportError) as err:
+        print(f"export-onnx: {err}", file=sys.stderr)
+        return 2
     try:
         pipe = load_for_inference(args.model)
     except (OSError, ValueError) as err:
@@ -134,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         path = export_onnx(pipe.model, args.output, opset=args.opset)
-    except ImportError as err:
+    except (ImportError, OnnxExportError) as err:
         print(f"export-onnx: {err}", file=sys.stderr)
         return 2
     report = {"onnx": str(path), "bytes": path.stat().st_size}

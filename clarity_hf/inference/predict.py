@@ -156,13 +156,16 @@ def _predict_archive(args) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
+    from ..files import FolderInUseError
+
     try:
         summary = run_archive(
             args.paths, pipe.model, pipe.image_processor, options, model_name=str(args.model)
         )
-    except ValueError as err:
+    except (ValueError, FolderInUseError) as err:  # setup errors, a damaged or busy output folder
         return _fail(err)
-    print(summary_json(summary))
+    if summary.extra.get("process", 0) == 0:  # one summary (the main process's) for a sharded run
+        print(summary_json(summary))
     return 0
 
 

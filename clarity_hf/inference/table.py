@@ -1,12 +1,18 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """The crash-safe result tables of an archive run.
 
-Rows arrive per batch and go to one part file per batch under `OUT/.parts/`, each written to a temporary name,
+Rows arrive per batch and go to one part file per batch under `OUT/.parts/` (named by run, process and number, so
+the processes of a sharded run never write the same file), each written to a temporary name,
 fsync'd and renamed, so a part is either complete or absent (a SIGKILL at any moment loses at most the batch in
 flight, never half a row). At the end (and at the start of a rerun) the parts and any earlier tables are compacted
 into `predictions.csv` and `errors.csv` (and `.parquet` twins when asked): rows keyed by path, each path once,
 sorted by path, written atomically the same way. A rerun reads the tables and the parts to know which images are
 done, so it never computes or writes a row twice.
+
+Paths are text as `os.fsdecode` gives it: a file name that is not UTF-8 (`caf\xe9.png` from an old PACS export)
+holds surrogate escapes, which round-trip everywhere: the CSV tables hold the name's own bytes (read them with
+`encoding="utf-8", errors="surrogateescape"`, pandas: `encoding_errors="surrogateescape"`), the part files escape
+them in JSON, and the parquet tables keep `path` as binary (the exact bytes; `os.fsdecode` gives the text back).
 """
 
 from __future__ import annotations
@@ -19,32 +25,13 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["ResultStore", "atomic_write_bytes", "ERROR_COLUMNS"]
+from ..files import UnusableFileError, atomic_write_bytes
+
+__all__ = ["ResultStore", "atomic_write_bytes", "ERROR_COLUMNS", "text_bytes"]
 
 ERROR_COLUMNS = ("path", "reason")
 PREDICTIONS = "predictions"
 ERRORS = "errors"
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a folder be opened for fsync
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that a crash leaves either the old file or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _csv_bytes(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
@@ -52,7 +39,19 @@ def _csv_bytes(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
+    return text_bytes(buffer.getvalue())
+
+
+def text_bytes(text: str) -> bytes:
+    """UTF-8, with the surrogate escapes of a non-UTF-8 file name written back as its own bytes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _unusable(path: Path, problem: str) -> UnusableFileError:
+    return UnusableFileError(
+        f"{path}: {problem}; it was not written by clarity-predict as it is now (edited or damaged?): use another "
+        "--output-dir, or --overwrite to discard the folder's results and start again"
+    )
 
 
 class ResultStore:
@@ -74,6 +73,8 @@ class ResultStore:
         self.parts_dir = self.output_dir / ".parts"
         self.rows: dict[str, list[str]] = {}
         self.errors: dict[str, list[str]] = {}
+        self._part_stem: str | None = None  # see start_run
+        self._part_count = 0
 
     @property
     def predictions_csv(self) -> Path:
@@ -87,42 +88,82 @@ class ResultStore:
     def _read_csv(self, path: Path, header: Sequence[str]) -> dict[str, list[str]]:
         if not path.is_file():
             return {}
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            found = next(reader, None)
-            if found is None:
-                return {}
-            if list(found) != list(header):
-                raise ValueError(
-                    f"{path}: its columns {found} differ from this run's {list(header)}; use another --output-dir "
-                    "or --overwrite"
-                )
-            rows = {}
-            for row in reader:
-                if len(row) == len(header):  # a torn last line (from an editor or a full disk) is ignored
-                    rows.setdefault(row[0], row)
-            return rows
+        try:
+            with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+                reader = csv.reader(handle)
+                found = next(reader, None)
+                if found is None:
+                    return {}
+                if list(found) != list(header):
+                    raise _unusable(path, f"its columns {found[:20]} differ from this run's {list(header)}")
+                rows = {}
+                for row in reader:
+                    if len(row) == len(header):  # a torn last line (from an editor or a full disk) is ignored
+                        rows.setdefault(row[0], row)
+                return rows
+        except (csv.Error, OSError) as err:
+            raise _unusable(path, f"cannot be read as a table ({type(err).__name__}: {err})") from err
 
     def load(self) -> None:
-        """Read the tables and the part files of earlier runs; drop temporary files a crash left behind."""
+        """Read the tables and the part files of earlier runs (parts are newer than the tables, and read oldest
+        first, so a retried file's latest record wins)."""
         self.rows = self._read_csv(self.predictions_csv, self.columns)
         self.errors = self._read_csv(self.errors_csv, ERROR_COLUMNS)
+        for part in self._parts():
+            self._read_part(part)
+
+    def remove_stale(self) -> None:
+        """Drop the temporary files a crash left behind (only while no process of this run writes)."""
         if self.parts_dir.is_dir():
             for stale in self.parts_dir.glob(".*.tmp-*"):
                 stale.unlink(missing_ok=True)
-            for part in sorted(self.parts_dir.glob("part-*.jsonl")):
-                self._read_part(part)
+
+    def _parts(self) -> list[Path]:
+        """Part files, oldest first: `part-RUN-PROCESS-NUMBER.jsonl` sort by their numbers (a part of an older
+        release, `part-NUMBER.jsonl`, as run 0)."""
+        if not self.parts_dir.is_dir():
+            return []
+
+        def key(path: Path) -> tuple[int, ...]:
+            fields = path.stem.split("-")[1:]
+            numbers = tuple(int(f) for f in fields) if all(f.isdigit() for f in fields) else (-1,)
+            return (0, 0, *numbers) if len(numbers) == 1 else numbers
+
+        return sorted(self.parts_dir.glob("part-*.jsonl"), key=key)
+
+    def start_run(self, run: int, process: int = 0) -> None:
+        """This process's parts of run `run` are `part-<run>-<process>-<n>.jsonl`: processes never write the same
+        name, and a later run's parts sort after an earlier one's."""
+        self._part_stem = f"part-{int(run):06d}-{int(process):04d}"
+        self._part_count = 0
+
+    def next_run(self) -> int:
+        """1 + the newest run number among the part files (1 when there are none)."""
+        newest = 0
+        for part in self._parts():
+            fields = part.stem.split("-")
+            if len(fields) == 4 and fields[1].isdigit():
+                newest = max(newest, int(fields[1]))
+        return newest + 1
 
     def _read_part(self, part: Path) -> None:
-        for line in part.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            target = self.rows if record["kind"] == "row" else self.errors
+        try:
+            records = [
+                json.loads(line) for line in part.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+            for record in records:
+                width = len(self.columns) if record["kind"] == "row" else len(ERROR_COLUMNS)
+                if record["kind"] not in ("row", "error") or len(record["cells"]) != width:
+                    raise ValueError(f"a record of kind {record['kind']!r} with {len(record['cells'])} cells")
+        except (OSError, ValueError, KeyError, TypeError) as err:  # JSON and UTF-8 errors are ValueErrors
+            raise _unusable(part, f"is not a readable part file ({type(err).__name__}: {err})") from err
+        for record in records:
             cells = [str(cell) for cell in record["cells"]]
             if record["kind"] == "row":
                 self.errors.pop(cells[0], None)  # an error retried successfully
-            target.setdefault(cells[0], cells)
+                self.rows.setdefault(cells[0], cells)
+            elif cells[0] not in self.rows:
+                self.errors[cells[0]] = cells  # a retried error's newer reason
 
     def done(self) -> set[str]:
         return set(self.rows) | set(self.errors)
@@ -133,11 +174,15 @@ class ResultStore:
         if not rows and not errors:
             return
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        number = 1 + max((int(p.stem.split("-")[1]) for p in self.parts_dir.glob("part-*.jsonl")), default=0)
+        if self._part_stem is None:
+            self.start_run(self.next_run())
+        self._part_count += 1
         lines = [json.dumps({"kind": "row", "cells": list(row)}) for row in rows]
         lines += [json.dumps({"kind": "error", "cells": list(error)}) for error in errors]
+        # json.dumps escapes non-ASCII text (surrogate escapes included), so a part file is plain ASCII
         atomic_write_bytes(
-            self.parts_dir / f"part-{number:08d}.jsonl", ("\n".join(lines) + "\n").encode("utf-8")
+            self.parts_dir / f"{self._part_stem}-{self._part_count:08d}.jsonl",
+            ("\n".join(lines) + "\n").encode("ascii"),
         )
         for row in rows:
             self.errors.pop(row[0], None)
@@ -179,7 +224,10 @@ class ResultStore:
                 arrays[name] = pa.array([float(c) for c in cells], type=pa.float64())
             elif name in self.int_columns:
                 arrays[name] = pa.array([int(c) for c in cells], type=pa.int64())
-            else:
+            elif name == "path":  # a file name is bytes; parquet strings must be valid UTF-8
+                arrays[name] = pa.array([text_bytes(c) for c in cells], type=pa.binary())
+            else:  # messages that quote a non-UTF-8 name show its escapes
+                cells = [c.encode("utf-8", "backslashreplace").decode("utf-8") for c in cells]
                 arrays[name] = pa.array(cells, type=pa.string())
         sink = pa.BufferOutputStream()
         pq.write_table(pa.table(arrays), sink)

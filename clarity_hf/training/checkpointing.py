@@ -6,6 +6,10 @@ to `checkpoints/checkpoint-N`, and last the `COMPLETE` marker. Pruning: the mark
 folders with the marker count, so a run killed at any moment (while writing or while pruning) never leaves a
 "complete" checkpoint that lacks a file.
 
+Resuming `latest` takes the newest complete checkpoint whose files are readable (`checkpoint_problem`: safetensors
+headers that cover their file, zip archives whose CRCs match, JSON that parses); a damaged one is passed over with
+a warning naming the file, for the previous complete one.
+
 (Accelerate's own `automatic_checkpoint_naming` writes straight into the final folder and `load_state()` takes the
 highest-numbered one, complete or not; that is why the naming and the `total_limit` pruning are done here.)
 """
@@ -13,12 +17,16 @@ highest-numbered one, complete or not; that is why the naming and the `total_lim
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
-from ..files import atomic_write_text, fsync_directory, fsync_tree
+from ..files import UnusableFileError, atomic_write_text, fsync_directory, fsync_tree
+
+logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "COMPLETE"
 STATE_FILE = "training_state.json"
@@ -52,16 +60,72 @@ def find_latest_checkpoint(output_dir: str | os.PathLike, config_hash: str | Non
     return checkpoints[-1] if checkpoints else None
 
 
+def _file_problem(path: Path) -> str | None:
+    """Why a checkpoint file cannot be loaded (None: it looks whole). Cheap next to loading it: the safetensors
+    header must parse and its tensors end exactly at the end of the file (a truncated or overwritten file fails);
+    a zip (torch.save) must pass its CRC checks; JSON must parse."""
+    try:
+        if path.suffix == ".safetensors":
+            with open(path, "rb") as handle:
+                size = int.from_bytes(handle.read(8), "little")
+                if size <= 0 or 8 + size > path.stat().st_size:
+                    return f"its header length {size} does not fit in its {path.stat().st_size} bytes"
+                header = json.loads(handle.read(size))
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+            if 8 + size + max(ends, default=0) != path.stat().st_size:
+                return f"its tensors end at byte {8 + size + max(ends, default=0)}, the file at {path.stat().st_size}"
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+            if bad is not None:
+                return f"its entry {bad} fails its CRC check"
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif path.stat().st_size == 0:
+            return "it is empty"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def checkpoint_problem(checkpoint: str | os.PathLike) -> str | None:
+    """None when every file of `checkpoint` looks loadable, else the first damaged file and its problem."""
+    for path in sorted(Path(checkpoint).rglob("*")):
+        if path.is_file() and path.name != COMPLETE_MARKER:
+            problem = _file_problem(path)
+            if problem is not None:
+                return f"{path} is damaged ({problem})"
+    return None
+
+
 def resolve_resume_path(
     resume: str, output_dir: str | os.PathLike, config_hash: str | None = None
 ) -> Path | None:
-    """`latest` -> the newest complete checkpoint of `output_dir` written by a run of `config_hash` (None when there
-    is none); else the folder, which must be a complete checkpoint."""
+    """`latest` -> the newest complete, undamaged checkpoint of `output_dir` written by a run of `config_hash` (None
+    when there is none; a damaged newer one is passed over with a warning naming the file); else the folder, which
+    must be a complete, undamaged checkpoint (`UnusableFileError` naming the file otherwise)."""
     if resume == "latest":
-        return find_latest_checkpoint(output_dir, config_hash)
+        passed_over = []
+        for checkpoint in reversed(list_checkpoints(output_dir, config_hash)):
+            problem = checkpoint_problem(checkpoint)
+            if problem is None:
+                if passed_over:
+                    logger.warning("resuming from the previous complete checkpoint %s instead", checkpoint)
+                return checkpoint
+            logger.warning("checkpoint %s cannot be resumed: %s", checkpoint, problem)
+            passed_over.append(checkpoint)
+        if passed_over:
+            raise UnusableFileError(
+                f"every complete checkpoint in {checkpoint_root(output_dir)} is damaged (newest: "
+                f"{checkpoint_problem(passed_over[0])}); start afresh with --overwrite_output_dir"
+            )
+        return None
     path = Path(resume)
     if not (path / COMPLETE_MARKER).is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no {COMPLETE_MARKER} marker)")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise UnusableFileError(f"checkpoint {path} cannot be resumed: {problem}")
     return path
 
 
