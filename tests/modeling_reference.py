@@ -6,11 +6,12 @@ reference also pins `_init_weights`), runs one forward pass in eval mode and rec
 every loss term, and (where asked) the hidden states and attentions.
 """
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
-from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
+from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization, ClarityMultiLabelLocalizationOutput
 
 REFERENCE_PATH = Path(__file__).parent / "fixtures" / "modeling_reference.safetensors"
 
@@ -74,19 +75,11 @@ CASES = {
     ),
 }
 
-OUTPUT_FIELDS = (
-    "loss",
-    "logits",
-    "heatmaps",
-    "class_attentions",
-    "foreground",
-    "segment_maps",
-    "token_logits",
-    "pooled_logits",
-    "classification_loss",
-    "distillation_loss",
-    "orthogonal_loss",
-    "foreground_loss",
+# Every tensor field of the output (the tuples are recorded per element below).
+OUTPUT_FIELDS = tuple(
+    field.name
+    for field in dataclasses.fields(ClarityMultiLabelLocalizationOutput)
+    if field.name not in ("hidden_states", "attentions")
 )
 
 
