@@ -358,12 +358,12 @@ class ClarityEncoderOutput(BaseModelOutput):
     Args:
         class_attentions (`tuple(torch.FloatTensor)`): the class-to-patch attention `(batch_size, num_heads,
             num_labels, num_patches)` of each map layer.
-        patch_affinities (`tuple(torch.FloatTensor)`, *optional*): the patch-to-patch attention `(batch_size,
-            num_heads, num_patches, num_patches)` of each map layer, with `config.use_patch_affinity_refinement`.
+        map_layer_attentions (`tuple(torch.FloatTensor)`, *optional*): the full attention `(batch_size, num_heads,
+            sequence_length, sequence_length)` of each map layer, with `config.use_patch_affinity_refinement`.
     """
 
     class_attentions: tuple[torch.FloatTensor, ...] | None = None
-    patch_affinities: tuple[torch.FloatTensor, ...] | None = None
+    map_layer_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class ClarityEncoder(nn.Module):
@@ -384,8 +384,7 @@ class ClarityEncoder(nn.Module):
     ) -> ClarityEncoderOutput:
         # Attentions only from the eager kernel, as in transformers' models: empty under any other kernel.
         keep_attentions = output_attentions and self.config._attn_implementation in (None, "eager")
-        num_class_tokens = self.config.num_labels
-        class_attentions, patch_affinities = (), ()
+        class_attentions, map_layer_attentions = (), ()
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
@@ -393,7 +392,7 @@ class ClarityEncoder(nn.Module):
             if class_attention is not None:
                 class_attentions += (class_attention,)
             if layer.attention.needs_full_attention:
-                patch_affinities += (attn_weights[:, :, num_class_tokens:, num_class_tokens:],)
+                map_layer_attentions += (attn_weights,)
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             if keep_attentions:
@@ -403,7 +402,7 @@ class ClarityEncoder(nn.Module):
             hidden_states=all_hidden_states,
             attentions=all_attentions,
             class_attentions=class_attentions,
-            patch_affinities=patch_affinities or None,
+            map_layer_attentions=map_layer_attentions or None,
         )
 
 
@@ -631,8 +630,12 @@ class ClarityModel(ClarityPreTrainedModel):
         stacked = torch.stack(encoder_outputs.class_attentions)  # (K, B, H, C, N)
         fused = stacked.amax(dim=2) if self.config.attention_map_head_fusion == "max" else stacked.mean(dim=2)
         class_maps = fused.mean(dim=0)  # (B, C, N)
-        if encoder_outputs.patch_affinities:
-            affinity = torch.stack(encoder_outputs.patch_affinities).float().mean(dim=(0, 2))  # (B, N, N)
+        if encoder_outputs.map_layer_attentions:
+            num_classes = self.config.num_labels
+            patch_affinities = [
+                weights[:, :, num_classes:, num_classes:] for weights in encoder_outputs.map_layer_attentions
+            ]
+            affinity = torch.stack(patch_affinities).float().mean(dim=(0, 2))  # (B, N, N)
             class_maps = class_maps @ affinity
         return class_maps.reshape(-1, self.config.num_labels, *grid)  # (B, C, h, w)
 
@@ -912,6 +915,7 @@ __all__ = [
     "ClarityModel",
     "ClarityForMultiLabelLocalization",
     "ClarityModelOutput",
+    "ClarityEncoderOutput",
     "ClarityMultiLabelLocalizationOutput",
     "CLARITY_AUTO_MAP",
 ]
