@@ -7,6 +7,8 @@ pipeline for an in-memory model. (A saved folder declares its pipelines in `conf
 the folder's copy of the code, with `trust_remote_code=True`.)
 """
 
+import importlib.metadata
+
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -27,7 +29,10 @@ from .modeling_clarity import (
 )
 from .pipeline_clarity import PIPELINE_TASK, ClarityImageClassificationPipeline, ClarityLocalizationPipeline
 
-__version__ = "0.1.0"
+try:  # the installed distribution's version (pyproject.toml is its one source)
+    __version__ = importlib.metadata.version("clarity_hf")
+except importlib.metadata.PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
+    __version__ = "0+unknown"
 
 
 def _register_auto_classes() -> None:

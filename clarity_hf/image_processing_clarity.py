@@ -15,8 +15,12 @@ import math
 import numpy as np
 import torch
 from PIL import Image
-from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature, get_size_dict
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    validate_preprocess_arguments,
+)
 from transformers.processing_utils import ImagesKwargs
 
 from .heatmaps import (
@@ -51,7 +55,10 @@ _IGNORED_KWARGS = (
 
 
 def _flatten_images(images) -> list:
-    """A single input or a (nested) list of inputs -> flat list; 4-D arrays / tensors are split into images."""
+    """A single input or a (nested) list of inputs -> flat list; 4-D arrays / tensors are split into images.
+
+    Not transformers' `make_flat_list_of_images`: that one refuses file paths, DICOM datasets, bytes and 2-D (gray)
+    arrays, which are this processor's usual inputs."""
     if isinstance(images, (list, tuple)):
         flat = []
         for item in images:
@@ -67,19 +74,23 @@ def _is_int(value) -> bool:
 
 
 def _resolve_size(size) -> tuple[int, int]:
-    """An int, (height, width) or {"height", "width"} / {"shortest_edge"} -> (height, width), both positive."""
-    sides = None
-    if _is_int(size):
-        sides = (size, size)
-    elif isinstance(size, (list, tuple)) and len(size) == 2:
-        sides = tuple(size)
-    elif hasattr(size, "keys"):
-        size = dict(size)
-        if "height" in size and "width" in size:
-            sides = (size["height"], size["width"])
-        elif "shortest_edge" in size and len(size) == 1:
-            sides = (size["shortest_edge"], size["shortest_edge"])
-    if sides is None or not all(_is_int(side) and side > 0 for side in sides):
+    """An int, (height, width) or {"height", "width"} / {"shortest_edge"} -> (height, width), both positive.
+
+    transformers' `get_size_dict` reads the forms; the checks it leaves out (exactly two sides, positive ints, not
+    bools, `shortest_edge` alone as a square) are made here."""
+    try:
+        value = size
+        if hasattr(size, "keys"):  # a mapping; sides left unset (None) are dropped
+            value = {key: side for key, side in dict(size).items() if side is not None}
+        if isinstance(value, (list, tuple)) and len(value) != 2:
+            raise ValueError(value)
+        size_dict = get_size_dict(int(value) if _is_int(value) else value, param_name="size")
+    except (TypeError, ValueError):
+        size_dict = {}
+    if set(size_dict) == {"shortest_edge"}:
+        size_dict = {"height": size_dict["shortest_edge"], "width": size_dict["shortest_edge"]}
+    sides = (size_dict.get("height"), size_dict.get("width"))
+    if not all(_is_int(side) and side > 0 for side in sides):
         raise ValueError(
             f"size must be a positive int or {{'height': H, 'width': W}} with positive ints, got {size!r}"
         )
@@ -466,6 +477,16 @@ class ClarityImageProcessor(BaseImageProcessor):
         ).reshape(-1, 1, 1)
         max_image_pixels = resolve_max_image_pixels(
             self.max_image_pixels if max_image_pixels is None else max_image_pixels
+        )
+        # transformers' check that every enabled step has its arguments (as ViT's processor does); the values
+        # themselves are checked above.
+        validate_preprocess_arguments(
+            do_normalize=do_normalize,
+            image_mean=mean,
+            image_std=std,
+            do_resize=do_resize,
+            size={"height": height, "width": width},
+            resample=resample,
         )
 
         if images is None:

@@ -33,8 +33,9 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_clarity import ClarityConfig
 from .heatmaps import normalize_heatmaps
@@ -243,37 +244,54 @@ def get_attention_function(attn_implementation: str | None) -> Callable:
 class ClaritySelfAttention(nn.Module):
     """Multi-head self-attention with a fused qkv projection; the kernel is `config._attn_implementation`.
 
-    The map layers also return the class-to-patch attention (B, H, C, N). With the eager kernel it is read from the
-    full attention; with any other kernel it is the softmax of the C class-token query rows only, (B, H, C, L), so
-    that no (L, L) attention is ever built.
+    A map layer's attention (`is_map_layer`, the last `config.num_attention_map_layers` blocks) also returns the
+    class-to-patch attention (B, H, C, N) of the C = `config.num_labels` class tokens. With the eager kernel it is
+    read from the full attention; with any other kernel it is the softmax of the class-token query rows only,
+    (B, H, C, L), so that no (L, L) attention is ever built. With `config.use_patch_affinity_refinement` a map layer
+    runs the eager kernel, whose full attention the refinement reads.
     """
 
-    def __init__(self, config: ClarityConfig):
+    def __init__(self, config: ClarityConfig, is_map_layer: bool = False):
         super().__init__()
         self.config = config
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim**-0.5
         self.is_causal = False
+        self.is_map_layer = is_map_layer
+        self.num_class_tokens = config.num_labels
+        self.needs_full_attention = is_map_layer and config.use_patch_affinity_refinement
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.attention_dropout = config.attention_probs_dropout_prob
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        num_class_tokens: int = 0,
-        return_class_attention: bool = False,
-        force_eager: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Returns the output (B, L, D), the class attention (B, H, C, N) when asked, and the full attention
-        (B, H, L, L) when the eager kernel ran (`force_eager` runs it whatever the configured kernel)."""
-        batch_size, seq_len, dim = hidden_states.shape
+    def query_key_value(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, L, D) -> query, key and value, each (B, H, L, d)."""
+        batch_size, seq_len, _ = hidden_states.shape
         qkv = self.qkv(hidden_states).reshape(batch_size, seq_len, 3, self.num_heads, self.head_dim)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, L, d)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+
+    def class_attention(
+        self, query: torch.Tensor, key: torch.Tensor, attn_weights: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The class-to-patch attention (B, H, C, N): from the full attention when the eager kernel built it, else
+        from the C class-token query rows alone."""
+        num_class_tokens = self.num_class_tokens
+        if attn_weights is not None:
+            return attn_weights[:, :, :num_class_tokens, num_class_tokens:]
+        class_scores = torch.matmul(query[:, :, :num_class_tokens], key.transpose(2, 3)) * self.scaling
+        return F.softmax(class_scores, dim=-1, dtype=torch.float32)[..., num_class_tokens:]
+
+    def forward(
+        self, hidden_states: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Returns the output (B, L, D), the full attention (B, H, L, L) when the eager kernel ran, and the class
+        attention (B, H, C, N) in a map layer (else `None`)."""
+        batch_size, seq_len, dim = hidden_states.shape
+        query, key, value = self.query_key_value(hidden_states)  # each (B, H, L, d)
         attention_function = get_attention_function(
-            "eager" if force_eager else self.config._attn_implementation
+            "eager" if self.needs_full_attention else self.config._attn_implementation
         )
         context, attn_weights = attention_function(
             self,
@@ -284,17 +302,9 @@ class ClaritySelfAttention(nn.Module):
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
         )  # (B, L, H, d), (B, H, L, L) or None
-        class_attention = None
-        if return_class_attention:
-            if attn_weights is not None:
-                class_attention = attn_weights[:, :, :num_class_tokens, num_class_tokens:]  # (B, H, C, N)
-            else:
-                class_scores = (
-                    torch.matmul(query[:, :, :num_class_tokens], key.transpose(2, 3)) * self.scaling
-                )
-                class_attention = F.softmax(class_scores, dim=-1, dtype=torch.float32)[..., num_class_tokens:]
+        class_attention = self.class_attention(query, key, attn_weights) if self.is_map_layer else None
         output = self.proj_dropout(self.proj(context.reshape(batch_size, seq_len, dim)))
-        return output, class_attention, attn_weights
+        return output, attn_weights, class_attention
 
 
 class ClarityMLP(nn.Module):
@@ -315,27 +325,22 @@ class ClarityLayer(GradientCheckpointingLayer):
     As a `GradientCheckpointingLayer` it is recomputed in the backward pass after `gradient_checkpointing_enable()`
     (the hidden states must be passed positionally for `use_reentrant=True`)."""
 
-    def __init__(self, config: ClarityConfig, drop_path_rate: float = 0.0):
+    def __init__(self, config: ClarityConfig, drop_path_rate: float = 0.0, is_map_layer: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attention = ClaritySelfAttention(config)
+        self.attention = ClaritySelfAttention(config, is_map_layer=is_map_layer)
         self.drop_path = ClarityDropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = ClarityMLP(config)
 
     def forward(
-        self,
-        hidden_states: torch.Tensor,
-        num_class_tokens: int = 0,
-        return_class_attention: bool = False,
-        force_eager: bool = False,
+        self, hidden_states: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        attention_output, class_attention, attn_weights = self.attention(
-            self.norm1(hidden_states), num_class_tokens, return_class_attention, force_eager
-        )
+        """Returns the block's output, its full attention (eager kernel) and its class attention (map layer)."""
+        attention_output, attn_weights, class_attention = self.attention(self.norm1(hidden_states))
         hidden_states = hidden_states + self.drop_path(attention_output)
         hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
-        return hidden_states, class_attention, attn_weights
+        return hidden_states, attn_weights, class_attention
 
 
 def drop_path_rates(drop_path_rate: float, num_layers: int) -> list[float]:
@@ -345,48 +350,60 @@ def drop_path_rates(drop_path_rate: float, num_layers: int) -> list[float]:
     return [drop_path_rate * index / (num_layers - 1) for index in range(num_layers)]
 
 
+@dataclass
+class ClarityEncoderOutput(BaseModelOutput):
+    """
+    [`BaseModelOutput`] plus what the map layers return.
+
+    Args:
+        class_attentions (`tuple(torch.FloatTensor)`): the class-to-patch attention `(batch_size, num_heads,
+            num_labels, num_patches)` of each map layer.
+        map_layer_attentions (`tuple(torch.FloatTensor)`, *optional*): the full attention `(batch_size, num_heads,
+            sequence_length, sequence_length)` of each map layer, with `config.use_patch_affinity_refinement`.
+    """
+
+    class_attentions: tuple[torch.FloatTensor, ...] | None = None
+    map_layer_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
 class ClarityEncoder(nn.Module):
     def __init__(self, config: ClarityConfig):
         super().__init__()
         self.config = config
         rates = drop_path_rates(config.drop_path_rate, config.num_hidden_layers)
-        self.layers = nn.ModuleList([ClarityLayer(config, rate) for rate in rates])
+        first_map_layer = config.num_hidden_layers - config.num_attention_map_layers
+        self.layers = nn.ModuleList(
+            [
+                ClarityLayer(config, rate, is_map_layer=index >= first_map_layer)
+                for index, rate in enumerate(rates)
+            ]
+        )
 
     def forward(
-        self,
-        hidden_states: torch.Tensor,
-        num_class_tokens: int,
-        num_map_layers: int,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        patch_affinity: bool = False,
-    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor], tuple | None, tuple | None]:
-        """Returns the last hidden states, the class attention (B,H,C,N) of each map layer, the patch-to-patch
-        attention (B,H,N,N) of each map layer (only with `patch_affinity`, which runs the map layers eagerly), and
-        the optional hidden states / attentions tuples (attentions only from the eager kernel, as in transformers'
-        models: empty under any other kernel)."""
-        first_map_layer = len(self.layers) - num_map_layers
-        eager = self.config._attn_implementation in (None, "eager")
-        class_attentions, patch_affinities = [], []
+        self, hidden_states: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False
+    ) -> ClarityEncoderOutput:
+        # Attentions only from the eager kernel, as in transformers' models: empty under any other kernel.
+        keep_attentions = output_attentions and self.config._attn_implementation in (None, "eager")
+        class_attentions, map_layer_attentions = (), ()
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
-        for index, layer in enumerate(self.layers):
-            is_map_layer = index >= first_map_layer
-            hidden_states, class_attention, attn_weights = layer(
-                hidden_states,
-                num_class_tokens=num_class_tokens,
-                return_class_attention=is_map_layer,
-                force_eager=patch_affinity and is_map_layer,
-            )
-            if is_map_layer:
-                class_attentions.append(class_attention)
-                if patch_affinity:
-                    patch_affinities.append(attn_weights[:, :, num_class_tokens:, num_class_tokens:])
+        for layer in self.layers:
+            hidden_states, attn_weights, class_attention = layer(hidden_states)
+            if class_attention is not None:
+                class_attentions += (class_attention,)
+            if layer.attention.needs_full_attention:
+                map_layer_attentions += (attn_weights,)
             if output_hidden_states:
-                all_hidden_states = all_hidden_states + (hidden_states,)
-            if output_attentions and eager:
-                all_attentions = all_attentions + (attn_weights,)
-        return hidden_states, class_attentions, patch_affinities, all_hidden_states, all_attentions
+                all_hidden_states += (hidden_states,)
+            if keep_attentions:
+                all_attentions += (attn_weights,)
+        return ClarityEncoderOutput(
+            last_hidden_state=hidden_states,
+            hidden_states=all_hidden_states,
+            attentions=all_attentions,
+            class_attentions=class_attentions,
+            map_layer_attentions=map_layer_attentions or None,
+        )
 
 
 class ClarityPerClassLinear(nn.Module):
@@ -521,13 +538,14 @@ class ClarityPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv2d)):
+            # ViT's and DINOv2's truncated normal, drawn once (the base class's plain normal is not drawn first, so
+            # that a seeded build gives the same weights as before).
             nn.init.trunc_normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, ClarityEmbeddings):
+            return
+        super()._init_weights(module)  # LayerNorm: ones and zeros
+        if isinstance(module, ClarityEmbeddings):
             for parameter in (
                 module.class_tokens,
                 module.class_position_embeddings,
@@ -562,15 +580,15 @@ class ClarityModel(ClarityPreTrainedModel):
     def get_input_embeddings(self) -> ClarityPatchEmbeddings:
         return self.embeddings.patch_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
         **kwargs,
-    ) -> ClarityModelOutput | tuple:
+    ) -> ClarityModelOutput:
         r"""
         interpolate_pos_encoding (`bool`, *optional*): accept an input of another size than `config.image_size`
             (a multiple of the patch size) by interpolating the patch position embeddings; without it such an
@@ -581,11 +599,6 @@ class ClarityModel(ClarityPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else config.output_hidden_states
         )
-        return_dict = return_dict if return_dict is not None else config.return_dict
-        num_classes = config.num_labels
-        grid_h = pixel_values.shape[-2] // config.patch_size
-        grid_w = pixel_values.shape[-1] // config.patch_size
-
         if output_attentions and config._attn_implementation not in (None, "eager"):
             # As transformers' models do: only the eager kernel returns attention weights.
             logger.warning_once(
@@ -596,47 +609,50 @@ class ClarityModel(ClarityPreTrainedModel):
         embeddings = self.embeddings(
             pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding)
         )  # (B, C+N, D)
-        hidden_states, class_attentions, affinities, all_hidden, all_attentions = self.encoder(
-            embeddings,
-            num_class_tokens=num_classes,
-            num_map_layers=config.num_attention_map_layers,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            patch_affinity=config.use_patch_affinity_refinement,
+        encoder_outputs = self.encoder(
+            embeddings, output_attentions=output_attentions, output_hidden_states=output_hidden_states
         )
-        sequence_output = self.layernorm(hidden_states)  # (B, C+N, D)
-
-        # Class maps: fuse heads, then average the last K layers -> (B, C, N).
-        stacked = torch.stack(class_attentions)  # (K, B, H, C, N)
-        fused = stacked.amax(dim=2) if config.attention_map_head_fusion == "max" else stacked.mean(dim=2)
-        class_maps = fused.mean(dim=0)  # (B, C, N)
-        if affinities:
-            # MCTformer refinement: propagate the class maps along the patch-to-patch affinity.
-            affinity = torch.stack(affinities).float().mean(dim=(0, 2))  # (B, N, N)
-            class_maps = class_maps @ affinity
-        class_maps = class_maps.reshape(-1, num_classes, grid_h, grid_w)  # (B, C, h, w)
-
-        output = ClarityModelOutput(
+        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)  # (B, C+N, D)
+        grid = (pixel_values.shape[-2] // config.patch_size, pixel_values.shape[-1] // config.patch_size)
+        num_classes = config.num_labels
+        return ClarityModelOutput(
             last_hidden_state=sequence_output,
             class_token_states=sequence_output[:, :num_classes],
             patch_token_states=sequence_output[:, num_classes:],
-            class_attentions=class_maps,
-            hidden_states=all_hidden,
-            attentions=all_attentions,
+            class_attentions=self._class_maps(encoder_outputs, grid),
+            hidden_states=encoder_outputs.hidden_states,
+            attentions=encoder_outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
+
+    def _class_maps(self, encoder_outputs: ClarityEncoderOutput, grid: tuple[int, int]) -> torch.Tensor:
+        """The class maps A (B, C, h, w): the map layers' class attention fused over heads, averaged over layers,
+        and (with `use_patch_affinity_refinement`, MCTformer) propagated along the patch-to-patch affinity."""
+        stacked = torch.stack(encoder_outputs.class_attentions)  # (K, B, H, C, N)
+        fused = stacked.amax(dim=2) if self.config.attention_map_head_fusion == "max" else stacked.mean(dim=2)
+        class_maps = fused.mean(dim=0)  # (B, C, N)
+        if encoder_outputs.map_layer_attentions:
+            num_classes = self.config.num_labels
+            patch_affinities = [
+                weights[:, :, num_classes:, num_classes:] for weights in encoder_outputs.map_layer_attentions
+            ]
+            affinity = torch.stack(patch_affinities).float().mean(dim=(0, 2))  # (B, N, N)
+            class_maps = class_maps @ affinity
+        return class_maps.reshape(-1, self.config.num_labels, *grid)  # (B, C, h, w)
 
     @torch.no_grad()
     def get_last_selfattention(
         self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False
     ) -> torch.Tensor:
         """DINO's idiom: the full attention (B, H, L, L) of the last block, tokens ordered [class tokens, patches].
-        The last block runs the eager kernel whatever `attn_implementation` is."""
+        The last block's attention is computed with the eager kernel whatever `attn_implementation` is."""
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        num_classes = self.config.num_labels
         for layer in self.encoder.layers[:-1]:
-            hidden_states = layer(hidden_states, num_class_tokens=num_classes)[0]
-        return self.encoder.layers[-1](hidden_states, num_class_tokens=num_classes, force_eager=True)[2]
+            hidden_states = layer(hidden_states)[0]
+        last = self.encoder.layers[-1]
+        query, key, value = last.attention.query_key_value(last.norm1(hidden_states))
+        return eager_attention_forward(
+            last.attention, query, key, value, None, scaling=last.attention.scaling
+        )[1]
 
 
 class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
@@ -716,6 +732,7 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
             ClarityImageProcessor(size=self.config.image_size).save_pretrained(save_directory)
         return result
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -724,10 +741,9 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
         anatomy_masks: torch.Tensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
         **kwargs,
-    ) -> ClarityMultiLabelLocalizationOutput | tuple:
+    ) -> ClarityMultiLabelLocalizationOutput:
         r"""
         labels (`torch.Tensor`, *optional*): the targets for `config.problem_type` (inferred as in transformers'
             classification models when `None`): `"multi_label_classification"`, multi-hot `(batch_size,
@@ -741,116 +757,153 @@ class ClarityForMultiLabelLocalization(ClarityPreTrainedModel):
         anatomy_masks (`torch.FloatTensor` of shape `(batch_size, 1, height, width)`, *optional*): per-image
             anatomical masks (lungs + heart) in [0, 1]; without them the model's atlas is the foreground target.
         """
-        config = self.config
-        return_dict = return_dict if return_dict is not None else config.return_dict
         outputs = self.clarity(
             pixel_values,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
         )
-        class_tokens = outputs.class_token_states  # (B, C, D)
-        patch_tokens = outputs.patch_token_states  # (B, N, D)
         class_maps = outputs.class_attentions  # (B, C, h, w)
-        batch_size, num_classes, grid_h, grid_w = class_maps.shape
-
-        token_logits = self.token_classifier(class_tokens)  # (B, C)
-
+        token_logits = self.token_classifier(outputs.class_token_states)  # (B, C)
         segment_maps = foreground = None
         if self.segment_cam is not None:
-            patch_grid = patch_tokens.transpose(1, 2).reshape(batch_size, -1, grid_h, grid_w)  # (B, D, h, w)
+            patch_grid = outputs.patch_token_states.transpose(1, 2).reshape(
+                class_maps.shape[0], -1, *class_maps.shape[-2:]
+            )  # (B, D, h, w)
             segment_maps, foreground = self.segment_cam(patch_grid)  # (B, C, h, w), (B, 1, h, w)
+        pooled_logits = self._pooled_logits(outputs.patch_token_states, class_maps, segment_maps, foreground)
+        logits = self._combine_logits(token_logits, pooled_logits)
 
-        pooled_logits = None
-        if self.pooled_classifier is not None:
-            # Per-class softmax over patches of S/tau (or of log A without SegmentCAM), gated by G.
-            if segment_maps is not None:
-                scores = segment_maps.flatten(2).float() / config.pooling_temperature  # (B, C, N)
-            else:
-                scores = class_maps.flatten(2).float().clamp_min(1e-8).log() / config.pooling_temperature
-            if foreground is not None:
-                scores = scores + foreground.flatten(2).float().clamp_min(1e-6).log()
-            weights = scores.softmax(dim=-1).to(patch_tokens.dtype)  # (B, C, N)
-            pooled = weights @ patch_tokens  # (B, C, D)
-            pooled_logits = self.pooled_classifier(self.pooled_norm(pooled))  # (B, C)
-
-        if config.logit_combination == "token" or pooled_logits is None:
-            logits = token_logits
-        elif config.logit_combination == "pooled":
-            logits = pooled_logits
-        else:
-            logits = (token_logits + pooled_logits) / 2
-
-        # Heatmaps H = normalise(sqrt(A * relu(S))) * G, in float32.
-        if segment_maps is not None and config.heatmap_source == "segment_cam":
-            raw = torch.sqrt(class_maps.float() * F.relu(segment_maps.float()) + 1e-12)
-        else:
-            raw = class_maps.float()
-        heatmaps = normalize_heatmaps(raw)
-        if foreground is not None:
-            heatmaps = heatmaps * foreground.float()
-
-        loss = classification = distill = orthogonal = fg_loss = None
-        if labels is not None and config.problem_type is None:
-            # As transformers' classification models do: infer once from the labels and keep it in the config.
-            if num_classes == 1:
-                config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                config.problem_type = "single_label_classification"
-            else:
-                config.problem_type = "multi_label_classification"
-        multi_label = config.problem_type in (None, "multi_label_classification")
-        if teacher_logits is not None and config.distillation_loss_weight > 0 and not multi_label:
-            raise ValueError(
-                f"teacher_logits: the distillation term is defined for problem_type='multi_label_classification' "
-                f"only, this model has problem_type={config.problem_type!r} (set distillation_loss_weight=0)"
+        losses = {}
+        if labels is not None or teacher_logits is not None:
+            losses = self._compute_loss(
+                token_logits,
+                pooled_logits,
+                logits,
+                outputs.class_token_states,
+                foreground,
+                labels=labels,
+                teacher_logits=teacher_logits,
+                anatomy_masks=anatomy_masks,
             )
-        # Every loss term in float32, also under autocast (mixed-precision training, bf16 inference).
-        with torch.autocast(device_type=pixel_values.device.type, enabled=False):
-            if labels is not None or teacher_logits is not None:
-                loss = torch.zeros((), device=pixel_values.device, dtype=torch.float32)
-                if labels is not None:
-                    pos_weight = self.pos_weight
-                    classification = classification_loss(
-                        token_logits, labels, config.problem_type, pos_weight
-                    )
-                    loss = loss + config.class_token_loss_weight * classification
-                    if pooled_logits is not None:
-                        pooled_term = classification_loss(
-                            pooled_logits, labels, config.problem_type, pos_weight
-                        )
-                        classification = classification + pooled_term
-                        loss = loss + config.pooled_loss_weight * pooled_term
-                if teacher_logits is not None and config.distillation_loss_weight > 0:
-                    distill = distillation_loss(
-                        logits, teacher_logits, config.distillation_temperature, config.distillation_type
-                    )
-                    loss = loss + config.distillation_loss_weight * distill
-                if config.orthogonal_loss_weight > 0 and num_classes > 1:
-                    orthogonal = orthogonal_class_token_loss(class_tokens)
-                    loss = loss + config.orthogonal_loss_weight * orthogonal
-                if foreground is not None and config.foreground_loss_weight > 0:
-                    target = self._foreground_target(anatomy_masks, batch_size, (grid_h, grid_w))
-                    fg_loss = foreground_loss(foreground, target)
-                    loss = loss + config.foreground_loss_weight * fg_loss
-
-        output = ClarityMultiLabelLocalizationOutput(
-            loss=loss,
+        return ClarityMultiLabelLocalizationOutput(
+            **losses,
             logits=logits,
-            heatmaps=heatmaps,
+            heatmaps=self._heatmaps(class_maps, segment_maps, foreground),
             class_attentions=class_maps,
             foreground=foreground,
             segment_maps=segment_maps,
             token_logits=token_logits,
             pooled_logits=pooled_logits,
-            classification_loss=classification,
-            distillation_loss=distill,
-            orthogonal_loss=orthogonal,
-            foreground_loss=fg_loss,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
-        return output if return_dict else output.to_tuple()
+
+    def _pooled_logits(
+        self,
+        patch_tokens: torch.Tensor,
+        class_maps: torch.Tensor,
+        segment_maps: torch.Tensor | None,
+        foreground: torch.Tensor | None,
+    ) -> torch.Tensor | None:
+        """Attention pooling (B, C): a per-class softmax over patches of S/tau (or of log A without SegmentCAM),
+        gated by G, weights the patch tokens (B, N, D); then LayerNorm and a per-class linear."""
+        if self.pooled_classifier is None:
+            return None
+        temperature = self.config.pooling_temperature
+        if segment_maps is not None:
+            scores = segment_maps.flatten(2).float() / temperature  # (B, C, N)
+        else:
+            scores = class_maps.flatten(2).float().clamp_min(1e-8).log() / temperature
+        if foreground is not None:
+            scores = scores + foreground.flatten(2).float().clamp_min(1e-6).log()
+        weights = scores.softmax(dim=-1).to(patch_tokens.dtype)  # (B, C, N)
+        return self.pooled_classifier(self.pooled_norm(weights @ patch_tokens))  # (B, C)
+
+    def _combine_logits(self, token_logits: torch.Tensor, pooled_logits: torch.Tensor | None) -> torch.Tensor:
+        """The output logits by `config.logit_combination`: token, pooled, or their mean."""
+        combination = self.config.logit_combination
+        if combination == "token" or pooled_logits is None:
+            return token_logits
+        if combination == "pooled":
+            return pooled_logits
+        return (token_logits + pooled_logits) / 2
+
+    def _heatmaps(
+        self, class_maps: torch.Tensor, segment_maps: torch.Tensor | None, foreground: torch.Tensor | None
+    ) -> torch.Tensor:
+        """H = normalise(sqrt(A * relu(S))) * G (B, C, h, w), in float32; A alone without SegmentCAM."""
+        if segment_maps is not None and self.config.heatmap_source == "segment_cam":
+            raw = torch.sqrt(class_maps.float() * F.relu(segment_maps.float()) + 1e-12)
+        else:
+            raw = class_maps.float()
+        heatmaps = normalize_heatmaps(raw)
+        return heatmaps * foreground.float() if foreground is not None else heatmaps
+
+    def _infer_problem_type(self, labels: torch.Tensor) -> None:
+        """As transformers' classification models do: infer once from the labels and keep it in the config."""
+        if self.config.num_labels == 1:
+            self.config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            self.config.problem_type = "single_label_classification"
+        else:
+            self.config.problem_type = "multi_label_classification"
+
+    def _compute_loss(
+        self,
+        token_logits: torch.Tensor,
+        pooled_logits: torch.Tensor | None,
+        logits: torch.Tensor,
+        class_tokens: torch.Tensor,
+        foreground: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
+        teacher_logits: torch.Tensor | None = None,
+        anatomy_masks: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | None]:
+        """The weighted `loss` and its unweighted terms (`classification_loss` on the token + pooled logits,
+        `distillation_loss`, `orthogonal_loss`, `foreground_loss`), every one in float32, also under autocast
+        (mixed-precision training, bf16 inference)."""
+        config = self.config
+        if labels is not None and config.problem_type is None:
+            self._infer_problem_type(labels)
+        if (
+            teacher_logits is not None
+            and config.distillation_loss_weight > 0
+            and config.problem_type not in (None, "multi_label_classification")
+        ):
+            raise ValueError(
+                f"teacher_logits: the distillation term is defined for problem_type='multi_label_classification' "
+                f"only, this model has problem_type={config.problem_type!r} (set distillation_loss_weight=0)"
+            )
+        terms = dict.fromkeys(
+            ("classification_loss", "distillation_loss", "orthogonal_loss", "foreground_loss")
+        )
+        with torch.autocast(device_type=token_logits.device.type, enabled=False):
+            loss = torch.zeros((), device=token_logits.device, dtype=torch.float32)
+            if labels is not None:
+                pos_weight = self.pos_weight
+                terms["classification_loss"] = classification_loss(
+                    token_logits, labels, config.problem_type, pos_weight
+                )
+                loss = loss + config.class_token_loss_weight * terms["classification_loss"]
+                if pooled_logits is not None:
+                    pooled_term = classification_loss(pooled_logits, labels, config.problem_type, pos_weight)
+                    terms["classification_loss"] = terms["classification_loss"] + pooled_term
+                    loss = loss + config.pooled_loss_weight * pooled_term
+            if teacher_logits is not None and config.distillation_loss_weight > 0:
+                terms["distillation_loss"] = distillation_loss(
+                    logits, teacher_logits, config.distillation_temperature, config.distillation_type
+                )
+                loss = loss + config.distillation_loss_weight * terms["distillation_loss"]
+            if config.orthogonal_loss_weight > 0 and config.num_labels > 1:
+                terms["orthogonal_loss"] = orthogonal_class_token_loss(class_tokens)
+                loss = loss + config.orthogonal_loss_weight * terms["orthogonal_loss"]
+            if foreground is not None and config.foreground_loss_weight > 0:
+                target = self._foreground_target(anatomy_masks, foreground.shape[0], foreground.shape[-2:])
+                terms["foreground_loss"] = foreground_loss(foreground, target)
+                loss = loss + config.foreground_loss_weight * terms["foreground_loss"]
+        return {"loss": loss, **terms}
 
 
 # `save_pretrained` copies this file and its relative imports next to the weights (transformers' remote-code
@@ -862,6 +915,7 @@ __all__ = [
     "ClarityModel",
     "ClarityForMultiLabelLocalization",
     "ClarityModelOutput",
+    "ClarityEncoderOutput",
     "ClarityMultiLabelLocalizationOutput",
     "CLARITY_AUTO_MAP",
 ]

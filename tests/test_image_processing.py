@@ -427,6 +427,39 @@ def test_invalid_settings_are_rejected():
         ClarityImageProcessor()(np.zeros((4, 4)), do_magic=True)
 
 
+@pytest.mark.parametrize(
+    "size,expected",
+    [
+        (32, (32, 32)),
+        (np.int64(32), (32, 32)),
+        ((24, 40), (24, 40)),
+        ([24, 40], (24, 40)),
+        ({"height": 24, "width": 40}, (24, 40)),
+        ({"height": 24, "width": 40, "shortest_edge": None}, (24, 40)),
+        ({"shortest_edge": 28}, (28, 28)),
+        (0, None),
+        (-3, None),
+        (2.5, None),
+        (True, None),
+        ("32", None),
+        ((1, 2, 3), None),
+        ({"height": 24}, None),
+        ({"shortest_edge": 24, "longest_edge": 40}, None),
+        ({"height": 0, "width": 40}, None),
+    ],
+)
+def test_size_forms_resolve_to_height_and_width(size, expected):
+    # Every form transformers' get_size_dict reads for a fixed output size, and the checks it leaves out.
+    if expected is None:
+        with pytest.raises(ValueError, match="size must be a positive int"):
+            ClarityImageProcessor(size=size)
+        return
+    processor = ClarityImageProcessor(size=size)
+    assert processor.size == {"height": expected[0], "width": expected[1]}
+    pixels = processor(np.zeros((50, 60), dtype=np.uint8), return_tensors="np")["pixel_values"]
+    assert pixels.shape == (1, 3, *expected)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Post-processing (synthetic model outputs)
 # --------------------------------------------------------------------------------------------------------------------

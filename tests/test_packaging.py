@@ -33,3 +33,14 @@ def test_card_templates_ship_inside_the_package():
     assert "templates/*.md" in package_data["clarity_hf.hub"]
     for template in (MODEL_CARD_TEMPLATE, DATASET_CARD_TEMPLATE):
         assert template.is_file() and template.parent == REPO_ROOT / "clarity_hf" / "hub" / "templates"
+
+
+def test_version_comes_from_the_installed_distribution():
+    import importlib.metadata
+
+    import clarity_hf
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert (
+        clarity_hf.__version__ == importlib.metadata.version("clarity_hf") == pyproject["project"]["version"]
+    )

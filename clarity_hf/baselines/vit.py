@@ -126,5 +126,5 @@ class PlainViTForMultiLabelClassification(ClarityPreTrainedModel):
             pixel_values, interpolate_pos_encoding=interpolate_pos_encoding
         )
         for layer in self.clarity.encoder.layers:
-            hidden_states = layer(hidden_states, 1)[0]  # no class-attention rows requested
+            hidden_states = layer(hidden_states)[0]  # the last block's one CLS attention row is left unused
         return self.classifier(self.clarity.layernorm(hidden_states[:, 0]))
