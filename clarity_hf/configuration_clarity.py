@@ -42,6 +42,16 @@ HEATMAP_SOURCES = ("segment_cam", "attention")
 PROBLEM_TYPES = ("multi_label_classification", "single_label_classification", "regression")
 
 
+def _same_labels(label2id, mirrored: dict[str, int]) -> bool:
+    """Whether `label2id` maps exactly the names of `mirrored` to the same indices (as ints or their strings)."""
+    if not isinstance(label2id, dict) or set(map(str, label2id)) != set(mirrored):
+        return False
+    try:
+        return all(int(label2id[name]) == mirrored[str(name)] for name in label2id)
+    except (TypeError, ValueError):
+        return False
+
+
 class ClarityConfig(PretrainedConfig):
     r"""
     Configuration of a [`ClarityForMultiLabelLocalization`] model. The ViT fields follow [`ViTConfig`]; the defaults
@@ -295,8 +305,11 @@ class ClarityConfig(PretrainedConfig):
         super().__setattr__(key, value)
         if key == "id2label" and value is not None:
             # One source of truth: label2id always mirrors id2label (presets, `num_labels=`, `from_pretrained(...,
-            # id2label=...)` and assignment alike), so that the two never name different label sets.
-            super().__setattr__("label2id", {str(name): int(index) for index, name in dict(value).items()})
+            # id2label=...)` and assignment alike), so that the two never name different label sets. A label2id that
+            # already names the same classes at the same indices is kept as given (its values may be strings).
+            mirrored = {str(name): int(index) for index, name in dict(value).items()}
+            if not _same_labels(getattr(self, "label2id", None), mirrored):
+                super().__setattr__("label2id", mirrored)
 
     def to_diff_dict(self) -> dict:
         diff = super().to_diff_dict()
