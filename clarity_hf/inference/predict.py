@@ -169,7 +169,7 @@ def _predict_archive(args) -> int:
 
 
 def _predict_one(args) -> int:
-    from ..visualization import overlay_heatmap
+    from ..visualization import annotated_overlay
     from .archive import ArchiveOptions, _Predictor, check_output_dir
     from .dataset import ArchiveDataset, collate_archive
 
@@ -208,9 +208,11 @@ def _predict_one(args) -> int:
         }
         for b in result["boxes"]
     ]
-    shown = [b for b in boxes if b["label"] == top] or boxes
+    shown = [b for b in boxes if b["label"] == top]  # the caption names the top class: only its boxes
     heatmap = predictor.class_maps(result["heatmaps"], [predictor.labels.index(top)], result["size"])[0]
-    overlay = overlay_heatmap(Image.fromarray(item["display"], mode="L"), heatmap / 255.0, boxes=shown)
+    overlay = annotated_overlay(
+        Image.fromarray(item["display"], mode="L"), heatmap / 255.0, top, scores[top], args.threshold, shown
+    )
     overlay.save(output, format="PNG")
     height, width = result["size"]
     print(
