@@ -167,7 +167,13 @@ def load_csv_dataset(
     if image_column not in header:
         raise ValueError(f"{csv_path.name}:1: no image column {image_column!r} in header {header}")
     meta_columns = {
-        image_column, label_column, patient_column, age_column, sex_column, view_column, split_column
+        image_column,
+        label_column,
+        patient_column,
+        age_column,
+        sex_column,
+        view_column,
+        split_column,
     } - {None}
     for name in meta_columns - {label_column}:
         if name not in header:

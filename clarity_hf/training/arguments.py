@@ -108,14 +108,18 @@ class ClarityTrainingConfig:
     )
     dataset_label_column: str | None = field(
         default=None,
-        metadata={"help": "CSV column of delimited label names (default: `Finding Labels` or `labels` if present)."},
+        metadata={
+            "help": "CSV column of delimited label names (default: `Finding Labels` or `labels` if present)."
+        },
     )
     dataset_label_separator: str = field(default="|", metadata={"help": "Separator of dataset_label_column."})
     dataset_patient_column: str | None = field(
-        default=None, metadata={"help": "CSV patient column (default: patient_id, Patient ID, ... if present)."}
+        default=None,
+        metadata={"help": "CSV patient column (default: patient_id, Patient ID, ... if present)."},
     )
     dataset_split_column: str | None = field(
-        default=None, metadata={"help": "CSV column of train / validation / test (default: `split` if present)."}
+        default=None,
+        metadata={"help": "CSV column of train / validation / test (default: `split` if present)."},
     )
     dataset_boxes_csv: str | None = field(
         default=None, metadata={"help": "CSV of boxes `image,label,x,y,w,h` in the image's pixels."}
@@ -125,7 +129,9 @@ class ClarityTrainingConfig:
     )
     validation_fraction: float = field(
         default=0.2,
-        metadata={"help": "Share of the training images drawn (by patient, seeded) when the data has no validation."},
+        metadata={
+            "help": "Share of the training images drawn (by patient, seeded) when the data has no validation."
+        },
     )
     dataset_skip_missing: bool = field(
         default=False, metadata={"help": "Skip and report missing or unreadable images instead of stopping."}
