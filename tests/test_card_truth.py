@@ -24,7 +24,10 @@ def _report(labels, evaluation, training=None):
 
 def _config(labels, **extra):
     return ClarityConfig.from_preset(
-        "clarity-tiny", id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}, **extra
+        "clarity-tiny",
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
+        **extra,
     )
 
 
@@ -55,5 +58,6 @@ def test_card_of_an_nih_official_test_evaluation_shows_the_published_rows():
     assert "CLARiTy-S-16-512 (published)" in card.text and "Mean AUROC (14 classes)" in card.text
     assert "NIH ChestX-ray14, split `test`, 25596 images, 14 labels" in card.text
     assert card.data.base_model == "facebook/dino-vits16"  # recorded by the DINO conversion
-    assert "ViT-Ti/16" not in card.text and "a ViT (" in card.text  # clarity-tiny is no ViT-S: its size is stated
-
+    assert (
+        "ViT-Ti/16" not in card.text and "a ViT (" in card.text
+    )  # clarity-tiny is no ViT-S: its size is stated

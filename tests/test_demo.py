@@ -131,7 +131,11 @@ def test_quick_demo_end_to_end(tmp_path):
     # synthetic test images: the paper's NIH official-test rows are not put beside them
     assert report["published"] is None
     evaluated = report["metadata"]["evaluation"]
-    assert evaluated["split"] == "test" and evaluated["synthetic"] is True and len(evaluated["label_names"]) == 14
+    assert (
+        evaluated["split"] == "test"
+        and evaluated["synthetic"] is True
+        and len(evaluated["label_names"]) == 14
+    )
     assert evaluated["num_images"] > 0 and evaluated["map_grid"] == "8 x 8"
     assert report["reload"]["ok"] is True and report["reload"]["clarity_hf_imported"] is False
     assert [row["variant"] for row in report["ablation"]] == ["full CLARiTy", "w/o distillation"]
