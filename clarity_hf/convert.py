@@ -50,6 +50,13 @@ logger = logging.getLogger(__name__)
 LAYOUT_HF_VIT_4 = "hf_vit_4"
 LAYOUT_HF_VIT_5 = "hf_vit_5"
 LAYOUT_DINO = "dino"
+# (width, patch) -> the Hub id of the DINO release with those weights
+DINO_HUB_IDS = {
+    (384, 16): "facebook/dino-vits16",
+    (384, 8): "facebook/dino-vits8",
+    (768, 16): "facebook/dino-vitb16",
+    (768, 8): "facebook/dino-vitb8",
+}
 
 # Keys whose value is the wrapped state dict, in order of preference (DINO's own evaluation uses the teacher).
 WRAPPER_KEYS = ("teacher", "model", "state_dict", "model_state_dict", "module", "student")
@@ -419,6 +426,8 @@ def convert_dino_checkpoint(
         else:
             report.anatomical_prior = "given map"
         model.set_anatomical_prior(torch.as_tensor(np.asarray(atlas), dtype=torch.float32))
+    # what the backbone started from, for the model card's `base_model` (facebook's DINO releases on the Hub)
+    model.config.base_model_id = DINO_HUB_IDS.get((int(config.hidden_size), int(config.patch_size)))
     model.eval()
     logger.info("DINO conversion: %s", report.summary())
     return (model, report) if return_report else model

@@ -3,7 +3,8 @@
 
 The one home of the drawing primitives used by the demo Space and by the evaluation figures
 (`clarity_hf.evaluation.figures`): [`jet_colormap`], [`overlay_heatmap`] (a colour-mapped heatmap blended over the
-X-ray at the X-ray's own size, with optional boxes) and [`draw_boxes`].
+X-ray at the X-ray's own size, with optional boxes) and [`draw_boxes`]; [`annotated_overlay`] is the reader-facing
+figure of `clarity-predict --overlays` (class, probability, threshold, colour scale, "research use only").
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["decode_for_display", "draw_boxes", "jet_colormap", "overlay_heatmap"]
+__all__ = ["annotated_overlay", "decode_for_display", "draw_boxes", "jet_colormap", "overlay_heatmap"]
 
 BoxLike = Mapping | Sequence[float]
+
+RESEARCH_USE = "RESEARCH USE ONLY - not for diagnosis"
+NO_FINDING = "no finding above threshold"
 
 
 def jet_colormap(values: np.ndarray) -> np.ndarray:
@@ -119,3 +123,67 @@ def overlay_heatmap(
         width = line_width or max(1, round(min(base.size) / 200))
         draw_boxes(result, boxes, box_color, width=width)
     return result
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    """PIL's default font at `size` pixels (a scalable font since Pillow 10.1; the fixed bitmap font before)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def annotated_overlay(
+    image: Image.Image | np.ndarray,
+    heatmap: np.ndarray,
+    class_name: str,
+    probability: float,
+    threshold: float,
+    boxes: Iterable[BoxLike] = (),
+) -> Image.Image:
+    """The overlay a reader can interpret: the X-ray with `class_name`'s heatmap (jet, see [`overlay_heatmap`]) and
+    boxes, a colour bar on the right, and a caption band below naming the class, its probability and the threshold,
+    with "research use only".
+
+    A class whose `probability` is under `threshold` gets no heatmap and no boxes (a map is normalised per image, so
+    it would paint a confident-looking hot spot for an unlikely finding): the X-ray is shown as it is and the caption
+    says "no finding above threshold". The X-ray keeps its own pixels and size at the top left of the result, which
+    is `(width + bar, height + band)` pixels.
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    above = float(probability) >= float(threshold)
+    shown = overlay_heatmap(image, heatmap, boxes=boxes) if above else image.convert("RGB")
+    width, height = shown.size
+    text_size = max(12, round(min(width, height) / 40))
+    font = _font(text_size)
+    band = 3 * text_size + 4 * max(2, text_size // 3)
+    bar = 4 * text_size
+    pad = max(2, text_size // 3)
+    if above:
+        caption = f"{class_name}: p = {probability:.2f} (threshold {threshold:.2f})"
+    else:
+        caption = f"{NO_FINDING} {threshold:.2f} (top: {class_name}, p = {probability:.2f})"
+    lines = [
+        (caption, (255, 255, 255)),
+        (
+            "colour: where the model looked (scaled per image)" if above else "no heatmap shown",
+            (200, 200, 200),
+        ),
+        (RESEARCH_USE, (255, 200, 0)),
+    ]
+    text_width = max(font.getlength(text) for text, _ in lines) + 2 * pad
+    canvas = Image.new("RGB", (max(width + bar, round(text_width)), height + band), (0, 0, 0))
+    canvas.paste(shown, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    if above:
+        # the colour scale of the map: high at the top, low at the bottom
+        top, bottom = pad + text_size + pad, height - pad - text_size - pad
+        ramp = np.linspace(1.0, 0.0, max(bottom - top, 2), dtype=np.float32)
+        colours = jet_colormap(ramp)[:, None, :].repeat(bar // 2, axis=1)
+        canvas.paste(Image.fromarray(colours, mode="RGB"), (width + bar // 4, top))
+        draw.text((width + pad, pad), "high", fill=(255, 255, 255), font=font)
+        draw.text((width + pad, bottom + pad), "low", fill=(255, 255, 255), font=font)
+    for number, (text, colour) in enumerate(lines):
+        draw.text((pad, height + pad + number * (text_size + pad)), text, fill=colour, font=font)
+    return canvas

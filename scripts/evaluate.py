@@ -21,9 +21,10 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
-from clarity_hf.data.cache import load_dataset_folder
-from clarity_hf.data.features import get_label_names
+from clarity_hf.data.features import get_label_names, get_metadata
+from clarity_hf.data.sources import load_training_data
 from clarity_hf.data.synthetic import build_synthetic_cxr
+from clarity_hf.evaluation.report import evaluation_metadata
 from clarity_hf.evaluation.run import (
     evaluate_predictions,
     heatmap_methods,
@@ -46,10 +47,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument(
-        "--dataset", help="a DatasetDict folder written by save_to_disk (clarity_hf data builders)"
+        "--dataset",
+        help="a DatasetDict folder written by save_to_disk (clarity_hf data builders), or any source training's "
+        "--dataset takes (CSV, image folder, datasets name; the same --seed and --validation-fraction give the "
+        "training run's validation split)",
     )
     data.add_argument("--synthetic", action="store_true", help="build the synthetic benchmark's test split")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--seed", type=int, default=42, help="seed of a validation split drawn from the data")
+    parser.add_argument("--validation-fraction", type=float, default=0.2)
     parser.add_argument("--synthetic-num-test", type=int, default=512)
     parser.add_argument("--synthetic-image-size", type=int, default=128)
     parser.add_argument("--synthetic-seed", type=int, default=0)
@@ -71,9 +77,9 @@ def main(argv=None) -> int:
         )
         source = f"synthetic CXR benchmark (seed {args.synthetic_seed}, {args.synthetic_image_size} px)"
     else:
-        if not Path(args.dataset).is_dir():
-            sys.exit(f"evaluate.py: --dataset {args.dataset}: no such folder")
-        datasets = load_dataset_folder(args.dataset)
+        datasets = load_training_data(
+            args.dataset, validation_fraction=args.validation_fraction, seed=args.seed
+        )
         source = args.dataset
     if isinstance(datasets, DatasetDict):
         if args.split not in datasets:
@@ -134,7 +140,19 @@ def main(argv=None) -> int:
     paths = write_evaluation(
         out,
         entries,
-        metadata={"data": source, "split": args.split, "models": ", ".join(args.model)},
+        metadata={
+            "evaluation": evaluation_metadata(
+                get_metadata(split).get("source") or source,
+                args.split,
+                len(split),
+                label_names,
+                map_grid=" x ".join(map(str, reference_grid)) if reference_grid else None,
+                dataset_id=None if args.synthetic else source,
+                synthetic=args.synthetic,
+                split_source=get_metadata(split).get("split_source"),
+            ),
+            "models": ", ".join(args.model),
+        },
         extra_markdown="## Figures\n\n" + "\n".join(f"- {f}" for f in figures) if figures else "",
     )
     print(

@@ -20,7 +20,7 @@ from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
 from clarity_hf.inference import ArchiveOptions, find_images, run_archive
 from clarity_hf.inference.predict import main as predict_main
 
-COLUMNS = ["path", "height", "width", *NIH_PATHOLOGIES, "boxes", "heatmap", "overlay"]
+COLUMNS = ["path", "height", "width", *NIH_PATHOLOGIES, "boxes", "heatmap", "overlay", "overlay_class"]
 
 
 def read_table(path):
@@ -65,8 +65,11 @@ def test_tree_gives_each_good_image_once_and_each_bad_file_with_its_reason(archi
             maps = stored["heatmaps"]
             assert maps.dtype == np.uint8 and maps.shape == (14, height, width)
             assert list(stored["labels"]) == list(NIH_PATHOLOGIES) and maps.max() == 255
+        probabilities_by_name = dict(zip(NIH_PATHOLOGIES, probabilities))
+        assert record["overlay_class"] == max(probabilities_by_name, key=probabilities_by_name.get)
         with Image.open(out / record["overlay"]) as overlay:
-            assert overlay.size == (width, height) and overlay.mode == "RGB"
+            # the X-ray at its own size, with the colour bar to its right and the caption band below
+            assert overlay.width > width and overlay.height > height and overlay.mode == "RGB"
     header, errors = read_table(out / "errors.csv")
     assert header == ["path", "reason"]
     assert [e[0] for e in errors] == sorted(bad)

@@ -149,6 +149,10 @@ def test_hf_vit_saved_folder_matches_vit_model(dino, tmp_path):
     embeddings = model.clarity.embeddings
     torch.testing.assert_close(embeddings.class_tokens, dino["sd5"]["embeddings.cls_token"], atol=0, rtol=0)
     _assert_same_hidden_states(model, dino)
+    # the conversion records what the backbone started from, for the model card's `base_model`
+    assert model.config.base_model_id == "facebook/dino-vits16"
+    model.save_pretrained(tmp_path / "converted")
+    assert ClarityConfig.from_pretrained(tmp_path / "converted").base_model_id == "facebook/dino-vits16"
 
 
 @pytest.mark.parametrize("layout", [LAYOUT_HF_VIT_4, LAYOUT_HF_VIT_5])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
 from clarity_hf.evaluation.classification import compute_auroc
 from clarity_hf.evaluation.figures import (
     GT_COLOR,
@@ -22,10 +23,19 @@ from clarity_hf.evaluation.localization import LocalizationEvaluator
 from clarity_hf.evaluation.report import (
     PUBLISHED_RESULTS,
     build_report,
+    evaluation_metadata,
+    is_nih_official_test,
     load_report,
     render_markdown,
     write_report,
 )
+
+# an NIH ChestX-ray14 official-test evaluation: the only one the published rows stand beside
+NIH_TEST = {
+    "evaluation": evaluation_metadata(
+        "NIH ChestX-ray14", "test", 25596, NIH_PATHOLOGIES, "32 x 32", split_source="official lists"
+    )
+}
 
 
 def box(label, x, y, w, h):
@@ -70,10 +80,10 @@ def models():
 
 
 def test_report_json_round_trips(tmp_path):
-    paths = write_report(tmp_path, models(), title="Test report", metadata={"dataset": "toy"})
+    paths = write_report(tmp_path, models(), title="Test report", metadata=NIH_TEST)
     assert paths["json"].name == "report.json" and paths["markdown"].name == "report.md"
     loaded = load_report(paths["json"])
-    assert loaded == build_report(models(), title="Test report", metadata={"dataset": "toy"})
+    assert loaded == build_report(models(), title="Test report", metadata=NIH_TEST)
     assert json.loads(json.dumps(loaded, allow_nan=False)) == loaded  # strictly valid JSON, no NaN
     model = loaded["models"]["CLARiTy-test"]
     assert model["classification"]["per_class"]["A"]["auroc"] == 0.75
@@ -87,7 +97,7 @@ def test_report_json_round_trips(tmp_path):
 
 
 def test_markdown_contains_the_numbers_and_published_rows():
-    markdown = render_markdown(build_report(models(), title="Test report"))
+    markdown = render_markdown(build_report(models(), title="Test report", metadata=NIH_TEST))
     assert markdown.startswith("# Test report")
     # summary row of the tuned model: AUROC 0.750 (only class A defined), macro T(IoU) = A's row
     summary = next(line for line in markdown.splitlines() if line.startswith("| CLARiTy-test |"))
@@ -181,12 +191,12 @@ def test_overlay_grid_rejects_bad_thresholds(bad):
 
 
 def test_published_numbers_keep_their_precision():
-    markdown = render_markdown(build_report({}, include_published=True))
+    markdown = render_markdown(build_report({}, include_published=True, metadata=NIH_TEST))
     li = next(line for line in markdown.splitlines() if line.startswith("| Li et al. 2022"))
     assert "| 0.40 |" in li  # given as 0.40, not 0.4
     pcan = next(line for line in markdown.splitlines() if line.startswith("| PCAN"))
     assert "| 0.10 |" in pcan
-    assert "published" not in render_markdown(build_report({}, include_published=False))
+    assert "(published)" not in render_markdown(build_report({}, include_published=False, metadata=NIH_TEST))
 
 
 def test_ablation_flags_only_deltas_beyond_seed_spread_and_bootstrap_interval():
@@ -319,3 +329,28 @@ def test_every_row_states_its_map_grid_and_the_overview_comes_first():
     row = next(line for line in markdown.splitlines() if line.startswith(f"| {other} |"))
     assert row.rstrip().endswith("| 24 x 24, stage 0 |")
     assert "map grid: 24 x 24, stage 0." in markdown
+
+
+def test_published_rows_only_beside_an_nih_official_test_evaluation():
+    three = evaluation_metadata("CSV hospital.csv", "validation", 37, ["Effusion", "Mass", "Nodule"], "4 x 4")
+    report = build_report(models(), title="T", metadata={"evaluation": three})
+    assert report["published"] is None and report["metadata"]["evaluation"]["num_images"] == 37
+    markdown = render_markdown(report)
+    assert "(published)" not in markdown and "0.818" not in markdown
+    assert (
+        "- evaluated on: CSV hospital.csv, split `validation`, 37 images, 3 labels (Effusion, Mass, Nodule), "
+        "map grid 4 x 4" in markdown
+    )
+    assert "No published row is shown" in markdown
+    # an NIH evaluation that is not the official test split with its 14 labels does not qualify either
+    for change in (
+        {"split": "validation"},
+        {"split_source": "fallback"},
+        {"label_names": NIH_PATHOLOGIES[:3]},
+        {"dataset_name": "NIH-like"},
+        {"synthetic": True},
+    ):
+        assert not is_nih_official_test({"evaluation": {**NIH_TEST["evaluation"], **change}}), change
+    assert is_nih_official_test(NIH_TEST)
+    shown = render_markdown(build_report(models(), title="T", metadata=NIH_TEST))
+    assert "CLARiTy-S-16-512 (published)" in shown and "25596 images, 14 labels" in shown

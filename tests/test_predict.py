@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 import torch
@@ -50,7 +51,8 @@ def test_predict_writes_original_size_overlay_and_json(name, model_dir, tmp_path
     result = json.loads(capsys.readouterr().out)
     width, height = original_size(image)
     with Image.open(output) as overlay:
-        assert overlay.size == (width, height) and overlay.mode == "RGB"
+        # the X-ray at its own size, with the colour bar to its right and the caption band below
+        assert overlay.width > width and overlay.height > height and overlay.mode == "RGB"
     assert result["original_size"] == {"width": width, "height": height}
     assert list(result["scores"]) == list(NIH_PATHOLOGIES)
     assert all(0.0 <= s <= 1.0 for s in result["scores"].values())
@@ -74,6 +76,11 @@ def test_predict_threshold_one_gives_no_boxes(model_dir, tmp_path, capsys):
         == 0
     )
     assert json.loads(capsys.readouterr().out)["boxes"] == []
+    # no class reaches p = 1: the overlay shows the X-ray without a heatmap colour (gray: R == G == B)
+    width, height = original_size(image)
+    with Image.open(tmp_path / "o.png") as overlay:
+        pixels = np.asarray(overlay.convert("RGB"))[:height, :width].astype(int)
+    assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
 
 
 @pytest.mark.parametrize("threshold", ["5", "-1", "nan", "1.5"])
@@ -117,9 +124,6 @@ def test_python_m_clarity_hf_predict(model_dir, tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(completed.stdout)
-    with Image.open(output) as overlay:
-        assert (
-            overlay.size
-            == (1024, 1024)
-            == (result["original_size"]["width"], result["original_size"]["height"])
-        )
+    assert (result["original_size"]["width"], result["original_size"]["height"]) == (1024, 1024)
+    with Image.open(output) as overlay:  # the X-ray, a colour bar to its right and a caption band below
+        assert overlay.width > 1024 and overlay.height > 1024

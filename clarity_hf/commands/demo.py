@@ -44,11 +44,11 @@ from transformers import AutoModelForImageClassification
 from ..baselines import PlainViTForMultiLabelClassification, plain_vit_config, teacher_stages
 from ..configuration_clarity import ClarityConfig
 from ..data.chestxray14 import build_chestxray14
-from ..data.features import get_label_names
+from ..data.features import get_label_names, get_metadata
 from ..data.synthetic import build_synthetic_cxr
 from ..evaluation.ablation import ablation_markdown, aggregate_ablation, entry_metrics
 from ..evaluation.classification import youden_thresholds
-from ..evaluation.report import build_report, map_text
+from ..evaluation.report import build_report, evaluation_metadata, map_text
 from ..evaluation.run import (
     evaluate_predictions,
     heatmap_methods,
@@ -702,6 +702,21 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
+def _evaluation_metadata(config: DemoConfig, data: DemoData, evaluation: Evaluation) -> dict:
+    """What the demo's evaluation measured on (the report's and the card's `metadata["evaluation"]`)."""
+    test = data.datasets["test"]
+    student_map = evaluation.entries[STUDENT_NAME].get("map") or {}
+    return evaluation_metadata(
+        get_metadata(test).get("source") or data.source,
+        "test",
+        len(test),
+        data.label_names,
+        map_grid=student_map.get("grid"),
+        synthetic=not config.data_dir,
+        split_source=get_metadata(test).get("split_source"),
+    )
+
+
 def step_export(config: DemoConfig, data: DemoData, evaluation: Evaluation, out: Path) -> Path:
     """The Hub-ready folder of the student (`out/model`), with the tuned heatmap thresholds in its processor and a
     model card read from the student's report entry."""
@@ -730,7 +745,7 @@ def step_export(config: DemoConfig, data: DemoData, evaluation: Evaluation, out:
                     "image_size": config.image_size,
                 },
             },
-            "evaluation": {"dataset_name": data.source, "split": "test", "synthetic": not config.data_dir},
+            "evaluation": _evaluation_metadata(config, data, evaluation),
         },
     )
     examples_dir = out / "examples"
@@ -880,6 +895,7 @@ def step_verdict(
         + " (teacher Grad-CAM: every stage in one shared pass)"
     )
     metadata = {
+        "evaluation": _evaluation_metadata(config, data, evaluation),
         "data": data.source,
         "split": "test (AUROC: every image; localization: tuned on box_split=tune, reported on box_split=eval)",
         "student": f"{config.preset} ({config.image_size} px), `{PRESET_CONFIGS[config.preset][0]}`",

@@ -5,8 +5,8 @@ Three sources, each giving a `datasets.Dataset` with `clarity_features(len(label
 `dataset.train_test_split` or by patient as you need):
 
 * `load_csv_dataset`: a CSV with an image-path column and either one 0/1 column per label or one column of
-  `|`-separated label names; optional patient / age / sex / view columns; optional boxes from a second CSV
-  (`image, label, x, y, w, h`, in the image's pixel frame).
+  `|`-separated label names; optional patient / age / sex / view / split columns (the split column is kept as
+  `split`); optional boxes from a second CSV (`image, label, x, y, w, h`, in the image's pixel frame).
 * `load_image_folder`: `root/<class name>/*.png|jpg|...`, one label per folder; folders named in
   `negative_folders` (default "No Finding", "normal", "healthy") mean all-zero labels.
 * `load_coco_dataset`: COCO-format JSON with boxes (e.g. TBX11K); image-level labels are the categories that have a
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, Value
 
 from ..files import PathOutsideFolderError, confined_path
 from ..xray_io import ImageDecodeError, image_size
@@ -91,6 +91,8 @@ def _finish(
     rows: list[dict[str, Any]], label_names: Sequence[str], source: str, problems: Problems
 ) -> Dataset:
     features = clarity_features(len(label_names))
+    if rows and "split" in rows[0]:
+        features["split"] = Value("string")
     columns = {key: [row[key] for row in rows] for key in features}
     problems.report.log()
     dataset = Dataset.from_dict(columns, features=features)
@@ -132,6 +134,7 @@ def load_csv_dataset(
     age_column: str | None = None,
     sex_column: str | None = None,
     view_column: str | None = None,
+    split_column: str | None = None,
     negative_labels: Sequence[str] = ("No Finding", ""),
     skip_missing: bool = False,
 ) -> Dataset:
@@ -146,6 +149,7 @@ def load_csv_dataset(
         label_column: a column of `label_separator`-separated names, instead of one column per label.
         boxes_csv: optional CSV `image,label,x,y,w,h` (image as in `image_column`), boxes in the image's pixels.
         patient_column / age_column / sex_column / view_column: optional metadata columns.
+        split_column: optional column naming each image's split (train / validation / test), kept as `split`.
         negative_labels: names meaning "no finding" in `label_column`.
         skip_missing: skip bad rows (reported) instead of raising.
     """
@@ -162,7 +166,18 @@ def load_csv_dataset(
         raise ValueError(f"{csv_path.name}:1: column(s) {repeated} appear more than once in header {header}")
     if image_column not in header:
         raise ValueError(f"{csv_path.name}:1: no image column {image_column!r} in header {header}")
-    meta_columns = {image_column, label_column, patient_column, age_column, sex_column, view_column} - {None}
+    meta_columns = {
+        image_column,
+        label_column,
+        patient_column,
+        age_column,
+        sex_column,
+        view_column,
+        split_column,
+    } - {None}
+    for name in meta_columns - {label_column}:
+        if name not in header:
+            raise ValueError(f"{csv_path.name}:1: no column {name!r} in header {header}")
     if label_column is None:
         label_names = (
             list(label_names) if label_names is not None else [h for h in header if h not in meta_columns]
@@ -229,19 +244,20 @@ def load_csv_dataset(
         size = _read_size(path, where, problems)
         if size is None:
             continue
-        rows.append(
-            _row(
-                str(path),
-                labels,
-                Path(image).name,
-                size,
-                _boxes_inside(boxes.get(image, []), size, problems),
-                patient_id=record.get(patient_column) if patient_column else "",
-                age=age,
-                sex=record.get(sex_column) if sex_column else "",
-                view_position=record.get(view_column) if view_column else "",
-            )
+        row = _row(
+            str(path),
+            labels,
+            Path(image).name,
+            size,
+            _boxes_inside(boxes.get(image, []), size, problems),
+            patient_id=record.get(patient_column) if patient_column else "",
+            age=age,
+            sex=record.get(sex_column) if sex_column else "",
+            view_position=record.get(view_column) if view_column else "",
         )
+        if split_column:
+            row["split"] = record[split_column].strip()
+        rows.append(row)
     for image, entries in boxes.items():
         if image not in known:
             for where, _ in entries:

@@ -21,23 +21,33 @@ A report is a plain, JSON-serialisable dict (NaN is written as `null`):
   "published": PUBLISHED_RESULTS,                       # or None
 }
 ```
+
+`metadata["evaluation"]` (`evaluation_metadata`) says what was measured on: data set, split, number of images, label
+set, map grid. The paper's published rows are NIH ChestX-ray14 official-test figures over its 14 labels: they are put
+beside an evaluation only when it is one of those (`is_nih_official_test`); anything else would compare apples with
+oranges.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
 from .. import __version__
+from ..configuration_clarity import NIH_PATHOLOGIES
 from .classification import AurocResult
 from .localization import LocalizationResult, TuningResult
 from .tables import markdown_table
 
 __all__ = [
+    "NIH_DATASET_NAME",
     "PUBLISHED_RESULTS",
+    "describe_evaluation",
+    "evaluation_metadata",
+    "is_nih_official_test",
     "ModelEntry",
     "build_report",
     "format_number",
@@ -98,6 +108,68 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+NIH_DATASET_NAME = "NIH ChestX-ray14"
+NIH_OFFICIAL_SPLIT = "official lists"  # `split_source` of `build_chestxray14` with the official test list
+
+
+def evaluation_metadata(
+    dataset_name: str,
+    split: str,
+    num_images: int,
+    label_names: list[str],
+    map_grid: str | None = None,
+    dataset_id: str | None = None,
+    synthetic: bool = False,
+    split_source: str | None = None,
+) -> dict[str, Any]:
+    """What an evaluation measured on, as the report and the model card state it (`metadata["evaluation"]`).
+
+    `split_source` is the data builder's (`"official lists"` for NIH ChestX-ray14 read with its official split);
+    `map_grid` the heatmaps' grid ("h x w")."""
+    return {
+        "dataset_name": str(dataset_name),
+        "dataset_id": dataset_id,
+        "split": str(split),
+        "num_images": int(num_images),
+        "label_names": [str(name) for name in label_names],
+        "map_grid": map_grid,
+        "synthetic": bool(synthetic),
+        "split_source": split_source,
+    }
+
+
+def is_nih_official_test(metadata: Mapping[str, Any] | None) -> bool:
+    """True when a report's `metadata["evaluation"]` is NIH ChestX-ray14's official test split with its 14 labels,
+    the only evaluation the paper's and peers' published figures can stand beside."""
+    evaluation = (metadata or {}).get("evaluation") or {}
+    return (
+        evaluation.get("dataset_name") == NIH_DATASET_NAME
+        and evaluation.get("split") == "test"
+        and evaluation.get("split_source") == NIH_OFFICIAL_SPLIT
+        and list(evaluation.get("label_names") or []) == list(NIH_PATHOLOGIES)
+        and not evaluation.get("synthetic")
+    )
+
+
+def describe_evaluation(
+    evaluation: Mapping[str, Any],
+    text: Callable[[Any], str] = str,
+    code: Callable[[Any], str] = lambda value: f"`{value}`",
+) -> str:
+    """One line: "<data set>, split `s`, N images, K labels (a, b, c), map grid h x w". `text` and `code` render
+    the values (the model card passes its Markdown escaping)."""
+    labels = [text(name) for name in evaluation.get("label_names") or []]
+    parts = [
+        text(evaluation.get("dataset_name", "unknown data set")),
+        f"split {code(evaluation.get('split', '?'))}",
+        f"{text(evaluation.get('num_images', '?'))} images",
+        f"{len(labels)} labels ({', '.join(labels)})",
+    ]
+    if evaluation.get("map_grid"):
+        parts.append(f"map grid {text(evaluation['map_grid'])}")
+    return ", ".join(parts)
+
+
 def _split_localization(localization: Mapping | None) -> tuple[Mapping | None, dict | None]:
     """A LocalizationResult or a TuningResult -> (reported result, tuning summary or None)."""
     if localization is None or "iou" in localization:
@@ -119,8 +191,9 @@ def build_report(
         models: model name -> {"classification": AurocResult, "localization": LocalizationResult or TuningResult,
             "notes": str}; the order is kept as the row order.
         title: the report's title.
-        include_published: add the paper's published rows (`PUBLISHED_RESULTS`).
-        metadata: free-form facts about the run (dataset, split, preset, ...), shown at the top.
+        include_published: add the paper's published rows (`PUBLISHED_RESULTS`) when `metadata["evaluation"]` is
+            an NIH ChestX-ray14 official-test evaluation with its 14 labels (`is_nih_official_test`).
+        metadata: facts about the run, shown at the top; `evaluation` from [`evaluation_metadata`].
         overview: a Markdown summary of the run, rendered first, under the title.
     """
     entries = {}
@@ -139,7 +212,7 @@ def build_report(
             "clarity_hf_version": __version__,
             "metadata": dict(metadata or {}),
             "models": entries,
-            "published": PUBLISHED_RESULTS if include_published else None,
+            "published": PUBLISHED_RESULTS if include_published and is_nih_official_test(metadata) else None,
             "overview": overview,
         }
     )
@@ -224,6 +297,12 @@ def _summary_section(report: Mapping) -> list[str]:
     ]
     if published:
         lines += ["", f"Published rows: {published['source']}. Numbers shown as given."]
+    else:
+        lines += [
+            "",
+            "No published row is shown: the paper's and peers' figures are NIH ChestX-ray14 official-test results "
+            "over its 14 labels, and this evaluation is not one.",
+        ]
     return lines
 
 
@@ -314,7 +393,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += [report["overview"].rstrip(), ""]
     metadata = report.get("metadata") or {}
     for key, value in metadata.items():
-        lines.append(f"- {key}: {value}")
+        if key == "evaluation" and isinstance(value, Mapping):
+            lines.append(f"- evaluated on: {describe_evaluation(value)}")
+        else:
+            lines.append(f"- {key}: {value}")
     lines.append(f"- clarity_hf version: {report.get('clarity_hf_version', 'unknown')}")
     lines += ["", *_summary_section(report)]
     auroc = _auroc_section(report)

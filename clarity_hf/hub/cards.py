@@ -23,7 +23,14 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 from huggingface_hub.utils import validate_repo_id
 
 from ..configuration_clarity import NIH_PATHOLOGIES, ClarityConfig
-from ..evaluation.report import PUBLISHED_RESULTS, format_number, format_published
+from ..evaluation.report import (
+    NIH_DATASET_NAME,
+    PUBLISHED_RESULTS,
+    describe_evaluation,
+    format_number,
+    format_published,
+    is_nih_official_test,
+)
 from ..evaluation.tables import code_span, escape_markdown, markdown_table
 
 __all__ = [
@@ -41,8 +48,6 @@ MODEL_CARD_TEMPLATE = TEMPLATE_DIR / "model_card.md"
 DATASET_CARD_TEMPLATE = TEMPLATE_DIR / "dataset_card.md"
 NIH_SOURCE_TEMPLATE = TEMPLATE_DIR / "nih_chestxray14.md"
 DEFAULT_REPO_ID = "org/clarity-s-16-512"
-DEFAULT_BASE_MODEL = "facebook/dino-vits16"
-NIH_DATASET_NAME = "NIH ChestX-ray14"
 
 # Config fields whose values the paper's abstract does not state (reconstructed choices), with what they mean.
 RECONSTRUCTED_FIELDS: dict[str, str] = {
@@ -96,7 +101,8 @@ def load_results(results: str | Path | Mapping[str, Any] | None) -> dict[str, An
         "metadata": {
           "training": {"synthetic_only": bool, "dataset_name": str, "dataset_id": str | null,
                        "base_model": str | null, "description": str, "recipe": {name: value}},
-          "evaluation": {"dataset_name": str, "dataset_id": str | null, "split": str, "synthetic": bool},
+          "evaluation": clarity_hf.evaluation.report.evaluation_metadata(...): {"dataset_name", "dataset_id",
+                        "split", "num_images", "label_names", "map_grid", "synthetic", "split_source"},
         }
 
     Raises `ValueError` naming the file and the problem when it is not such a report or a model entry lacks the keys
@@ -174,7 +180,7 @@ def _classification_table(classification: Mapping[str, Any]) -> str:
 
 
 def _classification_summary(
-    classification: Mapping[str, Any], model_name: str, published: Mapping[str, Any]
+    classification: Mapping[str, Any], model_name: str, published: Mapping[str, Any] | None
 ) -> str:
     rows = [
         [
@@ -182,7 +188,7 @@ def _classification_summary(
             f"**{format_number(classification['mean_auroc'])}**",
         ]
     ]
-    for row in published["rows"]:
+    for row in (published or {}).get("rows", []):
         if row["mean_auroc"] is not None:
             rows.append([f"{escape_markdown(row['model'])} (published)", format_published(row["mean_auroc"])])
     excluded = classification.get("excluded_classes") or []
@@ -193,7 +199,8 @@ def _classification_summary(
         if excluded
         else ""
     )
-    return markdown_table(["Model", "Mean AUROC (14 classes)"], rows) + note
+    num_classes = len(classification.get("class_names") or classification["per_class"])
+    return markdown_table(["Model", f"Mean AUROC ({num_classes} classes)"], rows) + note
 
 
 def _accuracy_table(
@@ -219,7 +226,9 @@ def _accuracy_table(
 
 
 def _localization_section(
-    localization: Mapping[str, Any] | None, tuning: Mapping[str, Any] | None, published: Mapping[str, Any]
+    localization: Mapping[str, Any] | None,
+    tuning: Mapping[str, Any] | None,
+    published: Mapping[str, Any] | None,
 ) -> str:
     if localization is None:
         return "### Localization\n\nLocalization was not evaluated for this checkpoint."
@@ -256,11 +265,17 @@ def _localization_section(
 
 def _eval_results(entry: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[EvalResult]:
     # These strings go into the YAML metadata only (written by yaml.safe_dump), not into the Markdown.
-    dataset_name = str(evaluation.get("dataset_name", NIH_DATASET_NAME))
+    dataset_name = str(evaluation.get("dataset_name", "unknown data set"))
     dataset_type = str(
-        evaluation.get("dataset_id") or ("synthetic" if evaluation.get("synthetic") else "nih-chestxray14")
+        evaluation.get("dataset_id")
+        or ("synthetic" if evaluation.get("synthetic") else None)
+        or (
+            "nih-chestxray14"
+            if dataset_name == NIH_DATASET_NAME
+            else re.sub(r"[^a-z0-9]+", "-", dataset_name.lower())
+        )
     )
-    split = str(evaluation.get("split", "test"))
+    split = str(evaluation.get("split", "unknown"))
     common = {"dataset_type": dataset_type, "dataset_name": dataset_name, "dataset_split": split}
     classification_task = {
         "task_type": "image-classification",
@@ -270,7 +285,10 @@ def _eval_results(entry: Mapping[str, Any], evaluation: Mapping[str, Any]) -> li
     measured = []  # (task fields, metric name, value)
     classification = entry.get("classification")
     if classification is not None:
-        measured.append((classification_task, "Mean AUROC (14 classes)", classification["mean_auroc"]))
+        num_classes = len(classification.get("class_names") or classification["per_class"])
+        measured.append(
+            (classification_task, f"Mean AUROC ({num_classes} classes)", classification["mean_auroc"])
+        )
         for name, class_entry in classification["per_class"].items():
             measured.append((classification_task, f"AUROC {name}", class_entry["auroc"]))
     localization = entry.get("localization")
@@ -288,6 +306,16 @@ def _eval_results(entry: Mapping[str, Any], evaluation: Mapping[str, Any]) -> li
         for task, name, value in measured
         if _finite(value)
     ]
+
+
+def _architecture(config: ClarityConfig) -> str:
+    """The backbone's size from the config: "ViT-S/16" for the known widths, else its width, depth and heads."""
+    names = {(192, 12, 3): "ViT-Ti", (384, 12, 6): "ViT-S", (768, 12, 12): "ViT-B"}
+    shape = (int(config.hidden_size), int(config.num_hidden_layers), int(config.num_attention_heads))
+    name = names.get(shape)
+    if name:
+        return f"{name}/{int(config.patch_size)}"
+    return f"ViT ({shape[0]} wide, {shape[1]} layers, {shape[2]} heads, patch {int(config.patch_size)})"
 
 
 def _reconstructed_table(config: ClarityConfig) -> str:
@@ -376,18 +404,21 @@ def render_model_card(
     results = load_results(results)
     entry: dict[str, Any] = {}
     metadata: Mapping[str, Any] = {}
-    published: Mapping[str, Any] = PUBLISHED_RESULTS
+    published: Mapping[str, Any] | None = None
     if results is not None:
         model_name, entry = select_model(results, model_name)
         metadata = results.get("metadata") or {}
-        published = results.get("published") or PUBLISHED_RESULTS
+        # the paper's and peers' rows are NIH official-test figures over 14 labels: only beside such an evaluation
+        if is_nih_official_test(metadata):
+            published = results.get("published") or PUBLISHED_RESULTS
     model_name = str(model_name or (repo_id or DEFAULT_REPO_ID).split("/")[-1])
     name = escape_markdown(model_name)
     training = metadata.get("training") or {}
     evaluation = metadata.get("evaluation") or {}
     synthetic = bool(training.get("synthetic_only"))
     datasets = [str(d) for d in (training.get("dataset_id"), evaluation.get("dataset_id")) if d]
-    base_model = training.get("base_model", DEFAULT_BASE_MODEL)
+    # the starting point recorded by the training run or the DINO conversion (`config.base_model_id`), else none
+    base_model = training.get("base_model") or getattr(config, "base_model_id", None)
     eval_results = _eval_results(entry, evaluation) if results else None
     tags = [
         "medical-imaging",
@@ -423,8 +454,9 @@ def render_model_card(
         results_intro = "No evaluation JSON was given to the export, so no measured figure is reported."
     else:
         where = (
-            escape_markdown(evaluation.get("dataset_name", NIH_DATASET_NAME))
-            + f", split {code_span(evaluation.get('split', 'test'))}"
+            describe_evaluation(evaluation, text=escape_markdown, code=code_span)
+            if evaluation
+            else "a data set the evaluation report does not name"
         )
         status_line = f"Measured results below are on {where}" + (
             " (synthetic test images: they say nothing about real chest X-rays)."
@@ -461,7 +493,15 @@ def render_model_card(
         classification_summary=classification_summary,
         classification_table=classification_table,
         localization_section=_localization_section(entry.get("localization"), entry.get("tuning"), published),
-        published_source=escape_markdown(published["source"]),
+        published_note=(
+            "Rows marked *(published)* are the paper's figures, not results of this checkpoint (targets): "
+            f"{escape_markdown(published['source'])}."
+            if published
+            else "No published figure is shown: the paper's and peers' figures are NIH ChestX-ray14 official-test "
+            "results over its 14 labels, and this evaluation is not one."
+        ),
+        label_list=", ".join(escape_markdown(config.id2label[i]) for i in range(config.num_labels)),
+        architecture=escape_markdown(_architecture(config)),
         training_section=_training_section(training, evaluated=results is not None),
         reconstructed_table=_reconstructed_table(config),
     )

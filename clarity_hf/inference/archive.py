@@ -6,11 +6,13 @@ Output folder:
     predictions.csv  one row per image, sorted by path: `path`, `height`, `width` (original pixels), the model's
                      class probabilities (one column per label), `boxes` (JSON list of {"label", "score", "box":
                      [xmin, ymin, xmax, ymax]} in original pixels), `heatmap` and `overlay` (file paths relative to
-                     the folder, empty when not asked)
+                     the folder, empty when not asked), `overlay_class` (the class the overlay shows)
     errors.csv       one row per file that could not be read: `path`, `reason`
     heatmaps/        with --heatmaps npz: `<stem>-<hash>.npz` holding `heatmaps` (K, H, W) uint8 at the original
                      size and `labels` (K,); with --heatmaps png: a folder `<stem>-<hash>/` of one PNG per class
-    overlays/        with --overlays: `<stem>-<hash>.png`, the top class's heatmap and boxes over the X-ray
+    overlays/        with --overlays: `<stem>-<hash>.png`, the top class's heatmap and boxes over the X-ray with
+                     its name, probability, threshold, a colour bar and "research use only" (no heatmap under the
+                     threshold)
     run.json         the settings the rows were computed with (a rerun with other settings is refused), and the
                      reading settings of the error rows (pixel limit, decoder versions)
 (`.parquet` twins of both tables with --parquet.)
@@ -159,7 +161,7 @@ class _Predictor:
 
     @property
     def columns(self) -> list[str]:
-        return ["path", "height", "width", *self.labels, "boxes", "heatmap", "overlay"]
+        return ["path", "height", "width", *self.labels, "boxes", "heatmap", "overlay", "overlay_class"]
 
     @torch.inference_mode()
     def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -213,6 +215,7 @@ class _Predictor:
                     json.dumps(result["boxes"], separators=(",", ":")),
                     heatmap_cell,
                     overlay_cell,
+                    self.labels[int(np.argmax(result["probabilities"]))] if overlay_cell else "",
                 ]
             )
         return rows
@@ -254,16 +257,19 @@ class _Predictor:
                     atomic_write_bytes(png, _png_bytes(Image.fromarray(heatmap, mode="L")))
             heatmap_cell = target.relative_to(self.output_dir).as_posix()
         if self.options.overlays:
-            from ..visualization import overlay_heatmap
+            from ..visualization import annotated_overlay
 
             if maps is not None and top in self.heatmap_indices:
                 top_map = maps[self.heatmap_indices.index(top)]
             else:
                 top_map = self.class_maps(heatmaps, [top], size)[0]
             shown = [b for b in boxes if b["label"] == self.labels[top]]
-            overlay = overlay_heatmap(
+            overlay = annotated_overlay(
                 Image.fromarray(display, mode="L"),
                 top_map.astype(np.float32) / 255.0,
+                self.labels[top],
+                float(result["probabilities"][top]),
+                self.options.threshold,
                 boxes=[b["box"] for b in shown],
             )
             folder = self.output_dir / "overlays"

@@ -174,7 +174,7 @@ def _predict_one(args) -> int:
     `pipeline("chest-xray-localization", ...)`, the Space and the archive table."""
     import torch
 
-    from ..visualization import decode_for_display, overlay_heatmap
+    from ..visualization import annotated_overlay, decode_for_display
     from .archive import check_output_dir
 
     image_path = Path(args.paths[0])
@@ -199,9 +199,9 @@ def _predict_one(args) -> int:
         return _fail(err)
     scores, boxes = result["scores"], result["boxes"]
     top = max(scores, key=scores.get)
-    shown = [b for b in boxes if b["label"] == top] or boxes
+    shown = [b for b in boxes if b["label"] == top]  # the caption names the top class: only its boxes
     heatmap = result["heatmaps"][list(scores).index(top)]
-    overlay_heatmap(display, heatmap, boxes=shown).save(output, format="PNG")
+    annotated_overlay(display, heatmap, top, scores[top], args.threshold, shown).save(output, format="PNG")
     height, width = heatmap.shape
     print(
         json.dumps(

@@ -96,7 +96,45 @@ class ClarityTrainingConfig:
     # --- data ---------------------------------------------------------------------------------------------------
     dataset: str = field(
         default="synthetic",
-        metadata={"help": "`synthetic`, or a folder written by `DatasetDict.save_to_disk`."},
+        metadata={
+            "help": "`synthetic`; a CSV of image paths and labels (0/1 columns or one delimited column, optional "
+            "patient and split columns); an image folder (a labels CSV in it, or one sub-folder per class); a "
+            "`save_to_disk` / prepared cache folder; or a `datasets` name. The label set is the data's; a split "
+            "missing from it is drawn by patient (see `clarity_hf.data.sources`)."
+        },
+    )
+    dataset_image_column: str | None = field(
+        default=None, metadata={"help": "CSV column of image paths (default: path, image, Image Index, ...)."}
+    )
+    dataset_label_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "CSV column of delimited label names (default: `Finding Labels` or `labels` if present)."
+        },
+    )
+    dataset_label_separator: str = field(default="|", metadata={"help": "Separator of dataset_label_column."})
+    dataset_patient_column: str | None = field(
+        default=None,
+        metadata={"help": "CSV patient column (default: patient_id, Patient ID, ... if present)."},
+    )
+    dataset_split_column: str | None = field(
+        default=None,
+        metadata={"help": "CSV column of train / validation / test (default: `split` if present)."},
+    )
+    dataset_boxes_csv: str | None = field(
+        default=None, metadata={"help": "CSV of boxes `image,label,x,y,w,h` in the image's pixels."}
+    )
+    dataset_image_root: str | None = field(
+        default=None, metadata={"help": "Folder the CSV's image paths are relative to (default: the CSV's)."}
+    )
+    validation_fraction: float = field(
+        default=0.2,
+        metadata={
+            "help": "Share of the training images drawn (by patient, seeded) when the data has no validation."
+        },
+    )
+    dataset_skip_missing: bool = field(
+        default=False, metadata={"help": "Skip and report missing or unreadable images instead of stopping."}
     )
     train_split: str = "train"
     validation_split: str = "validation"

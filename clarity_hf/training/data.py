@@ -20,7 +20,6 @@ such samples and lists them, the evaluation collator keeps a zero image and a `v
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -28,8 +27,8 @@ import torch
 from datasets import Dataset, DatasetDict, Image
 from torch.utils.data import Sampler
 
-from ..data.cache import load_dataset_folder
 from ..data.features import get_label_names
+from ..data.sources import load_training_data
 from ..data.transforms import IMAGE_COLUMNS, PROBLEM_KINDS, ClarityCollator, ClarityTransform
 from ..image_processing_clarity import ClarityImageProcessor
 
@@ -39,17 +38,25 @@ SKIP_KINDS = PROBLEM_KINDS
 
 
 def load_datasets(config) -> DatasetDict:
-    """The train and validation splits named by `config` (synthetic, or a `save_to_disk` folder)."""
+    """The train and validation splits named by `config`: synthetic, or the user's data through
+    `clarity_hf.data.sources.load_training_data` (CSV, image folder, `save_to_disk` folder, `datasets` name)."""
     if config.dataset == "synthetic":
         dataset = build_synthetic(config)
     else:
-        if not os.path.isdir(config.dataset):
-            raise FileNotFoundError(
-                f"dataset folder {config.dataset!r} does not exist (or give dataset: synthetic)"
-            )
-        dataset = load_dataset_folder(config.dataset)
-        if isinstance(dataset, Dataset):
-            raise ValueError(f"{config.dataset}: expected a DatasetDict with splits, got a single Dataset")
+        dataset = load_training_data(
+            config.dataset,
+            label_names=config.label_names,
+            image_column=config.dataset_image_column,
+            label_column=config.dataset_label_column,
+            label_separator=config.dataset_label_separator,
+            patient_column=config.dataset_patient_column,
+            split_column=config.dataset_split_column,
+            boxes_csv=config.dataset_boxes_csv,
+            image_root=config.dataset_image_root,
+            validation_fraction=config.validation_fraction,
+            seed=config.seed,
+            skip_missing=config.dataset_skip_missing,
+        )
     for split in (config.train_split, config.validation_split):
         if split not in dataset:
             raise ValueError(f"dataset {config.dataset!r} has no split {split!r} (splits: {list(dataset)})")

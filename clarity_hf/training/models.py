@@ -12,6 +12,8 @@ labels nothing is re-initialised: tokens and heads are reused by position, whate
 
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import AutoConfig, AutoModelForImageClassification, ConvNextV2ForImageClassification
 
@@ -52,9 +54,13 @@ def build_model(config, label_names: list[str]) -> torch.nn.Module:
         return build_teacher(config.model_preset, label_names, **overrides)
 
     if config.model_name_or_path:
-        return ClarityForMultiLabelLocalization.from_pretrained(
+        model = ClarityForMultiLabelLocalization.from_pretrained(
             config.model_name_or_path, ignore_mismatched_sizes=True, **labels, **overrides
         )
+        if not os.path.isdir(config.model_name_or_path):
+            # a Hub model is the base of this one; a local folder passes on the base it records (if any)
+            model.config.base_model_id = config.model_name_or_path
+        return model
     model_config = ClarityConfig.from_preset(config.model_preset, **labels, **overrides)
     if config.init_from_dino:
         return convert_dino_checkpoint(config.init_from_dino, model_config, seed=config.seed)
