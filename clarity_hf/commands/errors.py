@@ -6,10 +6,19 @@ stderr and exits 2; anything else keeps its traceback (a bug to report)."""
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from collections.abc import Callable, Sequence
 
-__all__ = ["EXIT_USAGE", "CommandError", "check_device", "expected_errors", "one_line", "run_with_boundary"]
+__all__ = [
+    "EXIT_USAGE",
+    "CommandError",
+    "check_device",
+    "expected_errors",
+    "is_expected",
+    "one_line",
+    "run_with_boundary",
+]
 
 EXIT_USAGE = 2
 
@@ -52,13 +61,25 @@ _OS_REMEDIES = {
 }
 
 
+def is_expected(error: BaseException) -> bool:
+    """An input problem: one of `expected_errors()`, or a ValueError the package raised about a file it could not
+    read or write (its cause is the OSError)."""
+    if isinstance(error, expected_errors()):
+        return True
+    return isinstance(error, ValueError) and isinstance(error.__cause__, OSError)
+
+
 def one_line(error: BaseException) -> str:
     """`error` as one line that names the input (an OSError's file) and, where known, the remedy."""
     if isinstance(error, OSError) and error.errno in _OS_REMEDIES:
         where = error.filename if error.filename is not None else ""
         reason = error.strerror or str(error)
+        if error.errno == errno.EEXIST and where and os.path.isfile(where):
+            reason = "is a file, where a folder is needed"
         text = f"{where}: {reason}" if where else reason
         text = f"{text} ({_OS_REMEDIES[error.errno]})"
+    elif isinstance(error, ValueError) and isinstance(error.__cause__, OSError) and error.__cause__.errno:
+        text = f"{error} ({_OS_REMEDIES.get(error.__cause__.errno, 'check the path')})"
     else:
         text = str(error) or type(error).__name__
     return " ".join(text.split())
@@ -95,6 +116,8 @@ def run_with_boundary(prog: str, command: Callable[[Sequence[str] | None], int |
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except expected_errors() as error:
+    except Exception as error:
+        if not is_expected(error):
+            raise  # a bug: the traceback is the report
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return EXIT_USAGE

@@ -12,9 +12,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from huggingface_hub.utils import validate_repo_id
+
 from .. import ClarityForMultiLabelLocalization, ClarityImageProcessor
 from ..data.transforms import build_processor
-from ..hub import describe_folder, push_to_hub, resolve_model_folder, save_for_hub
+from ..hub import ExportError, describe_folder, push_to_hub, resolve_model_folder, save_for_hub
+from .errors import CommandError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -49,23 +52,37 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    source = resolve_model_folder(args.model)
+    # Checked before anything is loaded or written: a bad repo id or a missing report must not leave a folder behind.
+    validate_repo_id(args.repo_id)
+    if args.results is not None and not Path(args.results).is_file():
+        raise CommandError(
+            f"--results {args.results}: no such file (give the report.json of `clarity evaluate`)"
+        )
+    try:
+        source = resolve_model_folder(args.model)
+    except OSError as err:
+        raise CommandError(
+            f"--model {args.model}: neither a model folder nor a Hub model available here ({err})"
+        ) from err
     model = ClarityForMultiLabelLocalization.from_pretrained(source, use_safetensors=True)
     if (source / "preprocessor_config.json").is_file():
         processor = ClarityImageProcessor.from_pretrained(source)
     else:
         processor = build_processor(model.config)  # the recipe the package trains with
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="clarity_hub_"))
-    save_for_hub(
-        model,
-        processor,
-        out,
-        results=args.results,
-        example_images=args.examples,
-        repo_id=args.repo_id,
-        model_name=args.model_name,
-        overwrite=args.overwrite,
-    )
+    try:
+        save_for_hub(
+            model,
+            processor,
+            out,
+            results=args.results,
+            example_images=args.examples,
+            repo_id=args.repo_id,
+            model_name=args.model_name,
+            overwrite=args.overwrite,
+        )
+    except ExportError as err:
+        raise ExportError(str(err).replace("pass overwrite=True", "pass --overwrite")) from err
     files = describe_folder(out)
     verb = "would upload" if args.dry_run else "uploading"
     print(f"{verb} {len(files)} files ({sum(size for _, size in files)} bytes) from {out} to {args.repo_id}:")
