@@ -1,7 +1,7 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """Convert DINO ViT-S/16 weights into a Hub-ready CLARiTy model folder.
 
-    clarity convert-dino --checkpoint dino_deitsmall16_pretrain.pth --preset clarity-s-16-512 \
+    clarity convert-dino --checkpoint dino_deitsmall16_pretrain.pth --preset clarity-s-16-512 \\
         --output clarity-s-16-512-dino
 
 The checkpoint may be an HF `ViTModel` folder or safetensors file (e.g. a local copy of `facebook/dino-vits16`), or an
@@ -9,7 +9,11 @@ official DINO / timm `.pth` (read with `torch.load(weights_only=True)`).
 """
 
 import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from transformers import HfArgumentParser
 
 from .. import ClarityConfig
 from ..configuration_clarity import CLARITY_PRESETS
@@ -17,20 +21,28 @@ from ..convert import convert_dino_checkpoint
 from ..data.transforms import build_processor
 
 
+@dataclass
+class ConvertDinoArguments:
+    """`clarity convert-dino` options (parsed with `HfArgumentParser`)."""
+
+    checkpoint: str = field(metadata={"help": "DINO checkpoint file or folder"})
+    output: str = field(metadata={"help": "folder for save_pretrained"})
+    preset: str = field(default="clarity-s-16-512", metadata={"choices": sorted(CLARITY_PRESETS)})
+    class_token_init: Literal["cls_noise", "trunc_normal"] | None = None
+    class_token_init_std: float | None = None
+    seed: int = field(default=0, metadata={"help": "seeds the heads and the class-token noise"})
+    no_atlas: bool = field(default=False, metadata={"help": "keep the analytic prior, not the shipped atlas"})
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="clarity convert-dino", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = HfArgumentParser(
+        ConvertDinoArguments,
+        prog="clarity convert-dino",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="DINO checkpoint file or folder")
-    parser.add_argument("--preset", default="clarity-s-16-512", choices=sorted(CLARITY_PRESETS))
-    parser.add_argument("--output", required=True, type=Path, help="folder for save_pretrained")
-    parser.add_argument("--class-token-init", choices=("cls_noise", "trunc_normal"), default=None)
-    parser.add_argument("--class-token-init-std", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0, help="seeds the heads and the class-token noise")
-    parser.add_argument(
-        "--no-atlas", action="store_true", help="keep the analytic prior, not the shipped atlas"
-    )
-    args = parser.parse_args(argv)
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    args.checkpoint, args.output = Path(args.checkpoint), Path(args.output)
 
     overrides = {}
     if args.class_token_init is not None:

@@ -1,7 +1,7 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """Export a CLARiTy checkpoint as a Hub repo folder and upload it (or, with --dry-run, only write and list it).
 
-    clarity push --model runs/clarity-s-16-512/best --results eval/results.json \
+    clarity push --model runs/clarity-s-16-512/best --results eval/results.json \\
         --repo-id org/clarity-s-16-512 --examples ../shared/realdata/nih/00000001_000.png --dry-run --out hub_export
 
 The checkpoint folder must hold model.safetensors (pickle checkpoints are refused) and preprocessor_config.json
@@ -10,9 +10,11 @@ The checkpoint folder must hold model.safetensors (pickle checkpoints are refuse
 
 import argparse
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub.utils import validate_repo_id
+from transformers import HfArgumentParser
 
 from .. import ClarityForMultiLabelLocalization, ClarityImageProcessor
 from ..data.transforms import build_processor
@@ -20,34 +22,47 @@ from ..hub import ExportError, describe_folder, push_to_hub, resolve_model_folde
 from .errors import CommandError
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="clarity push", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", required=True, help="trained model folder (safetensors) or Hub id")
-    parser.add_argument("--repo-id", required=True, help="target Hub repo, e.g. org/clarity-s-16-512")
-    parser.add_argument(
-        "--results",
+@dataclass
+class PushArguments:
+    """`clarity push` options (parsed with `HfArgumentParser`; `--repo-id` and `--repo_id` both work)."""
+
+    model: str = field(metadata={"help": "trained model folder (safetensors) or Hub id"})
+    repo_id: str = field(metadata={"help": "target Hub repo, e.g. org/clarity-s-16-512"})
+    results: str | None = field(
         default=None,
-        help="evaluation report JSON (clarity_hf.evaluation.report.write_report) for the model card",
+        metadata={
+            "help": "evaluation report JSON (clarity_hf.evaluation.report.write_report) for the model card"
+        },
     )
-    parser.add_argument(
-        "--examples", nargs="*", default=[], help="example images (PNG/JPEG/DICOM) for the card"
+    examples: list[str] = field(
+        default_factory=list, metadata={"help": "example images (PNG/JPEG/DICOM) for the card"}
     )
-    parser.add_argument(
-        "--out", default=None, help="export folder, new or empty (default: a temporary directory)"
+    out: str | None = field(
+        default=None, metadata={"help": "export folder, new or empty (default: a temporary directory)"}
     )
-    parser.add_argument("--overwrite", action="store_true", help="empty a non-empty --out folder first")
-    parser.add_argument(
-        "--model-name", default=None, help="the report's model entry to publish (default: its first model)"
+    overwrite: bool = field(default=False, metadata={"help": "empty a non-empty --out folder first"})
+    model_name: str | None = field(
+        default=None, metadata={"help": "the report's model entry to publish (default: its first model)"}
     )
-    parser.add_argument("--revision", default=None, help="branch to commit to")
-    parser.add_argument("--private", action="store_true")
-    parser.add_argument("--token", default=None, help="Hub token (default: the logged-in token / HF_TOKEN)")
-    parser.add_argument("--commit-message", default="Upload CLARiTy model")
-    parser.add_argument("--create-pr", action="store_true")
-    parser.add_argument("--dry-run", action="store_true", help="write the folder and list it; upload nothing")
-    return parser.parse_args(argv)
+    revision: str | None = field(default=None, metadata={"help": "branch to commit to"})
+    private: bool = False
+    token: str | None = field(
+        default=None, metadata={"help": "Hub token (default: the logged-in token / HF_TOKEN)"}
+    )
+    commit_message: str = "Upload CLARiTy model"
+    create_pr: bool = False
+    dry_run: bool = field(default=False, metadata={"help": "write the folder and list it; upload nothing"})
+
+
+def parse_args(argv=None) -> PushArguments:
+    parser = HfArgumentParser(
+        PushArguments,
+        prog="clarity push",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    return args
 
 
 def main(argv=None) -> int:
