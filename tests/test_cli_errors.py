@@ -118,3 +118,16 @@ def test_help_lists_every_command_and_an_unknown_one_is_refused(capsys):
     assert all(f"\n  {name} " in listed for name in COMMANDS) and len(COMMANDS) == 12
     assert main(["trian"]) == 2
     assert "unknown command 'trian'" in capsys.readouterr().err
+
+
+def test_prepare_without_metadata_names_the_folder(tmp_path, capsys):
+    (tmp_path / "nih").mkdir()
+    assert run_command("prepare", [str(tmp_path / "nih"), str(tmp_path / "cache")]) == 2
+    _one_error_line(capsys, "clarity prepare: error:", "no metadata in", "Data_Entry_2017")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_train_with_a_bad_option_value_names_it(tmp_path, capsys):
+    argv = ["--config", "tiny_cpu.yaml", "--output_dir", str(tmp_path / "run"), "--learning_rate", "-1"]
+    assert run_command("train", argv) == 2
+    _one_error_line(capsys, "clarity train: error:", "learning_rate", "-1")

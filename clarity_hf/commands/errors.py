@@ -9,6 +9,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 
 __all__ = [
     "EXIT_USAGE",
@@ -67,6 +68,22 @@ def is_expected(error: BaseException) -> bool:
     if isinstance(error, expected_errors()):
         return True
     return isinstance(error, ValueError) and isinstance(error.__cause__, OSError)
+
+
+@contextmanager
+def as_input_errors(**renames: str):
+    """Inside: every ValueError is an input problem (for code whose ValueErrors all name a bad input: the data
+    builders, the training config's checks). `renames` turns a Python argument in a message into its option
+    (`skip_missing=True` -> `--skip-missing`)."""
+    try:
+        yield
+    except ValueError as error:
+        if isinstance(error, CommandError):
+            raise
+        text = str(error)
+        for python, option in renames.items():
+            text = text.replace(python, option)
+        raise CommandError(text) from error
 
 
 def one_line(error: BaseException) -> str:

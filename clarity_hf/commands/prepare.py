@@ -18,6 +18,7 @@ from ..data.cache import build_cache
 from ..data.chestxray14 import build_chestxray14
 from ..data.features import get_build_report
 from ..hub.dataset_upload import push_dataset_to_hub
+from .errors import as_input_errors
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,7 +59,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
-    args = parse_args(argv)
+    # The builders' ValueErrors all name a bad input (file and line, a parameter, a cache of other parameters).
+    with as_input_errors(**{"skip_missing=True": "--skip-missing", "overwrite=True": "--overwrite"}):
+        prepare(parse_args(argv))
+
+
+def prepare(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     dataset = build_chestxray14(

@@ -11,10 +11,13 @@
 import json
 
 from ..training import parse_training_config, train
+from .errors import as_input_errors
 
 
 def main(argv=None) -> int:
-    result = train(parse_training_config(argv))
+    with as_input_errors():  # the config's checks name the option and the value
+        config = parse_training_config(argv)
+    result = train(config)
     summary = {
         key: getattr(result, key) for key in ("best_mean_auroc", "best_model_dir", "global_step", "skipped")
     }

@@ -9,12 +9,13 @@ import json
 import sys
 
 from ..training import parse_training_config, train
-from .errors import CommandError
+from .errors import CommandError, as_input_errors
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    config = parse_training_config(argv)
+    with as_input_errors():  # the config's checks name the option and the value
+        config = parse_training_config(argv)
     if config.model != "convnextv2":
         raise CommandError(
             f"train-teacher trains a convnextv2 teacher, the config says model={config.model!r}"
