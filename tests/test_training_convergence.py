@@ -64,7 +64,9 @@ def test_tiny_model_reaches_high_auroc(tmp_path, config_name, min_auroc):
     config = ClarityTrainingConfig.from_file(config_name)
     config.output_dir, config.report_to, config.disable_tqdm = str(tmp_path), ["jsonl"], True
     result = train(config)
-    print(f"{config.model}: best validation mean AUROC {result.best_mean_auroc:.4f} (epoch {result.best_epoch})")
+    print(
+        f"{config.model}: best validation mean AUROC {result.best_mean_auroc:.4f} (epoch {result.best_epoch})"
+    )
     assert result.best_mean_auroc >= min_auroc, result.best_per_class_auroc
     assert os.path.isfile(os.path.join(result.best_model_dir, "model.safetensors"))
     if config.model != "clarity":
