@@ -28,13 +28,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
+from clarity_hf.data.synthetic import render_synthetic_cxr
+from clarity_hf.evaluation.run import build_processor
+from clarity_hf.inference import ArchiveOptions, run_archive
 
-from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization  # noqa: E402
-from clarity_hf.data.synthetic import render_synthetic_cxr  # noqa: E402
-from clarity_hf.evaluation.run import build_processor  # noqa: E402
-from clarity_hf.inference import ArchiveOptions, run_archive  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DICOM = REPO_ROOT / "tests" / "fixtures" / "siim_pneumothorax_example.dcm"
 BEGIN, END = "<!-- BEGIN archive -->", "<!-- END archive -->"

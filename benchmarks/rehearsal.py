@@ -3,7 +3,8 @@
 """The NIH rehearsal's measurements at the paper's shapes and a projection to the full data set, written as the
 `rehearsal` section of BENCHMARKS.md (only the lines between its markers are replaced).
 
-    python scripts/rehearse_nih.py --output-dir /tmp/rehearsal          # the stage table (stages.json)
+    clarity rehearse --output-dir /tmp/rehearsal --metadata-dir ../shared/nih \
+        --dicom tests/fixtures/siim_pneumothorax_example.dcm               # the stage table (stages.json)
     python benchmarks/rehearsal.py --rehearsal-dir /tmp/rehearsal       # measures the rest, writes the section
 
 Measured here (this CPU): every rehearsal stage's wall time, images/s, s/optimizer step and peak memory; cache disk
@@ -31,7 +32,9 @@ BEGIN, END = "<!-- BEGIN rehearsal -->", "<!-- END rehearsal -->"
 NIH_IMAGES = 112120
 OFFICIAL_TRAIN_VAL = 86524
 VALIDATION_FRACTION = 0.1  # prepare_chestxray14.py's default carve of train_val
-GPU_BF16_DENSE_PEAK = 989e12  # H100 SXM / H200 bf16 dense tensor-core peak (NVIDIA data sheets; 1,979 with sparsity)
+GPU_BF16_DENSE_PEAK = (
+    989e12  # H100 SXM / H200 bf16 dense tensor-core peak (NVIDIA data sheets; 1,979 with sparsity)
+)
 MFU_RANGE = (0.35, 0.45)  # sustained fraction of that peak assumed for training (see METHOD)
 CORE_COUNTS = (2, 8, 16, 32, 64)
 METHOD = """\
@@ -161,7 +164,11 @@ def projection(flops: dict, configs: dict, cache: dict, worker_rate: float) -> l
     train_images = round(OFFICIAL_TRAIN_VAL * (1 - VALIDATION_FRACTION))
     val_images = OFFICIAL_TRAIN_VAL - train_images
     stages = {
-        "teacher (ConvNeXtV2-B, 512)": (flops["teacher_train_used"], flops["teacher_forward"], configs["teacher"]),
+        "teacher (ConvNeXtV2-B, 512)": (
+            flops["teacher_train_used"],
+            flops["teacher_forward"],
+            configs["teacher"],
+        ),
         "student (CLARiTy-S-16-512 + online teacher)": (
             flops["student_train_used"] + flops["teacher_forward"],
             flops["student_forward"],
@@ -176,7 +183,8 @@ def projection(flops: dict, configs: dict, cache: dict, worker_rate: float) -> l
     for name, (per_image, eval_per_image, epochs) in stages.items():
         total = epochs * (train_images * per_image + val_images * eval_per_image)
         times = {
-            gpus: [total / (gpus * GPU_BF16_DENSE_PEAK * mfu) for mfu in (MFU_RANGE[1], MFU_RANGE[0])] for gpus in (1, 8)
+            gpus: [total / (gpus * GPU_BF16_DENSE_PEAK * mfu) for mfu in (MFU_RANGE[1], MFU_RANGE[0])]
+            for gpus in (1, 8)
         }
         rate = 8 * GPU_BF16_DENSE_PEAK * sum(MFU_RANGE) / 2 / per_image
         lines.append(
@@ -185,19 +193,25 @@ def projection(flops: dict, configs: dict, cache: dict, worker_rate: float) -> l
         )
     lines += [
         "",
-        "| cache build, 112,120 images at 512 (PNG) | " + " | ".join(f"{c} cores" for c in CORE_COUNTS) + " |",
+        "| cache build, 112,120 images at 512 (PNG) | "
+        + " | ".join(f"{c} cores" for c in CORE_COUNTS)
+        + " |",
         "|---|" + "---:|" * len(CORE_COUNTS),
         "| projected wall time | "
         + " | ".join(_hours(NIH_IMAGES * cache["512_png_s_per_image"] / c) for c in CORE_COUNTS)
         + " |",
-        "| projected disk | " + f"{NIH_IMAGES / 1000 * cache['512_png_mb_per_1000'] / 1000:.1f} GB" + " |" * len(CORE_COUNTS),
+        "| projected disk | "
+        + f"{NIH_IMAGES / 1000 * cache['512_png_mb_per_1000'] / 1000:.1f} GB"
+        + " |" * len(CORE_COUNTS),
     ]
     return lines
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rehearsal-dir", required=True, help="output folder of scripts/rehearse_nih.py")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rehearsal-dir", required=True, help="output folder of `clarity rehearse`")
     parser.add_argument("--images", type=int, default=24, help="images for the cache and loader measurements")
     parser.add_argument("--output", default=str(REPO_ROOT / "BENCHMARKS.md"))
     parser.add_argument(
@@ -206,7 +220,7 @@ def main(argv=None) -> int:
         help="JSON file: reuse the cache / loader / FLOP measurements it holds, else measure and write it there",
     )
     args = parser.parse_args(argv)
-    from clarity_hf.rehearsal import Stage, format_stage_table
+    from clarity_hf.commands.rehearse import Stage, format_stage_table
     from clarity_hf.training import parse_training_config
 
     start, load_start = time.perf_counter(), os.getloadavg()[0]
@@ -235,7 +249,7 @@ def main(argv=None) -> int:
     lines = [
         "## NIH rehearsal at the paper's shapes (CPU) and a projection to the full data set",
         "",
-        f"Produced by `python scripts/rehearse_nih.py --output-dir {rc['output_dir']} --num-images {rc['num_images']} "
+        f"Produced by `clarity rehearse --output-dir {rc['output_dir']} --num-images {rc['num_images']} "
         f"--steps {rc['steps']}` then `{command}`. The rehearsal runs the README's real path on an NIH-shaped folder "
         "(the real metadata rows and boxes, rendered 1024 px pixels) with the shipped `teacher_512.yaml` / "
         f"`clarity_s16_512.yaml` (full-size models at 512, bf16 autocast) and schedule overrides only: {rc['steps']} "

@@ -1,5 +1,5 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""`python -m clarity_hf demo|predict ...` (the `clarity-demo` / `clarity-predict` console scripts)."""
+"""`python -m clarity_hf <command> ...`: the `clarity` console script (`clarity --help` lists the commands)."""
 
 import sys
 

@@ -1,55 +1,10 @@
 #!/usr/bin/env python
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Write a copy of a data set with a `teacher_logits` column (valid only for student runs WITHOUT augmentation).
+"""`clarity cache-teacher-logits` from a clone (the logic is `clarity_hf.commands.cache_teacher_logits`); see `clarity cache-teacher-logits --help`."""
 
-    python scripts/cache_teacher_logits.py --config tiny_cpu.yaml --teacher_name_or_path runs/teacher/best_model \\
-        --cache_output_dir data/synthetic_with_logits
-    python scripts/train.py --config tiny_cpu.yaml --dataset data/synthetic_with_logits \\
-        --use_cached_teacher_logits true --distillation_loss_weight 0.5 --output_dir runs/cached
-
-Takes the same options as train.py (dataset, splits, teacher_image_size / image_size, normalisation).
-"""
-
-import argparse
 import sys
 
-from datasets import DatasetDict
-
-from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
-from clarity_hf.training import parse_training_config
-from clarity_hf.training.data import get_dataset_label_names, load_datasets
-from clarity_hf.training.models import load_teacher
-from clarity_hf.training.teacher_cache import add_teacher_logits
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument(
-        "--cache_output_dir", required=True, help="Folder for the DatasetDict with teacher_logits."
-    )
-    extra.add_argument(
-        "--splits", nargs="+", default=None, help="Splits to annotate (default: the train split)."
-    )
-    extra.add_argument("--cache_batch_size", type=int, default=32)
-    known, rest = extra.parse_known_args(argv)
-    config = parse_training_config(rest + ["--output_dir", known.cache_output_dir])
-    if not config.teacher_name_or_path:
-        raise SystemExit("--teacher_name_or_path is required")
-    if config.augment:
-        raise SystemExit("cached teacher logits are only valid without augmentation: pass --augment false")
-    datasets = load_datasets(config)
-    label_names = config.label_names or get_dataset_label_names(datasets) or list(NIH_PATHOLOGIES)
-    teacher = load_teacher(config.teacher_name_or_path, label_names)
-    image_size = config.teacher_image_size or config.image_size or teacher.config.image_size
-    splits = known.splits or [config.train_split]
-    cached = add_teacher_logits(teacher, datasets, image_size, config, splits, known.cache_batch_size)
-    # An empty split (e.g. the synthetic `test` split with 0 rows) does not survive save_to_disk / load_from_disk.
-    cached = DatasetDict({name: split for name, split in cached.items() if len(split) > 0})
-    cached.save_to_disk(known.cache_output_dir)
-    print(f"wrote {known.cache_output_dir} with teacher_logits on {splits}")
-    return 0
-
+from clarity_hf.commands.cli import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("cache-teacher-logits", sys.argv[1:]))

@@ -1,55 +1,10 @@
+#!/usr/bin/env python
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Convert DINO ViT-S/16 weights into a Hub-ready CLARiTy model folder.
+"""`clarity convert-dino` from a clone (the logic is `clarity_hf.commands.convert_dino`); see `clarity convert-dino --help`."""
 
-    python scripts/convert_dino.py --checkpoint dino_deitsmall16_pretrain.pth --preset clarity-s-16-512 \
-        --output clarity-s-16-512-dino
+import sys
 
-The checkpoint may be an HF `ViTModel` folder or safetensors file (e.g. a local copy of `facebook/dino-vits16`), or an
-official DINO / timm `.pth` (read with `torch.load(weights_only=True)`).
-"""
-
-import argparse
-from pathlib import Path
-
-from clarity_hf import ClarityConfig
-from clarity_hf.configuration_clarity import CLARITY_PRESETS
-from clarity_hf.convert import convert_dino_checkpoint
-from clarity_hf.data.transforms import build_processor
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="DINO checkpoint file or folder")
-    parser.add_argument("--preset", default="clarity-s-16-512", choices=sorted(CLARITY_PRESETS))
-    parser.add_argument("--output", required=True, type=Path, help="folder for save_pretrained")
-    parser.add_argument("--class-token-init", choices=("cls_noise", "trunc_normal"), default=None)
-    parser.add_argument("--class-token-init-std", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0, help="seeds the heads and the class-token noise")
-    parser.add_argument(
-        "--no-atlas", action="store_true", help="keep the analytic prior, not the shipped atlas"
-    )
-    args = parser.parse_args(argv)
-
-    overrides = {}
-    if args.class_token_init is not None:
-        overrides["class_token_init"] = args.class_token_init
-    if args.class_token_init_std is not None:
-        overrides["class_token_init_std"] = args.class_token_init_std
-    config = ClarityConfig.from_preset(args.preset, **overrides)
-    model, report = convert_dino_checkpoint(
-        args.checkpoint,
-        config,
-        atlas=None if args.no_atlas else "default",
-        seed=args.seed,
-        return_report=True,
-    )
-    model.save_pretrained(args.output)  # a complete folder: auto_map, custom_pipelines, the Hub code files
-    build_processor(config).save_pretrained(args.output)  # the recipe's pixels (DINO's ImageNet statistics)
-    print(report.summary())
-    print(f"saved {args.preset} to {args.output}")
-
+from clarity_hf.commands.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("convert-dino", sys.argv[1:]))

@@ -1,91 +1,10 @@
+#!/usr/bin/env python
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Export a CLARiTy checkpoint as a Hub repo folder and upload it (or, with --dry-run, only write and list it).
+"""`clarity push` from a clone (the logic is `clarity_hf.commands.push`); see `clarity push --help`."""
 
-    python scripts/push_to_hub.py --model runs/clarity-s-16-512/best --results eval/results.json \
-        --repo-id org/clarity-s-16-512 --examples ../shared/realdata/nih/00000001_000.png --dry-run --out hub_export
-
-The checkpoint folder must hold model.safetensors (pickle checkpoints are refused) and preprocessor_config.json
-(else a default `ClarityImageProcessor` at the model's input size is used).
-"""
-
-import argparse
 import sys
-import tempfile
-from pathlib import Path
 
-from clarity_hf import ClarityForMultiLabelLocalization, ClarityImageProcessor
-from clarity_hf.data.transforms import build_processor
-from clarity_hf.hub import describe_folder, push_to_hub, resolve_model_folder, save_for_hub
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", required=True, help="trained model folder (safetensors) or Hub id")
-    parser.add_argument("--repo-id", required=True, help="target Hub repo, e.g. org/clarity-s-16-512")
-    parser.add_argument(
-        "--results",
-        default=None,
-        help="evaluation report JSON (clarity_hf.evaluation.report.write_report) for the model card",
-    )
-    parser.add_argument(
-        "--examples", nargs="*", default=[], help="example images (PNG/JPEG/DICOM) for the card"
-    )
-    parser.add_argument(
-        "--out", default=None, help="export folder, new or empty (default: a temporary directory)"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="empty a non-empty --out folder first")
-    parser.add_argument(
-        "--model-name", default=None, help="the report's model entry to publish (default: its first model)"
-    )
-    parser.add_argument("--revision", default=None, help="branch to commit to")
-    parser.add_argument("--private", action="store_true")
-    parser.add_argument("--token", default=None, help="Hub token (default: the logged-in token / HF_TOKEN)")
-    parser.add_argument("--commit-message", default="Upload CLARiTy model")
-    parser.add_argument("--create-pr", action="store_true")
-    parser.add_argument("--dry-run", action="store_true", help="write the folder and list it; upload nothing")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    source = resolve_model_folder(args.model)
-    model = ClarityForMultiLabelLocalization.from_pretrained(source, use_safetensors=True)
-    if (source / "preprocessor_config.json").is_file():
-        processor = ClarityImageProcessor.from_pretrained(source)
-    else:
-        processor = build_processor(model.config)  # the recipe the package trains with
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="clarity_hub_"))
-    save_for_hub(
-        model,
-        processor,
-        out,
-        results=args.results,
-        example_images=args.examples,
-        repo_id=args.repo_id,
-        model_name=args.model_name,
-        overwrite=args.overwrite,
-    )
-    files = describe_folder(out)
-    verb = "would upload" if args.dry_run else "uploading"
-    print(f"{verb} {len(files)} files ({sum(size for _, size in files)} bytes) from {out} to {args.repo_id}:")
-    for path, size in files:
-        print(f"  {size:>12d}  {path}")
-    if args.dry_run:
-        return 0
-    commit = push_to_hub(
-        out,
-        args.repo_id,
-        revision=args.revision,
-        private=args.private,
-        token=args.token,
-        commit_message=args.commit_message,
-        create_pr=args.create_pr,
-    )
-    print(f"committed: {getattr(commit, 'commit_url', commit)}")
-    return 0
-
+from clarity_hf.commands.cli import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("push", sys.argv[1:]))

@@ -1,28 +1,10 @@
 #!/usr/bin/env python
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Train a CLARiTy student (or, with `--model convnextv2`, a teacher).
+"""`clarity train` from a clone (the logic is `clarity_hf.commands.train`); see `clarity train --help`."""
 
-    python scripts/train.py --config tiny_cpu.yaml --output_dir runs/tiny
-    torchrun --nproc_per_node 2 scripts/train.py --config tiny_cpu.yaml --output_dir runs/tiny   # 2 CPU processes
-    accelerate launch scripts/train.py --config clarity_s16_224.yaml --dataset data/nih --output_dir runs/s16 \\
-        --teacher_name_or_path runs/teacher/best_model
-    python scripts/train.py --config tiny_cpu.yaml --output_dir runs/tiny --resume_from_checkpoint latest
-"""
-
-import json
 import sys
 
-from clarity_hf.training import parse_training_config, train
-
-
-def main(argv=None) -> int:
-    result = train(parse_training_config(argv))
-    summary = {
-        key: getattr(result, key) for key in ("best_mean_auroc", "best_model_dir", "global_step", "skipped")
-    }
-    print(json.dumps(summary, indent=2))
-    return 0
-
+from clarity_hf.commands.cli import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("train", sys.argv[1:]))

@@ -1,32 +1,10 @@
 #!/usr/bin/env python
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Train the ConvNeXtV2 teacher (stage 1): `scripts/train.py` with `--model convnextv2` forced.
+"""`clarity train-teacher` from a clone (the logic is `clarity_hf.commands.train_teacher`); see `clarity train-teacher --help`."""
 
-python scripts/train_teacher.py --config tiny_teacher_cpu.yaml --output_dir runs/teacher
-accelerate launch scripts/train_teacher.py --config teacher_512.yaml --dataset data/nih --output_dir runs/teacher
-"""
-
-import json
 import sys
 
-from clarity_hf.training import parse_training_config, train
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config = parse_training_config(argv)
-    if config.model != "convnextv2":
-        raise SystemExit(
-            f"train_teacher.py trains a convnextv2 teacher, the config says model={config.model!r}"
-        )
-    result = train(config)
-    print(
-        json.dumps(
-            {"best_mean_auroc": result.best_mean_auroc, "best_model_dir": result.best_model_dir}, indent=2
-        )
-    )
-    return 0
-
+from clarity_hf.commands.cli import run_command
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command("train-teacher", sys.argv[1:]))

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
-if __package__ in (None, ""):  # `python space/app.py` from a checkout: make the package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from clarity_hf.hub import load_for_inference  # noqa: E402
-from clarity_hf.image_processing_clarity import score_function  # noqa: E402
-from clarity_hf.pipeline_clarity import model_labels  # noqa: E402
-from clarity_hf.visualization import decode_for_display, overlay_heatmap  # noqa: E402
+# clarity_hf is installed (the Space's requirements.txt; `pip install -e .` in a checkout), never put on sys.path here.
+from clarity_hf.hub import load_for_inference
+from clarity_hf.image_processing_clarity import score_function
+from clarity_hf.pipeline_clarity import model_labels
+from clarity_hf.visualization import decode_for_display, overlay_heatmap
 
 DEFAULT_MODEL_ENV = "CLARITY_MODEL"
 DISCLAIMER = (

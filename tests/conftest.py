@@ -1,5 +1,6 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
-"""Shared test setup: offline Hub, the `requires_shared` marker and the small real X-rays of `tests/fixtures/`.
+"""Shared test setup: offline Hub, the `requires_shared` marker, the small real X-rays of `tests/fixtures/`, the tiny
+synthetic training data, and a guard that no test leaves a file in the repository's root.
 
 Tests that read the project's shared data folder (`../shared` beside the repository, or `CLARITY_SHARED`) carry
 `@pytest.mark.requires_shared("sub/folder")`; on a clone without that folder they are skipped with the reason, so
@@ -10,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import SHARED_DIR
+from helpers import REPO_ROOT, SHARED_DIR
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 
@@ -52,3 +53,25 @@ def archive_pipe(archive_model_dir):
     from clarity_hf.hub import load_for_inference
 
     return load_for_inference(archive_model_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """The synthetic DatasetDict of `training_helpers.tiny_config` (32 px, a few dozen images)."""
+    from training_helpers import tiny_config
+
+    from clarity_hf.training.data import build_synthetic
+
+    return build_synthetic(tiny_config(tmp_path_factory.mktemp("unused")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_root_stays_clean():
+    """A test that writes into the working directory (a default output name) must not litter the repository: the
+    root's entries after the session are the ones before it."""
+    before = set(os.listdir(REPO_ROOT))
+    yield
+    added = sorted(set(os.listdir(REPO_ROOT)) - before - {".pytest_cache"})
+    assert not added, (
+        f"tests wrote {added} into the repository root {REPO_ROOT}; write under tmp_path instead"
+    )

@@ -10,6 +10,18 @@ NIH_METADATA_DIR = SHARED_DIR / "nih"
 TBX11K_DIR = SHARED_DIR / "realdata" / "tbx11k"
 
 
+def stop_process(process) -> None:
+    """End a server subprocess the test started: terminate, then kill if it does not exit within 20 s."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 def subprocess_env() -> dict:
     """Environment for a subprocess that must import the local clarity_hf and stay offline."""
     env = dict(os.environ)

@@ -4,7 +4,6 @@
 import argparse
 import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -302,11 +301,8 @@ def test_clear_errors(dino, tmp_path):
 def test_cli_writes_a_loadable_model(dino, tmp_path):
     # The bare backbone state dict (as DINO's released `dino_deitsmall16_pretrain.pth`), here as safetensors.
     save_file(_official_dino(dino["sd5"]), str(tmp_path / "dino.safetensors"))
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    try:
-        import convert_dino
-    finally:
-        sys.path.remove(str(REPO_ROOT / "scripts"))
+    from clarity_hf.commands import convert_dino
+
     output = tmp_path / "clarity-s-16-224"
     convert_dino.main(
         ["--checkpoint", str(tmp_path / "dino.safetensors"), "--preset", "clarity-s-16-224"]

@@ -28,7 +28,6 @@ SHARD_SIZE = 4
 DRIVER = textwrap.dedent(
     """
     import os, sys, time
-    sys.path.insert(0, {tests!r})
     from test_data_cache import make_source
     import clarity_hf.data.cache as cache
 
@@ -92,10 +91,12 @@ def _start_and_kill(
     markers = tmp_path / f"markers-{hang_at}-{time.monotonic_ns()}"
     markers.mkdir()
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(tests=str(Path(__file__).parent), shard=SHARD_SIZE))
+    script.write_text(DRIVER.format(shard=SHARD_SIZE))
+    env = subprocess_env()  # the driver imports this module: the tests folder goes on its PYTHONPATH
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env["PYTHONPATH"]])
     process = subprocess.Popen(
         [sys.executable, str(script), str(output), str(seed), str(num_proc), str(hang_at), str(markers)],
-        env=subprocess_env(),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

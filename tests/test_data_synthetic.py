@@ -100,4 +100,8 @@ def test_generation_speed_report():
     train = build_synthetic_cxr(200, 0, 0, image_size=128, seed=0, num_proc=1)["train"]
     elapsed = time.perf_counter() - start
     assert len(train) == 200 and np.asarray(train[199]["image"]).shape == (128, 128)
+    # The speed is of real work: distinct, non-blank images, and positives of more than one class among them.
+    first, last = np.asarray(train[0]["image"]), np.asarray(train[199]["image"])
+    assert first.std() > 0 and not np.array_equal(first, last)
+    assert (np.asarray(train["labels"]).sum(axis=0) > 0).sum() > 1
     print(f"\nsynthetic generation: {200 / elapsed:.0f} images/s at 128 px on one process")

@@ -11,7 +11,7 @@ import torch
 from helpers import REPO_ROOT, clarity_dataset_of_files, subprocess_env
 from PIL import Image
 
-from clarity_hf.data.cache import build_cache, load_cache, make_dataset_card, push_to_hub, resize_for_cache
+from clarity_hf.data.cache import build_cache, load_cache, resize_for_cache
 from clarity_hf.data.features import get_build_report, get_label_names
 from clarity_hf.data.synthetic import build_synthetic_cxr
 from clarity_hf.data.transforms import (
@@ -23,6 +23,7 @@ from clarity_hf.data.transforms import (
     train_transform,
     with_clarity_transform,
 )
+from clarity_hf.hub import make_dataset_card, push_dataset_to_hub
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +262,7 @@ def test_push_to_hub_is_mocked(small):
         existing = DatasetCard("---\ndataset_info:\n  features: []\n---\nold")
         load.return_value = existing
         with mock.patch.object(DatasetCard, "push_to_hub") as card_push:
-            push_to_hub(small, "user/synthetic-cxr", token="x")
+            push_dataset_to_hub(small, "user/synthetic-cxr", token="x")
     push.assert_called_once()
     assert push.call_args.args[0] == "user/synthetic-cxr"
     card_push.assert_called_once()

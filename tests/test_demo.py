@@ -177,13 +177,12 @@ def test_quick_demo_end_to_end(tmp_path):
 
 def test_entry_points_are_declared():
     text = (REPO_ROOT / "pyproject.toml").read_text()
+    assert 'clarity = "clarity_hf.commands.cli:main"' in text
     assert 'clarity-demo = "clarity_hf.commands.cli:demo_main"' in text
     assert 'clarity-predict = "clarity_hf.commands.cli:predict_main"' in text
 
 
 def test_evaluate_script_writes_a_report_folder(tmp_path, capsys):
-    import importlib.util
-
     import torch
 
     from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
@@ -198,9 +197,8 @@ def test_evaluate_script_writes_a_report_folder(tmp_path, capsys):
     teacher_folder = tmp_path / "teacher"
     build_teacher("convnextv2-test", image_size=64).save_pretrained(teacher_folder)
     build_processor(64).save_pretrained(teacher_folder)
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO_ROOT / "scripts" / "evaluate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from clarity_hf.commands import evaluate as script
+
     out = tmp_path / "report"
     argv = [
         "--model",
@@ -234,5 +232,7 @@ def test_evaluate_script_writes_a_report_folder(tmp_path, capsys):
         printed["report_markdown"] == str(out / "report.md")
         and (out / "figures" / "overlays_02.png").is_file()
     )
-    with pytest.raises(SystemExit, match="no split 'nope'"):
-        script.main(argv[:-2] + ["--split", "nope", "--output-dir", str(out)])
+    from clarity_hf.commands.cli import run_command
+
+    assert run_command("evaluate", argv[:-2] + ["--split", "nope", "--output-dir", str(out)]) == 2
+    assert "has no split 'nope'" in capsys.readouterr().err

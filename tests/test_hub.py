@@ -3,7 +3,6 @@
 a fresh process without clarity_hf, and the refusal of pickle checkpoints."""
 
 import ast
-import importlib.util
 import json
 import os
 import re
@@ -114,13 +113,10 @@ def test_export_writes_every_file(export):
 
 
 def _cli():
-    """scripts/push_to_hub.py as a module (its `main(argv)` runs in this process)."""
-    spec = importlib.util.spec_from_file_location(
-        "push_to_hub_script", REPO_ROOT / "scripts" / "push_to_hub.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """`clarity push` (its `main(argv)` runs in this process)."""
+    from clarity_hf.commands import push
+
+    return push
 
 
 def _table_rows(text: str, first_cell: str) -> list[list[str]]:

@@ -28,7 +28,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def _real_lines(name):
-    return gzip.decompress((NIH_METADATA_DIR / (name + ".gz")).read_bytes()).decode().splitlines(keepends=True)
+    return (
+        gzip.decompress((NIH_METADATA_DIR / (name + ".gz")).read_bytes()).decode().splitlines(keepends=True)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +116,9 @@ def test_each_boxed_lesion_lies_inside_its_real_box(meta):
             continue
         with_lesions, _ = render_release_image(meta, image_id, seed=0)
         without, _ = render_release_image(meta, image_id, seed=0, with_boxed_lesions=False)
-        changed = np.abs(np.asarray(with_lesions, np.int16) - np.asarray(without, np.int16)) > 2  # (1024, 1024)
+        changed = (
+            np.abs(np.asarray(with_lesions, np.int16) - np.asarray(without, np.int16)) > 2
+        )  # (1024, 1024)
         inside = np.zeros_like(changed)
         for _, x, y, w, h in meta.boxes[image_id]:
             inside[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = True
@@ -160,10 +164,11 @@ def test_rehearsal_runs_the_real_path_end_to_end(tmp_path):
     """The README's path at 512 on 24 images, 1 optimizer step per stage (a few minutes on 2 cores)."""
     out = tmp_path / "rehearsal"
     completed = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "scripts" / "rehearse_nih.py"), "--output-dir", str(out),
+        [sys.executable, "-m", "clarity_hf", "rehearse", "--output-dir", str(out),
+         "--metadata-dir", str(NIH_METADATA_DIR), "--dicom", str(REPO_ROOT / "tests" / "fixtures" / "siim_pneumothorax_example.dcm"),
          "--num-images", "24", "--steps", "1", "--train-batch-size", "1", "--gradient-accumulation-steps", "1",
          "--eval-samples", "4", "--n-bootstrap", "20"],
-        capture_output=True, text=True, env=subprocess_env(), cwd=REPO_ROOT, timeout=900,
+        capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=900,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     table = json.loads((out / "stages.json").read_text())

@@ -98,7 +98,9 @@ def test_predict_bad_inputs(model_dir, tmp_path, capsys):
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not a png")
     assert predict_main([str(corrupt), "--model", str(model_dir), "--output", str(tmp_path / "o.png")]) == 2
     assert "corrupt.png" in capsys.readouterr().err
-    assert predict_main([str(FIXTURES / IMAGES[0]), "--model", str(tmp_path / "nomodel")]) == 2
+    overlay = tmp_path / "never.png"
+    argv = [str(FIXTURES / IMAGES[0]), "--model", str(tmp_path / "nomodel"), "--output", str(overlay)]
+    assert predict_main(argv) == 2  # with no --output the default name would go into the working directory
     assert "cannot load model" in capsys.readouterr().err
 
 

@@ -16,7 +16,7 @@ def test_readme_starts_with_exactly_two_setup_commands():
     assert text.index("```bash") < text.index("\n\n", text.index("# clarity_hf") + 1) + 3
     commands = readme_commands()
     assert len(commands) == 2
-    assert commands[0].endswith("clarity-demo") and "pytest" in commands[1]
+    assert commands[0].endswith("clarity demo") and "pytest" in commands[1]
 
 
 def test_ci_runs_the_readme_test_command():

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pydicom
 import pytest
+from helpers import stop_process
 from hub_testing import REPO_ROOT, load_space_app, make_tiny_export, real_fixtures
 from PIL import Image
 
@@ -110,9 +111,4 @@ def test_app_answers_gradio_client(model_dir):
         assert Image.open(overlay_path).size == Image.open(FIXTURES["png"]).size
         assert boxes and {b["label"] for b in boxes} == {"Cardiomegaly"}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 from archive_testing import FIXTURES, make_model_dir
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, stop_process
 
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
 
@@ -93,12 +93,7 @@ def processes(tmp_path):
     started = []
     yield started
     for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def test_space_in_headless_chromium_shows_scores_and_overlay(tmp_path, processes):

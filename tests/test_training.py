@@ -28,11 +28,6 @@ from clarity_hf.training.optim import parameter_groups
 from clarity_hf.training.trackers import read_jsonl
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return build_synthetic(tiny_config(tmp_path_factory.mktemp("unused")))
-
-
 def _tiny_teacher(labels, image_size=32):
     config = ClarityTrainingConfig(
         model="convnextv2", model_preset="convnextv2-test", image_size=image_size, output_dir="unused"

@@ -54,22 +54,23 @@ def pointing_game(model, dataset, config) -> tuple[float, float, int]:
 
 
 @pytest.mark.slow
-def test_tiny_teacher_reaches_high_auroc(tmp_path):
-    config = ClarityTrainingConfig.from_file("tiny_teacher_cpu.yaml")
+@pytest.mark.parametrize(
+    "config_name, min_auroc",
+    [("tiny_teacher_cpu.yaml", MIN_TEACHER_AUROC), ("tiny_cpu.yaml", MIN_STUDENT_AUROC)],
+    ids=["teacher", "student"],
+)
+def test_tiny_model_reaches_high_auroc(tmp_path, config_name, min_auroc):
+    """Both shipped tiny configs converge; the CLARiTy student's heatmaps also point at the lesions."""
+    config = ClarityTrainingConfig.from_file(config_name)
     config.output_dir, config.report_to, config.disable_tqdm = str(tmp_path), ["jsonl"], True
     result = train(config)
-    print(f"teacher: best validation mean AUROC {result.best_mean_auroc:.4f} (epoch {result.best_epoch})")
-    assert result.best_mean_auroc >= MIN_TEACHER_AUROC, result.best_per_class_auroc
+    print(
+        f"{config.model}: best validation mean AUROC {result.best_mean_auroc:.4f} (epoch {result.best_epoch})"
+    )
+    assert result.best_mean_auroc >= min_auroc, result.best_per_class_auroc
     assert os.path.isfile(os.path.join(result.best_model_dir, "model.safetensors"))
-
-
-@pytest.mark.slow
-def test_tiny_student_reaches_high_auroc_and_localizes(tmp_path):
-    config = ClarityTrainingConfig.from_file("tiny_cpu.yaml")
-    config.output_dir, config.report_to, config.disable_tqdm = str(tmp_path), ["jsonl"], True
-    result = train(config)
-    print(f"student: best validation mean AUROC {result.best_mean_auroc:.4f} (epoch {result.best_epoch})")
-    assert result.best_mean_auroc >= MIN_STUDENT_AUROC, result.best_per_class_auroc
+    if config.model != "clarity":
+        return
 
     model = ClarityForMultiLabelLocalization.from_pretrained(result.best_model_dir).eval()
     from clarity_hf.training.data import build_synthetic

@@ -16,7 +16,7 @@ from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassif
 
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
 from clarity_hf.training import train
-from clarity_hf.training.data import ClarityTrainingDataset, build_synthetic, eval_collator
+from clarity_hf.training.data import ClarityTrainingDataset, eval_collator
 from clarity_hf.training.models import build_model
 from clarity_hf.training.trackers import read_jsonl
 
@@ -37,11 +37,6 @@ BACKBONE_PREFIXES = (
     "clarity.encoder.",
     "clarity.layernorm.",
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return build_synthetic(tiny_config(tmp_path_factory.mktemp("unused")))
 
 
 def _losses(output_dir) -> list[float]:

@@ -25,14 +25,8 @@ from clarity_hf.training.checkpointing import (
     read_training_state,
     remove_checkpoint,
 )
-from clarity_hf.training.data import build_synthetic
 from clarity_hf.training.run_folder import LOCK_FILE, RUN_FILE, config_hash
 from clarity_hf.training.trackers import read_jsonl
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    return build_synthetic(tiny_config(tmp_path_factory.mktemp("unused")))
 
 
 # ------------------------------------------------------------------------------------------------ early validation

@@ -14,6 +14,7 @@ without that folder or without the `parameterized` package transformers' tests n
 """
 
 import importlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -73,12 +74,14 @@ def _import_common_tests(workdir: Path):
             shutil.copy(source, target)
         else:
             target.write_text(text)
-    sys.path.insert(0, str(workdir))
-    try:
-        modeling = importlib.import_module("transformers_common_tests.test_modeling_common")
-        configuration = importlib.import_module("transformers_common_tests.test_configuration_common")
-    finally:
-        sys.path.remove(str(workdir))
+    # The package is registered from its folder (no sys.path entry); its modules then import relatively beside it.
+    spec = importlib.util.spec_from_file_location(
+        package.name, package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    sys.modules[package.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sys.modules[package.name])
+    modeling = importlib.import_module("transformers_common_tests.test_modeling_common")
+    configuration = importlib.import_module("transformers_common_tests.test_configuration_common")
     return modeling, configuration
 
 

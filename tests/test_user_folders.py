@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from hub_testing import REPO_ROOT, load_space_app, real_fixtures, run_without_clarity_hf
+from hub_testing import load_space_app, real_fixtures, run_without_clarity_hf
 from PIL import Image
 from transformers import ViTConfig, ViTModel
 
@@ -120,11 +119,8 @@ def _trainer_save_model(work):
 
 
 def _dino(work):
-    sys.path.insert(0, str(REPO_ROOT / "scripts"))
-    try:
-        import convert_dino
-    finally:
-        sys.path.remove(str(REPO_ROOT / "scripts"))
+    from clarity_hf.commands import convert_dino
+
     torch.manual_seed(3)
     tiny = ClarityConfig.from_preset("clarity-tiny")
     vit = ViTModel(

@@ -4,7 +4,7 @@
 Every builder returns the same features (`clarity_features`); see `clarity_hf.data.features` for the schema.
 """
 
-from .cache import build_cache, load_cache, make_dataset_card, push_to_hub, resize_for_cache
+from .cache import build_cache, load_cache, resize_for_cache
 from .chestxray14 import build_chestxray14
 from .features import (
     BuildReport,
@@ -44,8 +44,6 @@ __all__ = [
     "load_coco_dataset",
     "load_csv_dataset",
     "load_image_folder",
-    "make_dataset_card",
-    "push_to_hub",
     "render_synthetic_cxr",
     "resize_for_cache",
     "stratified_group_split",

@@ -28,7 +28,8 @@ deleted and the cache rebuilt). Each shard's rows depend only on those parameter
 temporary name and renamed, so a build killed at any point and resumed gives the same bytes as an uninterrupted one.
 Shards are processed in `num_proc` worker processes with a tqdm progress bar; a lock file keeps a second build out
 of the folder while one runs. `load_cache(output_dir)` gives the `DatasetDict` back (via `load_dataset("parquet")`)
-with its metadata re-attached; `push_to_hub` uploads a built data set as Parquet with a dataset card.
+with its metadata re-attached. (Uploading with a dataset card is `clarity_hf.hub.push_dataset_to_hub`: data
+never imports the hub.)
 
 An image that cannot be decoded raises a `ValueError` naming it, unless `skip_missing=True`: then the row is left
 out, counted, and listed in the cache report (`clarity_hf.data.features.get_build_report(load_cache(...))`).
@@ -58,7 +59,6 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..files import atomic_output, atomic_write_json, exclusive_lock, fsync_directory
-from ..hub.cards import make_dataset_card
 from ..image_processing_clarity import resize_unit_gray
 from ..xray_io import ImageDecodeError, MissingImageError, load_unit_gray
 from .features import BuildReport, attach_metadata, get_metadata
@@ -460,34 +460,6 @@ def load_dataset_folder(folder: str | os.PathLike) -> DatasetDict | Dataset:
     if (Path(folder) / CACHE_INFO).is_file():
         return load_cache(folder)
     return load_from_disk(str(folder))
-
-
-def push_to_hub(
-    dataset: DatasetDict | str | os.PathLike,
-    repo_id: str,
-    private: bool = True,
-    token: str | None = None,
-    card_text: str | None = None,
-    max_shard_size: str = "500MB",
-) -> None:
-    """Upload a clarity_hf `DatasetDict` (or a cache folder) to the Hub as Parquet, with a dataset card.
-
-    The data goes up with `DatasetDict.push_to_hub` (Parquet shards and the `dataset_info` YAML it writes); the
-    card body (`make_dataset_card`, or `card_text`) then replaces the README text, keeping that YAML.
-    """
-    from huggingface_hub import DatasetCard
-
-    if not isinstance(dataset, DatasetDict):
-        dataset = load_cache(dataset)
-    body = card_text or make_dataset_card(dataset)
-    dataset.push_to_hub(repo_id, private=private, token=token, max_shard_size=max_shard_size)
-    card = DatasetCard.load(repo_id, repo_type="dataset", token=token)
-    generated = DatasetCard(body)
-    for key, value in generated.data.to_dict().items():
-        if key not in card.data.to_dict():
-            setattr(card.data, key, value)
-    card.text = generated.text
-    card.push_to_hub(repo_id, repo_type="dataset", token=token)
 
 
 def cached_pixels(dataset: Dataset, index: int) -> np.ndarray:

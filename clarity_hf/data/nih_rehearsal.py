@@ -56,7 +56,7 @@ RGBA_PER_IMAGES = 200  # one RGBA PNG per this many images (at least one)
 
 FOLDER_README = """# NIH ChestX-ray14-shaped rehearsal folder (rendered pixels, real metadata)
 
-Written by `python scripts/make_nih_rehearsal.py` (clarity_hf.data.nih_rehearsal), seed {seed}.
+Written by `clarity make-nih-rehearsal` (clarity_hf.data.nih_rehearsal), seed {seed}.
 
 - `{metadata}` and `{boxes}` hold the **real** NIH rows and boxes of the {num_images} chosen images, verbatim.
 - The images are **synthetic** 1024 x 1024 renders with the rows' labels (lesions inside the real boxes); they are

@@ -4,9 +4,11 @@
 - `loading`: the safetensors-only loader used by the CLI, the Space and the pipeline ([`load_for_inference`]).
 - `export`: the Hub repo folder ([`save_for_hub`]) and its upload ([`push_to_hub`]).
 - `cards`: the model card and the dataset card, from measured results and the templates in `templates/`.
+- `dataset_upload`: a built data set to the Hub as Parquet with its card ([`push_dataset_to_hub`]).
 """
 
 from .cards import load_results, make_dataset_card, render_dataset_card, render_model_card, select_model
+from .dataset_upload import push_dataset_to_hub
 from .export import (
     HUB_CODE_FILES,
     MANIFEST_NAME,
@@ -40,6 +42,7 @@ __all__ = [
     "load_for_inference",
     "load_results",
     "make_dataset_card",
+    "push_dataset_to_hub",
     "push_to_hub",
     "render_dataset_card",
     "render_model_card",

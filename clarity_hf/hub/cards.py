@@ -23,6 +23,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 from huggingface_hub.utils import validate_repo_id
 
 from ..configuration_clarity import NIH_PATHOLOGIES, ClarityConfig
+from ..data.features import get_metadata
 from ..evaluation.report import (
     NIH_DATASET_NAME,
     PUBLISHED_RESULTS,
@@ -542,9 +543,6 @@ def render_dataset_card(
     """
     metadata: Mapping[str, Any] = {}
     if dataset is not None:
-        # Imported here: clarity_hf.data imports this module for its cache's card.
-        from ..data.features import get_metadata
-
         metadata = get_metadata(dataset)
         split_sizes = {name: split.num_rows for name, split in dataset.items()}
         first = next(iter(dataset.values()))

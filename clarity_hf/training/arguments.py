@@ -90,7 +90,7 @@ class ClarityTrainingConfig:
     use_cached_teacher_logits: bool = field(
         default=False,
         metadata={
-            "help": "Read the `teacher_logits` column (scripts/cache_teacher_logits.py); needs augment=False."
+            "help": "Read the `teacher_logits` column (`clarity cache-teacher-logits`); needs augment=False."
         },
     )
     # --- data ---------------------------------------------------------------------------------------------------

@@ -170,7 +170,7 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
         if with_teacher_logits:
             if "teacher_logits" not in dataset.column_names:
                 raise ValueError(
-                    f"split {name!r} has no `teacher_logits` column: write it with scripts/cache_teacher_logits.py"
+                    f"split {name!r} has no `teacher_logits` column: write it with `clarity cache-teacher-logits`"
                 )
             columns.append("teacher_logits")
         dataset = dataset.select_columns(columns)

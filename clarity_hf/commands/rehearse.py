@@ -1,21 +1,25 @@
 # Copyright 2026 The clarity_hf authors. Apache-2.0.
 """The README's real NIH path, rehearsed end to end at the paper's shapes on an NIH-shaped folder.
 
-Every stage is the command a user types (`scripts/*.py`, `torchrun`, `python -m clarity_hf predict`), run as a
-subprocess with only schedule overrides (steps, batch, workers, subset sizes); each prints its wall time, its figure
+Every stage is the installed command a user types (`python -m clarity_hf <command>`, `torchrun -m clarity_hf train`),
+run as a subprocess of this Python with no path of a source tree, with only schedule overrides (steps, batch, workers, subset sizes); each prints its wall time, its figure
 and the peak memory of its largest process, and a failure names the stage and shows the end of its log:
 
-    make folder -> prepare_chestxray14.py (512) -> train_teacher.py teacher_512.yaml -> teacher logits cache (only
-    where the recipe uses it) -> torchrun x2 train.py clarity_s16_512.yaml --init_from_dino <official DINO .pth
-    layout, random weights> -> evaluate.py (test split, tune/eval box halves, CLARiTy + teacher Grad-CAM/CAM) ->
-    push_to_hub.py --dry-run -> fresh-process reload (AutoModel / AutoImageProcessor, trust_remote_code) ->
-    python -m clarity_hf predict on a DICOM (overlay)
+    make-nih-rehearsal -> prepare (512) -> train-teacher teacher_512.yaml -> teacher logits cache (only where the
+    recipe uses it) -> torchrun x2 train clarity_s16_512.yaml --init_from_dino <official DINO .pth layout, random
+    weights> -> evaluate (test split, tune/eval box halves, CLARiTy + teacher Grad-CAM/CAM) -> push --dry-run ->
+    fresh-process reload (AutoModel / AutoImageProcessor, trust_remote_code) -> predict on a DICOM (overlay)
+
+    clarity rehearse --output-dir /tmp/rehearsal --metadata-dir ../shared/nih --dicom xray.dcm
+    clarity rehearse --output-dir /tmp/rehearsal --metadata-dir ../shared/nih --dicom xray.dcm --num-images 48 \\
+        --steps 2                                                                              # a smoke run
 
 `stages.json` in the output folder holds the table (benchmarks/rehearsal.py turns it into BENCHMARKS.md rows).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -29,10 +33,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
-DEFAULT_METADATA = SHARED / "nih"
-DEFAULT_DICOM = REPO_ROOT / "tests" / "fixtures" / "siim_pneumothorax_example.dcm"
 TEACHER_CONFIG = "teacher_512.yaml"
 STUDENT_CONFIG = "clarity_s16_512.yaml"
 DINO_EMBED, DINO_DEPTH, DINO_HEADS, DINO_PATCH = 384, 12, 6, 16  # DINO ViT-S/16
@@ -42,7 +42,7 @@ DINO_EMBED, DINO_DEPTH, DINO_HEADS, DINO_PATCH = 384, 12, 6, 16  # DINO ViT-S/16
 class RehearsalConfig:
     """Sizes of one rehearsal; everything else comes from the shipped paper configs."""
 
-    output_dir: str
+    output_dir: str = field(metadata={"help": "where the folder, cache, runs, report and export go"})
     num_images: int = 64
     steps: int = 2
     train_batch_size: int = 2  # per process; the configs' 16 do not fit a shared 2-core machine
@@ -52,8 +52,16 @@ class RehearsalConfig:
     num_workers: int = 2
     num_processes: int = 2  # the student stage's torchrun processes (gloo on CPU)
     n_bootstrap: int = 200
-    metadata_dir: str = str(DEFAULT_METADATA)
-    dicom: str = str(DEFAULT_DICOM)
+    metadata_dir: str = field(
+        default="",
+        metadata={
+            "required": True,
+            "help": "Data_Entry_2017_v2020.csv(.gz) and BBox_List_2017.csv(.gz) of NIH",
+        },
+    )
+    dicom: str = field(
+        default="", metadata={"required": True, "help": "a chest X-ray DICOM for the last stage"}
+    )
     seed: int = 0
 
 
@@ -83,8 +91,6 @@ class StageError(RuntimeError):
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    # the subprocesses import the clarity_hf this module belongs to (a source tree or the installed package)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     return env
@@ -98,9 +104,7 @@ def run_stage(stage: Stage, command: list[str], log_dir: Path, env: dict | None 
     print(f"[rehearsal] {stage.name}: {' '.join(stage.command)}", flush=True)
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as handle:
-        process = subprocess.Popen(
-            stage.command, stdout=handle, stderr=subprocess.STDOUT, env=env or _env(), cwd=str(REPO_ROOT)
-        )
+        process = subprocess.Popen(stage.command, stdout=handle, stderr=subprocess.STDOUT, env=env or _env())
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     stage.seconds = time.perf_counter() - start
@@ -115,7 +119,10 @@ def _last_json(log: Path) -> dict:
     """The last JSON object a script printed (one line or an indented block at the end of its log)."""
     text = log.read_text(encoding="utf-8", errors="replace")
     start = text.rfind("\n{")
-    for candidate in (text[start + 1 :] if start >= 0 else "", text.strip().splitlines()[-1] if text.strip() else ""):
+    for candidate in (
+        text[start + 1 :] if start >= 0 else "",
+        text.strip().splitlines()[-1] if text.strip() else "",
+    ):
         try:
             return json.loads(candidate)
         except json.JSONDecodeError:
@@ -233,7 +240,7 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
     py = sys.executable
-    scripts = REPO_ROOT / "scripts"
+    clarity = [py, "-m", "clarity_hf"]
     folder, cache = out / "nih", out / "nih-512"
     teacher_dir, student_dir = out / "runs" / "teacher", out / "runs" / "clarity"
     report_dir, hub_dir = out / "report", out / "hub_export"
@@ -264,7 +271,7 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
     # 1. the NIH-shaped folder
     stage = run_stage(
         Stage("make_folder"),
-        [py, scripts / "make_nih_rehearsal.py", folder, "--num-images", config.num_images,
+        [*clarity, "make-nih-rehearsal", folder, "--num-images", config.num_images,
          "--metadata-dir", config.metadata_dir, "--seed", config.seed],
         logs,
     )  # fmt: skip
@@ -280,7 +287,7 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
     # 2. the 512 cache (README: prepare_chestxray14.py ROOT OUT --image-size ... --num-proc ...)
     stage = run_stage(
         Stage("prepare_512"),
-        [py, scripts / "prepare_chestxray14.py", folder, cache, "--image-size", "512",
+        [*clarity, "prepare", folder, cache, "--image-size", "512",
          "--num-proc", config.num_workers],
         logs,
     )  # fmt: skip
@@ -288,7 +295,9 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
     stage.images = sum(prepared.get("rows", {}).values())
     disk = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
     stage.extra = {**prepared, "cache_bytes": disk}
-    stage.figure = f"rows {prepared.get('rows')}, skipped {prepared.get('skipped')}, {disk / 1e6:.1f} MB on disk"
+    stage.figure = (
+        f"rows {prepared.get('rows')}, skipped {prepared.get('skipped')}, {disk / 1e6:.1f} MB on disk"
+    )
     finish(stage)
 
     images_per_step = config.train_batch_size * config.gradient_accumulation_steps
@@ -296,7 +305,7 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
     # 3. stage 1: the ConvNeXtV2-B teacher at 512, bf16, the shipped config
     stage = run_stage(
         Stage("train_teacher"),
-        [py, scripts / "train_teacher.py", "--config", TEACHER_CONFIG, "--dataset", cache,
+        [*clarity, "train-teacher", "--config", TEACHER_CONFIG, "--dataset", cache,
          "--output_dir", teacher_dir, *schedule],
         logs,
     )  # fmt: skip
@@ -310,14 +319,16 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
 
     # 4. teacher logits cache: the recipe augments (augment: true), so the teacher sees each augmented batch online
     # and cached logits (computed on un-augmented images) would not describe what the student sees.
-    stages.append(Stage("teacher_logits_cache", figure="not used: the 512 recipe augments, the teacher runs online"))
+    stages.append(
+        Stage("teacher_logits_cache", figure="not used: the 512 recipe augments, the teacher runs online")
+    )
     print(f"[rehearsal] teacher_logits_cache: skipped ({stages[-1].figure})", flush=True)
 
     # 5. stage 2: CLARiTy-S-16-512 from a DINO .pth, distilled from the teacher, 2 processes, bf16
     dino = write_random_dino_checkpoint(out / "dino_deitsmall16_pretrain.pth", seed=config.seed)
     stage = run_stage(
         Stage("train_student"),
-        [*_torchrun(), "--nproc_per_node", config.num_processes, scripts / "train.py",
+        [*_torchrun(), "--nproc_per_node", config.num_processes, "-m", "clarity_hf", "train",
          "--config", STUDENT_CONFIG, "--dataset", cache, "--output_dir", student_dir,
          "--teacher_name_or_path", teacher_dir / "best_model", "--init_from_dino", dino, *schedule],
         logs,
@@ -334,21 +345,28 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
     # 6. evaluation on the test split: AUROC with CIs, localization tuned on "tune", reported on "eval"
     stage = run_stage(
         Stage("evaluate"),
-        [py, scripts / "evaluate.py", "--model", f"clarity={student_dir / 'best_model'}",
+        [*clarity, "evaluate", "--model", f"clarity={student_dir / 'best_model'}",
          "--model", f"teacher={teacher_dir / 'best_model'}", "--dataset", cache, "--split", "test",
          "--batch-size", config.eval_batch_size, "--n-bootstrap", config.n_bootstrap, "--output-dir", report_dir],
         logs,
     )  # fmt: skip
     stage.images = prepared.get("rows", {}).get("test", 0)
-    report = json.loads((report_dir / "report.json").read_text()) if (report_dir / "report.json").is_file() else {}
-    stage.extra = {"report": str(report_dir / "report.md"), "models": sorted(report.get("models", report))[:8]}
-    stage.figure = f"{stage.images} test images x (CLARiTy, teacher Grad-CAM + CAM); report {report_dir / 'report.md'}"
+    report = (
+        json.loads((report_dir / "report.json").read_text()) if (report_dir / "report.json").is_file() else {}
+    )
+    stage.extra = {
+        "report": str(report_dir / "report.md"),
+        "models": sorted(report.get("models", report))[:8],
+    }
+    stage.figure = (
+        f"{stage.images} test images x (CLARiTy, teacher Grad-CAM + CAM); report {report_dir / 'report.md'}"
+    )
     finish(stage)
 
     # 7. the Hub folder
     stage = run_stage(
         Stage("push_to_hub_dry_run"),
-        [py, scripts / "push_to_hub.py", "--model", student_dir / "best_model", "--results",
+        [*clarity, "push", "--model", student_dir / "best_model", "--results",
          report_dir / "report.json", "--repo-id", "rehearsal/clarity-s-16-512-nih-rehearsal", "--dry-run",
          "--out", hub_dir],
         logs,
@@ -360,15 +378,24 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
     # 8. a fresh process reloads the Hub folder (no clarity_hf) with bit-identical logits and heatmaps
     reference = out / "reload_reference.pt"
     pngs = sorted(folder.glob("images_0*/images/*.png"))
-    image = next((p for p in pngs if Image.open(p).mode == "RGBA"), pngs[0])  # the RGBA path, where there is one
+    image = next(
+        (p for p in pngs if Image.open(p).mode == "RGBA"), pngs[0]
+    )  # the RGBA path, where there is one
     stage = run_stage(
-        Stage("reload_reference"), [py, "-c", REFERENCE_SCRIPT, student_dir / "best_model", image, reference], logs
+        Stage("reload_reference"),
+        [py, "-c", REFERENCE_SCRIPT, student_dir / "best_model", image, reference],
+        logs,
     )
-    stage.images, stage.figure = 1, f"outputs of {student_dir / 'best_model'} on {image.name} (with clarity_hf)"
+    stage.images, stage.figure = (
+        1,
+        f"outputs of {student_dir / 'best_model'} on {image.name} (with clarity_hf)",
+    )
     finish(stage)
     env = {k: v for k, v in _env().items() if k != "PYTHONPATH"}
     env["HF_MODULES_CACHE"] = str(out / ".hf_modules")
-    stage = run_stage(Stage("fresh_reload"), [py, "-c", RELOAD_SCRIPT, hub_dir, image, reference], logs, env=env)
+    stage = run_stage(
+        Stage("fresh_reload"), [py, "-c", RELOAD_SCRIPT, hub_dir, image, reference], logs, env=env
+    )
     stage.images, stage.extra = 1, _last_json(logs / "fresh_reload.log")
     stage.figure = (
         f"logits identical {stage.extra.get('logits_identical')}, heatmaps identical "
@@ -419,3 +446,24 @@ def format_stage_table(stages: list[Stage]) -> str:
         peak = f"{s.peak_rss_mb:.0f}" if s.peak_rss_mb else "-"
         lines.append(f"| {s.name} | {s.seconds:.1f} | {ips} | {sps} | {peak} | {s.figure} |")
     return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """`clarity rehearse --output-dir DIR --metadata-dir NIH_CSVS --dicom FILE [sizes]`."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        RehearsalConfig,
+        prog="clarity rehearse",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    try:
+        stages = rehearse(config)
+    except StageError as error:
+        print(f"[rehearsal] FAILED: {error}", file=sys.stderr)
+        return 1
+    print(format_stage_table(stages))
+    print(f"[rehearsal] total {sum(s.seconds for s in stages):.1f} s")
+    return 0

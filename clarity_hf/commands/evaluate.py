@@ -1,0 +1,169 @@
+# Copyright 2026 The clarity_hf authors. Apache-2.0.
+"""Evaluate saved models on a dataset split and write a report folder (report.json, report.md, overlay figures).
+
+    clarity evaluate --model runs/student/best_model --model runs/teacher/best_model \
+        --dataset data/nih --split test --output-dir reports/nih
+    clarity evaluate --model clarity-demo-output/model --synthetic --output-dir reports/synthetic
+
+Each `--model` is a folder (`NAME=DIR` names its rows): a CLARiTy model gives one row, a ConvNeXt(V2) teacher two
+(Grad-CAM and CAM), a plain-ViT baseline one (CLS attention). AUROC on every image of the split; localization tuned on
+`box_split == "tune"`, reported on `"eval"`; a teacher's Grad-CAM is read from the stage that localises best on the
+tune half (ties: the grid closest to the first CLARiTy model's), and each row states its map grid and stage. The
+logic is `clarity_hf.evaluation.run` and `clarity_hf.evaluation.selection`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from datasets import DatasetDict
+
+from ..data.features import get_label_names, get_metadata
+from ..data.sources import load_training_data
+from ..data.synthetic import build_synthetic_cxr
+from ..evaluation.report import evaluation_metadata
+from ..evaluation.run import (
+    evaluate_predictions,
+    heatmap_methods,
+    load_model_for_evaluation,
+    logits_methods,
+    predict_split,
+    reported_thresholds,
+    save_figure,
+    write_evaluation,
+)
+from ..evaluation.selection import select_stages
+from .errors import CommandError, check_device
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="clarity evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", action="append", required=True, help="model folder, or NAME=DIR (repeatable)"
+    )
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument(
+        "--dataset",
+        help="a DatasetDict folder written by save_to_disk (clarity_hf data builders), or any source training's "
+        "--dataset takes (CSV, image folder, datasets name; the same --seed and --validation-fraction give the "
+        "training run's validation split)",
+    )
+    data.add_argument("--synthetic", action="store_true", help="build the synthetic benchmark's test split")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--seed", type=int, default=42, help="seed of a validation split drawn from the data")
+    parser.add_argument("--validation-fraction", type=float, default=0.2)
+    parser.add_argument("--synthetic-num-test", type=int, default=512)
+    parser.add_argument("--synthetic-image-size", type=int, default=128)
+    parser.add_argument("--synthetic-seed", type=int, default=0)
+    parser.add_argument(
+        "--per-class-thresholds", action="store_true", help="tune one heatmap threshold per class"
+    )
+    parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output-dir", required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    check_device(args.device)
+    if args.synthetic:
+        datasets = build_synthetic_cxr(
+            0, 0, args.synthetic_num_test, image_size=args.synthetic_image_size, seed=args.synthetic_seed
+        )
+        source = f"synthetic CXR benchmark (seed {args.synthetic_seed}, {args.synthetic_image_size} px)"
+    else:
+        datasets = load_training_data(
+            args.dataset, validation_fraction=args.validation_fraction, seed=args.seed
+        )
+        source = args.dataset
+    if isinstance(datasets, DatasetDict):
+        if args.split not in datasets:
+            raise CommandError(f"{source} has no split {args.split!r} (splits: {list(datasets)})")
+        split = datasets[args.split]
+    else:
+        split = datasets
+    try:
+        label_names = get_label_names(split)
+    except ValueError:
+        label_names = None
+
+    methods, logits_only, processor, clarity_names = {}, {}, None, []
+    for spec in args.model:
+        name, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        model, model_processor, kind = load_model_for_evaluation(folder)
+        model.to(args.device)
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if label_names is not None and names != label_names:
+            raise CommandError(f"{folder} predicts {names}, the data has labels {label_names}")
+        label_names = names
+        processor = processor or model_processor
+        model_methods = heatmap_methods(model, kind, name or None, gradcam_stages=kind == "convnextv2")
+        if kind == "clarity":
+            clarity_names.extend(model_methods)
+        methods.update(model_methods)
+        logits_only.update(logits_methods(model, kind, name or None))
+    # Grad-CAM's backward passes run on the boxed rows only (the rows localization reads).
+    predictions = predict_split(
+        methods, split, processor, batch_size=args.batch_size, device=args.device, logits_only=logits_only
+    )
+    reference_grid = tuple(predictions[clarity_names[0]].heatmaps.shape[-2:]) if clarity_names else None
+    predictions, map_info = select_stages(
+        predictions, label_names, reference_grid=reference_grid, per_class=args.per_class_thresholds
+    )
+    entries = {
+        name: evaluate_predictions(
+            pred,
+            label_names,
+            per_class_thresholds=args.per_class_thresholds,
+            n_bootstrap=args.n_bootstrap,
+            map_info=map_info.get(name),
+        )
+        for name, pred in predictions.items()
+    }
+    out = Path(args.output_dir)
+    figures = []
+    for index, (name, pred) in enumerate(predictions.items()):
+        path = save_figure(
+            out / "figures" / f"overlays_{index:02d}.png",
+            split,
+            pred,
+            label_names,
+            reported_thresholds(entries[name]),
+        )
+        if path is not None:
+            figures.append(f"{name}: {path}")
+    paths = write_evaluation(
+        out,
+        entries,
+        metadata={
+            "evaluation": evaluation_metadata(
+                get_metadata(split).get("source") or source,
+                args.split,
+                len(split),
+                label_names,
+                map_grid=" x ".join(map(str, reference_grid)) if reference_grid else None,
+                dataset_id=None if args.synthetic else source,
+                synthetic=args.synthetic,
+                split_source=get_metadata(split).get("split_source"),
+            ),
+            "models": ", ".join(args.model),
+        },
+        extra_markdown="## Figures\n\n" + "\n".join(f"- {f}" for f in figures) if figures else "",
+    )
+    print(
+        json.dumps(
+            {
+                "report_json": str(paths["json"]),
+                "report_markdown": str(paths["markdown"]),
+                "figures": figures,
+            },
+            indent=2,
+        )
+    )
+    return 0
