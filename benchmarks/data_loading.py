@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import Dataset
 from PIL import Image
 
 from clarity_hf.data.cache import build_cache
 from clarity_hf.data.features import attach_metadata, clarity_features, make_metadata
 from clarity_hf.data.synthetic import render_synthetic_cxr
+
+from .measure import MIN_REPEATS, time_interleaved
 
 
 def benchmark_data_loading(
@@ -83,20 +85,18 @@ def benchmark_data_loading(
         runs += [
             (f"cache {image_size}px {fmt}", partial(from_cache, cached)) for fmt, cached in caches.items()
         ]
-        seconds = {}
-        for name, function in runs:
-            function()  # warm the page cache
-            start = time.perf_counter()
-            function()
-            seconds[name] = time.perf_counter() - start
-    reference = seconds[runs[0][0]]
+        # The warm-up round also warms the page cache.
+        timings = time_interleaved(dict(runs), torch.device("cpu"), MIN_REPEATS)
+    reference = timings[runs[0][0]].median
     return [
         {
             "source": name,
-            "images_per_second": batch_size * batches / value,
-            "speedup": reference / value,
+            "images_per_second": batch_size * batches / timing.median,
+            "speedup": reference / timing.median,
+            "timing": timing,
+            "images": batch_size * batches,
         }
-        for name, value in seconds.items()
+        for name, timing in timings.items()
     ]
 
 
@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> None:
         args.num_images, args.source_size, args.image_size, args.batch_size, args.batches
     )
     for row in rows:
-        print(f"{row['source']:>22}: {row['images_per_second']:8.0f} images/s ({row['speedup']:.1f}x)")
+        print(
+            f"{row['source']:>22}: {row['timing'].rate_cell(row['images'], 0)} images/s ({row['speedup']:.1f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ BEGIN, END = "<!-- BEGIN rehearsal -->", "<!-- END rehearsal -->"
 NIH_IMAGES = 112120
 OFFICIAL_TRAIN_VAL = 86524
 VALIDATION_FRACTION = 0.1  # prepare_chestxray14.py's default carve of train_val
-GPU_BF16_DENSE_PEAK = 989e12  # H100 SXM / H200 bf16 dense tensor-core peak (NVIDIA data sheets; 1,979 with sparsity)
+GPU_BF16_DENSE_PEAK = (
+    989e12  # H100 SXM / H200 bf16 dense tensor-core peak (NVIDIA data sheets; 1,979 with sparsity)
+)
 MFU_RANGE = (0.35, 0.45)  # sustained fraction of that peak assumed for training (see METHOD)
 CORE_COUNTS = (2, 8, 16, 32, 64)
 METHOD = """\
@@ -161,7 +163,11 @@ def projection(flops: dict, configs: dict, cache: dict, worker_rate: float) -> l
     train_images = round(OFFICIAL_TRAIN_VAL * (1 - VALIDATION_FRACTION))
     val_images = OFFICIAL_TRAIN_VAL - train_images
     stages = {
-        "teacher (ConvNeXtV2-B, 512)": (flops["teacher_train_used"], flops["teacher_forward"], configs["teacher"]),
+        "teacher (ConvNeXtV2-B, 512)": (
+            flops["teacher_train_used"],
+            flops["teacher_forward"],
+            configs["teacher"],
+        ),
         "student (CLARiTy-S-16-512 + online teacher)": (
             flops["student_train_used"] + flops["teacher_forward"],
             flops["student_forward"],
@@ -176,7 +182,8 @@ def projection(flops: dict, configs: dict, cache: dict, worker_rate: float) -> l
     for name, (per_image, eval_per_image, epochs) in stages.items():
         total = epochs * (train_images * per_image + val_images * eval_per_image)
         times = {
-            gpus: [total / (gpus * GPU_BF16_DENSE_PEAK * mfu) for mfu in (MFU_RANGE[1], MFU_RANGE[0])] for gpus in (1, 8)
+            gpus: [total / (gpus * GPU_BF16_DENSE_PEAK * mfu) for mfu in (MFU_RANGE[1], MFU_RANGE[0])]
+            for gpus in (1, 8)
         }
         rate = 8 * GPU_BF16_DENSE_PEAK * sum(MFU_RANGE) / 2 / per_image
         lines.append(
@@ -185,18 +192,24 @@ def projection(flops: dict, configs: dict, cache: dict, worker_rate: float) -> l
         )
     lines += [
         "",
-        "| cache build, 112,120 images at 512 (PNG) | " + " | ".join(f"{c} cores" for c in CORE_COUNTS) + " |",
+        "| cache build, 112,120 images at 512 (PNG) | "
+        + " | ".join(f"{c} cores" for c in CORE_COUNTS)
+        + " |",
         "|---|" + "---:|" * len(CORE_COUNTS),
         "| projected wall time | "
         + " | ".join(_hours(NIH_IMAGES * cache["512_png_s_per_image"] / c) for c in CORE_COUNTS)
         + " |",
-        "| projected disk | " + f"{NIH_IMAGES / 1000 * cache['512_png_mb_per_1000'] / 1000:.1f} GB" + " |" * len(CORE_COUNTS),
+        "| projected disk | "
+        + f"{NIH_IMAGES / 1000 * cache['512_png_mb_per_1000'] / 1000:.1f} GB"
+        + " |" * len(CORE_COUNTS),
     ]
     return lines
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rehearsal-dir", required=True, help="output folder of scripts/rehearse_nih.py")
     parser.add_argument("--images", type=int, default=24, help="images for the cache and loader measurements")
     parser.add_argument("--output", default=str(REPO_ROOT / "BENCHMARKS.md"))

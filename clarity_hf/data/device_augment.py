@@ -37,14 +37,16 @@ PARAM_NAMES = ("left", "top", "right", "bottom", "angle", "brightness", "contras
 NUM_PARAMS = len(PARAM_NAMES)
 
 # uint8 value -> the processor's float32 [0, 1] gray: `clarity_hf.xray_io` scales 8-bit data by halves in float64
-# ((0.5 v - 0) / 127.5) and the processor casts to float32; the same arithmetic here makes the values identical.
+# ((0.5 v - 0) / 127.5) and the processor casts to float32. For all 256 values that equals the float32 quotient
+# v / 255 (checked at import and in the tests), which is what `unit_gray` computes: one division, no table lookup.
 UINT8_TO_UNIT = torch.from_numpy(((0.5 * np.arange(256, dtype=np.float64)) / 127.5).astype(np.float32))
+assert torch.equal(torch.arange(256, dtype=torch.float32) / 255, UINT8_TO_UNIT)
 
 
 def unit_gray(source: torch.Tensor) -> torch.Tensor:
     """(..., H, W) uint8 raw gray or float [0, 1] gray -> float32 [0, 1] gray, on `source`'s device."""
     if source.dtype == torch.uint8:
-        return UINT8_TO_UNIT.to(source.device)[source.long()]
+        return source.float().div_(255)
     return source.float()
 
 
@@ -81,8 +83,9 @@ class BatchAugmenter:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
     def matrices(self, params: torch.Tensor, sizes: torch.Tensor, canvas: tuple[int, int]):
-        """The (B, 2, 3) source matrices (output -> padded source, normalised, align_corners=False) and the (B, 2, 3)
-        rotations alone (output -> crop), whose grid says where the crop's square ends."""
+        """The crop as (B, 2, 2) per-axis (scale, shift) from its square [-1, 1] to the padded source (normalised,
+        align_corners=False), and the (B, 2, 3) rotations (output -> the crop's square): the source matrix of
+        output pixel p is crop(rotation(p)), one affine map."""
         p = params.double()
         left, top, right, bottom, angle = p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4]
         height, width = canvas
@@ -95,12 +98,8 @@ class BatchAugmenter:
         # crop square [-1, 1] -> the box [left, right] x [top, bottom] (pixel edges) -> canvas normalised
         scale_x, shift_x = (right - left) / width, (left + right) / width - 1
         scale_y, shift_y = (bottom - top) / height, (top + bottom) / height - 1
-        crop = torch.stack(
-            [torch.stack([scale_x, zero, shift_x], 1), torch.stack([zero, scale_y, shift_y], 1)], 1
-        )
-        source = crop[:, :, :2] @ rotation[:, :, :2]
-        source = torch.cat([source, crop[:, :, 2:] + crop[:, :, :2] @ rotation[:, :, 2:]], dim=2)
-        return source.float(), rotation.float()
+        crop = torch.stack([torch.stack([scale_x, shift_x], 1), torch.stack([scale_y, shift_y], 1)], 1)
+        return crop.float(), rotation.float()
 
     def warp(self, source: torch.Tensor, sizes: torch.Tensor, params: torch.Tensor, masks=None):
         """Geometry only: (B, S, S) float [0, 1] gray and, with `masks` ((B, H, W) uint8, 255 = inside), (B, S, S)
@@ -113,17 +112,18 @@ class BatchAugmenter:
         device = gray.device
         params, sizes = params.to(device), sizes.to(device)
         height, width = gray.shape[-2:]
-        matrices, rotations = self.matrices(params, sizes, (height, width))
+        crop, rotations = self.matrices(params, sizes, (height, width))
         shape = (batch, 1, size, size)
-        grid = F.affine_grid(matrices, shape, align_corners=False)
+        # One grid: the rotation's (output -> the crop's square), then the crop's per-axis scale and shift.
+        square = F.affine_grid(rotations, shape, align_corners=False)
+        grid = square * crop[:, None, None, :, 0] + crop[:, None, None, :, 1]
         out = F.grid_sample(gray[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False)[
             :, 0
         ]
         # The CPU path rotates the resized crop with PIL, which fills a pixel whose centre falls outside the
         # square with zero (a hard edge, no blending): the same here.
-        square = F.affine_grid(rotations, shape, align_corners=False)
-        coverage = (square.abs().amax(dim=-1) < 1).float()
-        out = (out * coverage).clamp(0.0, 1.0)
+        inside_square = square.abs().amax(dim=-1) < 1
+        out = torch.where(inside_square, out.clamp_(0.0, 1.0), 0.0)
         # Identity geometry at the model's side: no resampling at all (the processor's pixels, exactly).
         identity = (
             (params[:, 0] == 0)
@@ -144,24 +144,22 @@ class BatchAugmenter:
                 padding_mode="border",
                 align_corners=False,
             )[:, 0]
-            out_masks = ((inside > 127) & (square.abs().amax(dim=-1) < 1)).float()
+            out_masks = ((inside > 127) & inside_square).float()
         return out, out_masks
 
     def jitter(self, gray: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Brightness then contrast (around each image's mean), clamped to [0, 1], as the CPU path; an image whose
-        factors are both 1 is left untouched (bit for bit)."""
+        """Brightness b then contrast c around the image's mean m, clamped to [0, 1], as the CPU path: with
+        x = b * gray, (x - mean(x)) * c + mean(x) = gray * (b c) + b m (1 - c), one fused pass. Factors of 1 give
+        gray * 1 + 0: the image bit for bit."""
         brightness = params[:, 5].to(gray).view(-1, 1, 1)
         contrast = params[:, 6].to(gray).view(-1, 1, 1)
-        x = gray * brightness
-        mean = x.mean(dim=(-2, -1), keepdim=True)
-        x = torch.where(contrast == 1, x, (x - mean) * contrast + mean).clamp(0.0, 1.0)
-        untouched = ((brightness == 1) & (contrast == 1)).view(-1, 1, 1)
-        return torch.where(untouched, gray, x)
+        shift = brightness * gray.mean(dim=(-2, -1), keepdim=True) * (1 - contrast)
+        return torch.addcmul(shift, gray, brightness * contrast).clamp_(0.0, 1.0)
 
     def normalise(self, gray: torch.Tensor) -> torch.Tensor:
         """(B, S, S) [0, 1] -> (B, 3, S, S) `(x - mean) / std`, the processor's arithmetic in float32."""
         mean, std = self.mean.to(gray.device), self.std.to(gray.device)
-        return (gray[:, None].expand(-1, 3, -1, -1) - mean) / std
+        return (gray[:, None] - mean) / std
 
     @torch.no_grad()
     def __call__(self, source, sizes, params, masks=None) -> tuple[torch.Tensor, torch.Tensor | None]:
