@@ -67,3 +67,49 @@ def test_loader_section_puts_both_paths_side_by_side(tmp_path):
         assert re.fullmatch(r"\d+\.\dx", cells[3])
     projection = [line for line in text.splitlines() if line.startswith(("| teacher", "| student"))]
     assert len(projection) == 2 and all(len(line.strip("|").split("|")) == 8 for line in projection)
+
+
+def test_rehearsal_section_reports_both_loader_paths_and_workers_per_gpu(tmp_path):
+    """The rehearsal section from a stage table and saved measurements (no rehearsal run): the loader rows carry
+    median, range and load, and the projection gives workers per GPU for both paths from those medians."""
+    import json
+
+    from benchmarks import rehearsal
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = dict(output_dir="/x", num_images=4, steps=1, train_batch_size=2, gradient_accumulation_steps=1)
+    stages = {
+        "stages": [{"name": "train_teacher", "seconds": 10.0, "images": 4}],
+        "config": {**config, "num_processes": 1},
+        "cpu_count": 2,
+        "load_average": [1.0, 1.0, 1.0],
+        "torch": torch.__version__,
+        "total_seconds": 10.0,
+    }
+    (run / "stages.json").write_text(json.dumps(stages))
+    # 16 images a round: cpu 0.2 s (80/s), device 0.02 s (800/s); the warp 0.1 s.
+    rates = {
+        f"{path}/{fmt}": {"times": [t, t * 1.1, t * 0.9], "load": [0.5, 0.6], "images": 16}
+        for fmt in ("png", "pgm")
+        for path, t in (("cpu", 0.2), ("device", 0.02))
+    }
+    rates["warp"] = {"times": [0.1, 0.1, 0.1], "load": [0.5, 0.6], "images": 16}
+    cache = {f"{size}_{fmt}_mb_per_1000": 1.0 for size in (224, 512) for fmt in ("png", "pgm")}
+    cache.update({"images": 16, "512_png_s_per_image": 0.2})
+    flops = dict(teacher_train=3e11, teacher_train_used=4.8e11, teacher_forward=1.6e11)
+    flops.update(student_train=1.37e11, student_train_used=1.37e11, student_forward=4.6e10)
+    measurements = tmp_path / "measured.json"
+    measurements.write_text(json.dumps({"cache": cache, "rates": rates, "flops": flops, "folder": "nih"}))
+    page = tmp_path / "BENCH.md"
+    argv = ["--rehearsal-dir", str(run), "--output", str(page), "--measurements", str(measurements)]
+    assert rehearsal.main(argv) == 0
+    text = page.read_text()
+    assert (
+        "`augment_on: cpu`: median (range) [load start/end] of 3 interleaved repeats after a warm-up | "
+        in text
+    )
+    assert "| 80.0 (72.7-88.9) [load 0.5/0.6] |" in text and "| 800.0 (727.3-888.9) [load 0.5/0.6] |" in text
+    assert "the device path's batched warp run on this CPU, ms per image | 6.25 |" in text
+    # teacher: 989e12 * 0.4 / 4.8e11 = 824 images/s per GPU -> 10.3 cpu workers, 1.0 device worker
+    assert "| 824 | 10.3 / 1.0 |" in text
