@@ -23,6 +23,30 @@ from clarity_hf.data.synthetic import render_synthetic_cxr
 from .measure import MIN_REPEATS, time_interleaved
 
 
+def png_dataset(paths: list[Path], size: int, labels: list[list[float]] | None = None) -> Dataset:
+    """A clarity_hf data set (`clarity_features`, one split's rows) of the PNG files `paths`, all `size` px square,
+    with `labels` (default: alternating first label) and empty metadata: what `build_cache` reads."""
+    rows: dict[str, list] = {key: [] for key in clarity_features(14)}
+    for i, path in enumerate(paths):
+        values = dict(
+            image=str(path),
+            labels=labels[i] if labels is not None else [float(i % 2)] + [0.0] * 13,
+            image_id=path.name,
+            patient_id=str(i),
+            age=None,
+            sex="",
+            view_position="",
+            follow_up=0,
+            original_size=[size, size],
+            pixel_spacing=[0.0, 0.0],
+            boxes=[],
+            box_split="",
+        )
+        for key, value in values.items():
+            rows[key].append(value)
+    return attach_metadata(Dataset.from_dict(rows, features=clarity_features(14)), make_metadata([], "bench"))
+
+
 def benchmark_data_loading(
     num_images: int = 64,
     source_size: int = 1024,
@@ -37,30 +61,13 @@ def benchmark_data_loading(
     `source_size`, so they compress like real ones. Rows `{"source", "images_per_second", "speedup"}`."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        rows: dict[str, list] = {key: [] for key in clarity_features(14)}
+        paths, labels = [], []
         for i in range(num_images):
             sample = render_synthetic_cxr(seed, "train", i, source_size)
-            path = root / f"{i:05d}.png"
-            Image.fromarray(sample.image).save(path)
-            values = dict(
-                image=str(path),
-                labels=sample.labels.tolist(),
-                image_id=path.name,
-                patient_id=str(i),
-                age=None,
-                sex="",
-                view_position="",
-                follow_up=0,
-                original_size=[source_size, source_size],
-                pixel_spacing=[0.0, 0.0],
-                boxes=[],
-                box_split="",
-            )
-            for key, value in values.items():
-                rows[key].append(value)
-        dataset = attach_metadata(
-            Dataset.from_dict(rows, features=clarity_features(14)), make_metadata([], "bench")
-        )
+            paths.append(root / f"{i:05d}.png")
+            Image.fromarray(sample.image).save(paths[-1])
+            labels.append(sample.labels.tolist())
+        dataset = png_dataset(paths, source_size, labels)
         caches = {
             fmt: build_cache(dataset, root / fmt, image_size=image_size, progress=False, image_format=fmt)[
                 "train"
@@ -73,7 +80,7 @@ def benchmark_data_loading(
         def original() -> None:
             for batch in chosen:
                 for i in batch:
-                    with Image.open(rows["image"][i]) as image:
+                    with Image.open(paths[i]) as image:
                         image.convert("L").resize((image_size,) * 2, Image.BILINEAR)
 
         def from_cache(cached) -> None:

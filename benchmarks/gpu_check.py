@@ -37,6 +37,7 @@ import torch
 from clarity_hf.evaluation.tables import markdown_table
 
 from .measure import MIN_REPEATS, Timing, load_average, time_interleaved
+from .report import publish
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -340,22 +341,11 @@ def main(argv: list[str] | None = None) -> int:
 
         def default(value):
             if isinstance(value, Timing):
-                return {
-                    "median": value.median,
-                    "times": value.times,
-                    "load": value.load,
-                    "noisy": value.noisy,
-                }
+                return value.to_dict()
             raise TypeError(type(value).__name__)
 
         args.json.write_text(json.dumps(raw, indent=2, default=default))
-    if args.output == "-":
-        print(body)
-    else:
-        from .report import write_sections
-
-        write_sections(args.output, {"gpu-check": body})
-        print(f"wrote the gpu-check section of {args.output}", file=sys.stderr)
+    publish(args.output, "gpu-check", body)
     return 0
 
 

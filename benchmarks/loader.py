@@ -38,6 +38,7 @@ from PIL import Image
 from clarity_hf.evaluation.tables import markdown_table
 
 from .measure import MIN_REPEATS, Timing, load_average, time_interleaved
+from .report import publish
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared" / "realdata"
@@ -71,37 +72,18 @@ def real_xrays(size: int) -> list[bytes]:
 def cache_split(num_images: int, size: int, work: Path, image_format: str = "png"):
     """A `size` px cache (`clarity_hf.data.cache.build_cache`) of `num_images` images in `image_format` ("png",
     prepare's default, or "pgm", raw)."""
-    from datasets import Dataset
     from datasets import Image as DatasetImage
 
     from clarity_hf.data.cache import build_cache
-    from clarity_hf.data.features import attach_metadata, clarity_features, make_metadata
+
+    from .data_loading import png_dataset
 
     sources = real_xrays(size)
-    rows: dict[str, list] = {key: [] for key in clarity_features(14)}
-    for i in range(num_images):
-        path = work / f"{i:05d}.png"
+    paths = [work / f"{i:05d}.png" for i in range(num_images)]
+    for i, path in enumerate(paths):
         if not path.exists():
             path.write_bytes(sources[i % len(sources)])
-        values = dict(
-            image=str(path),
-            labels=[float(i % 2)] + [0.0] * 13,
-            image_id=path.name,
-            patient_id=str(i),
-            age=None,
-            sex="",
-            view_position="",
-            follow_up=0,
-            original_size=[size, size],
-            pixel_spacing=[0.0, 0.0],
-            boxes=[],
-            box_split="",
-        )
-        for key, value in values.items():
-            rows[key].append(value)
-    dataset = attach_metadata(
-        Dataset.from_dict(rows, features=clarity_features(14)), make_metadata([], "bench")
-    )
+    dataset = png_dataset(paths, size)
     split = build_cache(
         dataset, work / f"cache-{image_format}", image_size=size, progress=False, image_format=image_format
     )["train"]
@@ -261,13 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\n\n(run {time.perf_counter() - start:.0f} s; 1-min load average {load_start:.1f} at its start, "
         f"{load_average():.1f} at its end)"
     )
-    if args.output == "-":
-        print(body)
-    else:
-        from .report import write_sections
-
-        write_sections(args.output, {"loader": body})
-        print(f"wrote the loader section of {args.output}", file=sys.stderr)
+    publish(args.output, "loader", body)
     return 0
 
 

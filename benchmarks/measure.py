@@ -185,6 +185,10 @@ class Timing:
     def noisy(self) -> bool:
         return self.spread > NOISY_SPREAD or max(self.load) > self.cores or len(self.times) < MIN_REPEATS
 
+    def to_dict(self) -> dict:
+        """The raw figures (seconds) for JSON."""
+        return {"median": self.median, "times": self.times, "load": self.load, "noisy": self.noisy}
+
     def _tail(self) -> str:
         return f" [load {self.load[0]:.1f}/{self.load[1]:.1f}]" + (" noisy" if self.noisy else "")
 

@@ -10,6 +10,7 @@ the page; a section that is not there yet is appended.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from clarity_hf.evaluation.tables import markdown_table
@@ -17,7 +18,7 @@ from clarity_hf.evaluation.tables import markdown_table
 from .measure import GRADCAM_REFERENCE, MEMORY_REFERENCE, BenchmarkSettings, Timing
 from .training_step import format_markdown
 
-__all__ = ["PAGE_TITLE", "render_sections", "write_sections"]
+__all__ = ["PAGE_TITLE", "publish", "render_sections", "write_sections"]
 
 PAGE_TITLE = "# CLARiTy benchmarks"
 
@@ -46,6 +47,15 @@ def write_sections(path: str | Path, sections: dict[str, str]) -> Path:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def publish(output: str | Path, name: str, body: str) -> None:
+    """Print the section `name` (`output` "-") or write it into the page `output` (`write_sections`)."""
+    if str(output) == "-":
+        print(body)
+        return
+    write_sections(output, {name: body})
+    print(f"wrote the {name} section of {output}", file=sys.stderr)
 
 
 def _ratio(numerator: Timing, denominator: Timing) -> str:
