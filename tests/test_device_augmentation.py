@@ -198,3 +198,19 @@ def test_resume_mid_epoch_is_bit_identical_with_device_augmentation(tmp_path):
         not torch.equal(weights_a[key], value)
         for key, value in checkpoint_weights(list_checkpoints(cpu)[-1]).items()
     )
+
+
+def test_a_batch_mixing_8_and_16_bit_sources_gives_each_images_own_pixels():
+    """8-bit sources travel as uint8, 16-bit ones as float gray; a batch holding both is warped as float, and each
+    image comes out as it does alone."""
+    transform = ClarityTransform(SIZE, train=True, seed=5)
+    eight = _png(_xray())
+    sixteen = _png((_xray(SIZE + 8, seed=2).astype(np.uint16) * 257).astype(np.uint16))
+    items = [
+        transform.source_one(img, rng=transform.sample_rng(1, i)) for i, img in enumerate((eight, sixteen))
+    ]
+    assert [item["source"].dtype for item in items] == [torch.uint8, torch.float32]
+    together, _ = _device(transform, items)
+    for i, item in enumerate(items):
+        alone, _ = _device(transform, [item])
+        assert torch.allclose(together[i], alone[0], atol=1e-5), i
