@@ -86,7 +86,7 @@ class BatchAugmenter:
         """The crop as (B, 2, 2) per-axis (scale, shift) from its square [-1, 1] to the padded source (normalised,
         align_corners=False), and the (B, 2, 3) rotations (output -> the crop's square): the source matrix of
         output pixel p is crop(rotation(p)), one affine map."""
-        p = params.double()
+        p = params.to(torch.float32 if params.device.type == "mps" else torch.float64)  # MPS has no float64
         left, top, right, bottom, angle = p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4]
         height, width = canvas
         # PIL's rotate(angle) turns the image counter-clockwise on screen (y down): output (x, y) reads the crop

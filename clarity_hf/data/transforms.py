@@ -33,6 +33,12 @@ reproducible training, one made by `sample_rng(epoch, index)` and passed to `tra
 of a sample then depends only on (seed, epoch, sample index), not on the order, the worker or the process that
 draws it, so a run resumed in the middle of an epoch sees exactly the views of an uninterrupted one.
 
+Decode only (`augment_on: device`). `source_one` is `transform_one` without the pixel work: it returns the decoded
+image (`source`: (H, W) uint8 for 8-bit grayscale files, float32 [0, 1] gray otherwise), the view's random
+parameters (`augment`, `sample_params`: drawn from the same generator in the same order as `transform_one` draws
+them) and the raw mask (`source_mask`); `clarity_hf.data.device_augment.BatchAugmenter` makes the pixels of a
+whole batch where the model runs. The collator pads such examples into one batch (`source_batch`).
+
 `ClarityCollator` stacks the valid examples into a batch for the model (`pixel_values`, `labels`, and
 `anatomy_masks` when every valid example has one), drops the invalid ones and counts them in `num_dropped` (a
 counter shared with DataLoader worker processes); `dropped_ids` lists the first dropped image ids seen in this

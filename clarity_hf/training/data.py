@@ -9,7 +9,9 @@ Determinism. The data order of epoch `e` is a permutation drawn from `seed + e`,
 in epoch `e` from a generator seeded with `(seed, e, i)` (`ClarityTransform.sample_rng`). Neither touches the
 global RNGs, so a run resumed in the
 middle of an epoch (Accelerate's `skip_first_batches`) sees exactly the batches and views it would have seen, and
-the view of a sample does not depend on the number of processes.
+the view of a sample does not depend on the number of processes. With `augment_on: device` (the default) the loader
+workers only decode and draw those parameters; `ClarityTrainingDataset.finish_batch` warps the batch on the model's
+device (`clarity_hf.data.device_augment`), so the views are the same draws, resampled once instead of twice.
 
 Bad images. Images are decoded by the transform (the `image` column is read with `Image(decode=False)`), so a
 missing file or a corrupt PNG yields `valid=False` with the reason instead of an exception; the train collator drops
