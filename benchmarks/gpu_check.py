@@ -152,7 +152,7 @@ def measure_augmentation(settings: GpuCheckSettings, device: torch.device) -> Ti
     )
     source = torch.randint(0, 256, (batch, size, size), dtype=torch.uint8).to(device)
     sizes = torch.tensor([[size, size]] * batch)
-    augmenter = BatchAugmenter(size, transform.mean.flatten().tolist(), transform.std.flatten().tolist())
+    augmenter = BatchAugmenter.like(transform)
 
     def run():
         for _ in range(settings.steps_per_repeat):

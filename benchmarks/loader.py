@@ -104,7 +104,7 @@ def loader_timings(
 
     config = parse_training_config(["--config", "clarity_s16_512.yaml"])
     transform = make_transform(config, size, augment=True)
-    augmenter = BatchAugmenter(size, config.image_mean, config.image_std)
+    augmenter = BatchAugmenter.like(transform)
     count = min([num_images, *(len(split) for split in splits.values())])
     chunks = [range(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
 

@@ -53,9 +53,7 @@ def _lung_mask(size: int = SIZE) -> np.ndarray:
 
 
 def _augmenter(transform: ClarityTransform) -> BatchAugmenter:
-    return BatchAugmenter(
-        transform.image_size, transform.mean.flatten().tolist(), transform.std.flatten().tolist()
-    )
+    return BatchAugmenter.like(transform)
 
 
 def _device(transform, examples):

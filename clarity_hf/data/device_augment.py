@@ -82,6 +82,11 @@ class BatchAugmenter:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
+    @classmethod
+    def like(cls, transform) -> BatchAugmenter:
+        """The augmenter making the pixels `transform` (a `ClarityTransform`) makes: its side, mean and std."""
+        return cls(transform.image_size, transform.mean.flatten().tolist(), transform.std.flatten().tolist())
+
     def matrices(self, params: torch.Tensor, sizes: torch.Tensor, canvas: tuple[int, int]):
         """The crop as (B, 2, 2) per-axis (scale, shift) from its square [-1, 1] to the padded source (normalised,
         align_corners=False), and the (B, 2, 3) rotations (output -> the crop's square): the source matrix of

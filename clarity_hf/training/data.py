@@ -183,11 +183,7 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.transform = make_transform(config, image_size, augment)
         # Only an augmented split moves its work to the device; an unaugmented one is decoded (and kept) as is.
-        self.augmenter = (
-            BatchAugmenter(image_size, config.image_mean, config.image_std)
-            if augment and augment_on == "device"
-            else None
-        )
+        self.augmenter = BatchAugmenter.like(self.transform) if augment and augment_on == "device" else None
         # float32 pixel values (3 channels) and mask (1) per sample; labels and logits are negligible
         sample_bytes = (3 + ("anatomy_mask" in columns)) * 4 * image_size**2
         fits = len(dataset) * sample_bytes <= memory_mb * 2**20
