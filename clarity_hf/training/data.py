@@ -31,7 +31,6 @@ from datasets import Dataset, DatasetDict, Image
 from torch.utils.data import Sampler
 
 from ..data.cache import load_dataset_folder
-from ..data.device_augment import BatchAugmenter
 from ..data.features import get_label_names
 from ..data.transforms import IMAGE_COLUMNS, PROBLEM_KINDS, ClarityCollator, ClarityTransform
 
@@ -182,6 +181,8 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
         self.name = name
         self.epoch = 0
         self.transform = make_transform(config, image_size, augment)
+        from ..data.device_augment import BatchAugmenter
+
         # Only an augmented split moves its work to the device; an unaugmented one is decoded (and kept) as is.
         self.augmenter = BatchAugmenter.like(self.transform) if augment and augment_on == "device" else None
         # float32 pixel values (3 channels) and mask (1) per sample; labels and logits are negligible
