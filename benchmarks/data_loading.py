@@ -8,17 +8,43 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import Dataset
 from PIL import Image
 
 from clarity_hf.data.cache import build_cache
 from clarity_hf.data.features import attach_metadata, clarity_features, make_metadata
 from clarity_hf.data.synthetic import render_synthetic_cxr
+
+from .measure import MIN_REPEATS, time_interleaved
+
+
+def png_dataset(paths: list[Path], size: int, labels: list[list[float]] | None = None) -> Dataset:
+    """A clarity_hf data set (`clarity_features`, one split's rows) of the PNG files `paths`, all `size` px square,
+    with `labels` (default: alternating first label) and empty metadata: what `build_cache` reads."""
+    rows: dict[str, list] = {key: [] for key in clarity_features(14)}
+    for i, path in enumerate(paths):
+        values = dict(
+            image=str(path),
+            labels=labels[i] if labels is not None else [float(i % 2)] + [0.0] * 13,
+            image_id=path.name,
+            patient_id=str(i),
+            age=None,
+            sex="",
+            view_position="",
+            follow_up=0,
+            original_size=[size, size],
+            pixel_spacing=[0.0, 0.0],
+            boxes=[],
+            box_split="",
+        )
+        for key, value in values.items():
+            rows[key].append(value)
+    return attach_metadata(Dataset.from_dict(rows, features=clarity_features(14)), make_metadata([], "bench"))
 
 
 def benchmark_data_loading(
@@ -35,30 +61,13 @@ def benchmark_data_loading(
     `source_size`, so they compress like real ones. Rows `{"source", "images_per_second", "speedup"}`."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        rows: dict[str, list] = {key: [] for key in clarity_features(14)}
+        paths, labels = [], []
         for i in range(num_images):
             sample = render_synthetic_cxr(seed, "train", i, source_size)
-            path = root / f"{i:05d}.png"
-            Image.fromarray(sample.image).save(path)
-            values = dict(
-                image=str(path),
-                labels=sample.labels.tolist(),
-                image_id=path.name,
-                patient_id=str(i),
-                age=None,
-                sex="",
-                view_position="",
-                follow_up=0,
-                original_size=[source_size, source_size],
-                pixel_spacing=[0.0, 0.0],
-                boxes=[],
-                box_split="",
-            )
-            for key, value in values.items():
-                rows[key].append(value)
-        dataset = attach_metadata(
-            Dataset.from_dict(rows, features=clarity_features(14)), make_metadata([], "bench")
-        )
+            paths.append(root / f"{i:05d}.png")
+            Image.fromarray(sample.image).save(paths[-1])
+            labels.append(sample.labels.tolist())
+        dataset = png_dataset(paths, source_size, labels)
         caches = {
             fmt: build_cache(dataset, root / fmt, image_size=image_size, progress=False, image_format=fmt)[
                 "train"
@@ -71,7 +80,7 @@ def benchmark_data_loading(
         def original() -> None:
             for batch in chosen:
                 for i in batch:
-                    with Image.open(rows["image"][i]) as image:
+                    with Image.open(paths[i]) as image:
                         image.convert("L").resize((image_size,) * 2, Image.BILINEAR)
 
         def from_cache(cached) -> None:
@@ -83,20 +92,18 @@ def benchmark_data_loading(
         runs += [
             (f"cache {image_size}px {fmt}", partial(from_cache, cached)) for fmt, cached in caches.items()
         ]
-        seconds = {}
-        for name, function in runs:
-            function()  # warm the page cache
-            start = time.perf_counter()
-            function()
-            seconds[name] = time.perf_counter() - start
-    reference = seconds[runs[0][0]]
+        # The warm-up round also warms the page cache.
+        timings = time_interleaved(dict(runs), torch.device("cpu"), MIN_REPEATS)
+    reference = timings[runs[0][0]].median
     return [
         {
             "source": name,
-            "images_per_second": batch_size * batches / value,
-            "speedup": reference / value,
+            "images_per_second": batch_size * batches / timing.median,
+            "speedup": reference / timing.median,
+            "timing": timing,
+            "images": batch_size * batches,
         }
-        for name, value in seconds.items()
+        for name, timing in timings.items()
     ]
 
 
@@ -114,7 +121,9 @@ def main(argv: list[str] | None = None) -> None:
         args.num_images, args.source_size, args.image_size, args.batch_size, args.batches
     )
     for row in rows:
-        print(f"{row['source']:>22}: {row['images_per_second']:8.0f} images/s ({row['speedup']:.1f}x)")
+        print(
+            f"{row['source']:>22}: {row['timing'].rate_cell(row['images'], 0)} images/s ({row['speedup']:.1f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -48,14 +48,14 @@ class BenchmarkSettings:
     batch_sizes: tuple[int, ...] = (1, 8)
     dtype_modes: tuple[str, ...] = DTYPE_MODES
     warmup: int = 1
-    repeats: dict[int, int] = field(default_factory=lambda: {224: 5, 512: 2})
+    repeats: dict[int, int] = field(default_factory=lambda: {224: 5, 512: 3})
     model_overrides: dict = field(default_factory=dict)
     # ConvNeXtV2-Base is the teacher of the paper configuration; convnextv2-test the tiny one of the smoke run.
     teacher_preset: str = "convnextv2-base"
     gradcam_resolutions: tuple[int, ...] = (224, 512)
     gradcam_full_backward_resolutions: tuple[int, ...] = (224,)
-    gradcam_repeats: int = 2
-    gradcam_full_backward_repeats: int = 1
+    gradcam_repeats: int = 3
+    gradcam_full_backward_repeats: int = 3
     flops_batch_size: int = 8
     matmul_size: int = 4096
     memory_resolution: int = 512
@@ -67,7 +67,7 @@ class BenchmarkSettings:
     training_teacher_preset: str = "convnextv2-base"
     training_image_size: int = 224
     training_batch_size: int = 8
-    training_steps: int = 3
+    training_steps: int = 3  # timed steps per mode, after the warm-up
     data_num_images: int = 64
     data_source_size: int = 1024
     data_image_size: int = 224
@@ -83,13 +83,13 @@ class BenchmarkSettings:
             batch_sizes=(1, 2),
             dtype_modes=DTYPE_MODES,
             warmup=1,
-            repeats={64: 2},
+            repeats={64: 3},
             model_overrides=dict(CLARITY_SMOKE),
             teacher_preset="convnextv2-test",
             gradcam_resolutions=(64,),
             gradcam_full_backward_resolutions=(64,),
-            gradcam_repeats=2,
-            gradcam_full_backward_repeats=1,
+            gradcam_repeats=3,
+            gradcam_full_backward_repeats=3,
             flops_batch_size=2,
             matmul_size=512,
             memory_resolution=64,
@@ -99,7 +99,7 @@ class BenchmarkSettings:
             training_teacher_preset="convnextv2-test",
             training_image_size=64,
             training_batch_size=2,
-            training_steps=1,
+            training_steps=3,
             data_num_images=8,
             data_source_size=256,
             data_image_size=64,
@@ -152,36 +152,86 @@ def autocast_context(device: torch.device, dtype_mode: str):
     return nullcontext()
 
 
+# How far a timed row can be trusted: the median of at least MIN_REPEATS timed repeats after at least one warm-up,
+# with its range and the 1-minute load average at its start and end. A row is "noisy" when its range exceeds
+# NOISY_SPREAD of its median or the load average exceeded the core count while it ran (other processes then held
+# cores the benchmark needed).
+MIN_REPEATS = 3
+NOISY_SPREAD = 0.25
+
+
+def load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 @dataclass
 class Timing:
+    """Seconds of repeated calls of one case, and the 1-minute load average at the start and end of its rounds."""
+
     times: list[float]
+    load: tuple[float, float] = (float("nan"), float("nan"))
+    cores: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     @property
     def median(self) -> float:
         return statistics.median(self.times)
 
+    @property
+    def spread(self) -> float:
+        """(max - min) / median."""
+        return (max(self.times) - min(self.times)) / self.median if self.median > 0 else float("inf")
+
+    @property
+    def noisy(self) -> bool:
+        return self.spread > NOISY_SPREAD or max(self.load) > self.cores or len(self.times) < MIN_REPEATS
+
+    def to_dict(self) -> dict:
+        """The raw figures (seconds) for JSON."""
+        return {"median": self.median, "times": self.times, "load": self.load, "noisy": self.noisy}
+
+    def _tail(self) -> str:
+        return f" [load {self.load[0]:.1f}/{self.load[1]:.1f}]" + (" noisy" if self.noisy else "")
+
     def cell(self) -> str:
-        """`median (min-max)` in milliseconds."""
-        return f"{self.median * 1e3:.1f} ({min(self.times) * 1e3:.1f}-{max(self.times) * 1e3:.1f})"
+        """`median (min-max) [load start/end]` in milliseconds, then `noisy` when the row is."""
+        return (
+            f"{self.median * 1e3:.1f} ({min(self.times) * 1e3:.1f}-{max(self.times) * 1e3:.1f})"
+            + self._tail()
+        )
+
+    def rate_cell(self, count: float, digits: int = 1) -> str:
+        """The same row as a rate, `count` per call: `median/s (slowest-fastest) [load start/end]`."""
+        low, mid, high = count / max(self.times), count / self.median, count / min(self.times)
+        return f"{mid:,.{digits}f} ({low:,.{digits}f}-{high:,.{digits}f})" + self._tail()
 
 
 def time_interleaved(
     cases: dict[str, Callable[[], object]], device: torch.device, repeats: int, warmup: int = 1
 ) -> dict[str, Timing]:
-    """Run `warmup` untimed rounds, then `repeats` timed rounds; every round calls each case once, in order."""
-    for _ in range(warmup):
+    """Run `warmup` untimed rounds (at least one), then `repeats` timed rounds (at least `MIN_REPEATS`); every round
+    calls each case once, in order, so a change of load touches every case alike."""
+    for _ in range(max(warmup, 1)):
         for function in cases.values():
             function()
             synchronize(device)
     times = {name: [] for name in cases}
-    for _ in range(repeats):
+    load_start = load_average()
+    for _ in range(max(repeats, MIN_REPEATS)):
         for name, function in cases.items():
             synchronize(device)
             start = time.perf_counter()
             function()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
-    return {name: Timing(values) for name, values in times.items()}
+    load = (load_start, load_average())
+    return {name: Timing(values, load) for name, values in times.items()}
+
+
+def time_one(
+    function: Callable[[], object], repeats: int = MIN_REPEATS, warmup: int = 1, device=None
+) -> Timing:
+    """`time_interleaved` of one case."""
+    return time_interleaved({"case": function}, torch.device(device or "cpu"), repeats, warmup)["case"]
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> Timing:
@@ -520,7 +570,3 @@ def measure_flops(
                     }
                 )
     return rows, matmul
-
-
-def load_average() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -8,10 +8,11 @@
     python benchmarks/rehearsal.py --rehearsal-dir /tmp/rehearsal       # measures the rest, writes the section
 
 Measured here (this CPU): every rehearsal stage's wall time, images/s, s/optimizer step and peak memory; cache disk
-per 1,000 images at 224 and 512; cache build seconds per image per process; decoded-and-augmented images/s of one
-loader worker at 512; FLOPs per training image of both stages (`torch.utils.flop_counter.FlopCounterMode`, forward +
-backward, the student's including the online teacher's forward). Projected (not measured): cache build time for
-112,120 images by core count, training time of both stages on 1 and 8 H100/H200-class GPUs, loader workers needed.
+per 1,000 images at 224 and 512; cache build seconds per image per process; images/s of one loader worker at 512
+(CPU and device augmentation paths, median of 3 with range and load); FLOPs per training image of both stages
+(`torch.utils.flop_counter.FlopCounterMode`, forward + backward, the student's including the online teacher's
+forward). Projected (not measured): cache build time for 112,120 images by core count, training time of both stages on 1 and 8 H100/H200-class GPUs, loader workers per GPU
+for the CPU and the device augmentation paths.
 """
 
 from __future__ import annotations
@@ -51,10 +52,10 @@ convolutions sit below those, so we take {lo:.0%}-{hi:.0%} (the table shows both
 scaling (all-reduce of 22M / 88M parameters overlaps with the backward pass). Training images = (112,120 - 25,596
 official test) x (1 - {val:.0%} validation carve) = {train:,}. Cache build = 112,120 x the measured seconds per image
 per process (decode the 1024 px PNG, resize, encode) / cores (reading ~45 GB of PNGs is assumed not to be the
-bottleneck). Loader workers = the GPUs' projected training images/s / the measured decoded-and-augmented images/s of one
-worker at 512 from the PNG cache (this busy CPU; a data-centre host core is faster, so this is an upper bound).
-Read it as: the per-sample PIL decode-and-augment path (the crop-resize and rotation at 512 cost more than the
-decode) cannot feed 8 data-centre GPUs at 512 from a host's few dozen cores; plan for augmentation on the GPU. The
+bottleneck). Loader workers per GPU = one GPU's projected training images/s / the measured images/s of one loader worker at 512
+from the PNG cache, for the per-sample CPU augmentation path and the device path (the worker only decodes to uint8
+and draws the parameters; the warp runs batched on the GPU). This busy CPU is slower than a data-centre host core,
+so both are upper bounds; the device path's batched warp, timed on this CPU, is what a worker no longer pays. The
 ConvNeXt's depthwise convolutions and LayerNorms are memory-bound, so its sustained fraction is likely at or below
 the low end: read the teacher's row as a lower bound on time."""
 
@@ -137,30 +138,45 @@ def cache_measurements(folder: Path, num_images: int, work: Path) -> dict:
     return result
 
 
-def loader_rate(cache: Path, num_images: int) -> float:
-    """Decoded-and-augmented images/s of one loader worker at 512: the training data path's per-sample work (PNG
-    decode from the Parquet cache, random resized crop, rotation, intensity jitter, normalisation)."""
-    from clarity_hf.data.cache import load_cache
-    from clarity_hf.training import parse_training_config
-    from clarity_hf.training.data import make_transform
+def loader_rates(caches: dict[str, str], num_images: int) -> dict[str, dict]:
+    """One loader worker's images/s at 512 (1 torch thread) from each 512 cache ({format: folder}), for the CPU
+    augmentation path and the device path's worker (`benchmarks.loader.loader_timings`, interleaved, median of 3
+    after a warm-up): {row: {"times": seconds per round, "load": (start, end), "images": n}}."""
+    from datasets import Image as DatasetImage
 
-    config = parse_training_config(["--config", "clarity_s16_512.yaml"])
-    split = load_cache(cache)["train"]
-    transform = make_transform(config, 512, augment=True)
-    count = min(num_images, len(split))
-    transform({"image": [split[0]["image"]], "labels": [split[0]["labels"]]})  # warm-up
-    start = time.perf_counter()
-    for i in range(count):
-        row = split[i]
-        transform({"image": [row["image"]], "labels": [row["labels"]]})
-    return count / (time.perf_counter() - start)
+    from clarity_hf.data.cache import load_cache
+
+    if str(REPO_ROOT) not in sys.path:  # run as a script: `benchmarks` is the repository's folder
+        sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.loader import loader_timings
+
+    splits = {
+        fmt: load_cache(folder)["train"].cast_column("image", DatasetImage(decode=False))
+        for fmt, folder in caches.items()
+    }
+    count = min([num_images, *(len(split) for split in splits.values())])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        timings = loader_timings(splits, 512, count)
+    finally:
+        torch.set_num_threads(previous)
+    return {name: {"times": t.times, "load": list(t.load), "images": count} for name, t in timings.items()}
+
+
+def _timing(row: dict):
+    from benchmarks.measure import Timing
+
+    return Timing(row["times"], tuple(row["load"]))
 
 
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def projection(flops: dict, configs: dict, cache: dict, worker_rate: float) -> list[str]:
+def projection(flops: dict, configs: dict, cache: dict, rates: dict[str, float]) -> list[str]:
+    """Training time of both stages, and the loader workers per GPU that feed them: GPU images/s / one worker's
+    images/s, for the CPU augmentation path and the device path (`rates`: {"cpu": ..., "device": ...}, PNG cache)."""
     train_images = round(OFFICIAL_TRAIN_VAL * (1 - VALIDATION_FRACTION))
     val_images = OFFICIAL_TRAIN_VAL - train_images
     stages = {
@@ -177,7 +193,7 @@ def projection(flops: dict, configs: dict, cache: dict, worker_rate: float) -> l
     }
     lines = [
         "| stage | GFLOPs / training image (fwd+bwd) | epochs | 1 GPU (MFU 45% - 35%) | 8 GPUs (MFU 45% - 35%) | "
-        "GPU images/s at 8 GPUs, MFU 40% | loader workers needed (8 GPUs, 40%) |",
+        "GPU images/s per GPU, MFU 40% | loader workers per GPU, `augment_on: cpu` / `device` |",
         "|---|---:|---:|---|---|---:|---:|",
     ]
     for name, (per_image, eval_per_image, epochs) in stages.items():
@@ -186,10 +202,11 @@ def projection(flops: dict, configs: dict, cache: dict, worker_rate: float) -> l
             gpus: [total / (gpus * GPU_BF16_DENSE_PEAK * mfu) for mfu in (MFU_RANGE[1], MFU_RANGE[0])]
             for gpus in (1, 8)
         }
-        rate = 8 * GPU_BF16_DENSE_PEAK * sum(MFU_RANGE) / 2 / per_image
+        rate = GPU_BF16_DENSE_PEAK * sum(MFU_RANGE) / 2 / per_image
         lines.append(
             f"| {name} | {per_image / 1e9:.0f} | {epochs} | {_hours(times[1][0])} - {_hours(times[1][1])} | "
-            f"{_hours(times[8][0])} - {_hours(times[8][1])} | {rate:,.0f} | {rate / worker_rate:,.0f} |"
+            f"{_hours(times[8][0])} - {_hours(times[8][1])} | {rate:,.0f} | "
+            f"{rate / rates['cpu']:,.1f} / {rate / rates['device']:,.1f} |"
         )
     lines += [
         "",
@@ -234,12 +251,14 @@ def main(argv=None) -> int:
     else:
         with tempfile.TemporaryDirectory() as work:
             cache = cache_measurements(run / "nih", args.images, Path(work))
-            rates = {fmt: loader_rate(Path(path), args.images) for fmt, path in cache["cache_512"].items()}
+            rates = loader_rates(cache["cache_512"], args.images)
         measured = {"cache": cache, "rates": rates, "flops": training_flops(512), "folder": str(run / "nih")}
         if saved is not None:
             saved.write_text(json.dumps(measured, indent=2))
     cache, rates, flops = measured["cache"], measured["rates"], measured["flops"]
-    worker_rate = rates["png"]
+    timings = {name: _timing(row) for name, row in rates.items()}
+    images = next(iter(rates.values()))["images"]
+    worker_rate = {path: images / timings[f"{path}/png"].median for path in ("cpu", "device")}
     configs = {
         name: parse_training_config(["--config", file]).num_train_epochs
         for name, file in (("teacher", "teacher_512.yaml"), ("student", "clarity_s16_512.yaml"))
@@ -278,8 +297,15 @@ def main(argv=None) -> int:
         f"{cache['512_pgm_mb_per_1000']:.0f} MB |",
         f"| cache build, s per image per process, 512 PNG (decode 1024 px, resize, encode) | "
         f"{cache['512_png_s_per_image']:.3f} |",
-        f"| decoded-and-augmented images/s of one loader worker at 512, PNG cache (prepare's default) / PGM cache | "
-        f"{rates['png']:.1f} / {rates['pgm']:.1f} |",
+        *(
+            f"| images/s of one loader worker at 512 (1 thread), {fmt.upper()} cache, `augment_on: {path}`: median "
+            f"(range) [load start/end] of 3 interleaved repeats after a warm-up | "
+            f"{timings[f'{path}/{fmt}'].rate_cell(images)} |"
+            for fmt in ("png", "pgm")
+            for path in ("cpu", "device")
+        ),
+        f"| the device path's batched warp run on this CPU, ms per image | "
+        f"{1e3 * timings['warp'].median / images:.2f} |",
         "",
         "**Projection to 112,120 images (computed, not measured)**",
         "",

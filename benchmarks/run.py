@@ -91,7 +91,7 @@ def to_json(results: dict) -> str:
 
     def default(value):
         if isinstance(value, Timing):
-            return {"median": value.median, "times": value.times}
+            return value.to_dict()
         raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
     return json.dumps(results, indent=2, default=default)

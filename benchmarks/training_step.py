@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
+from functools import partial
 from types import SimpleNamespace
 
 import torch
@@ -26,6 +25,8 @@ from clarity_hf.evaluation.tables import markdown_table
 from clarity_hf.modeling_clarity import ClarityForMultiLabelLocalization
 from clarity_hf.training.models import freeze
 from clarity_hf.training.optim import create_optimizer
+
+from .measure import time_interleaved
 
 
 def _student(
@@ -79,30 +80,32 @@ def benchmark_training(
 
     # Modes are interleaved step by step and the median is kept, so that a change of machine load during the
     # benchmark affects all modes alike.
-    for _ in range(warmup):
-        for mode in modes:
-            step(mode)
-    times = {mode: [] for mode in modes}
-    for _ in range(steps):
-        for mode in modes:
-            start = time.perf_counter()
-            step(mode)
-            times[mode].append(time.perf_counter() - start)
+    timings = time_interleaved(
+        {mode: partial(step, mode) for mode in modes}, torch.device("cpu"), steps, warmup
+    )
     rows = []
     for mode in modes:
-        seconds = statistics.median(times[mode])
-        rows.append({"mode": mode, "seconds_per_step": seconds, "images_per_second": batch_size / seconds})
+        seconds = timings[mode].median
+        rows.append(
+            {
+                "mode": mode,
+                "seconds_per_step": seconds,
+                "images_per_second": batch_size / seconds,
+                "timing": timings[mode],
+                "batch_size": batch_size,
+            }
+        )
     return rows
 
 
 def format_markdown(rows: list[dict], title: str) -> str:
     base = rows[0]["images_per_second"]
     table = markdown_table(
-        ["mode", "images/s", "s/step", "ratio to student alone"],
+        ["mode", "images/s: median (range) [load]", "s/step", "ratio to student alone"],
         [
             [
                 row["mode"],
-                f"{row['images_per_second']:.2f}",
+                row["timing"].rate_cell(row["batch_size"], 2),
                 f"{row['seconds_per_step']:.3f}",
                 f"{row['images_per_second'] / base:.2f}",
             ]

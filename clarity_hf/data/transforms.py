@@ -33,6 +33,12 @@ reproducible training, one made by `sample_rng(epoch, index)` and passed to `tra
 of a sample then depends only on (seed, epoch, sample index), not on the order, the worker or the process that
 draws it, so a run resumed in the middle of an epoch sees exactly the views of an uninterrupted one.
 
+Decode only (`augment_on: device`). `source_one` is `transform_one` without the pixel work: it returns the decoded
+image (`source`: (H, W) uint8 for 8-bit grayscale files, float32 [0, 1] gray otherwise), the view's random
+parameters (`augment`, `sample_params`: drawn from the same generator in the same order as `transform_one` draws
+them) and the raw mask (`source_mask`); `clarity_hf.data.device_augment.BatchAugmenter` makes the pixels of a
+whole batch where the model runs. The collator pads such examples into one batch (`source_batch`).
+
 `ClarityCollator` stacks the valid examples into a batch for the model (`pixel_values`, `labels`, and
 `anatomy_masks` when every valid example has one), drops the invalid ones and counts them in `num_dropped` (a
 counter shared with DataLoader worker processes); `dropped_ids` lists the first dropped image ids seen in this
@@ -57,6 +63,7 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, Image
 from PIL import Image as PILImage
+from PIL import ImageOps
 
 from ..image_processing_clarity import (
     IMAGENET_DEFAULT_MEAN,
@@ -65,6 +72,7 @@ from ..image_processing_clarity import (
     resize_unit_gray,
 )
 from ..xray_io import ImageDecodeError, MissingImageError, load_unit_gray, open_image
+from .device_augment import NUM_PARAMS, pad_stack
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +116,19 @@ def problem_kind(error: Exception) -> str:
     if isinstance(error, (FileNotFoundError, MissingImageError)):
         return "missing_file"
     return "corrupt_image"
+
+
+def _image_source(value: Any) -> Any:
+    """The bytes or path a `{"bytes", "path"}` entry (or a path) holds, for `open_image`."""
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return value["bytes"]
+        if value.get("path"):
+            return value["path"]
+        raise MissingImageError("image entry has neither bytes nor path")
+    if value is None:
+        raise MissingImageError("no image")
+    return value
 
 
 def decode_image(value: Any) -> PILImage.Image:
@@ -255,14 +276,87 @@ class ClarityTransform:
         """(S, S) float image in [0, 1] -> (3, S, S) normalised, with intensity jitter in train mode."""
         x = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32))
         if self.train:
-            rng = self.rng if rng is None else rng
+            brightness, contrast = self.sample_intensity(rng)
             if self.brightness:
-                x = x * float(rng.uniform(1 - self.brightness, 1 + self.brightness))
+                x = x * brightness
             if self.contrast:
                 mean = x.mean()
-                x = (x - mean) * float(rng.uniform(1 - self.contrast, 1 + self.contrast)) + mean
+                x = (x - mean) * contrast + mean
             x = x.clamp(0.0, 1.0)
         return (x.unsqueeze(0).expand(3, -1, -1) - self.mean) / self.std
+
+    def sample_intensity(self, rng: np.random.Generator | None = None) -> tuple[float, float]:
+        """The brightness and contrast factors (1.0 for a jitter that is off or in eval mode), drawn in that
+        order after the geometry."""
+        if not self.train:
+            return 1.0, 1.0
+        rng = self.rng if rng is None else rng
+        brightness = float(rng.uniform(1 - self.brightness, 1 + self.brightness)) if self.brightness else 1.0
+        contrast = float(rng.uniform(1 - self.contrast, 1 + self.contrast)) if self.contrast else 1.0
+        return brightness, contrast
+
+    def sample_params(self, width: int, height: int, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """All of one view's random parameters, drawn as `transform_one` draws them: (7,) float64 tensor (crop
+        box left, top, right, bottom; angle; brightness and contrast factors), see
+        `clarity_hf.data.device_augment.PARAM_NAMES`."""
+        box, angle = self.sample_geometry(width, height, rng=rng)
+        return torch.tensor([*box, angle, *self.sample_intensity(rng)], dtype=torch.float64)
+
+    # -- decode only (augment_on: device) --------------------------------------------------------------------
+    def decode_source(self, image: Any) -> torch.Tensor:
+        """The image as its raw 8-bit gray values, (H, W) uint8, when it is an 8-bit grayscale file read with
+        bit-depth scaling (no float conversion: the cheap case of a loader worker); otherwise (DICOM, 16-bit, RGB,
+        minmax scaling) its float32 [0, 1] gray, decoded exactly as the processor decodes it."""
+        if self.intensity_scaling == "bit_depth" and not isinstance(image, PILImage.Image):
+            try:
+                with open_image(_image_source(image), max_image_pixels=self.max_image_pixels) as opened:
+                    if opened.mode == "L":
+                        return torch.from_numpy(np.array(ImageOps.exif_transpose(opened), dtype=np.uint8))
+            except DECODE_ERRORS:
+                pass  # a DICOM, or a bad file: the full decoder says which
+        gray = load_unit_gray(image, scaling=self.intensity_scaling, max_image_pixels=self.max_image_pixels)
+        return torch.from_numpy(gray.astype(np.float32))
+
+    def source_one(
+        self, image: Any, mask: Any = None, name: str = "", rng: np.random.Generator | None = None
+    ) -> dict[str, Any]:
+        """`transform_one` for `augment_on: device`: `source` (the decoded image, see `decode_source`),
+        `augment` (`sample_params`), `valid`, and `source_mask` ((H, W) uint8, 255 inside) where a mask is given;
+        `clarity_hf.data.device_augment.BatchAugmenter` makes the pixels from them."""
+        try:
+            source = self.decode_source(image)
+        except DECODE_ERRORS as err:
+            return self._invalid_source(err, name, mask is not None)
+        height, width = source.shape
+        out = {"source": source, "augment": self.sample_params(width, height, rng), "valid": True}
+        if mask is not None:
+            try:
+                out["source_mask"] = torch.from_numpy(
+                    np.array(self._mask_at(mask, width, height), dtype=np.uint8)
+                )
+            except DECODE_ERRORS as err:
+                if self.invalid_on_bad_mask:
+                    return self._invalid_source(err, f"{name} (anatomy mask)", True)
+                logger.warning("bad anatomy mask of %s ignored: %s", name or "<unnamed>", err)
+        return out
+
+    def _invalid_source(self, error: Exception, name: str, with_mask: bool) -> dict[str, Any]:
+        """`_invalid` for `source_one`: a 2x2 zero source with identity parameters instead of pixels."""
+        out = self._invalid(error, name, False)
+        del out["pixel_values"]
+        out["source"] = torch.zeros(2, 2, dtype=torch.uint8)
+        out["augment"] = torch.tensor([0, 0, 2, 2, 0, 1, 1], dtype=torch.float64)
+        if with_mask:
+            out["source_mask"] = torch.zeros(2, 2, dtype=torch.uint8)
+        return out
+
+    @staticmethod
+    def _mask_at(mask: Any, width: int, height: int) -> PILImage.Image:
+        """The anatomy mask as an 'L' image of the source's size (nearest resize when it differs)."""
+        mask_image = decode_image(mask).convert("L")
+        if mask_image.size != (width, height):
+            mask_image = mask_image.resize((width, height), PILImage.NEAREST)
+        return mask_image
 
     # -- one example ---------------------------------------------------------------------------------------
     def transform_one(
@@ -283,9 +377,7 @@ class ClarityTransform:
         out = {"pixel_values": pixels, "valid": True}
         if mask is not None:
             try:
-                mask_image = decode_image(mask).convert("L")
-                if mask_image.size != (width, height):
-                    mask_image = mask_image.resize((width, height), PILImage.NEAREST)
+                mask_image = self._mask_at(mask, width, height)
                 warped = self.apply_geometry(mask_image, box, angle, PILImage.NEAREST)
                 out["anatomy_masks"] = torch.from_numpy((np.asarray(warped) > 127).astype(np.float32))[None]
             except DECODE_ERRORS as err:
@@ -395,13 +487,16 @@ class ClarityCollator:
                     self.dropped_ids.append(str(example.get("image_id", "")))
         if not kept and not self.return_empty:
             return None
-        batch: dict[str, Any] = {
-            "pixel_values": _stack([e["pixel_values"] for e in kept], examples[0]["pixel_values"]),
-            "labels": _stack(
+        if "source" in examples[0]:  # augment_on: device; pixels are made where the model runs
+            batch: dict[str, Any] = source_batch(kept)
+        else:
+            batch = {"pixel_values": _stack([e["pixel_values"] for e in kept], examples[0]["pixel_values"])}
+        batch.update(
+            labels=_stack(
                 [torch.as_tensor(e["labels"], dtype=torch.float32) for e in kept],
                 torch.as_tensor(examples[0]["labels"], dtype=torch.float32),
-            ),
-        }
+            )
+        )
         masks = [e.get("anatomy_masks") for e in kept]
         if all(m is not None for m in masks) and examples[0].get("anatomy_masks") is not None:
             batch["anatomy_masks"] = _stack(masks, examples[0]["anatomy_masks"])
@@ -419,6 +514,21 @@ class ClarityCollator:
                 if not ok
             ]
         return batch
+
+
+def source_batch(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """The decoded sources of `source_one` examples as one batch: `source` (B, H, W) padded to the largest,
+    `source_size` (B, 2), `augment` (B, 7) and `source_mask` (B, H, W) when every example has a mask."""
+    source, sizes = pad_stack([e["source"] for e in examples])
+    batch = {
+        "source": source,
+        "source_size": sizes,
+        "augment": torch.stack([e["augment"] for e in examples]).reshape(-1, NUM_PARAMS),
+    }
+    masks = [e.get("source_mask") for e in examples]
+    if masks and all(m is not None for m in masks):
+        batch["source_mask"] = pad_stack(masks)[0]
+    return batch
 
 
 def _stack(tensors: Sequence[torch.Tensor], template: torch.Tensor) -> torch.Tensor:

@@ -147,6 +147,15 @@ class ClarityTrainingConfig:
     augment: bool = field(
         default=False, metadata={"help": "CXR-safe augmentation (crop, rotation, intensity)."}
     )
+    augment_on: str = field(
+        default="device",
+        metadata={
+            "help": "Where augmentation runs: `device` (loader workers only decode to uint8; the training step "
+            "warps the whole batch where the model runs) or `cpu` (per sample in the loader workers). Both draw "
+            "the same parameters per (seed, epoch, sample).",
+            "choices": ["cpu", "device"],
+        },
+    )
     augment_scale_min: float = 0.75
     augment_rotation_degrees: float = 10.0
     augment_brightness: float = 0.1
@@ -259,6 +268,8 @@ class ClarityTrainingConfig:
             raise ValueError("give either use_cached_teacher_logits or teacher_name_or_path, not both")
         if self.model == "convnextv2" and (self.teacher_name_or_path or self.use_cached_teacher_logits):
             raise ValueError("the convnextv2 teacher is trained without a teacher: drop teacher_name_or_path")
+        if self.augment_on not in ("cpu", "device"):
+            raise ValueError(f"augment_on must be `cpu` or `device`, got {self.augment_on!r}")
         if self.pos_weight not in (None, "balanced"):
             raise ValueError(f"pos_weight must be `balanced` or unset, got {self.pos_weight!r}")
         if self.pos_weight and self.model != "clarity":

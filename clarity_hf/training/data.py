@@ -9,7 +9,9 @@ Determinism. The data order of epoch `e` is a permutation drawn from `seed + e`,
 in epoch `e` from a generator seeded with `(seed, e, i)` (`ClarityTransform.sample_rng`). Neither touches the
 global RNGs, so a run resumed in the
 middle of an epoch (Accelerate's `skip_first_batches`) sees exactly the batches and views it would have seen, and
-the view of a sample does not depend on the number of processes.
+the view of a sample does not depend on the number of processes. With `augment_on: device` (the default) the loader
+workers only decode and draw those parameters; `ClarityTrainingDataset.finish_batch` warps the batch on the model's
+device (`clarity_hf.data.device_augment`), so the views are the same draws, resampled once instead of twice.
 
 Bad images. Images are decoded by the transform (the `image` column is read with `Image(decode=False)`), so a
 missing file or a corrupt PNG yields `valid=False` with the reason instead of an exception; the train collator drops
@@ -35,6 +37,8 @@ from ..image_processing_clarity import ClarityImageProcessor
 logger = logging.getLogger(__name__)
 
 SKIP_KINDS = PROBLEM_KINDS
+# Where the training augmentation runs: per sample in the loader ("cpu") or per batch where the model runs.
+AUGMENT_ON = ("cpu", "device")
 
 
 def load_datasets(config) -> DatasetDict:
@@ -163,7 +167,10 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
         name: str = "train",
         with_anatomy_masks: bool = True,
         memory_mb: float = 0,
+        augment_on: str = "cpu",
     ):
+        if augment_on not in AUGMENT_ON:
+            raise ValueError(f"augment_on must be one of {AUGMENT_ON}, got {augment_on!r}")
         columns = ["image", "labels"]
         if with_anatomy_masks and "anatomy_mask" in dataset.column_names:
             columns.append("anatomy_mask")
@@ -182,6 +189,10 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
         self.name = name
         self.epoch = 0
         self.transform = make_transform(config, image_size, augment)
+        from ..data.device_augment import BatchAugmenter
+
+        # Only an augmented split moves its work to the device; an unaugmented one is decoded (and kept) as is.
+        self.augmenter = BatchAugmenter.like(self.transform) if augment and augment_on == "device" else None
         # float32 pixel values (3 channels) and mask (1) per sample; labels and logits are negligible
         sample_bytes = (3 + ("anatomy_mask" in columns)) * 4 * self.transform.image_size**2
         fits = len(dataset) * sample_bytes <= memory_mb * 2**20
@@ -203,14 +214,27 @@ class ClarityTrainingDataset(torch.utils.data.Dataset):
         image = row["image"]
         path = image.get("path") if isinstance(image, dict) else None
         rng = self.transform.sample_rng(self.epoch, index) if self.augment else None
-        item = self.transform.transform_one(
-            image, row.get("anatomy_mask"), path or f"{self.name}[{index}]", rng=rng
-        )
+        one = self.transform.transform_one if self.augmenter is None else self.transform.source_one
+        item = one(image, row.get("anatomy_mask"), path or f"{self.name}[{index}]", rng=rng)
         item["labels"] = torch.tensor(row["labels"], dtype=torch.float32)
         item["index"] = index
         if "teacher_logits" in row:
             item["teacher_logits"] = torch.tensor(row["teacher_logits"], dtype=torch.float32)
         return item
+
+    def finish_batch(self, batch: dict) -> dict:
+        """A collated batch, already on the model's device -> the model's batch: with `augment_on: device` the
+        decoded sources are augmented here (`pixel_values`, `anatomy_masks`); otherwise the batch as it came."""
+        if self.augmenter is None or "source" not in batch:
+            return batch
+        batch = dict(batch)
+        masks = batch.pop("source_mask", None)
+        batch["pixel_values"], anatomy = self.augmenter(
+            batch.pop("source"), batch.pop("source_size"), batch.pop("augment"), masks
+        )
+        if anatomy is not None:
+            batch["anatomy_masks"] = anatomy
+        return batch
 
 
 def make_transform(config, processor, augment: bool) -> ClarityTransform:

@@ -225,6 +225,7 @@ def _make_loaders(
         name=config.train_split,
         with_anatomy_masks=with_anatomy_masks,
         memory_mb=memory_mb,
+        augment_on=config.augment_on,
     )
     eval_set = ClarityTrainingDataset(
         datasets[config.validation_split],
@@ -501,6 +502,7 @@ class _Loop:
         window = _LossWindow()
         batch_in_epoch = skip
         for batch in loader:
+            batch = self.train_set.finish_batch(batch)  # augment_on: device augments the batch here
             batch_in_epoch += 1
             skipped += count_problems(batch["problems"]).to(skipped.device)
             skipped_files.extend(batch["problems"])
