@@ -284,10 +284,10 @@ class ClaritySelfAttention(nn.Module):
         return F.softmax(class_scores, dim=-1, dtype=torch.float32)[..., num_class_tokens:]
 
     def forward(
-        self, hidden_states: torch.Tensor
+        self, hidden_states: torch.Tensor, return_class_attention: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Returns the output (B, L, D), the full attention (B, H, L, L) when the eager kernel ran, and the class
-        attention (B, H, C, N) in a map layer (else `None`)."""
+        attention (B, H, C, N) in a map layer unless `return_class_attention=False` (else `None`)."""
         batch_size, seq_len, dim = hidden_states.shape
         query, key, value = self.query_key_value(hidden_states)  # each (B, H, L, d)
         attention_function = get_attention_function(
@@ -302,7 +302,11 @@ class ClaritySelfAttention(nn.Module):
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
         )  # (B, L, H, d), (B, H, L, L) or None
-        class_attention = self.class_attention(query, key, attn_weights) if self.is_map_layer else None
+        class_attention = (
+            self.class_attention(query, key, attn_weights)
+            if self.is_map_layer and return_class_attention
+            else None
+        )
         output = self.proj_dropout(self.proj(context.reshape(batch_size, seq_len, dim)))
         return output, attn_weights, class_attention
 
@@ -334,10 +338,13 @@ class ClarityLayer(GradientCheckpointingLayer):
         self.mlp = ClarityMLP(config)
 
     def forward(
-        self, hidden_states: torch.Tensor
+        self, hidden_states: torch.Tensor, return_class_attention: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Returns the block's output, its full attention (eager kernel) and its class attention (map layer)."""
-        attention_output, attn_weights, class_attention = self.attention(self.norm1(hidden_states))
+        """Returns the block's output, its full attention (eager kernel) and its class attention (map layer; a
+        caller that needs only the output, such as a logits-only pass, skips it)."""
+        attention_output, attn_weights, class_attention = self.attention(
+            self.norm1(hidden_states), return_class_attention
+        )
         hidden_states = hidden_states + self.drop_path(attention_output)
         hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
         return hidden_states, attn_weights, class_attention

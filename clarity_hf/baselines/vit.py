@@ -126,5 +126,5 @@ class PlainViTForMultiLabelClassification(ClarityPreTrainedModel):
             pixel_values, interpolate_pos_encoding=interpolate_pos_encoding
         )
         for layer in self.clarity.encoder.layers:
-            hidden_states = layer(hidden_states)[0]  # the last block's one CLS attention row is left unused
+            hidden_states = layer(hidden_states, return_class_attention=False)[0]
         return self.classifier(self.clarity.layernorm(hidden_states[:, 0]))

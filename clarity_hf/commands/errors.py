@@ -32,9 +32,11 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     """The exception classes that are a user's input problem, not a bug (imported lazily: the CLI starts fast)."""
     from huggingface_hub.errors import HFValidationError
 
-    from ..files import FolderInUseError, PathOutsideFolderError
+    from ..files import FolderInUseError, PathOutsideFolderError, UnusableFileError
     from ..hub.export import ExportError
     from ..hub.loading import InvalidModelFolderError
+    from ..inference.archive import ArchiveSetupError
+    from ..inference.onnx import OnnxExportError
     from ..xray_io import ImageDecodeError
 
     return (
@@ -46,6 +48,9 @@ def expected_errors() -> tuple[type[BaseException], ...]:
         PathOutsideFolderError,
         FolderInUseError,
         HFValidationError,
+        OnnxExportError,
+        ArchiveSetupError,
+        UnusableFileError,
     )
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -173,19 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:  # the options first: a wrong one fails in a second, not after loading the model
         check_opset(args.opset)
         _check_output(Path(args.output))
-    except (ImportError, OnnxExportError) as err:
-        print(f"export-onnx: {err}", file=sys.stderr)
-        return 2
-    try:
-        pipe = load_for_inference(args.model)
-    except (OSError, ValueError) as err:
-        print(f"export-onnx: cannot load model {args.model!r}: {err}", file=sys.stderr)
-        return 2
+    except ImportError as err:  # the onnx extra is missing: its message says what to install
+        raise OnnxExportError(str(err)) from err
+    pipe = load_for_inference(args.model)  # a bad folder raises InvalidModelFolderError naming it
     try:
         path = export_onnx(pipe.model, args.output, opset=args.opset)
-    except (ImportError, OnnxExportError) as err:
-        print(f"export-onnx: {err}", file=sys.stderr)
-        return 2
+    except ImportError as err:
+        raise OnnxExportError(str(err)) from err
     report = {"onnx": str(path), "bytes": path.stat().st_size}
     if args.check:
         pixel_values = pipe.image_processor([str(p) for p in args.check], return_tensors="pt")["pixel_values"]
