@@ -76,6 +76,22 @@ def test_empty_window_center_or_width_names_the_file(tmp_path, center, width):
     decode_error(path, "Window Center / Width is empty")
 
 
+@pytest.mark.parametrize(
+    "attrs",
+    [{"WindowCenter": "2000"}, {"WindowWidth": "500"}, {"WindowCenter": ""}],
+    ids=["center-without-width", "width-without-center", "empty-center-without-width"],
+)
+def test_half_a_window_is_an_error_not_an_unwindowed_image(tmp_path, attrs):
+    """Window Center and Width come as a pair (DICOM PS3.3 C.11.2): one without the other is not read as no window."""
+    path = write_dicom(tmp_path / "half_window.dcm", ramp(), **attrs)
+    decode_error(path, "Window Center / Width")
+
+
+def test_window_centers_and_widths_of_different_counts_are_an_error(tmp_path):
+    path = write_dicom(tmp_path / "windows.dcm", ramp(), WindowCenter=["1000", "3000"], WindowWidth="500")
+    decode_error(path, "2 Window Center", "1 Window Width")
+
+
 def test_rescale_intercept_1e308_is_an_error_not_a_black_image(tmp_path):
     path = write_dicom(tmp_path / "intercept.dcm", ramp(), RescaleIntercept="1e308", RescaleSlope="1")
     decode_error(path, "one value")
