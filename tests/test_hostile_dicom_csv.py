@@ -219,6 +219,24 @@ def test_csv_with_a_repeated_label_column_is_refused(tmp_path):
         load_csv_dataset(csv_path)
 
 
+@pytest.mark.parametrize(
+    ("header", "kwargs"),
+    [
+        ("path,Mass, Mass", {}),  # two label columns that differ only by a space: one label, twice
+        ("path,Mass,Nodule", {"label_names": ["Mass", "Mass"]}),  # the repeated name's first column would stay 0
+        ("path,findings", {"label_column": "findings", "label_names": ["Mass", "Nodule", "Mass"]}),
+    ],
+    ids=["header-differs-by-a-space", "label-names-repeated", "label-names-repeated-with-label-column"],
+)
+def test_csv_label_set_naming_a_label_twice_is_refused(tmp_path, header, kwargs):
+    png(tmp_path / "a.png")
+    csv_path = tmp_path / "labels.csv"
+    row = "a.png,Mass" if "label_column" in kwargs else "a.png,1,0"
+    csv_path.write_text(f"{header}\n{row}\n")
+    with pytest.raises(ValueError, match=r"labels\.csv:1: .*'Mass'.*more than once"):
+        load_csv_dataset(csv_path, **kwargs)
+
+
 def test_latin1_csv_names_the_file_and_line(tmp_path):
     png(tmp_path / "a.png")
     png(tmp_path / "b.png")
