@@ -223,7 +223,8 @@ def test_csv_with_a_repeated_label_column_is_refused(tmp_path):
     ("header", "kwargs"),
     [
         ("path,Mass, Mass", {}),  # two label columns that differ only by a space: one label, twice
-        ("path,Mass,Nodule", {"label_names": ["Mass", "Mass"]}),  # the repeated name's first column would stay 0
+        # the repeated name's first column would stay 0
+        ("path,Mass,Nodule", {"label_names": ["Mass", "Mass"]}),
         ("path,findings", {"label_column": "findings", "label_names": ["Mass", "Nodule", "Mass"]}),
     ],
     ids=["header-differs-by-a-space", "label-names-repeated", "label-names-repeated-with-label-column"],

@@ -197,7 +197,9 @@ def load_csv_dataset(
     names = [str(name).strip() for name in label_names]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:  # label_index would keep one position per name: the other's labels would stay 0
-        raise ValueError(f"{csv_path.name}:1: label(s) {twice} appear more than once in the label set {label_names}")
+        raise ValueError(
+            f"{csv_path.name}:1: label(s) {twice} appear more than once in the label set {label_names}"
+        )
     label_index = {name: i for i, name in enumerate(label_names)}
     boxes = _read_box_csv(Path(boxes_csv), label_index, problems) if boxes_csv else {}
     rows, known = [], set()
