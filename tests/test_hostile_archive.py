@@ -349,3 +349,25 @@ def test_unusable_device_is_one_line_and_exit_2(tmp_path, capsys, device, mode):
     assert info.value.code == 2 and "Traceback" not in error
     assert "--device" in error and repr(device) in error, error
     assert not out.exists()
+
+
+@pytest.mark.parametrize("names", [("path", "boxes"), ("height",), ("heatmap", "overlay")])
+def test_labels_named_like_the_table_columns_stop_before_the_first_image(
+    archive_pipe, tmp_path, capsys, names
+):
+    """A config whose id2label holds "path", "boxes", "height", ...: predictions.csv would have two columns of that
+    name (pandas reads the score as "boxes" and the boxes as "boxes.1"; --parquet keeps one of them)."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    save_png(root / "a.png")
+    model = copy.deepcopy(archive_pipe.model)
+    labels = dict(model.config.id2label)
+    labels.update({index: name for index, name in enumerate(names)})
+    model.config.id2label = labels
+    model.config.label2id = {name: index for index, name in labels.items()}
+    out = tmp_path / "out"
+    with pytest.raises(ArchiveSetupError, match="id2label") as info:
+        run_archive([root], model, archive_pipe.image_processor, options(out, parquet=True))
+    for name in names:
+        assert repr(name) in str(info.value)
+    _assert_nothing_recorded(out)
