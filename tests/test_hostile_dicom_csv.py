@@ -293,3 +293,31 @@ def test_coco_file_name_inside_image_root_still_loads(tmp_path):
     png(root / "sub" / "a.png")
     dataset = load_coco_dataset(coco(tmp_path, "sub/a.png"), root)
     assert len(dataset) == 1 and dataset[0]["labels"] == [1.0]
+
+
+def test_training_csv_label_column_with_a_stray_value_is_refused_not_dropped(tmp_path):
+    """`path,Mass,Nodule` with a "2" in Nodule: the column is not all 0/1, and was silently left out of the label
+    set (the model trained on Mass alone)."""
+    from clarity_hf.data.sources import load_training_data
+
+    rows = [f"{png(tmp_path / f'{i}.png').name},{i % 2},{(i // 2) % 2}" for i in range(6)]
+    rows[3] = rows[3].rsplit(",", 1)[0] + ",2"
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,Mass,Nodule\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"labels\.csv:5: .*'Nodule'.*'2'"):
+        load_training_data(csv_path)
+
+
+def test_training_csv_columns_left_out_of_the_label_set_are_named(tmp_path, caplog):
+    from clarity_hf.data.features import get_label_names
+    from clarity_hf.data.sources import load_training_data
+
+    rows = [f"{png(tmp_path / f'{i}.png').name},{i % 2},{40 + i}" for i in range(6)]
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,Mass,age_years\n" + "\n".join(rows) + "\n")
+    with caplog.at_level("WARNING", logger="clarity_hf.data.sources"):
+        data = load_training_data(csv_path)
+    assert get_label_names(data["train"]) == ["Mass"]
+    assert (
+        "labels.csv" in caplog.text and "'age_years'" in caplog.text and "not used as labels" in caplog.text
+    )
