@@ -327,6 +327,10 @@ def _first_value(value) -> float:
     return float(value)
 
 
+def _value_count(value) -> int:
+    return len(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else 1
+
+
 def _dicom_number(ds, keyword: str, name: str, default: float | None = None) -> float | None:
     """A numeric DICOM attribute as a finite float (the first value if several), `default` when absent;
     ImageDecodeError naming the file and the attribute when it is malformed."""
@@ -369,8 +373,13 @@ def _window(ds, name: str) -> tuple[float, float, str]:
     width = _dicom_number(ds, "WindowWidth", name)
     if center is None or width is None:  # present but empty: which window was meant cannot be told
         raise ImageDecodeError(
-            f"{name}: DICOM Window Center / Width is empty ({ds.get('WindowCenter', '')!r} / "
+            f"{name}: DICOM Window Center / Width is empty or missing ({ds.get('WindowCenter', '')!r} / "
             f"{ds.get('WindowWidth', '')!r})"
+        )
+    counts = [_value_count(ds["WindowCenter"].value), _value_count(ds["WindowWidth"].value)]
+    if counts[0] != counts[1]:  # the n-th center pairs with the n-th width: which pairs were meant is unknown
+        raise ImageDecodeError(
+            f"{name}: DICOM has {counts[0]} Window Center value(s) but {counts[1]} Window Width value(s)"
         )
     function = str(getattr(ds, "VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
     if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
@@ -519,7 +528,7 @@ def _dicom_to_unit_gray(ds, name: str, scaling: str, max_image_pixels: int | Non
                 f"{name}: DICOM VOI LUT Sequence could not be applied ({type(err).__name__}: {err})"
             ) from err
         unit = _scale(out, 0.0, float(2**lut_bits - 1))
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
+    elif "WindowCenter" in ds or "WindowWidth" in ds:  # half a window is an error in _window, not no window
         center, width, function = _window(ds, name)
         if function == "SIGMOID":
             unit = 1.0 / (1.0 + np.exp(np.clip(-4.0 * (values - center) / width, -700.0, 700.0)))

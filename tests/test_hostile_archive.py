@@ -59,12 +59,12 @@ def test_non_utf8_file_name_round_trips_in_every_table(archive_pipe, tmp_path):
         [root], archive_pipe.model, archive_pipe.image_processor, options(out, parquet=True, heatmaps="npz")
     )
     assert (summary.images, summary.failed) == (1, 1)
-    _, rows = read_table(out / "predictions.csv")
+    header, rows = read_table(out / "predictions.csv")
     assert [row[0] for row in rows] == [good]
     assert os.fsencode(rows[0][0]).endswith(
         b"/caf\xe9.png"
     )  # the file's own bytes, not a replacement character
-    with np.load(out / rows[0][-2]) as stored:  # the heatmap file of that row exists
+    with np.load(out / rows[0][header.index("heatmap")]) as stored:  # the heatmap file of that row exists
         assert stored["heatmaps"].shape[1:] == (40, 30)
     _, errors = read_table(out / "errors.csv")
     assert [e[0] for e in errors] == [bad]
@@ -331,3 +331,25 @@ def test_disk_full_leaves_the_tables_whole_and_no_temporary_file(archive_pipe, t
         [root], archive_pipe.model, archive_pipe.image_processor, options(out, parquet=True)
     )
     assert (summary.images, summary.new_rows) == (2, 1)
+
+
+@pytest.mark.parametrize("names", [("path", "boxes"), ("height",), ("heatmap", "overlay")])
+def test_labels_named_like_the_table_columns_stop_before_the_first_image(
+    archive_pipe, tmp_path, capsys, names
+):
+    """A config whose id2label holds "path", "boxes", "height", ...: predictions.csv would have two columns of that
+    name (pandas reads the score as "boxes" and the boxes as "boxes.1"; --parquet keeps one of them)."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    save_png(root / "a.png")
+    model = copy.deepcopy(archive_pipe.model)
+    labels = dict(model.config.id2label)
+    labels.update({index: name for index, name in enumerate(names)})
+    model.config.id2label = labels
+    model.config.label2id = {name: index for index, name in labels.items()}
+    out = tmp_path / "out"
+    with pytest.raises(ArchiveSetupError, match="id2label") as info:
+        run_archive([root], model, archive_pipe.image_processor, options(out, parquet=True))
+    for name in names:
+        assert repr(name) in str(info.value)
+    _assert_nothing_recorded(out)

@@ -76,6 +76,22 @@ def test_empty_window_center_or_width_names_the_file(tmp_path, center, width):
     decode_error(path, "Window Center / Width is empty")
 
 
+@pytest.mark.parametrize(
+    "attrs",
+    [{"WindowCenter": "2000"}, {"WindowWidth": "500"}, {"WindowCenter": ""}],
+    ids=["center-without-width", "width-without-center", "empty-center-without-width"],
+)
+def test_half_a_window_is_an_error_not_an_unwindowed_image(tmp_path, attrs):
+    """Window Center and Width come as a pair (DICOM PS3.3 C.11.2): one without the other is not read as no window."""
+    path = write_dicom(tmp_path / "half_window.dcm", ramp(), **attrs)
+    decode_error(path, "Window Center / Width")
+
+
+def test_window_centers_and_widths_of_different_counts_are_an_error(tmp_path):
+    path = write_dicom(tmp_path / "windows.dcm", ramp(), WindowCenter=["1000", "3000"], WindowWidth="500")
+    decode_error(path, "2 Window Center", "1 Window Width")
+
+
 def test_rescale_intercept_1e308_is_an_error_not_a_black_image(tmp_path):
     path = write_dicom(tmp_path / "intercept.dcm", ramp(), RescaleIntercept="1e308", RescaleSlope="1")
     decode_error(path, "one value")
@@ -203,6 +219,25 @@ def test_csv_with_a_repeated_label_column_is_refused(tmp_path):
         load_csv_dataset(csv_path)
 
 
+@pytest.mark.parametrize(
+    ("header", "kwargs"),
+    [
+        ("path,Mass, Mass", {}),  # two label columns that differ only by a space: one label, twice
+        # the repeated name's first column would stay 0
+        ("path,Mass,Nodule", {"label_names": ["Mass", "Mass"]}),
+        ("path,findings", {"label_column": "findings", "label_names": ["Mass", "Nodule", "Mass"]}),
+    ],
+    ids=["header-differs-by-a-space", "label-names-repeated", "label-names-repeated-with-label-column"],
+)
+def test_csv_label_set_naming_a_label_twice_is_refused(tmp_path, header, kwargs):
+    png(tmp_path / "a.png")
+    csv_path = tmp_path / "labels.csv"
+    row = "a.png,Mass" if "label_column" in kwargs else "a.png,1,0"
+    csv_path.write_text(f"{header}\n{row}\n")
+    with pytest.raises(ValueError, match=r"labels\.csv:1: .*'Mass'.*more than once"):
+        load_csv_dataset(csv_path, **kwargs)
+
+
 def test_latin1_csv_names_the_file_and_line(tmp_path):
     png(tmp_path / "a.png")
     png(tmp_path / "b.png")
@@ -258,3 +293,31 @@ def test_coco_file_name_inside_image_root_still_loads(tmp_path):
     png(root / "sub" / "a.png")
     dataset = load_coco_dataset(coco(tmp_path, "sub/a.png"), root)
     assert len(dataset) == 1 and dataset[0]["labels"] == [1.0]
+
+
+def test_training_csv_label_column_with_a_stray_value_is_refused_not_dropped(tmp_path):
+    """`path,Mass,Nodule` with a "2" in Nodule: the column is not all 0/1, and was silently left out of the label
+    set (the model trained on Mass alone)."""
+    from clarity_hf.data.sources import load_training_data
+
+    rows = [f"{png(tmp_path / f'{i}.png').name},{i % 2},{(i // 2) % 2}" for i in range(6)]
+    rows[3] = rows[3].rsplit(",", 1)[0] + ",2"
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,Mass,Nodule\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=r"labels\.csv:5: .*'Nodule'.*'2'"):
+        load_training_data(csv_path)
+
+
+def test_training_csv_columns_left_out_of_the_label_set_are_named(tmp_path, caplog):
+    from clarity_hf.data.features import get_label_names
+    from clarity_hf.data.sources import load_training_data
+
+    rows = [f"{png(tmp_path / f'{i}.png').name},{i % 2},{40 + i}" for i in range(6)]
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("path,Mass,age_years\n" + "\n".join(rows) + "\n")
+    with caplog.at_level("WARNING", logger="clarity_hf.data.sources"):
+        data = load_training_data(csv_path)
+    assert get_label_names(data["train"]) == ["Mass"]
+    assert (
+        "labels.csv" in caplog.text and "'age_years'" in caplog.text and "not used as labels" in caplog.text
+    )

@@ -157,3 +157,37 @@ def test_safe_filename_gives_distinct_plain_names():
     assert all(
         "/" not in n and "\n" not in n and not n.startswith(".") and n not in ("", "..") for n in names
     )
+
+
+def test_export_onnx_check_on_a_decompression_bomb_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """`export-onnx --check bomb.png` (a PNG header declaring 100000 x 100000 pixels): one line naming the image,
+    exit 2, and no .onnx left at the target (the check images are read before the export)."""
+    import struct
+    import zlib
+
+    from archive_testing import make_model_dir
+
+    from clarity_hf.commands.cli import run_command
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"
+    header = struct.pack(">IIBBBBB", 100000, 100000, 8, 0, 0, 0, 0)
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
+    folder = make_model_dir(tmp_path / "model")
+    target = tmp_path / "onnx" / "model.onnx"
+    code = run_command("export-onnx", [str(folder), "--output", str(target), "--check", str(bomb)])
+    error = capsys.readouterr().err
+    assert (
+        code == 2
+        and "Traceback" not in error
+        and len([x for x in error.splitlines() if "bomb.png" in x]) == 1
+    )
+    assert "decompression bomb" in error, error
+    assert not target.exists()

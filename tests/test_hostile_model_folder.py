@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
-from clarity_hf.commands.cli import predict_main
+from clarity_hf.commands.cli import predict_main, run_command
 from clarity_hf.evaluation.run import build_processor
 from clarity_hf.hub import loading
 
@@ -267,3 +267,94 @@ def test_sharded_weights_load_and_a_shard_named_out_of_the_folder_is_refused(goo
     data["weight_map"][first] = "../outside.safetensors"
     index.write_text(json.dumps(data))
     refused(folder, "../outside.safetensors", "not plain file names")
+
+
+def _half_the_tensors(tensors):
+    names = sorted(tensors)
+    return {name: tensors[name] for name in names[: len(names) // 2]}
+
+
+@pytest.mark.parametrize(
+    "case, edit, problem",
+    [
+        ("half_tensors", _half_the_tensors, "missing"),
+        ("nan", lambda tensors: {k: torch.full_like(v, float("nan")) for k, v in tensors.items()}, "NaN"),
+    ],
+)
+def test_push_to_hub_refuses_a_broken_folder_and_writes_no_export(
+    good_folder, tmp_path, capsys, case, edit, problem
+):
+    """A folder with half its tensors (randomly initialised otherwise) or NaN weights is never exported for the Hub."""
+    folder = copy_folder(good_folder, tmp_path / case)
+    edit_weights(folder, edit)
+    out = tmp_path / "export"
+    code = run_command(
+        "push", ["--model", str(folder), "--repo-id", "user/x", "--dry-run", "--out", str(out)]
+    )
+    error = capsys.readouterr().err
+    assert code == 2 and problem in error and str(folder) in error, error
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("case", ["half_tensors", "nan"])
+def test_evaluation_refuses_a_broken_clarity_folder(good_folder, tmp_path, case):
+    from clarity_hf.evaluation.run import load_model_for_evaluation
+
+    folder = copy_folder(good_folder, tmp_path / case)
+    edit_weights(
+        folder,
+        _half_the_tensors
+        if case == "half_tensors"
+        else lambda tensors: {k: torch.full_like(v, float("nan")) for k, v in tensors.items()},
+    )
+    with pytest.raises(ValueError, match="missing|NaN") as info:
+        load_model_for_evaluation(folder)
+    assert str(folder) in str(info.value)
+
+
+def test_evaluation_refuses_a_baseline_folder_with_missing_tensors(tmp_path):
+    from clarity_hf.baselines.vit import PlainViTForMultiLabelClassification
+    from clarity_hf.evaluation.run import load_model_for_evaluation
+
+    plain = _plain_vit()
+    plain.save_pretrained(tmp_path / "vit")
+    edit_weights(tmp_path / "vit", _half_the_tensors)
+    assert isinstance(plain, PlainViTForMultiLabelClassification)
+    with pytest.raises(ValueError, match="missing") as info:
+        load_model_for_evaluation(tmp_path / "vit")
+    assert str(tmp_path / "vit") in str(info.value)
+
+
+def _plain_vit():
+    from clarity_hf.baselines import plain_vit_config
+    from clarity_hf.baselines.vit import PlainViTForMultiLabelClassification
+
+    torch.manual_seed(0)
+    return PlainViTForMultiLabelClassification(plain_vit_config(ClarityConfig.from_preset("clarity-tiny")))
+
+
+@pytest.mark.parametrize("case", ["out_under_a_file", "non_empty_out", "bad_repo_id", "missing_results"])
+def test_push_error_paths_print_one_line_and_exit_2(good_folder, tmp_path, capsys, case):
+    """Expected failures of `clarity push`: one line naming the input, exit 2, nothing written anywhere."""
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    out, repo_id, extra, named = str(tmp_path / "out"), "user/x", [], None
+    if case == "out_under_a_file":
+        out = named = str(tmp_path / "a_file" / "export")
+    elif case == "non_empty_out":
+        out = named = str(tmp_path / "busy")
+    elif case == "bad_repo_id":
+        repo_id = named = "bad repo//x"
+    else:
+        named = str(tmp_path / "missing.json")
+        extra = ["--results", named]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = run_command(
+        "push", ["--model", str(good_folder), "--repo-id", repo_id, "--dry-run", "--out", out, *extra]
+    )
+    error = capsys.readouterr().err
+    lines = [line for line in error.splitlines() if line.startswith("clarity push:")]
+    assert code == 2 and "Traceback" not in error and len(lines) == 1 and named in lines[0], error
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"

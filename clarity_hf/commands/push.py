@@ -18,7 +18,14 @@ from transformers import HfArgumentParser
 
 from .. import ClarityForMultiLabelLocalization, ClarityImageProcessor
 from ..data.transforms import build_processor
-from ..hub import ExportError, describe_folder, push_to_hub, resolve_model_folder, save_for_hub
+from ..hub import (
+    ExportError,
+    describe_folder,
+    load_model_strictly,
+    push_to_hub,
+    resolve_model_folder,
+    save_for_hub,
+)
 from .errors import CommandError
 
 
@@ -79,7 +86,8 @@ def main(argv=None) -> int:
         raise CommandError(
             f"--model {args.model}: neither a model folder nor a Hub model available here ({err})"
         ) from err
-    model = ClarityForMultiLabelLocalization.from_pretrained(source, use_safetensors=True)
+    # Strict: a folder with missing or non-finite weights is never published as a randomly initialised model.
+    model = load_model_strictly(source, ClarityForMultiLabelLocalization)
     if (source / "preprocessor_config.json").is_file():
         processor = ClarityImageProcessor.from_pretrained(source)
     else:

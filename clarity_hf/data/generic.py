@@ -160,8 +160,10 @@ def load_csv_dataset(
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])
         records = [(line, record) for line, record in enumerate(reader, start=2)]
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    # a dict row keeps only the last of repeated columns: the others' values would be lost silently
+    stripped = [name.strip() for name in header]
+    repeated = sorted({name for name in stripped if stripped.count(name) > 1})
+    # a dict row keeps only the last of repeated columns: the others' values would be lost silently (and "Mass"
+    # beside " Mass" would be one label twice)
     if repeated:
         raise ValueError(f"{csv_path.name}:1: column(s) {repeated} appear more than once in header {header}")
     if image_column not in header:
@@ -192,6 +194,12 @@ def load_csv_dataset(
             seen = {n.strip() for _, r in records for n in (r[label_column] or "").split(label_separator)}
             label_names = sorted(seen - set(negative_labels))
         label_names = list(label_names)
+    names = [str(name).strip() for name in label_names]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:  # label_index would keep one position per name: the other's labels would stay 0
+        raise ValueError(
+            f"{csv_path.name}:1: label(s) {twice} appear more than once in the label set {label_names}"
+        )
     label_index = {name: i for i, name in enumerate(label_names)}
     boxes = _read_box_csv(Path(boxes_csv), label_index, problems) if boxes_csv else {}
     rows, known = [], set()

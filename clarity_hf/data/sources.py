@@ -106,6 +106,24 @@ def _is_binary_column(records: list[dict[str, str]], column: str) -> bool:
     return all((record.get(column) or "0").strip() in ("0", "1", "0.0", "1.0") for record in records)
 
 
+def _check_left_out_columns(path: Path, records: list[dict[str, str]], candidates, label_names) -> None:
+    """Columns not taken as labels are never dropped silently: one that is mostly 0/1 is a label column with a
+    stray value (an error naming the line); any other is named in a warning."""
+    left_out = [column for column in candidates if column not in label_names]
+    for column in left_out:
+        values = [(line, (record.get(column) or "").strip()) for line, record in enumerate(records, start=2)]
+        filled = [(line, value) for line, value in values if value]
+        binary = sum(value in ("0", "1", "0.0", "1.0") for _, value in filled)
+        if filled and 2 * binary >= len(filled):
+            line, value = next((line, v) for line, v in filled if v not in ("0", "1", "0.0", "1.0"))
+            raise ValueError(
+                f"{path.name}:{line}: column {column!r} looks like a 0/1 label column but holds {value!r}: fix the "
+                "value, or name the label columns (label_names) to leave it out"
+            )
+    if left_out:
+        logger.warning("%s: columns %s are not 0/1 and are not used as labels", path.name, left_out)
+
+
 def _from_csv(path: Path, image_root=None, **options: Any) -> Dataset:
     """The CSV through `load_csv_dataset`, the columns it was not told found by their usual names."""
     with open_text(path) as handle:
@@ -126,6 +144,7 @@ def _from_csv(path: Path, image_root=None, **options: Any) -> Dataset:
         # one 0/1 column per label: the columns whose values are all 0 / 1 and that have no other use
         used = {image_column, patient_column, split_column}
         options["label_names"] = [h for h in header if h not in used and _is_binary_column(records, h)]
+        _check_left_out_columns(path, records, [h for h in header if h not in used], options["label_names"])
         if not options["label_names"]:
             raise ValueError(
                 f"{path.name}: no label columns found: give one 0/1 column per label or a delimited label column "

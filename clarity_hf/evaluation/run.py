@@ -39,6 +39,7 @@ from ..baselines import (
 )
 from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
 from ..data.transforms import build_processor
+from ..hub.loading import load_model_strictly
 from ..image_processing_clarity import ClarityImageProcessor
 from ..modeling_clarity import ClarityForMultiLabelLocalization
 from .classification import compute_auroc
@@ -111,12 +112,12 @@ def load_model_for_evaluation(folder: str | Path) -> tuple[torch.nn.Module, Clar
         raise FileNotFoundError(f"{folder}: not a model folder (no config.json)")
     config = AutoConfig.from_pretrained(folder)
     kind = model_kind(config)
-    if kind == "plain_vit":
-        model = PlainViTForMultiLabelClassification.from_pretrained(folder)
-    elif kind == "clarity":
-        model = ClarityForMultiLabelLocalization.from_pretrained(folder)
-    else:
-        model = AutoModelForImageClassification.from_pretrained(folder)
+    # Strict: missing, unexpected or non-finite weights are an error, never a randomly initialised model scored.
+    model_class = {
+        "plain_vit": PlainViTForMultiLabelClassification,
+        "clarity": ClarityForMultiLabelLocalization,
+    }.get(kind, AutoModelForImageClassification)
+    model = load_model_strictly(folder, model_class, config=config)
     if (folder / "preprocessor_config.json").is_file():
         processor = ClarityImageProcessor.from_pretrained(folder)
     else:  # the recipe every model of this package is trained with, at the config's size

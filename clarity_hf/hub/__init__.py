@@ -25,6 +25,7 @@ from .loading import (
     UntrustedModelFolderError,
     check_safetensors_only,
     load_for_inference,
+    load_model_strictly,
     resolve_model_folder,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "describe_folder",
     "exported_files",
     "load_for_inference",
+    "load_model_strictly",
     "load_results",
     "make_dataset_card",
     "push_dataset_to_hub",

@@ -48,6 +48,7 @@ __all__ = [
     "check_safetensors_only",
     "check_weights",
     "load_for_inference",
+    "load_model_strictly",
     "pickle_files",
     "resolve_model_folder",
 ]
@@ -315,19 +316,18 @@ def _listed(names, limit: int = 5) -> str:
     return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def check_weights(folder: Path, config: ClarityConfig) -> None:
-    """Compare the safetensors headers with the state dict of the model `config` builds (on the meta device: no
-    memory): every tensor present, none unexpected, each of the same shape and floating point. Raises
+def check_weights(folder: Path, config: ClarityConfig, model_class=ClarityForMultiLabelLocalization) -> None:
+    """Compare the safetensors headers with the state dict of the `model_class` model `config` builds (on the meta
+    device: no memory): every tensor present, none unexpected, each of the same shape and floating point. Raises
     [`InvalidModelFolderError`] listing what differs."""
     tensors: dict[str, tuple[tuple[int, ...], str]] = {}
     for path in _weight_files(folder):
         if not path.is_file():
             raise InvalidModelFolderError(f"{path}: listed as a weight shard but missing")
         tensors.update(_read_safetensors_header(path))
+    build = getattr(model_class, "from_config", model_class)  # an auto class, or the model class itself
     with torch.device("meta"):
-        expected = {
-            name: tuple(t.shape) for name, t in ClarityForMultiLabelLocalization(config).state_dict().items()
-        }
+        expected = {name: tuple(t.shape) for name, t in build(config).state_dict().items()}
     problems = []
     if not tensors:
         problems.append("the weights hold no tensors")
@@ -379,6 +379,26 @@ def check_model_folder(folder: str | Path, max_image_pixels: int | None = None) 
         raise InvalidModelFolderError(f"{folder}: config.json is not a valid CLARiTy config ({err})") from err
     check_weights(folder, config)
     return config
+
+
+def load_model_strictly(folder: str | Path, model_class=ClarityForMultiLabelLocalization, config=None):
+    """`model_class.from_pretrained(folder)` for a job that trusts the weights (evaluation, export), with the
+    checks of inference: every tensor present, none unexpected or mis-shaped ([`check_weights`]) and all finite.
+    A CLARiTy folder is first checked whole ([`check_model_folder`]). Raises [`InvalidModelFolderError`]."""
+    folder = Path(folder)
+    if model_class is ClarityForMultiLabelLocalization:
+        config = check_model_folder(folder)
+    elif config is None:
+        config = AutoConfig.from_pretrained(folder)
+    check_weights(folder, config, model_class)
+    try:
+        model = model_class.from_pretrained(folder, config=config, use_safetensors=True)
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as err:
+        if isinstance(err, InvalidModelFolderError):
+            raise
+        raise InvalidModelFolderError(f"{folder}: cannot be loaded ({type(err).__name__}: {err})") from err
+    _check_finite(folder, model)
+    return model
 
 
 def load_for_inference(

@@ -379,6 +379,15 @@ def _check_setup(predictor: _Predictor, options: ArchiveOptions) -> None:
     stops the run before the first file instead of becoming an error row for each."""
     from ..image_processing_clarity import _resolve_size
 
+    columns, labels = predictor.columns, predictor.labels
+    # the table's own columns: every column that is not a label, or that appears twice (a label clashing with one)
+    fixed = list(dict.fromkeys(c for c in columns if c not in labels or columns.count(c) > 1))
+    clashing = [label for label in labels if label in fixed]
+    if clashing:  # two columns of one name: readers take the score for the table's own column, or drop one
+        raise ArchiveSetupError(
+            f"the model's id2label names {', '.join(map(repr, clashing))}, which are also columns of the table "
+            f"({', '.join(fixed)}): rename those labels in the model's config.json"
+        )
     processor = predictor.processor
     try:
         limit = resolve_max_image_pixels(getattr(processor, "max_image_pixels", None))

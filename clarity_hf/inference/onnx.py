@@ -175,13 +175,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as err:  # the onnx extra is missing: its message says what to install
         raise OnnxExportError(str(err)) from err
     pipe = load_for_inference(args.model)  # a bad folder raises InvalidModelFolderError naming it
+    # The check images are read before the export: a bad one (ImageDecodeError naming it) leaves no .onnx behind.
+    images = [str(p) for p in args.check]
+    pixel_values = pipe.image_processor(images, return_tensors="pt")["pixel_values"] if images else None
     try:
         path = export_onnx(pipe.model, args.output, opset=args.opset)
     except ImportError as err:
         raise OnnxExportError(str(err)) from err
     report = {"onnx": str(path), "bytes": path.stat().st_size}
     if args.check:
-        pixel_values = pipe.image_processor([str(p) for p in args.check], return_tensors="pt")["pixel_values"]
         with torch.no_grad():
             expected = pipe.model(pixel_values=pixel_values)
         got = run_onnx(onnx_session(path), pixel_values.numpy())
