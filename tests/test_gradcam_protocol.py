@@ -9,7 +9,7 @@ import torch
 from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
 
 from clarity_hf.baselines import GradCAM, teacher_stages
-from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
+from clarity_hf.configuration_clarity import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
 from clarity_hf.data.synthetic import build_synthetic_cxr
 from clarity_hf.evaluation.run import (
     _read_classes,
@@ -19,6 +19,7 @@ from clarity_hf.evaluation.run import (
     heatmap_methods,
     logits_methods,
     predict_split,
+    save_claims_figure,
     save_figure,
 )
 from clarity_hf.evaluation.selection import select_stages
@@ -129,17 +130,22 @@ def test_protocol_reads_give_the_full_computations_numbers(tmp_path, monkeypatch
         assert first["localization"] == second["localization"], name
         assert first["classification"]["mean_auroc"] == pytest.approx(second["classification"]["mean_auroc"])
 
-    # A figure computes the maps it shows (every boxed class of its images), the same as the full computation's.
+    # The claims figure computes the maps it shows (its images' claimed classes), the same as the full computation's;
+    # the overlay grid draws only computed maps.
     gradcam = restricted["teacher Grad-CAM"]
     rows = figure_rows(gradcam, 3)
-    boxed_classes = [NIH_PATHOLOGIES.index(n) for n in ("Atelectasis", "Cardiomegaly", "Effusion")]
-    assert np.isnan(gradcam.heatmaps[np.ix_(rows, boxed_classes)]).any()
+    boxed_classes = [NIH_PATHOLOGIES.index(n) for n in NIH_BOXED_PATHOLOGIES]
+    claimed = np.zeros((len(rows), 14), dtype=bool)
+    claimed[:, boxed_classes] = True  # thresholds 0: every boxed class is claimed
+    assert np.isnan(gradcam.heatmaps[rows][claimed]).any()
+    before = gradcam.heatmaps.copy()
     assert save_figure(tmp_path / "overlays.png", test, gradcam, NIH_PATHOLOGIES, max_images=3) is not None
-    shown = np.ix_(rows, [NIH_PATHOLOGIES.index(n) for n in NIH_PATHOLOGIES if n in _boxed_names()])
-    assert np.array_equal(gradcam.heatmaps[shown], full["teacher Grad-CAM"].heatmaps[shown])
-
-
-def _boxed_names():
-    from clarity_hf.configuration_clarity import NIH_BOXED_PATHOLOGIES
-
-    return NIH_BOXED_PATHOLOGIES
+    assert np.array_equal(before, gradcam.heatmaps, equal_nan=True)
+    thresholds = dict.fromkeys(NIH_BOXED_PATHOLOGIES, 0.0)
+    path = save_claims_figure(
+        tmp_path / "claims.png", test, gradcam, NIH_PATHOLOGIES, thresholds, max_images=3
+    )
+    assert path is not None
+    shown = gradcam.heatmaps[rows][claimed]
+    assert not np.isnan(shown).any()
+    assert np.array_equal(shown, full["teacher Grad-CAM"].heatmaps[rows][claimed])

@@ -244,7 +244,8 @@ class TeacherGradCAM:
         cam = teacher_cam(self.model, pixel_values)
         outputs = {self.cam_name: cam} if self.cam_name is not None else {}
         for stage in self.stages:
-            grid = tuple(s // 2 ** (stage + 2) for s in pixel_values.shape[-2:])
+            # ConvNeXt: a patch-size stem, then a stride-2 downsampling before every stage after the first.
+            grid = tuple(s // self.model.config.patch_size // 2**stage for s in pixel_values.shape[-2:])
             blank = torch.full((*cam.logits.shape, *grid), float("nan"))
             outputs[self.output_name(stage)] = BaselineOutput(logits=cam.logits, heatmaps=blank)
         return outputs
@@ -309,7 +310,8 @@ def predict_split(
       rows wait for the choice ([`clarity_hf.evaluation.selection.select_stage`] computes them on the chosen stage
       only, and [`evaluate_predictions`] refuses predictions still waiting);
     - its CAM, when in `methods`, comes from the same forward pass (a no-grad pass on the rows without maps);
-    - the figure functions of this module compute the few further maps their images show.
+    - [`save_claims_figure`] computes the few further maps it shows (the claimed classes of its images);
+      [`save_figure`] marks a map nobody computed as such.
     Every map it computes is bit-equal to the full computation's (all classes, all stages, every row)."""
     import time
 
@@ -526,8 +528,8 @@ def _attach_teacher_completion(
     explain_rows: Callable[..., dict[str, BaselineOutput]],
 ) -> None:
     """Give a teacher's restricted outputs what completes them: `extra["pending"]` (stage -> None: the rows that waited
-    for the stage choice, on that stage, with CAM) and, per stage, `extra["fill"]` (rows, classes -> None: further maps
-    a figure shows)."""
+    for the stage choice, on that stage, with CAM) and, per stage, `extra["fill"]` (rows, (len(rows), C) bool -> None:
+    further maps a figure shows)."""
     import time
 
     if plan["read"] is None:
@@ -548,12 +550,10 @@ def _attach_teacher_completion(
         for key in family:
             predictions[key].extra.pop("pending", None)
 
-    def fill(stage: int, rows: Sequence[int], classes: Sequence[int]) -> None:
+    def fill(stage: int, rows: Sequence[int], wanted: np.ndarray) -> None:
         target = predictions[method.output_name(stage)]
         rows = np.asarray(rows, dtype=np.int64)
-        need = np.zeros((len(rows), target.heatmaps.shape[1]), dtype=bool)
-        need[:, list(classes)] = True
-        need &= np.isnan(target.heatmaps[rows]).any(axis=(2, 3))
+        need = np.asarray(wanted, dtype=bool) & np.isnan(target.heatmaps[rows]).any(axis=(2, 3))
         wanted = need.any(axis=1)
         if not wanted.any():
             return
@@ -663,12 +663,12 @@ def figure_rows(predictions: SplitPredictions, max_images: int = 6, split: str =
     return chosen
 
 
-def _fill_maps(predictions: SplitPredictions, rows: Sequence[int], classes: Sequence[int]) -> None:
-    """Compute the maps of `classes` on `rows` that `predict_split` left out (NaN: the evaluation did not read them)
-    and a figure shows."""
+def _fill_maps(predictions: SplitPredictions, rows: Sequence[int], wanted: np.ndarray) -> None:
+    """Compute the maps `wanted` ((len(rows), C) bool) that `predict_split` left out (NaN: the evaluation did not
+    read them) and a figure shows."""
     fill = predictions.extra.get("fill")
     if fill is not None:
-        fill(rows, classes)
+        fill(rows, wanted)
 
 
 def save_figure(
@@ -686,7 +686,6 @@ def save_figure(
         return None
     images = [dataset[int(i)]["image"] for i in rows]
     boxed = [name for name in NIH_BOXED_PATHOLOGIES if name in class_names]
-    _fill_maps(predictions, rows, [list(class_names).index(name) for name in boxed])
     return save_overlay_grid(
         path,
         images,
@@ -717,8 +716,13 @@ def save_claims_figure(
     if not rows:
         return None
     boxed = [name for name in NIH_BOXED_PATHOLOGIES if name in class_names]
-    _fill_maps(predictions, rows, [list(class_names).index(name) for name in boxed])
     probabilities = 1.0 / (1.0 + np.exp(-predictions.logits.astype(np.float64)))
+    # The figure reads the maps of the claimed classes (probability at or above the operating threshold).
+    claimed = np.zeros((len(rows), len(class_names)), dtype=bool)
+    for name in boxed:
+        c = list(class_names).index(name)
+        claimed[:, c] = probabilities[rows, c] >= operating_thresholds[name]
+    _fill_maps(predictions, rows, claimed)
     return save_prediction_figure(
         path,
         [dataset[int(i)]["image"] for i in rows],
