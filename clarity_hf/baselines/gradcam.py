@@ -11,7 +11,9 @@ One forward pass, then one backward pass per class (`retain_graph=True`). Severa
 of the encoder, to pick the one whose grid suits the evaluation) share that forward pass and those backward passes. By default the backward passes stop at
 the target layer (`torch.autograd.grad` with respect to A only), which is the cheapest exact Grad-CAM;
 `parameter_gradients=True` also computes every parameter's gradient, which reproduces the cost of the common
-`loss.backward(retain_graph=True)` implementations (e.g. pytorch-grad-cam). Both give the same maps.
+`loss.backward(retain_graph=True)` implementations (e.g. pytorch-grad-cam). Both give the same maps. `read` (a
+(batch, classes) mask) asks for some maps only: a class no image reads gets no backward pass, and the maps not read
+are NaN (the evaluation reads each boxed image's boxed classes only).
 
 Example:
 

@@ -229,14 +229,8 @@ class TeacherGradCAM:
             )
             for i in range(len(pixel_values))
         ]
-        keys = [*stages, "cam"] if cam and self.cam_name is not None else stages
-        return {
-            (self.cam_name if key == "cam" else self.output_name(key)): BaselineOutput(
-                logits=torch.cat([part[key].logits for part in parts]),
-                heatmaps=torch.cat([part[key].heatmaps for part in parts]),
-            )
-            for key in keys
-        }
+        names = {key: self.cam_name if key == "cam" else self.output_name(key) for key in parts[0]}
+        return {names[key]: output for key, output in _concatenate(parts).items()}
 
     @torch.no_grad()
     def without_maps(self, pixel_values: torch.Tensor) -> dict[str, BaselineOutput]:
@@ -512,6 +506,11 @@ def _explain_rows(
         )
         part_read = None if read is None else torch.as_tensor(read[start : start + batch_size])
         parts.append(method.explain(pixel_values, part_read, stages=stages, cam=cam))
+    return _concatenate(parts)
+
+
+def _concatenate(parts: Sequence[Mapping[Any, BaselineOutput]]) -> dict[Any, BaselineOutput]:
+    """Outputs of consecutive image chunks, key by key, as one output per key."""
     return {
         key: BaselineOutput(
             logits=torch.cat([part[key].logits for part in parts]),
