@@ -6,7 +6,7 @@ same maps, stage choice and numbers as the full computation (every class, every 
 import numpy as np
 import pytest
 import torch
-from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
+from test_baselines import tiny_teacher
 
 from clarity_hf.baselines import GradCAM, teacher_stages
 from clarity_hf.configuration_clarity import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
@@ -23,14 +23,6 @@ from clarity_hf.evaluation.run import (
     save_figure,
 )
 from clarity_hf.evaluation.selection import select_stages
-
-
-def tiny_teacher(image_size=64):
-    torch.manual_seed(0)
-    config = ConvNextV2Config(
-        depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 32, 64], num_labels=14, image_size=image_size
-    )
-    return ConvNextV2ForImageClassification(config).eval()
 
 
 class Counter:
