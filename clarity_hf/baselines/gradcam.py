@@ -11,7 +11,9 @@ One forward pass, then one backward pass per class (`retain_graph=True`). Severa
 of the encoder, to pick the one whose grid suits the evaluation) share that forward pass and those backward passes. By default the backward passes stop at
 the target layer (`torch.autograd.grad` with respect to A only), which is the cheapest exact Grad-CAM;
 `parameter_gradients=True` also computes every parameter's gradient, which reproduces the cost of the common
-`loss.backward(retain_graph=True)` implementations (e.g. pytorch-grad-cam). Both give the same maps.
+`loss.backward(retain_graph=True)` implementations (e.g. pytorch-grad-cam). Both give the same maps. `read` (a
+(batch, classes) mask) asks for some maps only: a class no image reads gets no backward pass, and the maps not read
+are NaN (the evaluation reads each boxed image's boxed classes only).
 
 Example:
 
@@ -46,12 +48,15 @@ class GradCAMOutput:
         class_indices (`list[int]`): the classes of the heatmap channels, in order.
         layer_heatmaps (`list[torch.FloatTensor]`): the same maps for every target layer, in the order given (each
             at its layer's own grid); `heatmaps` is `layer_heatmaps[0]`.
+        features (`torch.FloatTensor`, *optional*): the output of `feature_layer` in the same forward pass (detached),
+            e.g. the last stage's feature map that CAM reads; None without a `feature_layer`.
     """
 
     logits: torch.Tensor
     heatmaps: torch.Tensor
     class_indices: list[int]
     layer_heatmaps: list[torch.Tensor] = field(default_factory=list)
+    features: torch.Tensor | None = None
 
 
 def default_target_layer(model: nn.Module) -> nn.Module:
@@ -81,6 +86,12 @@ class GradCAM:
             most this many input pixels (at least one image), because the graph kept for the backward passes grows
             with the batch: about 1.5 GB per 512 px image for ConvNeXtV2-B read from its first stage. The maps do
             not depend on the chunking (every image's logits depend on that image only).
+        batched_gradients (`bool`, *optional*, defaults to `False`): compute the classes' gradients in one
+            vectorised backward pass (`torch.autograd.grad(..., is_grads_batched=True)`) instead of one backward
+            pass per class. Same maps up to float rounding; on CPU the loop was faster for ConvNeXtV2-B (see
+            BENCHMARKS.md), so it is the default.
+        feature_layer (`nn.Module`, *optional*): a module whose output is also returned (`features`), so a method
+            that reads it (CAM: the last stage) shares this forward pass.
     """
 
     def __init__(
@@ -89,6 +100,8 @@ class GradCAM:
         target_layer: nn.Module | Sequence[nn.Module] | None = None,
         parameter_gradients: bool = False,
         max_batch_pixels: int = 2 * 512 * 512,
+        batched_gradients: bool = False,
+        feature_layer: nn.Module | None = None,
     ):
         self.model = model
         if target_layer is None:
@@ -101,24 +114,43 @@ class GradCAM:
         if max_batch_pixels < 1:
             raise ValueError(f"max_batch_pixels must be >= 1, got {max_batch_pixels}")
         self.max_batch_pixels = int(max_batch_pixels)
+        self.batched_gradients = batched_gradients
+        self.feature_layer = feature_layer
 
     def __call__(
-        self, pixel_values: torch.Tensor, class_indices: Iterable[int] | None = None
+        self,
+        pixel_values: torch.Tensor,
+        class_indices: Iterable[int] | None = None,
+        read: torch.Tensor | None = None,
     ) -> GradCAMOutput:
+        """Maps of `class_indices` (default: every class) for each image of `pixel_values`.
+
+        `read` (bool, (batch_size, len(class_indices)), *optional*) names the maps that are wanted: a class that no
+        image reads gets no backward pass, and every map not read is NaN. Without it every map is computed."""
         classes = None if class_indices is None else list(class_indices)
+        if read is not None:
+            read = torch.as_tensor(read, dtype=torch.bool).cpu()
+            if read.dim() != 2 or len(read) != len(pixel_values):
+                raise ValueError(f"read must be (batch_size, classes), got {tuple(read.shape)}")
         per_image = pixel_values[0, 0].numel() if pixel_values.dim() == 4 and len(pixel_values) else 1
         chunk = max(1, self.max_batch_pixels // per_image)
         if len(pixel_values) <= chunk:
-            return self._explain(pixel_values, classes)
-        parts = [self._explain(part, classes) for part in pixel_values.split(chunk)]
+            return self._explain(pixel_values, classes, read)
+        parts = [
+            self._explain(part, classes, None if read is None else read[start : start + chunk])
+            for start, part in zip(range(0, len(pixel_values), chunk), pixel_values.split(chunk))
+        ]
         return GradCAMOutput(
             logits=torch.cat([part.logits for part in parts]),
             heatmaps=torch.cat([part.heatmaps for part in parts]),
             class_indices=parts[0].class_indices,
             layer_heatmaps=[torch.cat(maps) for maps in zip(*(part.layer_heatmaps for part in parts))],
+            features=None if parts[0].features is None else torch.cat([part.features for part in parts]),
         )
 
-    def _explain(self, pixel_values: torch.Tensor, class_indices: list[int] | None) -> GradCAMOutput:
+    def _explain(
+        self, pixel_values: torch.Tensor, class_indices: list[int] | None, read: torch.Tensor | None
+    ) -> GradCAMOutput:
         captured: list[list[torch.Tensor]] = [[] for _ in self.target_layers]
 
         cut = not self.parameter_gradients
@@ -140,7 +172,20 @@ class GradCAM:
 
             return hook
 
-        handles = [
+        kept: list[torch.Tensor] = []
+        # Registered first, so it sees the layer's own output even when the layer is also a (cut) target layer.
+        handles = (
+            [
+                self.feature_layer.register_forward_hook(
+                    lambda module, inputs, output: kept.append(
+                        (output[0] if isinstance(output, (tuple, list)) else output).detach()
+                    )
+                )
+            ]
+            if self.feature_layer is not None
+            else []
+        )
+        handles += [
             layer.register_forward_hook(hook_for(slot)) for layer, slot in zip(self.target_layers, captured)
         ]
         try:
@@ -158,6 +203,7 @@ class GradCAM:
                     f"a Grad-CAM target layer ran {len(slot)} times in one forward pass, expected 1"
                 )
         activations = [slot[0] for slot in captured]
+        features = kept[0] if kept else None
         for feature_map in activations:
             if feature_map.dim() != 4:
                 raise ValueError(
@@ -175,20 +221,24 @@ class GradCAM:
             if not 0 <= index < num_labels:
                 raise ValueError(f"class index {index} is out of range for {num_labels} labels")
 
+        read = None if read is None else read.to(torch.bool)
+        if read is not None and read.shape != (len(logits), len(classes)):
+            raise ValueError(f"read must be ({len(logits)}, {len(classes)}), got {tuple(read.shape)}")
+        # The classes some image reads: only those get a backward pass.
+        active = [p for p in range(len(classes)) if read is None or bool(read[:, p].any())]
         parameters = (
             [p for p in self.model.parameters() if p.requires_grad] if self.parameter_gradients else []
         )
+        gradients = self._gradients(logits, [classes[p] for p in active], activations, parameters)
+        empty = [torch.zeros(feature_map.shape[0], *feature_map.shape[2:]) for feature_map in activations]
         maps: list[list[torch.Tensor]] = [[] for _ in activations]
-        for position, index in enumerate(classes):
-            # Each image's logit depends only on its own activations, so the batch sum gives per-image gradients.
-            score = logits[:, index].sum()
-            gradients = torch.autograd.grad(
-                score,
-                [*activations, *parameters],
-                retain_graph=position < len(classes) - 1,
-                allow_unused=True,
-            )[: len(activations)]
-            for layer_maps, feature_map, gradient in zip(maps, activations, gradients):
+        by_position = dict(zip(active, range(len(active))))
+        for position in range(len(classes)):
+            for layer, (layer_maps, feature_map) in enumerate(zip(maps, activations)):
+                if position not in by_position:
+                    layer_maps.append(empty[layer])
+                    continue
+                gradient = gradients[by_position[position]][layer]
                 if gradient is None:  # the logit does not depend on this layer
                     gradient = torch.zeros_like(feature_map)
                 weights = gradient.float().mean(dim=(2, 3), keepdim=True)  # (B, K, 1, 1)
@@ -198,12 +248,50 @@ class GradCAM:
         layer_heatmaps = [
             normalize_heatmaps(torch.stack(layer_maps, dim=1)) for layer_maps in maps
         ]  # (B, C', h, w) each
+        if read is not None:
+            unread = ~read[:, :, None, None]
+            layer_heatmaps = [maps.masked_fill(unread, float("nan")) for maps in layer_heatmaps]
         return GradCAMOutput(
             logits=logits.detach(),
             heatmaps=layer_heatmaps[0],
             class_indices=classes,
             layer_heatmaps=layer_heatmaps,
+            features=None if features is None else features.detach(),
         )
+
+    def _gradients(
+        self,
+        logits: torch.Tensor,
+        classes: list[int],
+        activations: list[torch.Tensor],
+        parameters: list[torch.Tensor],
+    ) -> list[list[torch.Tensor | None]]:
+        """d(sum over the batch of logit c)/d(each activation) for each class c: one list per class. Each image's logit
+        depends only on its own activations, so the batch sum gives per-image gradients."""
+        if not classes:
+            return []
+        if self.batched_gradients and not parameters:
+            # One vectorised backward pass for all classes (vmap over one-hot output gradients).
+            grad_outputs = torch.zeros(len(classes), *logits.shape, dtype=logits.dtype)
+            for k, index in enumerate(classes):
+                grad_outputs[k, :, index] = 1
+            batched = torch.autograd.grad(
+                logits, activations, grad_outputs=grad_outputs, is_grads_batched=True, allow_unused=True
+            )
+            return [[None if g is None else g[k] for g in batched] for k in range(len(classes))]
+        gradients = []
+        for position, index in enumerate(classes):
+            gradients.append(
+                list(
+                    torch.autograd.grad(
+                        logits[:, index].sum(),
+                        [*activations, *parameters],
+                        retain_graph=position < len(classes) - 1,
+                        allow_unused=True,
+                    )[: len(activations)]
+                )
+            )
+        return gradients
 
 
 __all__ = ["GradCAM", "GradCAMOutput", "default_target_layer"]

@@ -100,18 +100,40 @@ def teacher_gradcam(teacher: nn.Module, pixel_values: torch.Tensor, stage: int =
 
 
 def teacher_gradcam_stages(
-    teacher: nn.Module, pixel_values: torch.Tensor, stages: Sequence[int] | None = None
-) -> dict[int, BaselineOutput]:
+    teacher: nn.Module,
+    pixel_values: torch.Tensor,
+    stages: Sequence[int] | None = None,
+    read: torch.Tensor | None = None,
+    cam: bool = False,
+) -> dict[int | str, BaselineOutput]:
     """Grad-CAM maps of every class on each of `stages` (default: all, first to last), from one forward pass and one
-    backward pass per class: stage index (0-based) -> (B, C, h_s, w_s) maps in [0, 1] with the shared logits."""
+    backward pass per class: stage index (0-based) -> (B, C, h_s, w_s) maps in [0, 1] with the shared logits.
+
+    `read` ((B, C) bool, *optional*): the only maps wanted; a class no image reads gets no backward pass and the
+    maps not read are NaN. `cam`: also the teacher's CAM from the same forward pass, under the key "cam" (the
+    same maps and logits as [`teacher_cam`])."""
     modules = teacher_stages(teacher)
     indices = list(range(len(modules))) if stages is None else [int(s) % len(modules) for s in stages]
-    output = GradCAM(teacher, [modules[i] for i in indices])(pixel_values)
+    gradcam = GradCAM(teacher, [modules[i] for i in indices], feature_layer=modules[-1] if cam else None)
+    output = gradcam(pixel_values, read=read)
     logits = output.logits.float()
-    return {
+    result: dict[int | str, BaselineOutput] = {
         i: BaselineOutput(logits=logits, heatmaps=maps.float())
         for i, maps in zip(indices, output.layer_heatmaps)
     }
+    if cam:
+        with torch.no_grad():  # the classifier's weights require gradients when training
+            result["cam"] = BaselineOutput(logits=logits, heatmaps=_cam(teacher, output.features))
+    return result
+
+
+def _cam(teacher: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """CAM maps (B, C, h, w) in [0, 1] from the last-stage feature map (B, K, h, w) (see the module docstring)."""
+    base = getattr(teacher, teacher.base_model_prefix)
+    weights = teacher.classifier.weight.float() * base.layernorm.weight.float()[None]  # (C, K)
+    features = features.float()
+    centred = features - features.mean(dim=1, keepdim=True)
+    return normalize_heatmaps(torch.einsum("ck,bkhw->bchw", weights, centred))
 
 
 @torch.no_grad()
@@ -120,10 +142,5 @@ def teacher_cam(teacher: nn.Module, pixel_values: torch.Tensor) -> BaselineOutpu
     [0, 1], from the same forward pass as the logits."""
     base = getattr(teacher, teacher.base_model_prefix)
     outputs = base(pixel_values)
-    features = outputs.last_hidden_state.float()  # (B, K, h, w), before pooling
-    norm, classifier = base.layernorm, teacher.classifier
-    logits = classifier(outputs.pooler_output).float()
-    weights = classifier.weight.float() * norm.weight.float()[None]  # (C, K)
-    centred = features - features.mean(dim=1, keepdim=True)
-    cams = torch.einsum("ck,bkhw->bchw", weights, centred)
-    return BaselineOutput(logits=logits, heatmaps=normalize_heatmaps(cams))
+    logits = teacher.classifier(outputs.pooler_output).float()
+    return BaselineOutput(logits=logits, heatmaps=_cam(teacher, outputs.last_hidden_state))

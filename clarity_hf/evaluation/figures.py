@@ -143,8 +143,11 @@ def overlay_grid(
         for row, name in enumerate(classes):
             channel = heatmap[class_names.index(name)]
             tile = Image.new("RGB", (tile_size, tile_size), (0, 0, 0))
-            tile.paste(_overlay_normalized(small, channel, alpha), (off_x, off_y))
-            predicted = heatmap_boxes_in_frame(channel, frame, levels[row])
+            computed = not np.isnan(channel).all()  # a baseline's map that no metric read is not computed
+            tile.paste(_overlay_normalized(small, channel, alpha) if computed else small, (off_x, off_y))
+            if not computed:
+                ImageDraw.Draw(tile).text((4, tile_size - 14), "map not computed", fill=_TEXT, font=font)
+            predicted = heatmap_boxes_in_frame(channel, frame, levels[row]) if computed else np.zeros((0, 4))
             draw_boxes(
                 tile, _gt_boxes_of(boxes[col], name), GT_COLOR, "GT", scale=scale, offset=(off_x, off_y)
             )

@@ -20,6 +20,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,11 @@ from transformers.utils import ModelOutput
 
 from ..baselines import (
     PLAIN_VIT_ARCHITECTURE,
+    BaselineOutput,
     PlainViTForMultiLabelClassification,
     teacher_cam,
-    teacher_gradcam,
     teacher_gradcam_stages,
+    teacher_stages,
 )
 from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
 from ..data.transforms import build_processor
@@ -44,7 +46,7 @@ from ..image_processing_clarity import ClarityImageProcessor
 from ..modeling_clarity import ClarityForMultiLabelLocalization
 from .classification import compute_auroc
 from .figures import save_overlay_grid, save_prediction_figure
-from .localization import LocalizationEvaluator
+from .localization import LABEL_ALIASES, LocalizationEvaluator
 from .report import ModelEntry, jsonable, write_report
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ __all__ = [
     "HeatmapMethod",
     "LogitsMethod",
     "SplitPredictions",
+    "TeacherCAM",
+    "TeacherGradCAM",
     "build_processor",
     "evaluate_predictions",
     "heatmap_methods",
@@ -157,23 +161,100 @@ def heatmap_methods(
         return {(name or "plain ViT (CLS attention)"): lambda x: _no_grad(model, x)}
     if kind == "convnextv2":
         prefix = name or "teacher"
-        gradcam_name = f"{prefix} Grad-CAM"
-
-        def every_stage(x: torch.Tensor) -> dict[str, Any]:
-            outputs = teacher_gradcam_stages(model, x)
-            return {stage_method_name(gradcam_name, s): out for s, out in outputs.items()}
-
-        return {
-            gradcam_name: every_stage if gradcam_stages else (lambda x: teacher_gradcam(model, x)),
-            f"{prefix} CAM": lambda x: teacher_cam(model, x),
-        }
+        cam_name = f"{prefix} CAM"
+        cam = TeacherCAM(model)
+        gradcam = TeacherGradCAM(
+            model,
+            f"{prefix} Grad-CAM",
+            stages=list(range(len(teacher_stages(model)))) if gradcam_stages else None,
+            cam_name=cam_name,
+            cam=cam,
+        )
+        return {gradcam.name: gradcam, cam_name: cam}
     raise ValueError(f"unknown model kind {kind!r}")
+
+
+class TeacherCAM:
+    """The teacher's CAM as a heatmap method (one no-grad forward pass)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def __call__(self, pixel_values: torch.Tensor) -> BaselineOutput:
+        return teacher_cam(self.model, pixel_values)
+
+
+class TeacherGradCAM:
+    """The teacher's Grad-CAM as a heatmap method, on one stage (`stages=None`: the last) or on several (one output per
+    stage, named by [`stage_method_name`]), with CAM (`cam`, named `cam_name`) from the same forward pass.
+
+    Called on a batch it computes every class of every image (the full computation). [`predict_split`] instead calls
+    [`TeacherGradCAM.explain`] with the maps each image's evaluation reads, and [`TeacherGradCAM.without_maps`] where
+    none is read. Images are explained one at a time: an image's maps then do not depend on which other images share
+    its batch (CPU kernels round differently at other batch sizes), so maps computed for a subset of the classes,
+    stages or images are bit-equal to the full computation's."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        name: str,
+        stages: Sequence[int] | None = None,
+        cam_name: str | None = None,
+        cam: TeacherCAM | None = None,
+    ):
+        self.model, self.name, self.cam_name, self.cam = model, name, cam_name, cam
+        last = len(teacher_stages(model)) - 1
+        self.stages = [last] if stages is None else [int(s) for s in stages]
+        self.per_stage = stages is not None
+
+    def output_name(self, stage: int) -> str:
+        return stage_method_name(self.name, stage) if self.per_stage else self.name
+
+    def explain(
+        self,
+        pixel_values: torch.Tensor,
+        read: torch.Tensor | None = None,
+        stages: Sequence[int] | None = None,
+        cam: bool = True,
+    ) -> dict[str, BaselineOutput]:
+        """Grad-CAM on `stages` (default: all of this method's) of the maps `read` ((B, C) bool, default: all; the
+        others are NaN) and, with `cam`, CAM: output name -> output."""
+        stages = self.stages if stages is None else list(stages)
+        parts = [
+            teacher_gradcam_stages(
+                self.model,
+                pixel_values[i : i + 1].clone(),
+                stages,
+                read=None if read is None else read[i : i + 1],
+                cam=cam and self.cam_name is not None,
+            )
+            for i in range(len(pixel_values))
+        ]
+        names = {key: self.cam_name if key == "cam" else self.output_name(key) for key in parts[0]}
+        return {names[key]: output for key, output in _concatenate(parts).items()}
+
+    @torch.no_grad()
+    def without_maps(self, pixel_values: torch.Tensor) -> dict[str, BaselineOutput]:
+        """Logits and CAM from one no-grad forward pass; the Grad-CAM maps are NaN (nothing reads them)."""
+        cam = teacher_cam(self.model, pixel_values)
+        outputs = {self.cam_name: cam} if self.cam_name is not None else {}
+        for stage in self.stages:
+            # ConvNeXt: a patch-size stem, then a stride-2 downsampling before every stage after the first.
+            grid = tuple(s // self.model.config.patch_size // 2**stage for s in pixel_values.shape[-2:])
+            blank = torch.full((*cam.logits.shape, *grid), float("nan"))
+            outputs[self.output_name(stage)] = BaselineOutput(logits=cam.logits, heatmaps=blank)
+        return outputs
+
+    def __call__(self, pixel_values: torch.Tensor) -> dict[str, BaselineOutput] | BaselineOutput:
+        outputs = self.explain(pixel_values, cam=False)
+        return outputs if self.per_stage else outputs[self.name]
 
 
 def logits_methods(model: torch.nn.Module, kind: str, name: str | None = None) -> dict[str, LogitsMethod]:
     """Logits-only stand-ins for the heatmap methods of [`heatmap_methods`] whose maps cost more than a forward pass
-    (the teacher's Grad-CAM: one backward pass per class): [`predict_split`] runs them on the rows without boxes,
-    whose maps no metric or figure reads. Keys are the heatmap methods' names."""
+    (the teacher's Grad-CAM: one backward pass per class): naming a method here tells [`predict_split`] to compute
+    its maps only where they are read. Keys are the heatmap methods' names. (A [`TeacherGradCAM`] uses its own
+    no-grad pass, which also yields CAM, instead of the stand-in.)"""
     if kind == "convnextv2":
         return {f"{name or 'teacher'} Grad-CAM": lambda x: _no_grad(model, x).logits}
     return {}
@@ -182,6 +263,16 @@ def logits_methods(model: torch.nn.Module, kind: str, name: str | None = None) -
 @torch.no_grad()
 def _no_grad(model: torch.nn.Module, pixel_values: torch.Tensor):
     return model(pixel_values=pixel_values)
+
+
+def _label_names(dataset: Dataset) -> list[str] | None:
+    """The split's label names, or None for a split not built by `clarity_hf.data`."""
+    from ..data.features import get_label_names
+
+    try:
+        return get_label_names(dataset)
+    except ValueError:
+        return None
 
 
 def _box_frame(dataset: Dataset, example: Mapping[str, Any]) -> tuple[int, int]:
@@ -205,7 +296,18 @@ def predict_split(
     A method named in `logits_only` ([`logits_methods`]) gets its heatmaps only where they are read: on the rows
     with ground-truth boxes (localization and figures read nothing else); the other rows get their logits from the
     logits-only stand-in and NaN heatmaps. On NIH ChestX-ray14 that is 880 of 25,596 test images. A split without
-    any boxed row is run whole."""
+    any boxed row is run whole.
+
+    The teacher's Grad-CAM ([`TeacherGradCAM`]) named there goes further, to what the protocol reads:
+    - on a boxed row only the classes of its boxes (the localization protocol thresholds no other class's map); the
+      maps of the other classes are NaN;
+    - with several stages to choose from and a `tune` half, every stage on the `tune` rows only; the other boxed
+      rows wait for the choice ([`clarity_hf.evaluation.selection.select_stage`] computes them on the chosen stage
+      only, and [`evaluate_predictions`] refuses predictions still waiting);
+    - its CAM, when in `methods`, comes from the same forward pass (a no-grad pass on the rows without maps);
+    - [`save_claims_figure`] computes the few further maps it shows (the claimed classes of its images);
+      [`save_figure`] marks a map nobody computed as such.
+    Every map it computes is bit-equal to the full computation's (all classes, all stages, every row)."""
     import time
 
     if len(dataset) == 0:
@@ -222,79 +324,253 @@ def predict_split(
     meta = dataset.select_columns(["labels", *meta_columns])
     rows = meta[:]
     n = len(dataset)
-    boxed = np.asarray([bool(b) for b in rows.get("boxes", [None] * n)], dtype=bool)
+    boxes = rows.get("boxes", [[] for _ in range(n)])
+    splits = [s or "" for s in rows.get("box_split", [""] * n)]
+    boxed = np.asarray([bool(b) for b in boxes], dtype=bool)
     restricted = set(logits_only or {}) & set(methods) if boxed.any() else set()
+    teachers = {name: m for name, m in methods.items() if isinstance(m, TeacherGradCAM)}
+    label_names = _label_names(dataset)  # else the model's own label names
+    # A teacher's CAM computed in its Grad-CAM pass is not run again.
+    shared_cam = {
+        m.cam_name for m in teachers.values() if m.cam is not None and methods.get(m.cam_name) is m.cam
+    }
+    plans = {
+        name: _teacher_plan(
+            m, name in restricted, boxes, boxed, splits, m.cam_name in shared_cam, label_names
+        )
+        for name, m in teachers.items()
+    }
     # Keyed by output name (a method that returns a mapping yields several outputs, timed together): row -> array.
     logits: dict[str, dict[int, np.ndarray]] = {}
     heatmaps: dict[str, dict[int, np.ndarray]] = {}
     seconds: dict[str, float] = {}
     method_of: dict[str, str] = {}  # output name -> the method that produced it
-    stand_in: dict[str, dict[int, np.ndarray]] = {name: {} for name in restricted}  # method -> row -> logits
-    stand_in_seconds: dict[str, float] = dict.fromkeys(restricted, 0.0)
+    stand_in: dict[str, dict[int, np.ndarray]] = {}  # method -> row -> logits of its logits-only stand-in
+    stand_in_seconds: dict[str, float] = {}
+
+    def record(name: str, mapped: np.ndarray, output: Any, elapsed: float) -> None:
+        # ModelOutputs are Mappings too: only a plain dict names several methods.
+        outputs = (
+            output if isinstance(output, dict) and not isinstance(output, ModelOutput) else {name: output}
+        )
+        for key, value in outputs.items():
+            method_of[key] = name
+            seconds[key] = seconds.get(key, 0.0) + elapsed
+            key_logits, key_maps = logits.setdefault(key, {}), heatmaps.setdefault(key, {})
+            for row, row_logits, row_maps in zip(
+                mapped,
+                value.logits.detach().float().cpu().numpy(),
+                value.heatmaps.detach().float().cpu().numpy(),
+            ):
+                key_logits[int(row)], key_maps[int(row)] = row_logits, row_maps
+
+    def timed(function: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+        began = time.perf_counter()
+        output = function(*args, **kwargs)
+        return output, time.perf_counter() - began
+
+    def run(name: str, method: Callable[..., Any], mapped: np.ndarray, pixel_values, start: int, **kwargs):
+        if len(mapped):
+            record(name, mapped, *timed(method, pixel_values[torch.as_tensor(mapped - start)], **kwargs))
+
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         batch_images = images[start:stop]["image"]
         pixel_values = processor(images=batch_images, return_tensors="pt")["pixel_values"].to(device)
         batch_rows = np.arange(start, stop)
         for name, method in methods.items():
-            mapped = batch_rows if name not in restricted else batch_rows[boxed[start:stop]]
-            if name in restricted and len(mapped) < len(batch_rows):
-                others = batch_rows[~boxed[start:stop]]
-                began = time.perf_counter()
-                values = logits_only[name](pixel_values[torch.as_tensor(others - start)])
-                stand_in_seconds[name] += time.perf_counter() - began
-                for row, value in zip(others, values.detach().float().cpu().numpy()):
-                    stand_in[name][int(row)] = value
-            if not len(mapped):
+            if name in shared_cam:
                 continue
-            inputs = (
-                pixel_values
-                if len(mapped) == len(batch_rows)
-                else pixel_values[torch.as_tensor(mapped - start)]
-            )
-            began = time.perf_counter()
-            output = method(inputs)
-            elapsed = time.perf_counter() - began
-            # ModelOutputs are Mappings too: only a plain dict names several methods.
-            outputs = (
-                output if isinstance(output, dict) and not isinstance(output, ModelOutput) else {name: output}
-            )
-            for key, value in outputs.items():
-                method_of[key] = name
-                seconds[key] = seconds.get(key, 0.0) + elapsed
-                key_logits, key_maps = logits.setdefault(key, {}), heatmaps.setdefault(key, {})
-                for row, row_logits, row_maps in zip(
-                    mapped,
-                    value.logits.detach().float().cpu().numpy(),
-                    value.heatmaps.detach().float().cpu().numpy(),
-                ):
-                    key_logits[int(row)], key_maps[int(row)] = row_logits, row_maps
+            if name in teachers:
+                plan = plans[name]
+                explained = batch_rows[plan["explain"][start:stop]]
+                read = None if plan["read"] is None else torch.as_tensor(plan["read"][explained])
+                run(name, method.explain, explained, pixel_values, start, read=read, cam=plan["cam"])
+                without = batch_rows[plan["without_maps"][start:stop]]
+                run(name, plan["without_maps_method"], without, pixel_values, start)
+                continue
+            mapped = batch_rows if name not in restricted else batch_rows[boxed[start:stop]]
+            others = batch_rows[~boxed[start:stop]]
+            if name in restricted and len(others):
+                values, elapsed = timed(logits_only[name], pixel_values[torch.as_tensor(others - start)])
+                stand_in_seconds[name] = stand_in_seconds.get(name, 0.0) + elapsed
+                for row, value in zip(others, values.detach().float().cpu().numpy()):
+                    stand_in.setdefault(name, {})[int(row)] = value
+            run(name, method, mapped, pixel_values, start)
     for key, name in method_of.items():
-        if name in restricted:  # the rows without boxes: stand-in logits, no maps
+        if name in stand_in:  # the rows without boxes: stand-in logits, no maps (NaN below)
             logits[key].update(stand_in[name])
-            blank = np.full_like(next(iter(heatmaps[key].values())), np.nan)
-            heatmaps[key].update({row: blank for row in stand_in[name]})
             seconds[key] += stand_in_seconds[name]
     labels = np.asarray(rows["labels"], dtype=np.float32)
     image_ids = rows.get("image_id", [str(i) for i in range(n)])
-    boxes = rows.get("boxes", [[] for _ in range(n)])
-    splits = [s or "" for s in rows.get("box_split", [""] * n)]
     frames = [
         _box_frame(dataset, {"original_size": size}) for size in rows.get("original_size", [(0, 0)] * n)
     ]
-    return {
-        name: SplitPredictions(
-            logits=np.stack([logits[name][row] for row in range(n)]),
-            heatmaps=np.stack([heatmaps[name][row] for row in range(n)]),
+    result = {}
+    for key in logits:
+        # Rows without maps (NaN: nothing reads them) or without any output yet (waiting for the stage choice).
+        width = next(iter(logits[key].values())).shape
+        shape = next(iter(heatmaps[key].values())).shape
+        result[key] = SplitPredictions(
+            logits=np.stack([logits[key].get(row, np.full(width, np.nan, np.float32)) for row in range(n)]),
+            heatmaps=np.stack(
+                [heatmaps[key].get(row, np.full(shape, np.nan, np.float32)) for row in range(n)]
+            ),
             labels=labels,
             image_ids=list(image_ids),
             boxes=[list(b or []) for b in boxes],
             box_frames=frames,
             box_splits=splits,
-            seconds=seconds[name],
+            seconds=seconds[key],
         )
-        for name in logits
+    loader = partial(_explain_rows, images=images, processor=processor, batch_size=batch_size, device=device)
+    for name, method in teachers.items():
+        _attach_teacher_completion(method, plans[name], result, loader)
+    return result
+
+
+def _read_classes(
+    boxes: Sequence[Sequence[Mapping[str, Any]] | None], class_names: Sequence[str]
+) -> np.ndarray:
+    """(N, C) bool: the classes of each row's ground-truth boxes (the maps the localization protocol reads)."""
+    index = {name: c for c, name in enumerate(class_names)}
+    read = np.zeros((len(boxes), len(class_names)), dtype=bool)
+    for row, row_boxes in enumerate(boxes):
+        for box in row_boxes or []:
+            label = LABEL_ALIASES.get(str(box["label"]), str(box["label"]))
+            if label in index:
+                read[row, index[label]] = True
+            else:  # a box of a class the model does not name: read every map of the row, as without restriction
+                read[row] = True
+                break
+    return read
+
+
+def _teacher_plan(
+    method: TeacherGradCAM,
+    restricted: bool,
+    boxes: Sequence[Any],
+    boxed: np.ndarray,
+    splits: Sequence[str],
+    cam: bool,
+    label_names: Sequence[str] | None,
+) -> dict[str, Any]:
+    """Which rows a teacher's Grad-CAM explains now (with which classes), which get only logits and CAM, and which
+    wait for the stage choice."""
+    n = len(boxed)
+    if not restricted:
+        return {
+            "explain": np.ones(n, bool),
+            "read": None,
+            "without_maps": np.zeros(n, bool),
+            "deferred": np.zeros(n, bool),
+            "cam": cam,
+            "without_maps_method": None,
+        }
+    config = method.model.config
+    names = label_names or [config.id2label[i] for i in range(config.num_labels)]
+    tune = boxed & (np.asarray(splits) == "tune")
+    # The stage is chosen on the tune half: the other boxed rows need the chosen stage only.
+    deferred = boxed & ~tune if len(method.stages) > 1 and tune.any() else np.zeros(n, bool)
+
+    def without_maps(pixel_values: torch.Tensor) -> dict[str, BaselineOutput]:
+        outputs = method.without_maps(pixel_values)
+        return outputs if cam else {k: v for k, v in outputs.items() if k != method.cam_name}
+
+    return {
+        "explain": boxed & ~deferred,
+        "read": _read_classes(boxes, names),
+        "without_maps": ~boxed,
+        "deferred": deferred,
+        "cam": cam,
+        "without_maps_method": without_maps,
     }
+
+
+def _explain_rows(
+    method: TeacherGradCAM,
+    rows: np.ndarray,
+    read: np.ndarray | None,
+    stages: Sequence[int],
+    cam: bool,
+    images: Dataset,
+    processor: ClarityImageProcessor,
+    batch_size: int,
+    device: str | torch.device,
+) -> dict[str, BaselineOutput]:
+    """[`TeacherGradCAM.explain`] on some rows of a split, decoded and preprocessed as [`predict_split`] does."""
+    parts = []
+    for start in range(0, len(rows), batch_size):
+        chunk = [int(r) for r in rows[start : start + batch_size]]
+        pixel_values = processor(images=images[chunk]["image"], return_tensors="pt")["pixel_values"].to(
+            device
+        )
+        part_read = None if read is None else torch.as_tensor(read[start : start + batch_size])
+        parts.append(method.explain(pixel_values, part_read, stages=stages, cam=cam))
+    return _concatenate(parts)
+
+
+def _concatenate(parts: Sequence[Mapping[Any, BaselineOutput]]) -> dict[Any, BaselineOutput]:
+    """Outputs of consecutive image chunks, key by key, as one output per key."""
+    return {
+        key: BaselineOutput(
+            logits=torch.cat([part[key].logits for part in parts]),
+            heatmaps=torch.cat([part[key].heatmaps for part in parts]),
+        )
+        for key in parts[0]
+    }
+
+
+def _attach_teacher_completion(
+    method: TeacherGradCAM,
+    plan: Mapping[str, Any],
+    predictions: dict[str, SplitPredictions],
+    explain_rows: Callable[..., dict[str, BaselineOutput]],
+) -> None:
+    """Give a teacher's restricted outputs what completes them: `extra["pending"]` (stage -> None: the rows that waited
+    for the stage choice, on that stage, with CAM) and, per stage, `extra["fill"]` (rows, (len(rows), C) bool -> None:
+    further maps a figure shows)."""
+    import time
+
+    if plan["read"] is None:
+        return
+    cam_name = method.cam_name if plan["cam"] else None
+    family = [method.output_name(stage) for stage in method.stages] + ([cam_name] if cam_name else [])
+    deferred = np.flatnonzero(plan["deferred"])
+
+    def complete(stage: int) -> None:
+        began = time.perf_counter()
+        outputs = explain_rows(method, deferred, plan["read"][deferred], [stage], cam_name is not None)
+        elapsed = time.perf_counter() - began
+        for key, value in outputs.items():
+            target = predictions[key]
+            target.logits[deferred] = value.logits.detach().float().cpu().numpy()
+            target.heatmaps[deferred] = value.heatmaps.detach().float().cpu().numpy()
+            target.seconds += elapsed
+        for key in family:
+            predictions[key].extra.pop("pending", None)
+
+    def fill(stage: int, rows: Sequence[int], wanted: np.ndarray) -> None:
+        target = predictions[method.output_name(stage)]
+        rows = np.asarray(rows, dtype=np.int64)
+        need = np.asarray(wanted, dtype=bool) & np.isnan(target.heatmaps[rows]).any(axis=(2, 3))
+        wanted = need.any(axis=1)
+        if not wanted.any():
+            return
+        began = time.perf_counter()
+        output = explain_rows(method, rows[wanted], need[wanted], [stage], False)[method.output_name(stage)]
+        maps = output.heatmaps.detach().float().cpu().numpy()
+        for row, row_need, row_maps in zip(rows[wanted], need[wanted], maps):
+            target.heatmaps[row, row_need] = row_maps[row_need]
+        target.seconds += time.perf_counter() - began
+
+    for stage in method.stages:
+        extra = predictions[method.output_name(stage)].extra
+        extra["fill"] = partial(fill, stage)
+        if len(deferred):
+            extra["pending"] = complete
+    if cam_name and len(deferred):
+        predictions[cam_name].extra["pending"] = complete
 
 
 def localization_evaluator(
@@ -329,6 +605,11 @@ def evaluate_predictions(
     """AUROC over every row, localization over the boxed rows (tuned on `tune`, reported on `eval`; when the split
     has no tune / eval halves, every boxed row is evaluated at the default threshold 0.5). The entry's `map` holds
     the heatmaps' grid ("h x w") and `map_info` (e.g. the chosen teacher stage)."""
+    if predictions.extra.get("pending") is not None:
+        raise ValueError(
+            "these predictions wait for the teacher's stage choice (Grad-CAM computed on the tune half only): "
+            "pass them through clarity_hf.evaluation.selection.select_stages first"
+        )
     entry: ModelEntry = {
         "classification": compute_auroc(
             predictions.logits, predictions.labels, class_names=list(class_names), n_bootstrap=n_bootstrap
@@ -382,6 +663,14 @@ def figure_rows(predictions: SplitPredictions, max_images: int = 6, split: str =
     return chosen
 
 
+def _fill_maps(predictions: SplitPredictions, rows: Sequence[int], wanted: np.ndarray) -> None:
+    """Compute the maps `wanted` ((len(rows), C) bool) that `predict_split` left out (NaN: the evaluation did not
+    read them) and a figure shows."""
+    fill = predictions.extra.get("fill")
+    if fill is not None:
+        fill(rows, wanted)
+
+
 def save_figure(
     path: str | Path,
     dataset: Dataset,
@@ -428,6 +717,12 @@ def save_claims_figure(
         return None
     boxed = [name for name in NIH_BOXED_PATHOLOGIES if name in class_names]
     probabilities = 1.0 / (1.0 + np.exp(-predictions.logits.astype(np.float64)))
+    # The figure reads the maps of the claimed classes (probability at or above the operating threshold).
+    claimed = np.zeros((len(rows), len(class_names)), dtype=bool)
+    for name in boxed:
+        c = list(class_names).index(name)
+        claimed[:, c] = probabilities[rows, c] >= operating_thresholds[name]
+    _fill_maps(predictions, rows, claimed)
     return save_prediction_figure(
         path,
         [dataset[int(i)]["image"] for i in rows],

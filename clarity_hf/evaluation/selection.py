@@ -5,7 +5,9 @@ A Grad-CAM baseline held to the coarsest stage of a ConvNeXt teacher (3 x 3 at 9
 the grid alone. [`select_stage`] gives it its best footing: every candidate stage's maps are tuned on the `tune` half
 of the boxed images exactly as CLARiTy's are (same threshold grid, same objective, the same global or per-class
 freedom), the stage with the best tuned objective wins (ties: the grid closest to the reference, e.g. the student's
-patch grid), and only that stage is then reported on the `eval` half. The `eval` half is never looked at here.
+patch grid), and only that stage is then reported on the `eval` half. The `eval` half is never looked at to choose;
+when `predict_split` left it open (the teacher's Grad-CAM computed on the `tune` half only), the chosen stage is then
+computed there, and only that one.
 
     predictions = predict_split(heatmap_methods(teacher, "convnextv2", gradcam_stages=True), test, processor)
     predictions, choice = select_stage(predictions, "teacher Grad-CAM", label_names, reference_grid=(12, 12))
@@ -86,6 +88,7 @@ def select_stage(
         )
 
     chosen = min(candidates, key=key)
+    _complete(predictions[stages[chosen]], chosen)
     choice = {
         "stage": chosen,
         "grid": candidates[chosen]["grid"],
@@ -95,6 +98,14 @@ def select_stage(
         "candidates": candidates,
     }
     return _keep_stage(predictions, name, stages, chosen), choice
+
+
+def _complete(predictions: SplitPredictions, stage: int) -> None:
+    """Compute what waited for the stage choice (`predict_split` leaves the teacher's Grad-CAM, and the CAM of its
+    forward pass, open on the rows outside the `tune` half): the chosen stage only."""
+    pending = predictions.extra.get("pending")
+    if pending is not None:
+        pending(stage)
 
 
 def _stages_of(predictions: Mapping[str, SplitPredictions], name: str) -> dict[int, str]:
@@ -142,6 +153,7 @@ def select_stages(
             )
         else:
             last = max(stages)
+            _complete(selected[stages[last]], last)
             choice = {"stage": last, "grid": map_grid(selected[stages[last]].heatmaps), "selected_on": None}
             selected = _keep_stage(selected, name, stages, last)
         info[name] = {"stage": choice["stage"], "stage_selection": choice}
