@@ -5,6 +5,7 @@ NIH-shaped folder written here, with tiny settings."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -56,9 +57,16 @@ def wheel_venv(tmp_path_factory):
     """A venv that sees the system's torch/transformers but imports clarity_hf only from the built wheel."""
     work = tmp_path_factory.mktemp("wheel")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # setuptools builds in the source tree (build/, *.egg-info): build a copy, so the repository stays clean
+    source = work / "source"
+    shutil.copytree(
+        REPO_ROOT,
+        source,
+        ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".*cache", ".venv*"),
+    )
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(work / "dist"),
-         str(REPO_ROOT)],
+         str(source)],
         check=True, capture_output=True, env=env, cwd=work, timeout=600,
     )  # fmt: skip
     (wheel,) = (work / "dist").glob("clarity_hf-*.whl")

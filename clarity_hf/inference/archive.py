@@ -522,6 +522,8 @@ def run_archive(
             )
         summary.images, summary.failed = len(store.rows), len(store.errors)
         summary.seconds = round(time.perf_counter() - start, 3)
+        if state is not None:  # no process leaves (and tears its connections down) while the main one merges
+            state.wait_for_everyone()
         return summary
 
 

@@ -166,6 +166,12 @@ def _predict_archive(args) -> int:
         return _fail(err)
     if summary.extra.get("process", 0) == 0:  # one summary (the main process's) for a sharded run
         print(summary_json(summary))
+    if summary.extra.get("processes", 1) > 1:
+        # a process that exits with its gloo group still up can abort in the group's threads
+        import torch.distributed
+
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 
