@@ -10,6 +10,11 @@ Each `--model` is a folder (`NAME=DIR` names its rows): a CLARiTy model gives on
 `box_split == "tune"`, reported on `"eval"`; a teacher's Grad-CAM is read from the stage that localises best on the
 tune half (ties: the grid closest to the first CLARiTy model's), and each row states its map grid and stage. The
 logic is `clarity_hf.evaluation.run` and `clarity_hf.evaluation.selection`.
+
+Sharded over processes (one per GPU, or gloo CPU processes): `torchrun --nproc_per_node N -m clarity_hf evaluate ...`
+or `accelerate launch --multi_gpu --num_processes N -m clarity_hf evaluate ...`. Each process runs the models on its
+share of the split's batches; the predictions are gathered in the split's order, and only the main process computes
+the metrics and writes the report (the same numbers as one process). `--device cuda` is each process's own GPU.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from datasets import DatasetDict
 from ..data.features import get_label_names, get_metadata
 from ..data.sources import load_training_data
 from ..data.synthetic import build_synthetic_cxr
+from ..distributed import close_processes, process_state
 from ..evaluation.report import evaluation_metadata
 from ..evaluation.run import (
     evaluate_predictions,
@@ -72,6 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     check_device(args.device)
+    state = process_state()
+    device = state.device if state is not None and args.device == "cuda" else args.device
     if args.synthetic:
         datasets = build_synthetic_cxr(
             0, 0, args.synthetic_num_test, image_size=args.synthetic_image_size, seed=args.synthetic_seed
@@ -97,7 +105,7 @@ def main(argv=None) -> int:
     for spec in args.model:
         name, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
         model, model_processor, kind = load_model_for_evaluation(folder)
-        model.to(args.device)
+        model.to(device)
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         if label_names is not None and names != label_names:
             raise CommandError(f"{folder} predicts {names}, the data has labels {label_names}")
@@ -110,12 +118,22 @@ def main(argv=None) -> int:
         logits_only.update(logits_methods(model, kind, name or None))
     # Grad-CAM's backward passes run on the boxed rows only (the rows localization reads).
     predictions = predict_split(
-        methods, split, processor, batch_size=args.batch_size, device=args.device, logits_only=logits_only
+        methods,
+        split,
+        processor,
+        batch_size=args.batch_size,
+        device=device,
+        logits_only=logits_only,
+        state=state,
     )
     reference_grid = tuple(predictions[clarity_names[0]].heatmaps.shape[-2:]) if clarity_names else None
+    # Every process chooses the stage (from the same gathered tune half) and computes its share of the chosen one.
     predictions, map_info = select_stages(
         predictions, label_names, reference_grid=reference_grid, per_class=args.per_class_thresholds
     )
+    if state is not None and not state.is_main_process:
+        close_processes(state)
+        return 0
     entries = {
         name: evaluate_predictions(
             pred,
@@ -156,14 +174,13 @@ def main(argv=None) -> int:
         },
         extra_markdown="## Figures\n\n" + "\n".join(f"- {f}" for f in figures) if figures else "",
     )
-    print(
-        json.dumps(
-            {
-                "report_json": str(paths["json"]),
-                "report_markdown": str(paths["markdown"]),
-                "figures": figures,
-            },
-            indent=2,
-        )
-    )
+    summary = {
+        "report_json": str(paths["json"]),
+        "report_markdown": str(paths["markdown"]),
+        "figures": figures,
+    }
+    if state is not None:
+        summary["processes"] = state.num_processes
+    print(json.dumps(summary, indent=2))
+    close_processes(state)
     return 0
