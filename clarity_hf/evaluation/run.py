@@ -44,7 +44,7 @@ from ..data.transforms import build_processor
 from ..hub.loading import load_model_strictly
 from ..image_processing_clarity import ClarityImageProcessor
 from ..modeling_clarity import ClarityForMultiLabelLocalization
-from .classification import compute_auroc
+from .classification import compute_auroc, sigmoid
 from .figures import save_overlay_grid, save_prediction_figure
 from .localization import LABEL_ALIASES, LocalizationEvaluator
 from .report import ModelEntry, jsonable, write_report
@@ -798,7 +798,7 @@ def save_claims_figure(
     if not rows:
         return None
     boxed = [name for name in NIH_BOXED_PATHOLOGIES if name in class_names]
-    probabilities = 1.0 / (1.0 + np.exp(-predictions.logits.astype(np.float64)))
+    probabilities = sigmoid(predictions.logits)
     # The figure reads the maps of the claimed classes (probability at or above the operating threshold).
     claimed = np.zeros((len(rows), len(class_names)), dtype=bool)
     for name in boxed:
