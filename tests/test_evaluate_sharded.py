@@ -15,6 +15,7 @@ from helpers import run_two_processes
 from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
 from clarity_hf.baselines import build_teacher
 from clarity_hf.commands import evaluate
+from clarity_hf.data.synthetic import build_synthetic_cxr
 from clarity_hf.evaluation.run import build_processor
 
 pytestmark = pytest.mark.slow  # each launch starts two Python processes with torch
@@ -28,25 +29,24 @@ def model_folders(tmp_path_factory):
     build_teacher("convnextv2-test", image_size=64).save_pretrained(root / "teacher")
     for name in ("tiny", "teacher"):
         build_processor(64).save_pretrained(root / name)
+    # 34 test images (11 boxed on the tune half, 9 on the eval half); 9 batches of 4 over 2 processes: shares of 5
+    # and 4 batches, the last one short
+    build_synthetic_cxr(2, 2, 34, image_size=64, seed=0, num_proc=1).save_to_disk(root / "data")
     return root
 
 
 def _arguments(model_folders, out) -> list[str]:
-    # 11 batches of 4 over 2 processes: shares of 6 and 5 batches, the last one short
     return [
         "--model",
         f"tiny={model_folders / 'tiny'}",
         "--model",
         str(model_folders / "teacher"),
-        "--synthetic",
-        "--synthetic-num-test",
-        "42",
-        "--synthetic-image-size",
-        "64",
+        "--dataset",
+        str(model_folders / "data"),
         "--batch-size",
         "4",
         "--n-bootstrap",
-        "20",
+        "10",
         "--output-dir",
         str(out),
     ]

@@ -20,6 +20,7 @@ the metrics and writes the report (the same numbers as one process). `--device c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -77,9 +78,11 @@ def main(argv=None) -> int:
         )
         source = f"synthetic CXR benchmark (seed {args.synthetic_seed}, {args.synthetic_image_size} px)"
     else:
-        datasets = load_training_data(
-            args.dataset, validation_fraction=args.validation_fraction, seed=args.seed
-        )
+        # the main process first: whatever the loader caches is written once, then read by the others
+        with state.main_process_first() if state is not None else contextlib.nullcontext():
+            datasets = load_training_data(
+                args.dataset, validation_fraction=args.validation_fraction, seed=args.seed
+            )
         source = args.dataset
     if isinstance(datasets, DatasetDict):
         if args.split not in datasets:
