@@ -458,22 +458,44 @@ def _gather_shards(logits, heatmaps, seconds, method_of, stand_in, stand_in_seco
     one process does."""
     from accelerate.utils import gather_object
 
-    local_shapes = {key: next(iter(maps.values())).shape for key, maps in heatmaps.items() if maps}
-    computed = {
-        key: {row: m for row, m in maps.items() if not np.isnan(m).all()} for key, maps in heatmaps.items()
-    }
-    shards = gather_object([(logits, computed, seconds, method_of, stand_in, stand_in_seconds, local_shapes)])
-    merged = ({}, {}, {}, {}, {}, {}, {})
+    shards = gather_object(
+        [
+            {
+                "rows": {
+                    "logits": logits,
+                    "heatmaps": {
+                        key: {row: m for row, m in maps.items() if not np.isnan(m).all()}
+                        for key, maps in heatmaps.items()
+                    },
+                    "stand_in": stand_in,
+                },
+                "seconds": {"seconds": seconds, "stand_in_seconds": stand_in_seconds},
+                "method_of": method_of,
+                "shapes": {key: next(iter(maps.values())).shape for key, maps in heatmaps.items() if maps},
+            }
+        ]
+    )
+    rows = {"logits": {}, "heatmaps": {}, "stand_in": {}}
+    sums = {"seconds": {}, "stand_in_seconds": {}}
+    method_of, shapes = {}, {}
     for shard in shards:
-        for table, part in zip(merged, shard):
+        for table, part in shard["rows"].items():
+            for key, values in part.items():
+                rows[table].setdefault(key, {}).update(values)
+        for table, part in shard["seconds"].items():
             for key, value in part.items():
-                if isinstance(value, dict):
-                    table.setdefault(key, {}).update(value)
-                elif isinstance(value, float):
-                    table[key] = table.get(key, 0.0) + value
-                else:
-                    table[key] = value
-    return merged
+                sums[table][key] = sums[table].get(key, 0.0) + value
+        method_of.update(shard["method_of"])
+        shapes.update(shard["shapes"])
+    return (
+        rows["logits"],
+        rows["heatmaps"],
+        sums["seconds"],
+        method_of,
+        rows["stand_in"],
+        sums["stand_in_seconds"],
+        shapes,
+    )
 
 
 def _explain_shared(
