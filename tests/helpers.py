@@ -31,6 +31,43 @@ def subprocess_env() -> dict:
     return env
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_two_processes(launcher: str, arguments) -> str:
+    """`python -m clarity_hf ARGUMENTS` as two CPU processes; returns their stdout. "accelerate": accelerate launch
+    (its --cpu starts one process without an mpirun hostfile, so --multi_gpu on a host without GPUs, which gives
+    gloo CPU processes); "torchrun": torch.distributed.run."""
+    import subprocess
+    import sys
+
+    port = str(free_port())
+    if launcher == "accelerate":
+        head = [
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+        ]
+        head += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, "-m"]
+    else:
+        head = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "-m"]
+    env = subprocess_env()
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    command = [sys.executable, *head, "clarity_hf", *map(str, arguments)]
+    result = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
 def clarity_dataset_of_files(paths, label_names=("A", "B")):
     """A clarity_hf `Dataset` with one row per image file (image id "<i>.png", every image labelled with the
     last label), for tests of the transforms, the cache and the loaders."""

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from archive_testing import make_tree
-from helpers import REPO_ROOT, subprocess_env
+from helpers import run_two_processes
 from PIL import Image
 
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
@@ -25,36 +22,10 @@ from clarity_hf.inference.table import ResultStore
 pytestmark = pytest.mark.slow  # each launch starts two Python processes with torch
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _launch(launcher: str, root, archive_model_dir, out) -> dict:
-    """Two processes on the CPU: accelerate launch (its --cpu starts one process without mpirun, so --multi_gpu on a
-    host without GPUs, which gives gloo CPU processes) or torchrun."""
-    port = str(_free_port())
-    if launcher == "accelerate":
-        head = [
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-        ]
-        head += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port, "-m"]
-    else:
-        head = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port, "-m"]
-    command = [sys.executable, *head, "clarity_hf", "predict", str(root), "--model", str(archive_model_dir)]
-    command += ["--output-dir", str(out), "--num-workers", "0", "--batch-size", "3", "--no-progress"]
-    env = subprocess_env()
-    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)  # one summary: the main process's
+    arguments = ["predict", root, "--model", archive_model_dir, "--output-dir", out]
+    arguments += ["--num-workers", "0", "--batch-size", "3", "--no-progress"]
+    return json.loads(run_two_processes(launcher, arguments))  # one summary: the main process's
 
 
 def _table(path):

@@ -11,8 +11,9 @@ from helpers import REPO_ROOT, subprocess_env
 from PIL import Image
 
 from clarity_hf.commands.cli import build_demo_parser, demo_main
-from clarity_hf.commands.demo import ABLATIONS, DemoConfig, parse_ablations, verdict, verdict_markdown
+from clarity_hf.commands.demo import ABLATIONS, DemoConfig, parse_ablations
 from clarity_hf.evaluation.figures import HEADER_HEIGHT, LABEL_WIDTH
+from clarity_hf.evaluation.report import verdict, verdict_markdown
 
 
 def entry(auroc, iou):
@@ -236,3 +237,9 @@ def test_evaluate_script_writes_a_report_folder(tmp_path, capsys):
 
     assert run_command("evaluate", argv[:-2] + ["--split", "nope", "--output-dir", str(out)]) == 2
     assert "has no split 'nope'" in capsys.readouterr().err
+    # a model naming the classes in another order than the data is refused before any prediction
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"]["0"], config["id2label"]["1"] = config["id2label"]["1"], config["id2label"]["0"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert run_command("evaluate", argv[:-2] + ["--output-dir", str(tmp_path / "refused")]) == 2
+    assert "the data has labels" in capsys.readouterr().err and not (tmp_path / "refused").exists()

@@ -34,40 +34,36 @@ import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import AutoModelForImageClassification
 
-from ..baselines import PlainViTForMultiLabelClassification, plain_vit_config, teacher_stages
+from ..baselines import PlainViTForMultiLabelClassification, plain_vit_config
 from ..configuration_clarity import ClarityConfig
 from ..data.chestxray14 import build_chestxray14
 from ..data.features import get_label_names, get_metadata
 from ..data.synthetic import build_synthetic_cxr
 from ..evaluation.ablation import ablation_markdown, aggregate_ablation, entry_metrics
-from ..evaluation.classification import youden_thresholds
-from ..evaluation.report import build_report, evaluation_metadata, map_text
-from ..evaluation.run import (
-    evaluate_predictions,
-    heatmap_methods,
-    load_model_for_evaluation,
-    logits_methods,
-    predict_split,
-    reported_thresholds,
-    save_claims_figure,
-    save_figure,
-    write_evaluation,
+from ..evaluation.models import evaluate_models
+from ..evaluation.report import (
+    STUDENT_NAME,
+    build_report,
+    evaluation_metadata,
+    format_number,
+    overview_markdown,
+    verdict,
+    verdict_markdown,
 )
-from ..evaluation.selection import select_stages
-from ..evaluation.tables import markdown_table
+from ..evaluation.run import reported_thresholds, write_evaluation
 from ..hub import save_for_hub
 from ..training import ClarityTrainingConfig, train
 from ..training.models import build_model
 from ..training.teacher_cache import add_teacher_logits
 
-__all__ = ["ABLATIONS", "DemoConfig", "DemoResult", "run_demo", "parse_ablations", "verdict"]
+__all__ = ["ABLATIONS", "DemoConfig", "DemoResult", "run_demo", "parse_ablations"]
 
 # One switch per CLARiTy component: name -> (row label, ClarityConfig overrides).
 ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -77,10 +73,6 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "attention_pooling": ("w/o attention pooling", {"use_attention_pooling": False}),
     "distillation": ("w/o distillation", {"distillation_loss_weight": 0.0}),
 }
-STUDENT_NAME = "CLARiTy"
-BASELINE_NAMES = ("teacher Grad-CAM", "teacher CAM", "plain ViT (CLS attention)")
-VERDICT_IOU = (0.3, 0.5)
-VERDICT_AUROC = 0.9
 # The weight of the distillation loss of every distilled student: the paper configuration's (ClarityConfig's
 # default); the ablation "w/o distillation" sets it to 0.
 DISTILLATION_WEIGHT = ClarityConfig().distillation_loss_weight
@@ -267,87 +259,6 @@ def _train(training_config, datasets, model=None) -> Path:
             f"training in {training_config.output_dir} produced no model (no validation AUROC)"
         )
     return Path(result.best_model_dir)
-
-
-# ----------------------------------------------------------------------------------------------------------- report
-def _macro_at(entry: dict, threshold: float) -> float:
-    localization = entry.get("localization") or {}
-    result = localization.get("eval") if "eval" in localization else localization
-    if not result:
-        return float("nan")
-    table = result["iou"]
-    for t, value in zip(table["thresholds"], table["macro"]):
-        if math.isclose(t, threshold):
-            return float(value) if value is not None else float("nan")
-    return float("nan")
-
-
-def _mean_loc(entry: dict) -> float:
-    localization = entry.get("localization") or {}
-    result = localization.get("eval") if "eval" in localization else localization
-    values = [v for v in (result or {}).get("iou", {}).get("macro", []) if v is not None and np.isfinite(v)]
-    return float(np.mean(values)) if values else float("nan")
-
-
-def _auroc(entry: dict) -> float:
-    classification = entry.get("classification") or {}
-    value = classification.get("mean_auroc")
-    return float(value) if value is not None else float("nan")
-
-
-def verdict(entries: dict, student: str = STUDENT_NAME, baselines: Sequence[str] = BASELINE_NAMES) -> dict:
-    """The demo's verdict, computed from the numbers: mean AUROC >= 0.9 and better localization than every
-    baseline at T(IoU) 0.3 and 0.5."""
-    clarity = entries[student]
-    checks = []
-    auroc = _auroc(clarity)
-    checks.append(
-        {
-            "check": f"{student} mean AUROC >= {VERDICT_AUROC}",
-            "value": auroc,
-            "passed": bool(auroc >= VERDICT_AUROC),
-        }
-    )
-    for name in baselines:
-        if name not in entries:
-            continue
-        for t in VERDICT_IOU:
-            ours, theirs = _macro_at(clarity, t), _macro_at(entries[name], t)
-            checks.append(
-                {
-                    "check": f"{student} > {name} at T(IoU)={t:g}",
-                    "value": ours,
-                    "baseline": theirs,
-                    "passed": bool(ours > theirs),
-                }
-            )
-    return {"passed": all(c["passed"] for c in checks), "checks": checks}
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
-
-
-def verdict_markdown(result: dict, data: str) -> str:
-    lines = [
-        "## Verdict (computed from the numbers above)",
-        "",
-        f"The student must reach a mean AUROC of at least {VERDICT_AUROC} and localize better than every baseline "
-        f"at T(IoU) = {' and '.join(f'{t:g}' for t in VERDICT_IOU)}.",
-        "",
-    ]
-    if result["passed"]:
-        lines.append(f"**Met** on {data}: every check below passes.")
-    else:
-        failed = [c["check"] for c in result["checks"] if not c["passed"]]
-        lines.append(
-            f"**NOT met** on {data}: {len(failed)} of {len(result['checks'])} checks fail ({'; '.join(failed)})."
-        )
-    rows = [
-        [c["check"], _fmt(c["value"]), _fmt(c.get("baseline")), "pass" if c["passed"] else "FAIL"]
-        for c in result["checks"]
-    ]
-    return "\n".join(lines + ["", markdown_table(["check", "CLARiTy", "baseline", "result"], rows)])
 
 
 # ----------------------------------------------------------------------------------------------------------- reload
@@ -570,136 +481,75 @@ FIGURES = (
     ("teacher Grad-CAM", "teacher_gradcam"),
     ("plain ViT (CLS attention)", "plain_vit"),
 )
-# The method whose logits give each figure method's operating thresholds on validation (CAM shares the teacher's
-# logits with Grad-CAM and costs one forward pass).
-LOGITS_OF = {"teacher Grad-CAM": "teacher CAM"}
 
 
 def _ablation_name(key: str, seed: int) -> str:
     return f"ablation {key} (seed {seed})"
 
 
+def _notes(config: DemoConfig, map_info: dict) -> dict[str, str]:
+    """Each report row's note; the teacher's Grad-CAM says which stage was chosen and why."""
+    stage_choice = map_info["teacher Grad-CAM"]["stage_selection"]
+    stage_text = ", ".join(
+        f"stage {s} ({c['grid']}): {format_number(c['tune_objective'])}"
+        for s, c in stage_choice["candidates"].items()
+    )
+    return {
+        STUDENT_NAME: f"tiny CLARiTy student ({config.preset}), distilled from the teacher, {config.student_steps} steps",
+        "teacher Grad-CAM": f"ConvNeXtV2 teacher, Grad-CAM on stage {stage_choice['stage']} of "
+        f"0-{map_info['teacher CAM']['stage']} ({stage_choice['grid']}), chosen with the threshold on the tune half "
+        f"by the tuned localization objective ({stage_text}); logits: the teacher's",
+        **NOTES,
+    }
+
+
 def step_evaluate(
     config: DemoConfig, data: DemoData, trained: TrainedModels, figures_dir: Path
 ) -> Evaluation:
-    """Every model and heatmap method on the test split with the same code (AUROC on every image; localization
-    threshold tuned on the `tune` half of the boxed images, reported on the `eval` half; the teacher's Grad-CAM read
-    from the stage that localises best on the `tune` half), the operating thresholds on validation, and the
-    figures."""
+    """Every model and heatmap method on the test split with the same code (`evaluate_models`: AUROC on every
+    image; localization threshold tuned on the `tune` half of the boxed images, reported on the `eval` half; the
+    teacher's Grad-CAM read from the stage that localises best on the `tune` half), the operating thresholds on
+    validation, and the figures."""
     test = data.datasets["test"]
     _log(f"evaluating on the test split ({len(test)} images)")
-    student, processor, _ = load_model_for_evaluation(trained.student_dir)
-    teacher, _, teacher_kind = load_model_for_evaluation(trained.teacher_dir)
-    vit, _, vit_kind = load_model_for_evaluation(trained.plain_vit_dir)
-    methods = {
-        **heatmap_methods(student, "clarity", STUDENT_NAME),
-        **heatmap_methods(teacher, teacher_kind, gradcam_stages=True),
-        **heatmap_methods(vit, vit_kind),
+    ablations = {
+        _ablation_name(key, seed): folder
+        for key, folders in trained.ablation_dirs.items()
+        for seed, folder in folders.items()
+        if folder != trained.student_dir
     }
-    ablation_methods = {}
-    for key, folders in trained.ablation_dirs.items():
-        for seed, folder in folders.items():
-            if folder != trained.student_dir:
-                model = load_model_for_evaluation(folder)[0]
-                ablation_methods.update(heatmap_methods(model, "clarity", _ablation_name(key, seed)))
-    predictions = predict_split(
-        {**methods, **ablation_methods},
+    result = evaluate_models(
+        [(STUDENT_NAME, trained.student_dir), (None, trained.teacher_dir), (None, trained.plain_vit_dir)]
+        + list(ablations.items()),
         test,
-        processor,
+        data.label_names,
         batch_size=64,
-        logits_only=logits_methods(teacher, teacher_kind),  # Grad-CAM only where boxes are
+        per_class_thresholds=config.per_class_thresholds,
+        n_bootstrap=config.n_bootstrap,
+        notes=partial(_notes, config),
+        figures_dir=figures_dir,
+        figure_stems=dict(FIGURES),
+        figure_images=config.figure_images,
+        operating_split=data.datasets["validation"],
     )
-    student_grid = tuple(predictions[STUDENT_NAME].heatmaps.shape[-2:])
-    predictions, map_info = select_stages(
-        predictions, data.label_names, reference_grid=student_grid, per_class=config.per_class_thresholds
-    )
-    stage_choice = map_info["teacher Grad-CAM"]["stage_selection"]
-    last_stage = len(teacher_stages(teacher)) - 1
-    stage_text = ", ".join(
-        f"stage {s} ({c['grid']}): {_fmt(c['tune_objective'])}" for s, c in stage_choice["candidates"].items()
-    )
-    notes = {
-        STUDENT_NAME: f"tiny CLARiTy student ({config.preset}), distilled from the teacher, {config.student_steps} steps",
-        "teacher Grad-CAM": f"ConvNeXtV2 teacher, Grad-CAM on stage {stage_choice['stage']} of 0-{last_stage} "
-        f"({stage_choice['grid']}), chosen with the threshold on the tune half by the tuned localization objective "
-        f"({stage_text}); logits: the teacher's",
-        **NOTES,
-    }
-    map_info["teacher CAM"] = {"stage": last_stage}
-    evaluated = {
-        name: evaluate_predictions(
-            pred,
-            data.label_names,
-            per_class_thresholds=config.per_class_thresholds,
-            n_bootstrap=config.n_bootstrap,
-            notes=notes.get(name, ""),
-            map_info=map_info.get(name),
-        )
-        for name, pred in predictions.items()
-    }
-    entries = {name: entry for name, entry in evaluated.items() if name not in ablation_methods}
     # Ablation students enter the report only through their aggregate over seeds, not as rows of their own.
     ablation_entries = {
         key: {
-            seed: evaluated[STUDENT_NAME if folder == trained.student_dir else _ablation_name(key, seed)]
+            seed: result.entries[STUDENT_NAME if folder == trained.student_dir else _ablation_name(key, seed)]
             for seed, folder in folders.items()
         }
         for key, folders in trained.ablation_dirs.items()
     }
-
-    # Operating thresholds per class at the Youden point of the validation split, for the prediction figures. Only
-    # logits are needed there: a method whose logits another one gives (Grad-CAM's backward passes) is not run.
-    figure_methods = {name for name, _ in FIGURES}
-    logits_names = (figure_methods - set(LOGITS_OF)) | set(LOGITS_OF.values())
-    validation_methods = {name: method for name, method in methods.items() if name in logits_names}
-    validation = predict_split(validation_methods, data.datasets["validation"], processor, batch_size=64)
-    operating_thresholds = {
-        name: youden_thresholds(
-            _sigmoid(validation[LOGITS_OF.get(name, name)].logits),
-            validation[LOGITS_OF.get(name, name)].labels,
-            data.label_names,
-        )
-        for name in figure_methods
-    }
-    figures = []
-    for name, stem in FIGURES:
-        for path in (
-            save_claims_figure(
-                figures_dir / f"predictions_{stem}.png",
-                test,
-                predictions[name],
-                data.label_names,
-                operating_thresholds[name],
-                threshold=reported_thresholds(entries[name]),
-                max_images=config.figure_images,
-                method=name,
-            ),
-            save_figure(
-                figures_dir / f"overlays_{stem}.png",
-                test,
-                predictions[name],
-                data.label_names,
-                threshold=reported_thresholds(entries[name]),
-                max_images=config.figure_images,
-            ),
-        ):
-            if path is not None:
-                figures.append(path)
-    predictions = {name: pred for name, pred in predictions.items() if name not in ablation_methods}
     return Evaluation(
-        entries,
-        predictions,
-        student,
-        processor,
+        {name: entry for name, entry in result.entries.items() if name not in ablations},
+        {name: pred for name, pred in result.predictions.items() if name not in ablations},
+        result.models[STUDENT_NAME],
+        result.processor,
         ablation_entries,
-        figures,
-        stage_choice,
-        operating_thresholds,
+        [path for _, path in result.figures],
+        result.map_info["teacher Grad-CAM"]["stage_selection"],
+        result.operating_thresholds,
     )
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
 def _evaluation_metadata(config: DemoConfig, data: DemoData, evaluation: Evaluation) -> dict:
@@ -794,78 +644,6 @@ def _ablation_rows(config: DemoConfig, evaluation: Evaluation) -> list[dict]:
     return aggregate_ablation(runs, "full CLARiTy", switches=switches)
 
 
-def overview_markdown(
-    config: DemoConfig, data: DemoData, evaluation: Evaluation, check: dict, ablation_rows: list[dict]
-) -> str:
-    """The one-page summary at the top of the report: what was compared, on what data and grid, what the numbers
-    say and what they do not."""
-    entries = evaluation.entries
-    synthetic = not config.data_dir
-    methods = [f"{name} (map grid {map_text(entry.get('map'))})" for name, entry in entries.items()]
-    ours = entries[STUDENT_NAME]
-    best = max(
-        (name for name in BASELINE_NAMES if name in entries),
-        key=lambda name: _mean_loc(entries[name]),
-        default=None,
-    )
-    lines = [
-        "## In short",
-        "",
-        f"**Compared.** {'; '.join(methods)}. Every method is evaluated by the same code on the same test split: "
-        "mean AUROC over every test image (95% bootstrap interval), and box localization on the boxed test images "
-        f"(heatmap threshold {'per class' if config.per_class_thresholds else 'one for all classes'} for every "
-        "method alike, tuned on the `tune` half and reported on the `eval` half). The teacher's Grad-CAM is read from the encoder stage that localises best on the `tune` "
-        f"half (chosen: stage {evaluation.stage_choice['stage']}, {evaluation.stage_choice['grid']}); CAM exists on "
-        "the teacher's last stage only. The plain ViT has CLARiTy's backbone and patch grid.",
-        "",
-        f"**Data.** {data.source}; the models see {config.image_size} px inputs. Schedule: teacher {config.teacher_steps}, "
-        f"student {config.student_steps}, plain ViT {config.baseline_steps} optimizer steps.",
-        "",
-        f"**What the numbers say.** {STUDENT_NAME}: mean AUROC {_fmt(_auroc(ours))}, localization accuracy at "
-        f"T(IoU) 0.3 / 0.5 of {_fmt(_macro_at(ours, 0.3))} / {_fmt(_macro_at(ours, 0.5))} "
-        f"(mean over T(IoU) 0.1-0.7: {_fmt(_mean_loc(ours))}).",
-    ]
-    if best is not None:
-        lines[-1] += (
-            f" The best-localising baseline, {best}, reaches {_fmt(_macro_at(entries[best], 0.3))} / "
-            f"{_fmt(_macro_at(entries[best], 0.5))} (mean {_fmt(_mean_loc(entries[best]))})."
-        )
-    lines[-1] += f" Verdict: {'met' if check['passed'] else 'not met'} (checks below)."
-    if ablation_rows:
-        flagged = [
-            f"{row['variant']} ({key})"
-            for row in ablation_rows[1:]
-            for key, stats in row["metrics"].items()
-            if stats.get("flagged")
-        ]
-        lines += [
-            "",
-            f"**Ablations** ({len(ablation_rows) - 1} switched-off component(s), seeds {', '.join(map(str, config.ablation_seeds))}, "
-            f"{config.ablation_steps} steps each): differences beyond both the seed spread and the bootstrap "
-            f"interval: {'; '.join(flagged) if flagged else 'none'}.",
-        ]
-    else:
-        lines += [
-            "",
-            "**Ablations** were not run (`--ablations all` adds them, two seeds per variant by default).",
-        ]
-    caveat = (
-        "the images are synthetic chest X-rays with drawn lesions, small and easy, not NIH ChestX-ray14; "
-        if synthetic
-        else ""
-    )
-    lines += [
-        "",
-        f"**What they do not say.** This is not the paper's setting: {caveat}the models are tiny and trained for "
-        f"minutes at {config.image_size} px (the paper: ViT-S/16 at 512 px, a 32 x 32 patch grid, against a "
-        "ConvNeXtV2-B teacher with a 16 x 16 last stage). The numbers show that the pipeline, the metrics and the "
-        "comparison work end to end, and how the methods rank on this data; they are not evidence about accuracy "
-        "on real radiographs, and intervals reflect the test images only, not training variation (seeds) except "
-        "in the ablation table.",
-    ]
-    return "\n".join(lines)
-
-
 def step_verdict(
     config: DemoConfig,
     data: DemoData,
@@ -915,7 +693,23 @@ def step_verdict(
         metadata=metadata,
         title="clarity-demo: CLARiTy vs baselines on the same data",
         extra_markdown="\n\n".join(sections),
-        overview=overview_markdown(config, data, evaluation, check, ablation_rows),
+        overview=overview_markdown(
+            evaluation.entries,
+            check,
+            evaluation.stage_choice,
+            data_source=data.source,
+            image_size=config.image_size,
+            schedule={
+                "teacher": config.teacher_steps,
+                "student": config.student_steps,
+                "plain ViT": config.baseline_steps,
+            },
+            per_class_thresholds=config.per_class_thresholds,
+            synthetic=not config.data_dir,
+            ablation_rows=ablation_rows,
+            ablation_seeds=config.ablation_seeds,
+            ablation_steps=config.ablation_steps,
+        ),
         extra_json={
             "verdict": check,
             "ablation": ablation_rows,

@@ -9,12 +9,18 @@ Each `--model` is a folder (`NAME=DIR` names its rows): a CLARiTy model gives on
 (Grad-CAM and CAM), a plain-ViT baseline one (CLS attention). AUROC on every image of the split; localization tuned on
 `box_split == "tune"`, reported on `"eval"`; a teacher's Grad-CAM is read from the stage that localises best on the
 tune half (ties: the grid closest to the first CLARiTy model's), and each row states its map grid and stage. The
-logic is `clarity_hf.evaluation.run` and `clarity_hf.evaluation.selection`.
+logic is `clarity_hf.evaluation.models.evaluate_models` (shared with the demo).
+
+Sharded over processes (one per GPU, or gloo CPU processes): `torchrun --nproc_per_node N -m clarity_hf evaluate ...`
+or `accelerate launch --multi_gpu --num_processes N -m clarity_hf evaluate ...`. Each process runs the models on its
+share of the split's batches; the predictions are gathered in the split's order, and only the main process computes
+the metrics and writes the report (the same numbers as one process). `--device cuda` is each process's own GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -23,18 +29,10 @@ from datasets import DatasetDict
 from ..data.features import get_label_names, get_metadata
 from ..data.sources import load_training_data
 from ..data.synthetic import build_synthetic_cxr
+from ..distributed import close_processes, process_state
+from ..evaluation.models import LabelMismatchError, evaluate_models
 from ..evaluation.report import evaluation_metadata
-from ..evaluation.run import (
-    evaluate_predictions,
-    heatmap_methods,
-    load_model_for_evaluation,
-    logits_methods,
-    predict_split,
-    reported_thresholds,
-    save_figure,
-    write_evaluation,
-)
-from ..evaluation.selection import select_stages
+from ..evaluation.run import write_evaluation
 from .errors import CommandError, check_device
 
 
@@ -72,15 +70,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     check_device(args.device)
+    state = process_state()
+    device = state.device if state is not None and args.device == "cuda" else args.device
     if args.synthetic:
         datasets = build_synthetic_cxr(
             0, 0, args.synthetic_num_test, image_size=args.synthetic_image_size, seed=args.synthetic_seed
         )
         source = f"synthetic CXR benchmark (seed {args.synthetic_seed}, {args.synthetic_image_size} px)"
     else:
-        datasets = load_training_data(
-            args.dataset, validation_fraction=args.validation_fraction, seed=args.seed
-        )
+        # the main process first: whatever the loader caches is written once, then read by the others
+        with state.main_process_first() if state is not None else contextlib.nullcontext():
+            datasets = load_training_data(
+                args.dataset, validation_fraction=args.validation_fraction, seed=args.seed
+            )
         source = args.dataset
     if isinstance(datasets, DatasetDict):
         if args.split not in datasets:
@@ -93,60 +95,36 @@ def main(argv=None) -> int:
     except ValueError:
         label_names = None
 
-    methods, logits_only, processor, clarity_names = {}, {}, None, []
-    for spec in args.model:
-        name, _, folder = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        model, model_processor, kind = load_model_for_evaluation(folder)
-        model.to(args.device)
-        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        if label_names is not None and names != label_names:
-            raise CommandError(f"{folder} predicts {names}, the data has labels {label_names}")
-        label_names = names
-        processor = processor or model_processor
-        model_methods = heatmap_methods(model, kind, name or None, gradcam_stages=kind == "convnextv2")
-        if kind == "clarity":
-            clarity_names.extend(model_methods)
-        methods.update(model_methods)
-        logits_only.update(logits_methods(model, kind, name or None))
-    # Grad-CAM's backward passes run on the boxed rows only (the rows localization reads).
-    predictions = predict_split(
-        methods, split, processor, batch_size=args.batch_size, device=args.device, logits_only=logits_only
-    )
-    reference_grid = tuple(predictions[clarity_names[0]].heatmaps.shape[-2:]) if clarity_names else None
-    predictions, map_info = select_stages(
-        predictions, label_names, reference_grid=reference_grid, per_class=args.per_class_thresholds
-    )
-    entries = {
-        name: evaluate_predictions(
-            pred,
+    specs = [spec.rpartition("=")[::2] if "=" in spec else ("", spec) for spec in args.model]
+    out = Path(args.output_dir)
+    try:
+        result = evaluate_models(
+            [(name or None, folder) for name, folder in specs],
+            split,
             label_names,
+            batch_size=args.batch_size,
+            device=device,
             per_class_thresholds=args.per_class_thresholds,
             n_bootstrap=args.n_bootstrap,
-            map_info=map_info.get(name),
+            figures_dir=out / "figures",
+            state=state,
         )
-        for name, pred in predictions.items()
-    }
-    out = Path(args.output_dir)
-    figures = []
-    for index, (name, pred) in enumerate(predictions.items()):
-        path = save_figure(
-            out / "figures" / f"overlays_{index:02d}.png",
-            split,
-            pred,
-            label_names,
-            reported_thresholds(entries[name]),
-        )
-        if path is not None:
-            figures.append(f"{name}: {path}")
+    except LabelMismatchError as err:
+        raise CommandError(str(err)) from err
+    if state is not None and not state.is_main_process:  # the main process alone writes
+        close_processes(state)
+        return 0
+    figures = [f"{name}: {path}" for name, path in result.figures]
+    reference_grid = result.reference_grid
     paths = write_evaluation(
         out,
-        entries,
+        result.entries,
         metadata={
             "evaluation": evaluation_metadata(
                 get_metadata(split).get("source") or source,
                 args.split,
                 len(split),
-                label_names,
+                result.label_names,
                 map_grid=" x ".join(map(str, reference_grid)) if reference_grid else None,
                 dataset_id=None if args.synthetic else source,
                 synthetic=args.synthetic,
@@ -156,14 +134,13 @@ def main(argv=None) -> int:
         },
         extra_markdown="## Figures\n\n" + "\n".join(f"- {f}" for f in figures) if figures else "",
     )
-    print(
-        json.dumps(
-            {
-                "report_json": str(paths["json"]),
-                "report_markdown": str(paths["markdown"]),
-                "figures": figures,
-            },
-            indent=2,
-        )
-    )
+    summary = {
+        "report_json": str(paths["json"]),
+        "report_markdown": str(paths["markdown"]),
+        "figures": figures,
+    }
+    if state is not None:
+        summary["processes"] = state.num_processes
+    print(json.dumps(summary, indent=2))
+    close_processes(state)
     return 0

@@ -28,6 +28,7 @@ __all__ = [
     "auroc_per_class",
     "bootstrap_auroc",
     "compute_auroc",
+    "sigmoid",
     "youden_thresholds",
 ]
 
@@ -207,6 +208,11 @@ def compute_auroc(
         seed=int(seed),
         confidence=float(confidence),
     )
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Probabilities of logits, in float64."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
 
 
 def youden_thresholds(

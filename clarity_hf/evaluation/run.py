@@ -44,7 +44,7 @@ from ..data.transforms import build_processor
 from ..hub.loading import load_model_strictly
 from ..image_processing_clarity import ClarityImageProcessor
 from ..modeling_clarity import ClarityForMultiLabelLocalization
-from .classification import compute_auroc
+from .classification import compute_auroc, sigmoid
 from .figures import save_overlay_grid, save_prediction_figure
 from .localization import LABEL_ALIASES, LocalizationEvaluator
 from .report import ModelEntry, jsonable, write_report
@@ -289,9 +289,17 @@ def predict_split(
     batch_size: int = 32,
     device: str | torch.device = "cpu",
     logits_only: Mapping[str, LogitsMethod] | None = None,
+    state=None,
 ) -> dict[str, SplitPredictions]:
     """Run every method over every row of `dataset` (one decode and preprocessing per batch, shared by the
     methods). Returns method name -> predictions.
+
+    With `state` (Accelerate's `PartialState` of a job launched as several processes, see
+    `clarity_hf.distributed.process_state`), each process runs a contiguous share of the batches (the batches of one
+    process, so each row meets the same batch neighbours) and every process returns the predictions of every row,
+    in the split's order; the rows that wait for the teacher's stage choice are shared the same way when
+    [`clarity_hf.evaluation.selection.select_stages`] runs on every process. Figures' further maps are computed by
+    the process that asks for them.
 
     A method named in `logits_only` ([`logits_methods`]) gets its heatmaps only where they are read: on the rows
     with ground-truth boxes (localization and figures read nothing else); the other rows get their logits from the
@@ -373,7 +381,11 @@ def predict_split(
         if len(mapped):
             record(name, mapped, *timed(method, pixel_values[torch.as_tensor(mapped - start)], **kwargs))
 
-    for start in range(0, n, batch_size):
+    starts = list(range(0, n, batch_size))
+    if state is not None:
+        with state.split_between_processes(starts) as mine:
+            starts = mine
+    for start in starts:
         stop = min(start + batch_size, n)
         batch_images = images[start:stop]["image"]
         pixel_values = processor(images=batch_images, return_tensors="pt")["pixel_values"].to(device)
@@ -397,6 +409,11 @@ def predict_split(
                 for row, value in zip(others, values.detach().float().cpu().numpy()):
                     stand_in.setdefault(name, {})[int(row)] = value
             run(name, method, mapped, pixel_values, start)
+    shapes = {}
+    if state is not None:
+        logits, heatmaps, seconds, method_of, stand_in, stand_in_seconds, shapes = _gather_shards(
+            logits, heatmaps, seconds, method_of, stand_in, stand_in_seconds
+        )
     for key, name in method_of.items():
         if name in stand_in:  # the rows without boxes: stand-in logits, no maps (NaN below)
             logits[key].update(stand_in[name])
@@ -410,7 +427,7 @@ def predict_split(
     for key in logits:
         # Rows without maps (NaN: nothing reads them) or without any output yet (waiting for the stage choice).
         width = next(iter(logits[key].values())).shape
-        shape = next(iter(heatmaps[key].values())).shape
+        shape = shapes.get(key) or next(iter(heatmaps[key].values())).shape
         result[key] = SplitPredictions(
             logits=np.stack([logits[key].get(row, np.full(width, np.nan, np.float32)) for row in range(n)]),
             heatmaps=np.stack(
@@ -424,9 +441,93 @@ def predict_split(
             seconds=seconds[key],
         )
     loader = partial(_explain_rows, images=images, processor=processor, batch_size=batch_size, device=device)
+    pending = loader if state is None else partial(_explain_shared, state=state, explain_rows=loader)
     for name, method in teachers.items():
-        _attach_teacher_completion(method, plans[name], result, loader)
+        _attach_teacher_completion(method, plans[name], result, loader, explain_pending=pending)
     return result
+
+
+def _gather_shards(logits, heatmaps, seconds, method_of, stand_in, stand_in_seconds):
+    """Every process's outputs of [`predict_split`] merged on every process: row -> array tables joined, seconds
+    summed (the compute time of all processes), and each output's map shape.
+
+    `gather_object` rather than `gather_for_metrics` on tensors: each process holds a different number of rows per
+    output (the teacher's Grad-CAM maps only on boxed rows, the rows waiting for the stage choice on none), a
+    process may hold no row of an output at all, and the row indices travel with the values. A map that is NaN
+    throughout (not computed: nothing reads it) does not travel; the merged predictions fill it in as NaN, as
+    one process does."""
+    from accelerate.utils import gather_object
+
+    shards = gather_object(
+        [
+            {
+                "rows": {
+                    "logits": logits,
+                    "heatmaps": {
+                        key: {row: m for row, m in maps.items() if not np.isnan(m).all()}
+                        for key, maps in heatmaps.items()
+                    },
+                    "stand_in": stand_in,
+                },
+                "seconds": {"seconds": seconds, "stand_in_seconds": stand_in_seconds},
+                "method_of": method_of,
+                "shapes": {key: next(iter(maps.values())).shape for key, maps in heatmaps.items() if maps},
+            }
+        ]
+    )
+    rows = {"logits": {}, "heatmaps": {}, "stand_in": {}}
+    sums = {"seconds": {}, "stand_in_seconds": {}}
+    method_of, shapes = {}, {}
+    for shard in shards:
+        for table, part in shard["rows"].items():
+            for key, values in part.items():
+                rows[table].setdefault(key, {}).update(values)
+        for table, part in shard["seconds"].items():
+            for key, value in part.items():
+                sums[table][key] = sums[table].get(key, 0.0) + value
+        method_of.update(shard["method_of"])
+        shapes.update(shard["shapes"])
+    return (
+        rows["logits"],
+        rows["heatmaps"],
+        sums["seconds"],
+        method_of,
+        rows["stand_in"],
+        sums["stand_in_seconds"],
+        shapes,
+    )
+
+
+def _explain_shared(
+    method: TeacherGradCAM,
+    rows: np.ndarray,
+    read: np.ndarray | None,
+    stages: Sequence[int],
+    cam: bool,
+    state,
+    explain_rows: Callable[..., dict[str, BaselineOutput]],
+) -> dict[str, BaselineOutput]:
+    """`explain_rows` on `rows` shared between the processes of `state` (a contiguous share each, every image
+    explained on its own), the outputs of all rows on every process, in the order of `rows`."""
+    from accelerate.utils import gather_object
+
+    with state.split_between_processes(list(range(len(rows)))) as mine:
+        part = slice(mine[0], mine[-1] + 1) if mine else slice(0, 0)
+    outputs = {}
+    if part.stop > part.start:
+        found = explain_rows(method, rows[part], None if read is None else read[part], stages, cam)
+        outputs = {
+            key: (value.logits.detach().float().cpu().numpy(), value.heatmaps.detach().float().cpu().numpy())
+            for key, value in found.items()
+        }
+    shards = [shard for shard in gather_object([outputs]) if shard]
+    return {
+        key: BaselineOutput(
+            logits=torch.from_numpy(np.concatenate([shard[key][0] for shard in shards])),
+            heatmaps=torch.from_numpy(np.concatenate([shard[key][1] for shard in shards])),
+        )
+        for key in shards[0]
+    }
 
 
 def _read_classes(
@@ -526,10 +627,11 @@ def _attach_teacher_completion(
     plan: Mapping[str, Any],
     predictions: dict[str, SplitPredictions],
     explain_rows: Callable[..., dict[str, BaselineOutput]],
+    explain_pending: Callable[..., dict[str, BaselineOutput]] | None = None,
 ) -> None:
     """Give a teacher's restricted outputs what completes them: `extra["pending"]` (stage -> None: the rows that waited
-    for the stage choice, on that stage, with CAM) and, per stage, `extra["fill"]` (rows, (len(rows), C) bool -> None:
-    further maps a figure shows)."""
+    for the stage choice, on that stage, with CAM, by `explain_pending`, default `explain_rows`) and, per stage,
+    `extra["fill"]` (rows, (len(rows), C) bool -> None: further maps a figure shows)."""
     import time
 
     if plan["read"] is None:
@@ -540,7 +642,9 @@ def _attach_teacher_completion(
 
     def complete(stage: int) -> None:
         began = time.perf_counter()
-        outputs = explain_rows(method, deferred, plan["read"][deferred], [stage], cam_name is not None)
+        outputs = (explain_pending or explain_rows)(
+            method, deferred, plan["read"][deferred], [stage], cam_name is not None
+        )
         elapsed = time.perf_counter() - began
         for key, value in outputs.items():
             target = predictions[key]
@@ -716,7 +820,7 @@ def save_claims_figure(
     if not rows:
         return None
     boxed = [name for name in NIH_BOXED_PATHOLOGIES if name in class_names]
-    probabilities = 1.0 / (1.0 + np.exp(-predictions.logits.astype(np.float64)))
+    probabilities = sigmoid(predictions.logits)
     # The figure reads the maps of the claimed classes (probability at or above the operating threshold).
     claimed = np.zeros((len(rows), len(class_names)), dtype=bool)
     for name in boxed:

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..distributed import process_state
 from ..files import (
     UnusableFileError,
     atomic_write_bytes,
@@ -410,19 +411,6 @@ def _check_setup(predictor: _Predictor, options: ArchiveOptions) -> None:
         ) from err
 
 
-def _process_state():
-    """Accelerate's `PartialState` when launched as several processes (`accelerate launch`, `torchrun`), else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import PartialState
-
-    # gloo over CPU processes where there is no GPU (torchrun, or `accelerate launch --multi_gpu` on a CPU host:
-    # accelerate's own `--cpu` launches a single process unless given an mpirun hostfile)
-    return PartialState(
-        cpu=not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
-    )
-
-
 def _agree(state, outcome):
     """Every process's `outcome` (a value, or the exception it raised), in process order; raises the first
     exception any process had, on every process, so that none waits for a process that stopped."""
@@ -464,7 +452,7 @@ def run_archive(
     write them. A rerun with any number of processes resumes from the tables and parts."""
     start = time.perf_counter()
     options.validate()
-    state = _process_state()
+    state = process_state()
     processes, rank = (1, 0) if state is None else (state.num_processes, state.process_index)
     is_main = rank == 0
     if state is not None and options.device in (None, "", "auto"):

@@ -167,11 +167,9 @@ def _predict_archive(args) -> int:
     if summary.extra.get("process", 0) == 0:  # one summary (the main process's) for a sharded run
         print(summary_json(summary))
     if summary.extra.get("processes", 1) > 1:
-        # a process that exits with its gloo group still up can abort in the group's threads
-        import torch.distributed
+        from ..distributed import close_processes, process_state
 
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        close_processes(process_state())
     return 0
 
 
