@@ -449,9 +449,8 @@ def load_cache(output_dir: str | os.PathLike, splits: Sequence[str] | None = Non
             )
         data_files[split] = files
     loaded = load_dataset("parquet", data_files=data_files)
-    for split in loaded:
-        attach_metadata(loaded[split], info["metadata"])
-    return loaded
+    # A cache written before the label names were features gets its `findings` column here.
+    return DatasetDict({split: attach_metadata(part, info["metadata"]) for split, part in loaded.items()})
 
 
 def load_dataset_folder(folder: str | os.PathLike) -> DatasetDict | Dataset:
