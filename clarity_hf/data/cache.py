@@ -458,7 +458,16 @@ def load_dataset_folder(folder: str | os.PathLike) -> DatasetDict | Dataset:
     `save_to_disk` folder."""
     if (Path(folder) / CACHE_INFO).is_file():
         return load_cache(folder)
-    return load_from_disk(str(folder))
+    loaded = load_from_disk(str(folder))
+    # A folder saved before the label names were features gets its `findings` now, while adding a column is cheap
+    # (on a selection of rows, such as a patient split, `add_column` first copies the whole table).
+    if get_metadata(loaded).get("label_names") is None:
+        return loaded
+    if isinstance(loaded, DatasetDict):
+        return DatasetDict(
+            {name: attach_metadata(split, get_metadata(split)) for name, split in loaded.items()}
+        )
+    return attach_metadata(loaded, get_metadata(loaded))
 
 
 def cached_pixels(dataset: Dataset, index: int) -> np.ndarray:
