@@ -11,7 +11,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
 
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
-from clarity_hf.data.cache import build_cache, load_cache
+from clarity_hf.data.cache import build_cache, source_fingerprint
 from clarity_hf.data.features import (
     METADATA_KEY,
     attach_metadata,
@@ -89,14 +89,18 @@ def test_data_with_names_only_in_the_description_still_loads(synthetic, tmp_path
         assert split["findings"] == _positives(split) and len(split) < len(old)
 
 
-def test_a_cache_written_before_the_names_were_features_still_loads(synthetic, tmp_path):
+def test_a_cache_written_before_the_names_were_features_still_loads_and_resumes(synthetic, tmp_path):
+    """The shards hold no `findings` (derived, written back by `load_cache` from the manifest's names), and the
+    source fingerprint leaves it out: a cache built from the same data before the names were features has the same
+    shards and parameters, so it loads and resumes."""
+    old_source = DatasetDict({name: _old_style(split) for name, split in synthetic.items()})
+    assert source_fingerprint(old_source) == source_fingerprint(synthetic)
     cache = tmp_path / "cache"
-    build_cache(synthetic, cache, image_size=16, num_proc=1, shard_size=8, progress=False)
-    assert get_label_names(load_cache(cache)) == list(NIH_PATHOLOGIES)
-    for shard in cache.glob("*/shard-*.parquet"):  # rewrite every shard as an older clarity_hf wrote it
-        Dataset.from_parquet(str(shard)).remove_columns("findings").to_parquet(str(shard))
-        assert "findings" not in pq.read_schema(shard).names
-    loaded = load_cache(cache)
+    build_cache(old_source, cache, image_size=16, num_proc=1, shard_size=8, progress=False)
+    assert all("findings" not in pq.read_schema(shard).names for shard in cache.glob("*/shard-*.parquet"))
+    first = {shard.name: shard.read_bytes() for shard in cache.glob("*/shard-*.parquet")}
+    loaded = build_cache(synthetic, cache, image_size=16, num_proc=1, shard_size=8, progress=False)
+    assert {shard.name: shard.read_bytes() for shard in cache.glob("*/shard-*.parquet")} == first
     assert get_label_names(loaded) == list(NIH_PATHOLOGIES)
     for name, split in loaded.items():
         assert isinstance(split.features["findings"].feature, ClassLabel)
