@@ -197,20 +197,27 @@ def _feature_label_names(dataset: Dataset) -> list[str] | None:
     return list(inner.names) if isinstance(inner, ClassLabel) else None
 
 
+def label_matrix(dataset: Dataset) -> np.ndarray:
+    """The multi-hot `labels` of a split as one float32 array (rows, labels), read through Arrow (the numpy formatter
+    takes seconds per 100k rows)."""
+    values = dataset.with_format("arrow")["labels"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    rows = len(dataset)
+    width = values.size // rows if rows else max(getattr(dataset.features["labels"], "length", 0), 0)
+    return values.astype(np.float32, copy=False).reshape(rows, width)
+
+
 def with_label_names(dataset: Dataset, label_names: Sequence[str]) -> Dataset:
     """`dataset` with its `findings` column written from the multi-hot `labels` (a value of at least 0.5 is a
     positive) as `ClassLabel`s named `label_names`; the dataset itself when it already has exactly those names."""
     names = list(label_names)
     if _feature_label_names(dataset) == names:
         return dataset
-    # Through Arrow and numpy, vectorised: the numpy formatter alone takes seconds per 100k rows.
-    labels = dataset.with_format("arrow")["labels"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    if labels.size != len(dataset) * len(names):
+    labels = label_matrix(dataset)
+    if labels.shape[1] != len(names):
         raise ValueError(
-            f"{len(names)} label names {names[:5]}... do not fit the {labels.size // max(len(dataset), 1)}-long "
-            "`labels` vectors"
+            f"{len(names)} label names {names[:5]}... do not fit the {labels.shape[1]}-long `labels` vectors"
         )
-    positive = labels.reshape(len(dataset), len(names)) >= 0.5
+    positive = labels >= 0.5
     offsets = np.concatenate([[0], np.cumsum(positive.sum(axis=1))]).astype(np.int32)
     findings = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.nonzero(positive)[1].astype(np.int64)))
     if FINDINGS in dataset.column_names:

@@ -20,12 +20,11 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
-import numpy as np
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import validate_repo_id
 
 from ..configuration_clarity import NIH_PATHOLOGIES, ClarityConfig
-from ..data.features import get_metadata
+from ..data.features import get_metadata, label_matrix
 from ..evaluation.report import (
     NIH_DATASET_NAME,
     PUBLISHED_RESULTS,
@@ -550,10 +549,8 @@ def render_dataset_card(
             names = list(label_names or NIH_PATHOLOGIES)
             label_counts = {}
             for name, split in dataset.items():
-                labels = np.asarray(split.with_format("numpy")["labels"], dtype=np.float32).reshape(
-                    split.num_rows, -1
-                )
-                label_counts[name] = {label: int(v) for label, v in zip(names, labels.sum(0))}
+                counts = label_matrix(split).sum(axis=0)
+                label_counts[name] = {label: int(v) for label, v in zip(names, counts)}
     label_names = list(label_names or NIH_PATHOLOGIES)
     source = str(source or metadata.get("source") or NIH_DATASET_NAME)
     is_nih = source == NIH_DATASET_NAME
