@@ -16,6 +16,7 @@ import torch
 from datasets import Dataset
 from PIL import Image
 
+from clarity_hf import NIH_PATHOLOGIES
 from clarity_hf.data.cache import build_cache
 from clarity_hf.data.features import attach_metadata, clarity_features, make_metadata
 from clarity_hf.data.synthetic import render_synthetic_cxr
@@ -44,7 +45,9 @@ def png_dataset(paths: list[Path], size: int, labels: list[list[float]] | None =
         )
         for key, value in values.items():
             rows[key].append(value)
-    return attach_metadata(Dataset.from_dict(rows, features=clarity_features(14)), make_metadata([], "bench"))
+    return attach_metadata(
+        Dataset.from_dict(rows, features=clarity_features(14)), make_metadata(NIH_PATHOLOGIES, "bench")
+    )
 
 
 def benchmark_data_loading(

@@ -18,7 +18,7 @@ TB_LABELS = ["ActiveTuberculosis", "ObsoletePulmonaryTuberculosis", "PulmonaryTu
 def test_tbx11k_coco_sample():
     dataset = load_coco_dataset(TBX11K_DIR / "annotations" / "TBX11K_train.json", TBX11K_DIR / "imgs")
     assert get_label_names(dataset) == TB_LABELS
-    assert dataset.features == clarity_features(3)
+    assert dataset.features == clarity_features(TB_LABELS)
     assert list(dataset["image_id"]) == ["tb/tb0005.png", "tb/tb0007.png", "health/h0001.png"]
     first, second, healthy = dataset[0], dataset[1], dataset[2]
     assert first["labels"] == [1.0, 0.0, 0.0] and second["labels"] == [0.0, 1.0, 0.0]

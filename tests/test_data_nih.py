@@ -197,7 +197,7 @@ def test_mini_download_builds(tmp_path, layout, gz):
     root = write_mini_nih(tmp_path / layout, layout, gz=gz)
     dataset = build_chestxray14(root, validation_fraction=0.3, seed=1)
     assert set(dataset) == {"train", "validation", "test"}
-    assert dataset["train"].features == clarity_features(14)
+    assert dataset["train"].features == clarity_features(NIH_PATHOLOGIES)
     assert list(dataset["test"]["image_id"]) == TEST  # the official test list, in order
     assert sorted(list(dataset["train"]["image_id"]) + list(dataset["validation"]["image_id"])) == sorted(
         TRAIN_VAL

@@ -16,7 +16,7 @@ def synthetic():
 
 
 def test_schema_and_determinism(synthetic):
-    assert synthetic["train"].features == clarity_features(14, with_anatomy_mask=True)
+    assert synthetic["train"].features == clarity_features(NIH_PATHOLOGIES, with_anatomy_mask=True)
     assert get_label_names(synthetic) == list(NIH_PATHOLOGIES)
     assert [len(synthetic[s]) for s in ("train", "validation", "test")] == [120, 20, 60]
     again = build_synthetic_cxr(120, 20, 60, image_size=128, seed=3, num_proc=1)

@@ -14,10 +14,9 @@ from archive_testing import make_model_dir
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
+from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization, loading
 from clarity_hf.commands.cli import predict_main, run_command
 from clarity_hf.evaluation.run import build_processor
-from clarity_hf.hub import loading
 
 
 @pytest.fixture(scope="module")

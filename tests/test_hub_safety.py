@@ -16,6 +16,7 @@ from huggingface_hub import DatasetCard, ModelCard
 from PIL import Image
 
 from clarity_hf import NIH_PATHOLOGIES, ClarityConfig
+from clarity_hf.evaluation.tables import escape_markdown
 from clarity_hf.hub import (
     MANIFEST_NAME,
     ExportError,
@@ -273,3 +274,28 @@ def test_dataset_card_renders_user_strings_inert():
     assert _structure(text)[1] == _structure(benign.content)[1] and len(_structure(text)[2]) == 2
     assert len(_structure(text)[0]) == len(_structure(benign.content)[0])
     assert DatasetCard(text).data.pretty_name == HOSTILE and DatasetCard(text).data.license == "other"
+
+
+def test_card_values_are_inserted_as_text_never_rendered_as_templates():
+    """The templates go through jinja2: a user string holding template syntax is written as it is (escaped), not
+    evaluated (it would put the repo id in the card) and not parsed (the lone `{% raw %}` would fail)."""
+    syntax = "{{ repo_id }} {{ 7 * 7 }} {% raw %} {# comment #}"
+    config = ClarityConfig.from_preset("clarity-tiny")
+    benign = render_model_card(config, _hostile_results("Benign label", "benign text"), repo_id="org/m")
+    card = render_model_card(config, _hostile_results(syntax, syntax), repo_id="org/m")
+    assert card.text.count("org/m") == benign.text.count("org/m") > 0
+    assert f"# {escape_markdown(syntax)}\n" in card.text
+    assert ModelCard(card.content).data.model_name == syntax
+    dataset = render_dataset_card(split_sizes={"train": 3}, pretty_name=syntax, source=syntax)
+    assert DatasetCard(dataset.content).data.pretty_name == syntax and "{% raw %}" in dataset.text
+
+
+def test_card_template_placeholder_without_a_value_is_an_error(tmp_path):
+    template = tmp_path / "card.md"
+    template.write_text("---\n{{ card_data }}\n---\n# {{ model_name }} at {{ image_size }}, {{ colour }}\n")
+    config = ClarityConfig.from_preset("clarity-tiny")
+    with pytest.raises(KeyError, match="colour"):
+        render_model_card(config, repo_id="org/m", template_path=template)
+    template.write_text(template.read_text().replace(", {{ colour }}", " ({{ license }})"))
+    card = render_model_card(config, repo_id="org/m", template_path=template)
+    assert card.text == f"# m at {config.image_size} (apache-2.0)\n" and card.data.license == "apache-2.0"

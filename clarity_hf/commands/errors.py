@@ -34,9 +34,9 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
     from ..files import FolderInUseError, PathOutsideFolderError, UnusableFileError
     from ..hub.export import ExportError
-    from ..hub.loading import InvalidModelFolderError
     from ..inference.archive import ArchiveSetupError
     from ..inference.onnx import OnnxExportError
+    from ..loading import InvalidModelFolderError
     from ..xray_io import ImageDecodeError
 
     return (

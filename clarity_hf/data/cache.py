@@ -6,7 +6,8 @@ decoding 1024x1024 originals. A cached image is the stated 8-bit quantisation of
 decoded by `clarity_hf.xray_io` exactly as `ClarityImageProcessor` decodes it (float gray in [0, 1]), resized in
 float32 with the processor's filter (`resize_unit_gray`, bilinear by default as the model's recipe), and stored as
 round(255 * x); training reads it back as x to within 0.5 / 255 (`clarity_cache.json` says so under "pixels"). The
-cache keeps every column of the source (same features); only `image` (and `anatomy_mask`) change. `boxes`,
+cache keeps every column of the source (same features); only `image` (and `anatomy_mask`) change, and `findings`
+(derived from `labels` and the label names) is written back on loading rather than stored. `boxes`,
 `original_size` and the box-frame rule are untouched, so boxes stay in their source frame (see
 `clarity_hf.data.features.get_box_frame`).
 
@@ -61,7 +62,7 @@ from .. import __version__
 from ..files import atomic_output, atomic_write_json, exclusive_lock, fsync_directory
 from ..image_processing_clarity import resize_unit_gray
 from ..xray_io import ImageDecodeError, MissingImageError, load_unit_gray
-from .features import BuildReport, attach_metadata, get_metadata
+from .features import FINDINGS, BuildReport, attach_metadata, get_metadata
 from .transforms import DEFAULT_RESAMPLE, decode_image
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,10 @@ def _encode(image: PILImage.Image, image_format: str = "png") -> dict[str, Any]:
 
 
 def _cache_features(features: Features) -> Features:
-    columns = dict(features)
+    # `findings` is derived from `labels` and the label names, which the manifest keeps: `load_cache` writes it
+    # back. Left out of the shards (and of the source fingerprint), so that a cache built before the names were
+    # features has the same shards and still resumes.
+    columns = {name: feature for name, feature in features.items() if name != FINDINGS}
     for name in ("image", "anatomy_mask"):
         if name in columns:
             columns[name] = Image()
@@ -181,6 +185,8 @@ def source_fingerprint(dataset: DatasetDict) -> str:
     hasher = hashlib.sha256()
     for split, part in dataset.items():
         hasher.update(json.dumps([split, len(part)]).encode())
+        if FINDINGS in part.column_names:  # derived, not stored (`_cache_features`)
+            part = part.remove_columns(FINDINGS)
         for name, feature in part.features.items():
             if isinstance(feature, Image):
                 part = part.cast_column(name, Image(decode=False))
@@ -449,9 +455,8 @@ def load_cache(output_dir: str | os.PathLike, splits: Sequence[str] | None = Non
             )
         data_files[split] = files
     loaded = load_dataset("parquet", data_files=data_files)
-    for split in loaded:
-        attach_metadata(loaded[split], info["metadata"])
-    return loaded
+    # `findings` (the label names as features) is not in the shards: written here from the manifest's names.
+    return DatasetDict({split: attach_metadata(part, info["metadata"]) for split, part in loaded.items()})
 
 
 def load_dataset_folder(folder: str | os.PathLike) -> DatasetDict | Dataset:
@@ -459,7 +464,16 @@ def load_dataset_folder(folder: str | os.PathLike) -> DatasetDict | Dataset:
     `save_to_disk` folder."""
     if (Path(folder) / CACHE_INFO).is_file():
         return load_cache(folder)
-    return load_from_disk(str(folder))
+    loaded = load_from_disk(str(folder))
+    # A folder saved before the label names were features gets its `findings` now, while adding a column is cheap
+    # (on a selection of rows, such as a patient split, `add_column` first copies the whole table).
+    if get_metadata(loaded).get("label_names") is None:
+        return loaded
+    if isinstance(loaded, DatasetDict):
+        return DatasetDict(
+            {name: attach_metadata(split, get_metadata(split)) for name, split in loaded.items()}
+        )
+    return attach_metadata(loaded, get_metadata(loaded))
 
 
 def cached_pixels(dataset: Dataset, index: int) -> np.ndarray:

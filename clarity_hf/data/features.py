@@ -18,16 +18,25 @@ cache) returns rows with these columns:
 | `pixel_spacing` | `List(Value("float32"), length=2)` | (x, y) mm per pixel of the original; 0 when unknown |
 | `boxes` | `List({"label", "x", "y", "w", "h"})` | boxes, x/y top-left, in the *box frame* (below) |
 | `box_split` | `Value("string")` | "tune" / "eval" for images of the localization benchmark, else "" |
+| `findings` | `List(ClassLabel(names=label names))` | the positive labels of `labels`, as class indices ([] = none) |
 
 The synthetic generator adds `anatomy_mask` (`Image()`, 8-bit, 255 inside the thorax prior, 0 outside).
+
+**Label names are features.** A float multi-hot vector cannot carry names in `datasets` (only `ClassLabel`, an
+integer feature, has them), so every split also has `findings`, the same labels as a list of `ClassLabel` indices:
+the `datasets`-native multi-label form, whose names live in the features and so survive `save_to_disk`, Parquet
+and `push_to_hub` and show in the Hub's viewer. [`attach_metadata`] writes it from `labels` and the label names
+(builders never fill it by hand); [`get_label_names`] reads it. `labels` stays what training reads.
 
 **Box frame.** NIH boxes are in the 1024x1024 frame of the distributed PNGs, while NIH `original_size` is the
 scanner size given by the metadata; for every other builder the box frame is `original_size`, the pixel frame of
 the source image. The preprocessing cache never rescales boxes. Use [`get_box_frame`] rather than guessing.
 
-Label names, the box-frame rule and any build report (skipped rows) are stored as JSON in each split's
-`info.description` (see [`get_label_names`], [`get_build_report`]); they survive `save_to_disk` / `load_from_disk`
-and `map`, and the cache's `load_cache` re-attaches them after a Parquet round trip.
+The source, the box-frame rule and any build report (skipped rows) are stored as JSON in each split's
+`info.description` (see [`get_metadata`], [`get_build_report`]); they survive `save_to_disk` / `load_from_disk`
+and `map`, and the cache's `load_cache` re-attaches them after a Parquet round trip. Data written before the label
+names were features (a split without `findings`) keeps them in that JSON: it is still read, and
+[`attach_metadata`] adds its `findings`.
 """
 
 from __future__ import annotations
@@ -43,11 +52,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, DatasetDict, DatasetInfo, Features, Image, List, Value
+import pyarrow as pa
+from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Image, List, Value
 
 logger = logging.getLogger(__name__)
 
 METADATA_KEY = "clarity_hf"
+FINDINGS = "findings"
 NIH_BOX_FRAME = (1024, 1024)  # (height, width)
 BOX_SPLITS = ("tune", "eval")
 MAX_REPORTED_EXAMPLES = 10
@@ -65,8 +76,6 @@ def dataset_from_columns(columns: dict[str, list[Any]], features: Features) -> D
     """`Dataset.from_dict(columns, features=features)`, but built straight as an Arrow table (much faster for
     100k rows: no per-value Python encoding). `Image` columns take path strings, `{"bytes", "path"}` dicts or None.
     """
-    import pyarrow as pa
-
     prepared = dict(columns)
     for name, feature in features.items():
         if isinstance(feature, Image):
@@ -75,14 +84,26 @@ def dataset_from_columns(columns: dict[str, list[Any]], features: Features) -> D
     return Dataset(table, info=DatasetInfo(features=features))
 
 
+def findings_feature(label_names: Sequence[str]) -> List:
+    """The `findings` feature: a list of `ClassLabel` indices into `label_names`."""
+    return List(ClassLabel(names=list(label_names)))
+
+
 def clarity_features(
-    num_labels: int, metadata_only: bool = False, with_anatomy_mask: bool = False, decode: bool = True
+    labels: int | Sequence[str],
+    metadata_only: bool = False,
+    with_anatomy_mask: bool = False,
+    decode: bool = True,
 ) -> Features:
-    """The clarity_hf schema for `num_labels` labels (see the module docstring for the meaning of each column).
+    """The clarity_hf schema (see the module docstring for the meaning of each column) for `labels`: the number of
+    labels (what a builder fills; [`attach_metadata`] then adds `findings`) or their names (the schema of a built
+    split, `findings` included).
 
     `metadata_only=True` makes `image` a path string (or None) instead of an `Image` feature.
     `with_anatomy_mask=True` adds the `anatomy_mask` image column of the synthetic data.
     """
+    label_names = None if isinstance(labels, int) else list(labels)
+    num_labels = labels if label_names is None else len(label_names)
     columns: dict[str, Any] = {
         "image": Value("string") if metadata_only else Image(decode=decode),
         "labels": List(Value("float32"), length=num_labels),
@@ -99,6 +120,8 @@ def clarity_features(
     }
     if with_anatomy_mask:
         columns["anatomy_mask"] = Image(decode=decode)
+    if label_names is not None:
+        columns[FINDINGS] = findings_feature(label_names)
     return Features(columns)
 
 
@@ -156,7 +179,8 @@ def make_metadata(
     report: BuildReport | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The JSON-able metadata block stored under `METADATA_KEY` in `info.description`."""
+    """The JSON-able metadata of a split, for [`attach_metadata`] (the label names go into the features, the rest
+    under `METADATA_KEY` in `info.description`)."""
     meta = {
         "label_names": list(label_names),
         "source": source,
@@ -167,24 +191,72 @@ def make_metadata(
     return meta
 
 
+def _feature_label_names(dataset: Dataset) -> list[str] | None:
+    feature = dataset.features.get(FINDINGS) if dataset.features else None
+    inner = getattr(feature, "feature", None)
+    return list(inner.names) if isinstance(inner, ClassLabel) else None
+
+
+def label_matrix(dataset: Dataset) -> np.ndarray:
+    """The multi-hot `labels` of a split as one float32 array (rows, labels), read through Arrow (the numpy formatter
+    takes seconds per 100k rows)."""
+    values = dataset.with_format("arrow")["labels"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    rows = len(dataset)
+    width = values.size // rows if rows else max(getattr(dataset.features["labels"], "length", 0), 0)
+    return values.astype(np.float32, copy=False).reshape(rows, width)
+
+
+def with_label_names(dataset: Dataset, label_names: Sequence[str]) -> Dataset:
+    """`dataset` with its `findings` column written from the multi-hot `labels` (a value of at least 0.5 is a
+    positive) as `ClassLabel`s named `label_names`; the dataset itself when it already has exactly those names."""
+    names = list(label_names)
+    if _feature_label_names(dataset) == names:
+        return dataset
+    labels = label_matrix(dataset)
+    if labels.shape[1] != len(names):
+        raise ValueError(
+            f"{len(names)} label names {names[:5]}... do not fit the {labels.shape[1]}-long `labels` vectors"
+        )
+    positive = labels >= 0.5
+    offsets = np.concatenate([[0], np.cumsum(positive.sum(axis=1))]).astype(np.int32)
+    findings = pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.nonzero(positive)[1].astype(np.int64)))
+    if FINDINGS in dataset.column_names:
+        dataset = dataset.remove_columns(FINDINGS)
+    if not len(dataset):  # `add_column` cannot join a column onto an empty selection
+        features = Features({**dataset.features, FINDINGS: findings_feature(names)})
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return dataset.add_column(FINDINGS, findings, feature=findings_feature(names))
+
+
 def attach_metadata(dataset: Dataset, metadata: dict[str, Any]) -> Dataset:
-    """Store `metadata` in `dataset.info.description` (in place) and return the dataset."""
+    """Store `metadata` with a split: its `label_names` as the `findings` feature ([`with_label_names`]; a split
+    without `labels` keeps them in the JSON), the rest in `dataset.info.description`. Returns the split: a new
+    `Dataset` when `findings` had to be written, so always use the returned one."""
+    metadata = dict(metadata)
+    if metadata.get("label_names") is not None and "labels" in dataset.column_names:
+        dataset = with_label_names(dataset, metadata.pop("label_names"))
     dataset.info.description = json.dumps({METADATA_KEY: metadata})
     return dataset
 
 
 def get_metadata(dataset: Dataset | DatasetDict) -> dict[str, Any]:
-    """The clarity_hf metadata of a split (or of the first split of a `DatasetDict`); {} when there is none."""
+    """The clarity_hf metadata of a split (or of the first split of a `DatasetDict`): the JSON of its
+    `info.description` with `label_names` from its features (or, for data written before they were features, from
+    that JSON); {} when there is none."""
     if isinstance(dataset, DatasetDict):
         dataset = next(iter(dataset.values()))
     try:
-        return json.loads(dataset.info.description or "{}").get(METADATA_KEY, {})
+        metadata = dict(json.loads(dataset.info.description or "{}").get(METADATA_KEY, {}))
     except (json.JSONDecodeError, AttributeError):
-        return {}
+        metadata = {}
+    names = _feature_label_names(dataset)
+    if names is not None:
+        metadata["label_names"] = names
+    return metadata
 
 
 def get_label_names(dataset: Dataset | DatasetDict) -> list[str]:
-    """The label names, in the order of the `labels` vector."""
+    """The label names, in the order of the `labels` vector (the names of the `findings` feature)."""
     names = get_metadata(dataset).get("label_names")
     if names is None:
         raise ValueError("this dataset carries no clarity_hf label names (was it built by clarity_hf.data?)")

@@ -316,9 +316,7 @@ def split_train_validation(dataset: Dataset | DatasetDict, fraction: float, seed
             "patient" if known else "image (no patient ids)",
             seed,
         )
-    for split in dataset.values():
-        attach_metadata(split, metadata)
-    return dataset
+    return DatasetDict({name: attach_metadata(split, metadata) for name, split in dataset.items()})
 
 
 def _warn_shared_patients(dataset: DatasetDict) -> None:

@@ -41,8 +41,8 @@ from ..baselines import (
 )
 from ..configuration_clarity import NIH_BOXED_PATHOLOGIES
 from ..data.transforms import build_processor
-from ..hub.loading import load_model_strictly
 from ..image_processing_clarity import ClarityImageProcessor
+from ..loading import load_model_strictly
 from ..modeling_clarity import ClarityForMultiLabelLocalization
 from .classification import compute_auroc, sigmoid
 from .figures import save_overlay_grid, save_prediction_figure

@@ -3,8 +3,9 @@
 
 Every string that comes from the user (labels, model and data set names, notes, recipe entries, published rows) is
 written through [`escape_markdown`] / [`code_span`], so that it renders as plain text: it cannot add a heading, a
-table column, an HTML element or a YAML front-matter fence. The YAML metadata block is written with
-`yaml.safe_dump`. No figure is typed by hand: the model card reads the evaluation report of
+table column, an HTML element or a YAML front-matter fence. The templates are rendered by huggingface_hub's
+`ModelCard.from_template` / `DatasetCard.from_template` (jinja2), which writes the metadata block from the card
+data as YAML. No figure is typed by hand: the model card reads the evaluation report of
 `clarity_hf.evaluation.report` (schema in [`load_results`]).
 """
 
@@ -17,13 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
+import jinja2
+import jinja2.meta
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import validate_repo_id
 
 from ..configuration_clarity import NIH_PATHOLOGIES, ClarityConfig
-from ..data.features import get_metadata
+from ..data.features import get_metadata, label_matrix
 from ..evaluation.report import (
     NIH_DATASET_NAME,
     PUBLISHED_RESULTS,
@@ -70,25 +71,21 @@ RECONSTRUCTED_FIELDS: dict[str, str] = {
     "class_token_init_std": "noise / trunc-normal std of that initialisation",
 }
 
-_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
-
-def render_template(template_path: str | Path, metadata: Mapping[str, Any], **fields: str) -> str:
-    """A card's text: the YAML front matter (`yaml.safe_dump` of `metadata`) and the template with every
-    `{{ name }}` replaced by `fields[name]` (already escaped Markdown). An unknown placeholder is an error."""
+def render_card(card_class, card_data, template_path: str | Path, **fields: str):
+    """`card_class.from_template` (huggingface_hub's jinja2 rendering) of the template at `template_path`: the YAML
+    front matter from `card_data` and every `{{ name }}` from `fields`, already escaped Markdown (autoescape is off,
+    and a value is inserted as text, never read as a template). A placeholder with no value is an error, where
+    jinja2 would silently render it empty."""
     template = Path(template_path).read_text(encoding="utf-8")
-    fields = {
-        **fields,
-        "card_data": yaml.safe_dump(dict(metadata), sort_keys=False, allow_unicode=True).strip(),
-    }
-
-    def replace(match: re.Match) -> str:
-        name = match.group(1)
-        if name not in fields:
-            raise KeyError(f"{template_path}: no value for the placeholder {{{{ {name} }}}}")
-        return str(fields[name])
-
-    return _PLACEHOLDER.sub(replace, template)
+    known = {"card_data", *card_data.to_dict(), *fields}
+    missing = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(template)) - known
+    if missing:
+        raise KeyError(f"{template_path}: no value for the placeholder(s) {sorted(missing)}")
+    card = card_class.from_template(card_data, template_str=template, **fields)
+    if template.endswith("\n") and not card.text.endswith("\n"):
+        card.text += "\n"  # jinja2 drops a template's final newline
+    return card
 
 
 # ---------------------------------------------------------------------------------------------------- results
@@ -265,7 +262,7 @@ def _localization_section(
 
 
 def _eval_results(entry: Mapping[str, Any], evaluation: Mapping[str, Any]) -> list[EvalResult]:
-    # These strings go into the YAML metadata only (written by yaml.safe_dump), not into the Markdown.
+    # These strings go into the YAML metadata only (written by huggingface_hub's YAML dump), not into the Markdown.
     dataset_name = str(evaluation.get("dataset_name", "unknown data set"))
     dataset_type = str(
         evaluation.get("dataset_id")
@@ -480,9 +477,10 @@ def render_model_card(
     else:
         classification_summary = ""
         classification_table = "### Classification\n\nClassification was not evaluated for this checkpoint."
-    text = render_template(
+    return render_card(
+        ModelCard,
+        card_data,
         template_path or MODEL_CARD_TEMPLATE,
-        card_data.to_dict(),
         first_line=first_line,
         model_name=name,
         repo_id=repo_id or DEFAULT_REPO_ID,
@@ -506,7 +504,6 @@ def render_model_card(
         training_section=_training_section(training, evaluated=results is not None),
         reconstructed_table=_reconstructed_table(config),
     )
-    return ModelCard(text)
 
 
 # ---------------------------------------------------------------------------------------------------- dataset card
@@ -552,10 +549,8 @@ def render_dataset_card(
             names = list(label_names or NIH_PATHOLOGIES)
             label_counts = {}
             for name, split in dataset.items():
-                labels = np.asarray(split.with_format("numpy")["labels"], dtype=np.float32).reshape(
-                    split.num_rows, -1
-                )
-                label_counts[name] = {label: int(v) for label, v in zip(names, labels.sum(0))}
+                counts = label_matrix(split).sum(axis=0)
+                label_counts[name] = {label: int(v) for label, v in zip(names, counts)}
     label_names = list(label_names or NIH_PATHOLOGIES)
     source = str(source or metadata.get("source") or NIH_DATASET_NAME)
     is_nih = source == NIH_DATASET_NAME
@@ -614,9 +609,10 @@ def render_dataset_card(
         source_section = (
             "## Source and terms\n\nUse of the source data is subject to its own terms; cite its authors.\n"
         )
-    text = render_template(
+    return render_card(
+        DatasetCard,
+        card_data,
         template_path,
-        card_data.to_dict(),
         pretty_name=escape_markdown(pretty_name),
         description=description,
         split_table=split_table,
@@ -628,7 +624,6 @@ def render_dataset_card(
         box_frame=box_frame,
         source_section=source_section,
     )
-    return DatasetCard(text)
 
 
 def make_dataset_card(dataset, pretty_name: str | None = None, license: str | None = None) -> str:

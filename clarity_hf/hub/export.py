@@ -24,10 +24,10 @@ from huggingface_hub import CommitOperationAdd, HfApi
 
 from .. import __version__
 from ..files import PathOutsideFolderError, confined_path
+from ..loading import PICKLE_SUFFIXES, UnsafeCheckpointError, check_safetensors_only, pickle_files
 from ..pipeline_clarity import ClarityLocalizationPipeline
 from ..visualization import decode_for_display
 from .cards import load_results, render_model_card
-from .loading import PICKLE_SUFFIXES, UnsafeCheckpointError, check_safetensors_only, pickle_files
 
 __all__ = [
     "HUB_CODE_FILES",

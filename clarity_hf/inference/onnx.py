@@ -85,7 +85,7 @@ def export_onnx(model, output: str | Path, opset: int = 18, batch_size: int = 2)
     onnx = _require("onnx")
     _require("onnxscript")
     if isinstance(model, (str, Path)):
-        from ..hub import load_for_inference
+        from ..loading import load_for_inference
 
         model = load_for_inference(model).model
     opset = check_opset(opset)
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="images to run through PyTorch and onnxruntime; prints the largest differences",
     )
     args = parser.parse_args(argv)
-    from ..hub import load_for_inference
+    from ..loading import load_for_inference
 
     try:  # the options first: a wrong one fails in a second, not after loading the model
         check_opset(args.opset)

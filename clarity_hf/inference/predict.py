@@ -118,7 +118,7 @@ def _checked_then_loaded(model: str, check_output: Callable[[], None], device: s
     """The inference pipeline of `model`, loaded only after `check_output` (which raises `ValueError` for an
     output that cannot be written) passed, so that a bad output fails in a second, not after a model load; None
     (with the reason on stderr) when either fails."""
-    from ..hub import load_for_inference
+    from ..loading import load_for_inference
 
     try:
         check_output()

@@ -14,7 +14,8 @@
   ([`check_weights`]); the loaded weights must be finite. Every problem is an [`InvalidModelFolderError`] naming
   the folder (the errors for pickle checkpoints and foreign classes are kinds of it).
 
-Training's fine-tuning path does not come through here: it loads with transformers' explicit
+Used by prediction, ONNX export, evaluation, the Hub export and the Space, so it sits below all of them and imports
+only the model files. Training's fine-tuning path does not come through here: it loads with transformers' explicit
 `ignore_mismatched_sizes` so that a new head replaces the old one, loudly.
 """
 
@@ -29,11 +30,11 @@ import torch
 from huggingface_hub import snapshot_download
 from transformers import AutoConfig, AutoImageProcessor, AutoModel
 
-from ..configuration_clarity import ClarityConfig
-from ..image_processing_clarity import ClarityImageProcessor
-from ..modeling_clarity import ClarityForMultiLabelLocalization
-from ..pipeline_clarity import ClarityLocalizationPipeline
-from ..xray_io import resolve_max_image_pixels
+from .configuration_clarity import ClarityConfig
+from .image_processing_clarity import ClarityImageProcessor
+from .modeling_clarity import ClarityForMultiLabelLocalization
+from .pipeline_clarity import ClarityLocalizationPipeline
+from .xray_io import resolve_max_image_pixels
 
 logger = logging.getLogger(__name__)
 
