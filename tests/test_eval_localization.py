@@ -82,7 +82,9 @@ def test_component_boxes_equal_a_whole_frame_scatter_max(threshold, min_area):
     regions = ndimage.find_objects(labeled)
     kept = [k for k in range(count) if areas[k] >= min_area]
     order = np.argsort(-peaks[1:][kept], kind="stable")
-    expected = [[regions[k][1].start, regions[k][0].start, regions[k][1].stop, regions[k][0].stop] for k in kept]
+    expected = [
+        [regions[k][1].start, regions[k][0].start, regions[k][1].stop, regions[k][0].stop] for k in kept
+    ]
     boxes, scores = heatmap_to_boxes(heat, threshold, normalize=False, min_area=min_area)
     assert boxes.tolist() == np.asarray(expected, dtype=np.float32)[order].tolist()
     assert scores.tolist() == peaks[1:][kept].astype(np.float32)[order].tolist()
