@@ -79,7 +79,7 @@ def heatmap_to_boxes(heatmap: np.ndarray, threshold: float, normalize: bool = Tr
     mask = values >= threshold
     if not mask.any() or (normalize and values.max() <= 0):
         return np.zeros((0, 4), dtype=np.float32), np.zeros((0,), dtype=np.float32)
-    labeled, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    labeled, _ = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     boxes, scores = [], []
     for label, region in enumerate(ndimage.find_objects(labeled), start=1):
         if region is None:
