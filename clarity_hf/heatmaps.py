@@ -79,19 +79,19 @@ def heatmap_to_boxes(heatmap: np.ndarray, threshold: float, normalize: bool = Tr
     mask = values >= threshold
     if not mask.any() or (normalize and values.max() <= 0):
         return np.zeros((0, 4), dtype=np.float32), np.zeros((0,), dtype=np.float32)
-    labeled, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    areas = np.bincount(labeled.ravel(), minlength=count + 1)[1:]
-    # Per-component peaks with one unbuffered scatter-max (5-8x faster than ndimage.maximum, which sorts the labels).
-    peaks = np.full(count + 1, -np.inf, dtype=np.float64)
-    np.maximum.at(peaks, labeled.ravel(), values.ravel())
-    peaks = peaks[1:]
+    labeled, _ = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
     boxes, scores = [], []
-    for region, area, peak in zip(ndimage.find_objects(labeled), areas, peaks):
-        if region is None or area < min_area:
+    for label, region in enumerate(ndimage.find_objects(labeled), start=1):
+        if region is None:
+            continue
+        # Area and peak read inside the component's bounding box only: over a whole 1024 px frame, a scatter-max
+        # (np.maximum.at) cost ten times the labelling, and the localization protocol calls this per threshold.
+        inside = labeled[region] == label
+        if np.count_nonzero(inside) < min_area:
             continue
         ys, xs = region
         boxes.append((xs.start, ys.start, xs.stop, ys.stop))
-        scores.append(float(peak))
+        scores.append(float(values[region][inside].max()))
     if not boxes:
         return np.zeros((0, 4), dtype=np.float32), np.zeros((0,), dtype=np.float32)
     order = np.argsort(-np.asarray(scores), kind="stable")

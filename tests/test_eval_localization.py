@@ -64,6 +64,32 @@ def test_component_boxes_and_peaks_by_hand():
     assert scores.tolist() == pytest.approx([-1.0, -1.1, -1.5])
 
 
+@pytest.mark.parametrize("threshold, min_area", [(0.8, 1), (0.85, 1), (0.85, 4), (0.95, 2)])
+def test_component_boxes_equal_a_whole_frame_scatter_max(threshold, min_area):
+    """Areas and peaks read per component are those of a label-indexed bincount / scatter-max over the frame."""
+    from scipy import ndimage
+
+    from clarity_hf.heatmaps import heatmap_to_boxes
+
+    heat = np.random.default_rng(0).random((96, 80)).astype(np.float32)
+    heat[10:20, 10:30] = 1.0  # equal peaks in several components keep their order (stable sort)
+    heat[40:42, 50:52] = 1.0
+    labeled, count = ndimage.label(heat >= threshold, structure=np.ones((3, 3), dtype=bool))
+    assert count > 20
+    areas = np.bincount(labeled.ravel(), minlength=count + 1)[1:]
+    peaks = np.full(count + 1, -np.inf)
+    np.maximum.at(peaks, labeled.ravel(), heat.ravel())
+    regions = ndimage.find_objects(labeled)
+    kept = [k for k in range(count) if areas[k] >= min_area]
+    order = np.argsort(-peaks[1:][kept], kind="stable")
+    expected = [
+        [regions[k][1].start, regions[k][0].start, regions[k][1].stop, regions[k][0].stop] for k in kept
+    ]
+    boxes, scores = heatmap_to_boxes(heat, threshold, normalize=False, min_area=min_area)
+    assert boxes.tolist() == np.asarray(expected, dtype=np.float32)[order].tolist()
+    assert scores.tolist() == peaks[1:][kept].astype(np.float32)[order].tolist()
+
+
 def test_xywh_to_xyxy():
     np.testing.assert_array_equal(xywh_to_xyxy([[5, 6, 2, 3]]), [[5, 6, 7, 9]])
 
