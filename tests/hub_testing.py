@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+
+from clarity_hf.hub.reload_check import fresh_process_env
 
 
 class HubStandIn:
@@ -132,12 +133,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_without_clarity_hf(script: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run `script` (which starts with `clarity_hf.commands.demo.WITHOUT_CLARITY_HF`) in a new Python process that
+    """Run `script` (which starts with `clarity_hf.hub.reload_check.WITHOUT_CLARITY_HF`) in a new Python process that
     cannot import the local clarity_hf (no PYTHONPATH, no user site), offline, with its own remote-code module cache
     beside the script; asserts that it succeeded and returns the completed process."""
     work = Path(script).parent
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(work / "modules"), "PYTHONNOUSERSITE": "1"})
+    env = {**fresh_process_env(work / "modules"), "PYTHONNOUSERSITE": "1"}
     run = subprocess.run(
         [sys.executable, str(script), *map(str, args)],
         cwd=work,

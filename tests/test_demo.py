@@ -10,8 +10,8 @@ import pytest
 from helpers import REPO_ROOT, subprocess_env
 from PIL import Image
 
-from clarity_hf.commands.cli import build_demo_parser, demo_main
-from clarity_hf.commands.demo import ABLATIONS, DemoConfig, parse_ablations
+from clarity_hf.commands.cli import demo_main
+from clarity_hf.commands.demo import ABLATIONS, QUICK_VALUES, DemoConfig, parse_ablations, parse_demo_args
 from clarity_hf.evaluation.figures import HEADER_HEIGHT, LABEL_WIDTH
 from clarity_hf.evaluation.report import verdict, verdict_markdown
 
@@ -69,23 +69,87 @@ def test_parse_ablations():
         ["--learning-rate", "-1e-3"],
         ["--learning-rate", "nan"],
         ["--ablations", "dino"],
+        ["--ablations", "distillation,dino"],
+        ["--ablation-seeds", "0", "-1"],
+        ["--preset", "clarity-huge"],
     ],
 )
 def test_demo_parser_refuses_invalid_values(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        build_demo_parser().parse_args(argv) if argv[0] != "--ablations" else demo_main(argv)
+        demo_main(argv)
     assert exit_info.value.code == 2
     assert argv[0] in capsys.readouterr().err
 
 
 def test_demo_parser_defaults():
-    args = build_demo_parser().parse_args([])
+    config = parse_demo_args([])
+    assert config == DemoConfig()
     assert (
-        args.output_dir == "./clarity-demo-output" and args.data_dir is None and args.preset == "clarity-tiny"
+        config.output_dir == "./clarity-demo-output"
+        and config.data_dir is None
+        and config.preset == "clarity-tiny"
     )
+    assert config.reload_check is True and config.quick is False and config.ablations == []
     assert DemoConfig().ablations == [] and DemoConfig().ablation_seeds == [0, 1]
     assert DemoConfig(student_steps=7).resolved().ablation_steps == 7  # the full student schedule
     assert DemoConfig.quick_config().ablations == [] and DemoConfig.quick_config().image_size == 64
+
+
+def test_demo_flags_in_both_spellings():
+    config = parse_demo_args(
+        ["--output-dir", "out", "--data_dir", "nih", "--preset", "clarity-s-16-224", "--num-train", "40"]
+        + [
+            "--learning-rate",
+            "2e-4",
+            "--ablations",
+            "distillation,segment_cam",
+            "--ablation-seeds",
+            "3",
+            "1",
+            "3",
+        ]
+        + ["--no-reload-check", "--per-class-thresholds", "--seed", "5", "--n_bootstrap", "30"]
+    )
+    assert (config.output_dir, config.data_dir, config.preset) == ("out", "nih", "clarity-s-16-224")
+    assert (
+        config.num_train == 40
+        and config.learning_rate == 2e-4
+        and config.seed == 5
+        and config.n_bootstrap == 30
+    )
+    assert config.ablations == ["distillation", "segment_cam"] and config.ablation_seeds == [3, 1]
+    assert config.reload_check is False and config.per_class_thresholds is True and config.quick is False
+    assert parse_demo_args(["--ablations", "all"]).ablations == list(ABLATIONS)
+    assert parse_demo_args(["--ablations", "none"]).ablations == []
+
+
+def test_quick_sets_defaults_that_explicit_flags_override():
+    assert parse_demo_args(["--quick"]) == DemoConfig.quick_config()
+    config = parse_demo_args(
+        ["--num-test", "40", "--quick", "--image-size", "48", "--ablations", "distillation"]
+    )
+    expected = {**QUICK_VALUES, "num_test": 40, "image_size": 48, "ablations": ["distillation"]}
+    assert {name: getattr(config, name) for name in expected} == expected
+    # Without --quick, the same flags leave every other option at the full run's default.
+    full = parse_demo_args(["--num-test", "40"])
+    assert full.num_test == 40 and full.image_size is None and full.student_steps is None and not full.quick
+
+
+def test_demo_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        demo_main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--output-dir", "--data-dir", "--preset", "--quick", "--ablations", "--ablation-seeds"):
+        assert option in text, option
+    for option in (
+        "--image-size",
+        "--no-reload-check",
+        "--per-class-thresholds",
+        "examples:",
+        "clarity-demo --quick",
+    ):
+        assert option in text, option
 
 
 @pytest.mark.slow

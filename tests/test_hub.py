@@ -25,7 +25,6 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
 
 from clarity_hf import NIH_BOXED_PATHOLOGIES, NIH_PATHOLOGIES
-from clarity_hf.commands.demo import WITHOUT_CLARITY_HF
 from clarity_hf.evaluation.report import PUBLISHED_RESULTS
 from clarity_hf.hub import (
     HUB_CODE_FILES,
@@ -36,6 +35,7 @@ from clarity_hf.hub import (
     push_to_hub,
     render_model_card,
 )
+from clarity_hf.hub.reload_check import WITHOUT_CLARITY_HF
 
 FIXTURES = real_fixtures()
 MODEL = "clarity-tiny-test"  # the report's first model entry, the one the card reads by default

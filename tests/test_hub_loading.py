@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForObjectDetection
 
 from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization, ClarityImageProcessor
-from clarity_hf.commands.demo import WITHOUT_CLARITY_HF
+from clarity_hf.hub.reload_check import WITHOUT_CLARITY_HF
 from clarity_hf.modeling_clarity import CLARITY_AUTO_MAP
 
 NIH_PNG = Path(__file__).resolve().parent / "fixtures" / "00000001_000.png"

@@ -15,7 +15,7 @@ from PIL import Image
 from transformers.utils import ModelOutput
 
 from clarity_hf import NIH_PATHOLOGIES
-from clarity_hf.commands.demo import WITHOUT_CLARITY_HF
+from clarity_hf.hub.reload_check import WITHOUT_CLARITY_HF
 from clarity_hf.image_processing_clarity import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,

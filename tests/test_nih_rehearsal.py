@@ -178,7 +178,8 @@ def test_rehearsal_runs_the_real_path_end_to_end(tmp_path):
         "push_to_hub_dry_run", "reload_reference", "fresh_reload", "predict_dicom",
     ]  # fmt: skip
     reload = next(row for row in table["stages"] if row["name"] == "fresh_reload")["extra"]
-    assert reload["logits_identical"] and reload["heatmaps_identical"]
+    assert reload["logits_identical"] and reload["heatmaps_identical"] and reload["pixel_values_identical"]
+    assert reload["ok"] is True and reload["clarity_hf_imported"] is False
     assert reload["heatmaps_shape"] == [1, 14, 32, 32]  # the 512 model
     assert (out / "report" / "report.json").is_file() and (out / "dicom_overlay.png").is_file()
     assert (out / "runs" / "teacher" / "best_model" / "config.json").is_file()

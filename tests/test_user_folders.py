@@ -23,8 +23,8 @@ from transformers import ViTConfig, ViTModel
 
 from clarity_hf import NIH_PATHOLOGIES, ClarityConfig, ClarityForMultiLabelLocalization, ClarityImageProcessor
 from clarity_hf.commands.cli import predict_main
-from clarity_hf.commands.demo import WITHOUT_CLARITY_HF
 from clarity_hf.hub import HUB_CODE_FILES, load_for_inference
+from clarity_hf.hub.reload_check import WITHOUT_CLARITY_HF
 from clarity_hf.image_processing_clarity import scores_from_logits
 from clarity_hf.training.preprocessing import run_processor
 

@@ -9,152 +9,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import sys
 from collections.abc import Sequence
 
-from .demo import ABLATIONS, DemoConfig, parse_ablations, run_demo
+from .demo import parse_demo_args, run_demo
 from .errors import run_with_boundary
 
 __all__ = ["COMMANDS", "demo_main", "export_onnx_main", "predict_main", "main"]
 
-DEMO_EPILOG = """\
-examples:
-  clarity-demo                                   # synthetic data, CPU, about 9 minutes on 2 cores
-  clarity-demo --quick --output-dir /tmp/demo    # a smoke run (under 2 minutes)
-  clarity-demo --ablations all --ablation-seeds 0 1
-                                                 # + 11 students, each as long as the default student
-                                                 # (about 35 minutes in all on 2 cores)
-  clarity-demo --data-dir /data/ChestX-ray14     # the same job on a real NIH ChestX-ray14 download
-  accelerate launch -m clarity_hf demo --data-dir /data/ChestX-ray14 --preset clarity-s-16-512
-                                                 # the paper's configuration on GPUs (training is distributed by
-                                                 # Accelerate; evaluation and export run on the main process)
-"""
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0."""
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
-    return value
-
-
-def build_demo_parser() -> argparse.ArgumentParser:
-    defaults = DemoConfig()
-    parser = argparse.ArgumentParser(
-        prog="clarity-demo",
-        description="Train a ConvNeXtV2 teacher and a CLARiTy student, evaluate them against Grad-CAM, CAM and "
-        "plain-ViT attention baselines on the same data, write the report, figures and a Hub-ready model folder, "
-        "and prove the folder reloads with trust_remote_code in a fresh process. No download: by default the data "
-        "are the embedded synthetic chest X-ray benchmark.",
-        epilog=DEMO_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--output-dir", default=defaults.output_dir, help="where everything is written (%(default)s)"
-    )
-    parser.add_argument(
-        "--data-dir", default=None, help="a NIH ChestX-ray14 download (default: synthetic data)"
-    )
-    parser.add_argument(
-        "--preset",
-        default=defaults.preset,
-        help="student preset: clarity-tiny (CPU demo, default), clarity-s-16-224 or clarity-s-16-512 (the paper's "
-        "shipped training configs, GPUs)",
-    )
-    parser.add_argument("--quick", action="store_true", help="a tiny schedule for tests (< 2 minutes)")
-    parser.add_argument(
-        "--ablations",
-        default=None,
-        help=f"'none' (default), 'all' or a comma-separated list of {', '.join(ABLATIONS)}: each switch and the "
-        "full model are trained on the full student schedule from every seed of --ablation-seeds (long: "
-        "2 x (1 + switches) students by default)",
-    )
-    parser.add_argument(
-        "--ablation-seeds",
-        type=non_negative_int,
-        nargs="+",
-        default=None,
-        help=f"training seeds of every ablation variant (default: {' '.join(map(str, defaults.ablation_seeds))})",
-    )
-    parser.add_argument(
-        "--image-size",
-        type=positive_int,
-        default=None,
-        help="input side (default: the preset's training config, 96 for clarity-tiny; 64 with --quick)",
-    )
-    for name in (
-        "num-train",
-        "num-validation",
-        "num-test",
-        "teacher-steps",
-        "student-steps",
-        "baseline-steps",
-        "ablation-steps",
-        "batch-size",
-        "n-bootstrap",
-    ):
-        parser.add_argument(f"--{name}", type=positive_int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--seed", type=non_negative_int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--learning-rate", type=positive_float, default=None, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--per-class-thresholds",
-        action="store_true",
-        help="tune one heatmap threshold per class instead of one for all (for CLARiTy and every baseline alike)",
-    )
-    parser.add_argument("--no-reload-check", action="store_true", help="skip the fresh-process reload")
-    return parser
-
 
 def _demo(argv: Sequence[str] | None = None) -> int:
     """`clarity-demo`: see `clarity-demo --help`."""
-    parser = build_demo_parser()
-    args = parser.parse_args(argv)
-    overrides = {"output_dir": args.output_dir, "data_dir": args.data_dir, "preset": args.preset}
-    for key in (
-        "image_size",
-        "num_train",
-        "num_validation",
-        "num_test",
-        "teacher_steps",
-        "student_steps",
-        "baseline_steps",
-        "ablation_steps",
-        "batch_size",
-        "seed",
-        "n_bootstrap",
-        "learning_rate",
-    ):
-        value = getattr(args, key)
-        if value is not None:
-            overrides[key] = value
-    if args.ablation_seeds is not None:
-        overrides["ablation_seeds"] = list(dict.fromkeys(args.ablation_seeds))
-    if args.ablations is not None:
-        try:
-            overrides["ablations"] = parse_ablations(args.ablations)
-        except ValueError as err:
-            parser.error(f"--ablations: {err}")
-    overrides["reload_check"] = not args.no_reload_check
-    overrides["per_class_thresholds"] = args.per_class_thresholds
-    config = DemoConfig.quick_config(**overrides) if args.quick else DemoConfig(**overrides)
+    config = parse_demo_args(argv)
     result = run_demo(config)
     print(
         json.dumps(

@@ -24,13 +24,9 @@ split (AUROC on every image; localization threshold tuned on the `tune` half of 
 
 from __future__ import annotations
 
-import json
+import argparse
 import math
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -39,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForImageClassification
+from transformers import AutoModelForImageClassification, HfArgumentParser
 
 from ..baselines import PlainViTForMultiLabelClassification, plain_vit_config
 from ..configuration_clarity import ClarityConfig
@@ -59,11 +55,20 @@ from ..evaluation.report import (
 )
 from ..evaluation.run import reported_thresholds, write_evaluation
 from ..hub import save_for_hub
+from ..hub.reload_check import check_reload, save_reference
 from ..training import ClarityTrainingConfig, train
 from ..training.models import build_model
 from ..training.teacher_cache import add_teacher_logits
 
-__all__ = ["ABLATIONS", "DemoConfig", "DemoResult", "run_demo", "parse_ablations"]
+__all__ = [
+    "ABLATIONS",
+    "DemoConfig",
+    "DemoResult",
+    "build_demo_parser",
+    "parse_ablations",
+    "parse_demo_args",
+    "run_demo",
+]
 
 # One switch per CLARiTy component: name -> (row label, ClarityConfig overrides).
 ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -86,56 +91,152 @@ PRESET_CONFIGS = {
 PAPER_PRESETS = ("clarity-s-16-224", "clarity-s-16-512")
 
 
+# The `--quick` schedule (tests): 64 px, a few hundred images, a few steps per model. On the command line these are
+# the defaults that `--quick` sets, so an option given explicitly still wins.
+QUICK_VALUES: dict[str, Any] = dict(
+    image_size=64,
+    num_train=96,
+    num_validation=32,
+    num_test=96,
+    batch_size=16,
+    teacher_steps=4,
+    student_steps=4,
+    baseline_steps=4,
+    ablation_steps=4,
+    n_bootstrap=20,
+    ablations=[],
+    figure_images=3,
+    quick=True,
+)
+_POSITIVE_INTS = (
+    "image_size",
+    "num_train",
+    "num_validation",
+    "num_test",
+    "batch_size",
+    "teacher_steps",
+    "student_steps",
+    "baseline_steps",
+    "ablation_steps",
+    "n_bootstrap",
+    "figure_images",
+)
+
+
+def _option(name: str) -> str:
+    """The command-line spelling of a `DemoConfig` field, for error messages."""
+    return "--" + name.replace("_", "-")
+
+
 @dataclass
 class DemoConfig:
-    """Options of the demo (the command line of `clarity-demo`)."""
+    """Options of the demo: the command line of `clarity demo` (`HfArgumentParser`; `--output-dir` and
+    `--output_dir` both work). Impossible values are refused on construction, naming the option."""
 
-    output_dir: str = "./clarity-demo-output"
-    data_dir: str | None = None
-    preset: str = "clarity-tiny"
+    output_dir: str = field(
+        default="./clarity-demo-output", metadata={"help": "where everything is written (%(default)s)"}
+    )
+    data_dir: str | None = field(
+        default=None, metadata={"help": "a NIH ChestX-ray14 download (default: synthetic data)"}
+    )
+    preset: str = field(
+        default="clarity-tiny",
+        metadata={
+            "help": "student preset: clarity-tiny (CPU demo, default), clarity-s-16-224 or clarity-s-16-512 (the "
+            "paper's shipped training configs, GPUs)"
+        },
+    )
     # `None` takes the value of the preset's shipped training configs (`PRESET_CONFIGS`); see `resolved()`.
-    image_size: int | None = None
-    num_train: int | None = None
-    num_validation: int | None = None
-    num_test: int = 512
-    batch_size: int | None = None
-    teacher_steps: int | None = None
-    student_steps: int | None = None
-    baseline_steps: int | None = None
+    image_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "input side (default: the preset's training config, 96 for clarity-tiny; 64 with --quick)"
+        },
+    )
+    num_train: int | None = field(
+        default=None, metadata={"help": "synthetic training images (default: the preset's)"}
+    )
+    num_validation: int | None = field(
+        default=None, metadata={"help": "synthetic validation images (default: the preset's)"}
+    )
+    num_test: int = field(default=512, metadata={"help": "synthetic test images (%(default)s)"})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "student batch size (default: the preset's)"}
+    )
+    teacher_steps: int | None = field(
+        default=None, metadata={"help": "teacher optimizer steps (default: the preset's schedule)"}
+    )
+    student_steps: int | None = field(
+        default=None, metadata={"help": "student optimizer steps (default: the preset's schedule)"}
+    )
+    baseline_steps: int | None = field(
+        default=None, metadata={"help": "plain-ViT optimizer steps (default: the student's)"}
+    )
     # `None`: the full student schedule, so that an ablation row is a student trained like the reported one.
-    ablation_steps: int | None = None
-    learning_rate: float | None = None
+    ablation_steps: int | None = field(
+        default=None, metadata={"help": "optimizer steps of each ablation student (default: the student's)"}
+    )
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "student learning rate (default: the preset's)"}
+    )
     # Ablations leave the default run (they are 2 x (1 + switches) students): `--ablations all` adds them.
-    ablations: list[str] = field(default_factory=list)
-    ablation_seeds: list[int] = field(default_factory=lambda: [0, 1])
-    n_bootstrap: int = 200
+    ablations: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": f"'none' (default), 'all' or a comma-separated list of {', '.join(ABLATIONS)}: each switch "
+            "and the full model are trained on the full student schedule from every seed of --ablation-seeds "
+            "(long: 2 x (1 + switches) students by default)"
+        },
+    )
+    ablation_seeds: list[int] = field(
+        default_factory=lambda: [0, 1],
+        metadata={"help": "training seeds of every ablation variant (default: 0 1)"},
+    )
+    n_bootstrap: int = field(
+        default=200, metadata={"help": "bootstrap resamples of the AUROC intervals (%(default)s)"}
+    )
     # One heatmap threshold for all classes, or one per class: the same freedom for CLARiTy and every baseline.
-    per_class_thresholds: bool = False
-    seed: int = 0
-    quick: bool = False
-    reload_check: bool = True
-    figure_images: int = 6
+    per_class_thresholds: bool = field(
+        default=False,
+        metadata={
+            "help": "tune one heatmap threshold per class instead of one for all (for CLARiTy and every "
+            "baseline alike)"
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the data and of every model (%(default)s)"})
+    quick: bool = field(
+        default=False,
+        metadata={"help": "a tiny schedule for tests (< 2 minutes); options given explicitly still win"},
+    )
+    reload_check: bool = field(
+        default=True,
+        metadata={
+            "help": "reload the exported folder in a fresh process without clarity_hf (--no-reload-check: skip)"
+        },
+    )
+    figure_images: int = field(default=6, metadata={"help": "images per figure (%(default)s)"})
+
+    def __post_init__(self) -> None:
+        self.ablations = parse_ablations(self.ablations)
+        self.ablation_seeds = list(dict.fromkeys(self.ablation_seeds))
+        if self.preset not in PRESET_CONFIGS:
+            raise ValueError(f"--preset must be one of {', '.join(PRESET_CONFIGS)}, got {self.preset!r}")
+        for name in _POSITIVE_INTS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{_option(name)} must be a positive integer, got {value!r}")
+        for name, values in (("seed", [self.seed]), ("ablation_seeds", self.ablation_seeds)):
+            if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+                raise ValueError(f"{_option(name)} must be 0 or more, got {getattr(self, name)!r}")
+        if self.learning_rate is not None and not (
+            math.isfinite(self.learning_rate) and self.learning_rate > 0
+        ):
+            raise ValueError(f"--learning-rate must be a finite number above 0, got {self.learning_rate!r}")
 
     @classmethod
     def quick_config(cls, **overrides: Any) -> DemoConfig:
-        """The `--quick` schedule (tests): 64 px, a few hundred images, a few steps per model."""
-        values = dict(
-            image_size=64,
-            num_train=96,
-            num_validation=32,
-            num_test=96,
-            batch_size=16,
-            teacher_steps=4,
-            student_steps=4,
-            baseline_steps=4,
-            ablation_steps=4,
-            n_bootstrap=20,
-            ablations=[],
-            figure_images=3,
-            quick=True,
-        )
-        values.update(overrides)
-        return cls(**values)
+        """The `--quick` schedule (`QUICK_VALUES`) with `overrides`."""
+        return cls(**{**QUICK_VALUES, **overrides})
 
     def training_configs(self):
         """The (student, teacher) `ClarityTrainingConfig`s shipped for this preset."""
@@ -185,15 +286,64 @@ def parse_ablations(text: str | Sequence[str] | None) -> list[str]:
     """ "none", "all" or a comma-separated list of `ABLATIONS` keys -> the list of keys."""
     if text is None:
         return []
-    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    parts = [text] if isinstance(text, str) else text
+    items = [t.strip() for part in parts for t in part.split(",") if t.strip()]
     if items in (["none"], []):
         return []
     if items == ["all"]:
         return list(ABLATIONS)
     unknown = [t for t in items if t not in ABLATIONS]
     if unknown:
-        raise ValueError(f"unknown ablation(s) {unknown}; choose from {list(ABLATIONS)}, 'all' or 'none'")
+        raise ValueError(
+            f"--ablations: unknown ablation(s) {unknown}; choose from {list(ABLATIONS)}, 'all' or 'none'"
+        )
     return items
+
+
+# ---------------------------------------------------------------------------------------------------- command line
+DEMO_DESCRIPTION = (
+    "Train a ConvNeXtV2 teacher and a CLARiTy student, evaluate them against Grad-CAM, CAM and plain-ViT attention "
+    "baselines on the same data, write the report, figures and a Hub-ready model folder, and prove the folder "
+    "reloads with trust_remote_code in a fresh process. No download: by default the data are the embedded synthetic "
+    "chest X-ray benchmark."
+)
+DEMO_EPILOG = """\
+examples:
+  clarity-demo                                   # synthetic data, CPU, about 9 minutes on 2 cores
+  clarity-demo --quick --output-dir /tmp/demo    # a smoke run (under 2 minutes)
+  clarity-demo --ablations all --ablation-seeds 0 1
+                                                 # + 11 students, each as long as the default student
+                                                 # (about 35 minutes in all on 2 cores)
+  clarity-demo --data-dir /data/ChestX-ray14     # the same job on a real NIH ChestX-ray14 download
+  accelerate launch -m clarity_hf demo --data-dir /data/ChestX-ray14 --preset clarity-s-16-512
+                                                 # the paper's configuration on GPUs (training is distributed by
+                                                 # Accelerate; evaluation and export run on the main process)
+"""
+
+
+def build_demo_parser() -> HfArgumentParser:
+    """The `clarity demo` parser: one option per `DemoConfig` field."""
+    return HfArgumentParser(
+        DemoConfig,
+        prog="clarity demo",
+        description=DEMO_DESCRIPTION,
+        epilog=DEMO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def parse_demo_args(argv: Sequence[str] | None = None) -> DemoConfig:
+    """The command line -> `DemoConfig`. `--quick` makes `QUICK_VALUES` the parser's defaults (as `--config` does
+    for `clarity train`), so that options given explicitly win; a refused value is a usage error naming the option."""
+    parser = build_demo_parser()
+    known, _ = parser.parse_known_args(argv)
+    if known.quick:
+        parser.set_defaults(**QUICK_VALUES)
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as error:
+        parser.error(str(error))
+    return config
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -262,65 +412,19 @@ def _train(training_config, datasets, model=None) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------------------- reload
-# The first lines of a script run in a fresh process to prove that a saved folder works on its own, as for a Hub user
-# without clarity_hf, also where clarity_hf is installed: importing clarity_hf or any submodule then fails.
-WITHOUT_CLARITY_HF = (
-    'import sys\nsys.modules["clarity_hf"] = None  # everything must come from the model folder\n'
-)
-RELOAD_SCRIPT = WITHOUT_CLARITY_HF + textwrap.dedent(
-    """
-    import json
-    import torch
-    from transformers import AutoModel
-
-    folder, inputs = sys.argv[1], sys.argv[2]
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    data = torch.load(inputs)
-    with torch.no_grad():
-        output = model(data["pixel_values"])
-    print(json.dumps({
-        "class": type(model).__module__ + "." + type(model).__name__,
-        "clarity_hf_imported": any(
-            module is not None and (name == "clarity_hf" or name.startswith("clarity_hf."))
-            for name, module in sys.modules.items()
-        ),
-        "max_abs_logit_diff": float((output.logits - data["logits"]).abs().max()),
-        "max_abs_heatmap_diff": float((output.heatmaps - data["heatmaps"]).abs().max()),
-    }))
-    """
-)
+# The reference outputs come from the model in this process, whose thread count (and so float reduction order) may
+# differ from the fresh process's; the rehearsal compares two fresh processes and asks for identical outputs.
+RELOAD_TOLERANCE = 1e-4
 
 
 def reload_in_fresh_process(model_dir: Path, model, pixel_values: torch.Tensor, timeout: float = 300) -> dict:
     """Load `model_dir` with `AutoModel.from_pretrained(..., trust_remote_code=True)` in a new Python process where
-    `clarity_hf` cannot be imported, run it on `pixel_values` and compare with `model`'s outputs."""
-    with torch.no_grad():
-        reference = model.eval()(pixel_values)
-    inputs = model_dir.parent / "reload_inputs.pt"
-    torch.save(
-        {"pixel_values": pixel_values, "logits": reference.logits, "heatmaps": reference.heatmaps}, inputs
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    env["HF_MODULES_CACHE"] = str(model_dir.parent / ".hf_modules")
-    completed = subprocess.run(
-        [sys.executable, "-c", RELOAD_SCRIPT, str(model_dir.resolve()), str(inputs.resolve())],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=str(model_dir.parent),
-        timeout=timeout,
-    )
-    inputs.unlink(missing_ok=True)
-    if completed.returncode != 0:
-        return {"ok": False, "error": completed.stderr[-2000:]}
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    result["ok"] = (
-        not result["clarity_hf_imported"]
-        and result["max_abs_logit_diff"] < 1e-4
-        and result["max_abs_heatmap_diff"] < 1e-4
-    )
-    return result
+    `clarity_hf` cannot be imported, run it on `pixel_values` and compare with `model`'s outputs (within `RELOAD_TOLERANCE`)."""
+    reference = save_reference(model, pixel_values, model_dir.parent / "reload_inputs.pt")
+    try:
+        return check_reload(model_dir, reference, tolerance=RELOAD_TOLERANCE, timeout=timeout)
+    finally:
+        reference.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------------------- steps

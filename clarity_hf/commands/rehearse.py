@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..hub.reload_check import fresh_process_env, reload_command
+
 TEACHER_CONFIG = "teacher_512.yaml"
 STUDENT_CONFIG = "clarity_s16_512.yaml"
 DINO_EMBED, DINO_DEPTH, DINO_HEADS, DINO_PATCH = 384, 12, 6, 16  # DINO ViT-S/16
@@ -170,7 +172,8 @@ def write_random_dino_checkpoint(path: Path, seed: int = 0) -> Path:
     return path
 
 
-# Reference outputs of the exported model, computed where clarity_hf is importable (the exporting side) ...
+# Reference outputs of the exported model, computed where clarity_hf is importable (the exporting side), for the
+# fresh-process check of `hub.reload_check`.
 REFERENCE_SCRIPT = textwrap.dedent(
     """
     import sys, torch
@@ -183,31 +186,6 @@ REFERENCE_SCRIPT = textwrap.dedent(
     with torch.no_grad():
         output = model(**inputs)
     torch.save({"pixel_values": inputs["pixel_values"], "logits": output.logits, "heatmaps": output.heatmaps}, out)
-    """
-)
-# ... and a fresh process where clarity_hf cannot be imported: everything from the folder, as for a Hub user.
-RELOAD_SCRIPT = 'import sys\nsys.modules["clarity_hf"] = None\n' + textwrap.dedent(
-    """
-    import json, torch
-    from transformers import AutoImageProcessor, AutoModel
-    folder, image, reference = sys.argv[1:4]
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
-    inputs = processor(image, return_tensors="pt")
-    with torch.no_grad():
-        output = model(**inputs)
-    ref = torch.load(reference)
-    result = {
-        "model_class": type(model).__module__ + "." + type(model).__name__,
-        "processor_class": type(processor).__module__ + "." + type(processor).__name__,
-        "pixel_values_identical": bool(torch.equal(inputs["pixel_values"], ref["pixel_values"])),
-        "logits_identical": bool(torch.equal(output.logits, ref["logits"])),
-        "heatmaps_identical": bool(torch.equal(output.heatmaps, ref["heatmaps"])),
-        "max_abs_logit_diff": float((output.logits - ref["logits"]).abs().max()),
-        "heatmaps_shape": list(output.heatmaps.shape),
-    }
-    print(json.dumps(result))
-    sys.exit(0 if result["logits_identical"] and result["heatmaps_identical"] else 3)
     """
 )
 
@@ -391,10 +369,11 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
         f"outputs of {student_dir / 'best_model'} on {image.name} (with clarity_hf)",
     )
     finish(stage)
-    env = {k: v for k, v in _env().items() if k != "PYTHONPATH"}
-    env["HF_MODULES_CACHE"] = str(out / ".hf_modules")
     stage = run_stage(
-        Stage("fresh_reload"), [py, "-c", RELOAD_SCRIPT, hub_dir, image, reference], logs, env=env
+        Stage("fresh_reload"),
+        reload_command(hub_dir, reference, image=image),
+        logs,
+        env=fresh_process_env(out / ".hf_modules", base=_env()),
     )
     stage.images, stage.extra = 1, _last_json(logs / "fresh_reload.log")
     stage.figure = (

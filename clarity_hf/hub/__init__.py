@@ -6,6 +6,8 @@
 - `export`: the Hub repo folder ([`save_for_hub`]) and its upload ([`push_to_hub`]).
 - `cards`: the model card and the dataset card, from measured results and the templates in `templates/`.
 - `dataset_upload`: a built data set to the Hub as Parquet with its card ([`push_dataset_to_hub`]).
+- `reload_check`: an exported folder reloaded in a fresh process where clarity_hf cannot be imported, compared
+  with a reference (the demo's and the rehearsal's check).
 """
 
 from ..loading import (
