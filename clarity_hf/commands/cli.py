@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from .demo import ABLATIONS, DemoConfig, parse_ablations, run_demo
 from .errors import run_with_boundary
+from .logs import configure_logging
 
 __all__ = ["COMMANDS", "demo_main", "export_onnx_main", "predict_main", "main"]
 
@@ -174,14 +175,14 @@ def _demo(argv: Sequence[str] | None = None) -> int:
 
 
 def build_predict_parser() -> argparse.ArgumentParser:
-    from ..inference.predict import build_parser
+    from .predict import build_parser
 
     return build_parser()
 
 
 def demo_main(argv: Sequence[str] | None = None) -> int:
     """`clarity demo` / `clarity-demo`: see `clarity demo --help`."""
-    return run_with_boundary("clarity demo", _demo, argv)
+    return run_command("demo", argv)
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
@@ -237,7 +238,8 @@ def usage() -> str:
 
 
 def run_command(name: str, argv: Sequence[str] | None = None) -> int:
-    """Run the command `name` with `argv` inside the error boundary."""
+    """Run the command `name` with `argv` inside the error boundary, its progress logged to stderr."""
+    configure_logging(f"clarity {name}")
     if name == "demo":
         return run_with_boundary("clarity demo", _demo, argv)
     module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")

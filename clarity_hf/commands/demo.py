@@ -25,6 +25,7 @@ split (AUROC on every image; localization threshold tuned on the `tune` half of 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -64,6 +65,8 @@ from ..training.models import build_model
 from ..training.teacher_cache import add_teacher_logits
 
 __all__ = ["ABLATIONS", "DemoConfig", "DemoResult", "run_demo", "parse_ablations"]
+
+logger = logging.getLogger(__name__)
 
 # One switch per CLARiTy component: name -> (row label, ClarityConfig overrides).
 ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -325,7 +328,7 @@ def reload_in_fresh_process(model_dir: Path, model, pixel_values: torch.Tensor, 
 
 # ----------------------------------------------------------------------------------------------------------- steps
 def _log(message: str) -> None:
-    print(f"[clarity-demo] {message}", flush=True)
+    logger.info(message)
 
 
 class _Clock:
