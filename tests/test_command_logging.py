@@ -61,6 +61,13 @@ def test_log_level_comes_from_the_environment_and_a_second_command_adds_no_handl
     logger.warning("shown")
     err = capsys.readouterr().err.splitlines()
     assert err == ["[clarity two] WARNING: shown"]
+    monkeypatch.setenv(LOG_LEVEL_ENV, "info")
+    monkeypatch.setenv("RANK", "1")  # a second process of `accelerate launch`: warnings only
+    configure_logging("clarity rank1")
+    logger.info("hidden on rank 1")
+    logger.warning("shown on rank 1")
+    assert capsys.readouterr().err.splitlines() == ["[clarity rank1] WARNING: shown on rank 1"]
+    monkeypatch.delenv("RANK")
     monkeypatch.setenv(LOG_LEVEL_ENV, "loud")
     configure_logging("clarity three")
     logger.info("back at INFO")

@@ -42,9 +42,13 @@ class _CommandHandler(logging.StreamHandler):
 
 def configure_logging(prog: str) -> None:
     """Send the package's log lines of level `CLARITY_LOG_LEVEL` (default INFO) and above to stderr as
-    `[prog] message`. Called once per command run; a second call replaces the prefix instead of adding a handler."""
+    `[prog] message`. Called once per command run; a second call replaces the prefix instead of adding a handler.
+    Under `accelerate launch` / `torchrun` the processes other than rank 0 log warnings only, as transformers'
+    Trainer does for its replicas: one copy of each progress line."""
     name = os.environ.get(LOG_LEVEL_ENV, "INFO").strip().upper()
     level = logging.getLevelName(name)
+    if isinstance(level, int) and os.environ.get("RANK", "0") != "0":
+        level = max(level, logging.WARNING)
     logger = logging.getLogger(PACKAGE_LOGGER)
     handler = next((h for h in logger.handlers if isinstance(h, _CommandHandler)), None)
     if handler is None:
