@@ -266,8 +266,13 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
         step = f", {stage.seconds_per_step:.1f} s/optimizer step" if stage.seconds_per_step else ""
         logger.info(
             "%s: %.1f s, %s%s, peak %.0f MB; %s",
-            stage.name, stage.seconds, rate, step, stage.peak_rss_mb, stage.figure,
-        )  # fmt: skip
+            stage.name,
+            stage.seconds,
+            rate,
+            step,
+            stage.peak_rss_mb,
+            stage.figure,
+        )
         (out / "stages.json").write_text(json.dumps(_table(config, stages), indent=2))
 
     # 1. the NIH-shaped folder
