@@ -7,11 +7,10 @@ import logging
 import subprocess
 import sys
 
-import pytest
 from helpers import REPO_ROOT, subprocess_env
 
 from clarity_hf.commands.cli import run_command
-from clarity_hf.commands.logs import LOG_LEVEL_ENV, configure_logging
+from clarity_hf.commands.logs import LOG_LEVEL_ENV, command_logging
 
 TINY_TRAIN = [
     "--config", "tiny_cpu.yaml",
@@ -28,17 +27,7 @@ TINY_TRAIN = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def package_logger():
-    """The package logger as a test found it: a command run in-process configures it, the next test must not
-    inherit that."""
-    logger = logging.getLogger("clarity_hf")
-    handlers, level = list(logger.handlers), logger.level
-    yield logger
-    logger.handlers[:], logger.level = handlers, level
-
-
-def test_train_command_logs_progress_to_stderr_and_prints_only_its_result(tmp_path, capsys, package_logger):
+def test_train_command_logs_progress_to_stderr_and_prints_only_its_result(tmp_path, capsys):
     assert run_command("train", [*TINY_TRAIN, "--output_dir", str(tmp_path / "run")]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)  # the whole of stdout is the result
@@ -50,31 +39,37 @@ def test_train_command_logs_progress_to_stderr_and_prints_only_its_result(tmp_pa
     assert "validation mean AUROC" not in captured.out
 
 
-def test_log_level_comes_from_the_environment_and_a_second_command_adds_no_handler(
-    monkeypatch, capsys, package_logger
+def test_log_level_comes_from_the_environment_and_the_logger_is_restored_after_the_command(
+    monkeypatch, capsys
 ):
+    package = logging.getLogger("clarity_hf")
+    before = (list(package.handlers), package.level)
     logger = logging.getLogger("clarity_hf.training.trainer")
     monkeypatch.setenv(LOG_LEVEL_ENV, "warning")
-    configure_logging("clarity one")
-    configure_logging("clarity two")
-    logger.info("hidden")
-    logger.warning("shown")
-    err = capsys.readouterr().err.splitlines()
-    assert err == ["[clarity two] WARNING: shown"]
+    with (
+        command_logging("clarity outer"),
+        command_logging("clarity inner"),
+    ):  # nested: one handler, the outer's
+        logger.info("hidden")
+        logger.warning("shown")
+    logger.info("after the command")  # the package is a library again: no handler of ours, its level restored
+    assert capsys.readouterr().err.splitlines() == ["[clarity outer] WARNING: shown"]
+    assert (list(package.handlers), package.level) == before
+
     monkeypatch.setenv(LOG_LEVEL_ENV, "info")
     monkeypatch.setenv("RANK", "1")  # a second process of `accelerate launch`: warnings only
-    configure_logging("clarity rank1")
-    logger.info("hidden on rank 1")
-    logger.warning("shown on rank 1")
+    with command_logging("clarity rank1"):
+        logger.info("hidden on rank 1")
+        logger.warning("shown on rank 1")
     assert capsys.readouterr().err.splitlines() == ["[clarity rank1] WARNING: shown on rank 1"]
+
     monkeypatch.delenv("RANK")
     monkeypatch.setenv(LOG_LEVEL_ENV, "loud")
-    configure_logging("clarity three")
-    logger.info("back at INFO")
-    err = capsys.readouterr().err.splitlines()
-    assert err == [
+    with command_logging("clarity three"):
+        logger.info("at INFO")
+    assert capsys.readouterr().err.splitlines() == [
         f"[clarity three] WARNING: {LOG_LEVEL_ENV}=LOUD is not a level (DEBUG, INFO, WARNING, ERROR): using INFO",
-        "[clarity three] back at INFO",
+        "[clarity three] at INFO",
     ]
 
 

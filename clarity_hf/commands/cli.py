@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from .demo import ABLATIONS, DemoConfig, parse_ablations, run_demo
 from .errors import run_with_boundary
-from .logs import configure_logging
+from .logs import command_logging
 
 __all__ = ["COMMANDS", "demo_main", "export_onnx_main", "predict_main", "main"]
 
@@ -239,11 +239,11 @@ def usage() -> str:
 
 def run_command(name: str, argv: Sequence[str] | None = None) -> int:
     """Run the command `name` with `argv` inside the error boundary, its progress logged to stderr."""
-    configure_logging(f"clarity {name}")
-    if name == "demo":
-        return run_with_boundary("clarity demo", _demo, argv)
-    module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
-    return run_with_boundary(f"clarity {name}", module.main, argv)
+    with command_logging(f"clarity {name}"):
+        if name == "demo":
+            return run_with_boundary("clarity demo", _demo, argv)
+        module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
+        return run_with_boundary(f"clarity {name}", module.main, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
