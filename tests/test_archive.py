@@ -16,9 +16,9 @@ from archive_testing import make_tree, write_dicom
 from helpers import REPO_ROOT, subprocess_env
 from PIL import Image
 
+from clarity_hf.commands.predict import main as predict_main
 from clarity_hf.configuration_clarity import NIH_PATHOLOGIES
 from clarity_hf.inference import ArchiveOptions, find_images, run_archive
-from clarity_hf.inference.predict import main as predict_main
 
 COLUMNS = ["path", "height", "width", *NIH_PATHOLOGIES, "boxes", "heatmap", "overlay", "overlay_class"]
 

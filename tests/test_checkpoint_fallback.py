@@ -74,12 +74,19 @@ def test_resume_falls_back_to_the_previous_complete_checkpoint(run_dir, caplog, 
         assert resolve_resume_path("latest", run_dir).name == "checkpoint-4"
     assert str(newest) in caplog.text and "previous complete checkpoint" in caplog.text
     # the same run resumes from step 4, ends at step 6 and writes checkpoint-6 again, whole
-    result = train(
-        tiny_config(
-            run_dir, max_steps=6, checkpointing_steps=2, save_total_limit=3, resume_from_checkpoint="latest"
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="clarity_hf.training.trainer"):
+        result = train(
+            tiny_config(
+                run_dir,
+                max_steps=6,
+                checkpointing_steps=2,
+                save_total_limit=3,
+                resume_from_checkpoint="latest",
+            )
         )
-    )
-    assert "checkpoint-4: step 4" in capsys.readouterr().out  # "resumed from ...": the trainer says where
+    assert "checkpoint-4: step 4" in caplog.text  # "resumed from ...": the trainer logs where
+    assert capsys.readouterr().out == ""  # logged, not printed
     assert result.global_step == 6 and result.last_checkpoint.endswith("checkpoint-6")
     assert checkpoint_problem(run_dir / "checkpoints" / "checkpoint-6") is None
     # every complete checkpoint damaged: an error naming the newest's file, not a fresh start

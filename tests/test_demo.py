@@ -177,8 +177,9 @@ def test_quick_demo_end_to_end(tmp_path):
         timeout=600,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    summary = json.loads(completed.stdout[completed.stdout.rindex("{\n") :])
+    summary = json.loads(completed.stdout)  # stdout is the summary only; the progress is logged to stderr
     assert summary["reload_ok"] is True
+    assert "[clarity demo] fresh-process reload: OK" in completed.stderr
     report = json.loads((out / "report.json").read_text())
     models = report["models"]
     # Ablation students are not rows of their own: they enter through the table aggregated over seeds.

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clarity_hf.commands.predict import main as predict_main
 from clarity_hf.files import UnusableFileError
 from clarity_hf.inference import ArchiveOptions, find_images, run_archive
 from clarity_hf.inference.archive import ArchiveSetupError
-from clarity_hf.inference.predict import main as predict_main
 from clarity_hf.inference.table import ResultStore
 
 

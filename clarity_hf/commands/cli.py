@@ -8,46 +8,24 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from collections.abc import Sequence
 
-from .demo import parse_demo_args, run_demo
 from .errors import run_with_boundary
+from .logs import command_logging
 
 __all__ = ["COMMANDS", "demo_main", "export_onnx_main", "predict_main", "main"]
 
 
-def _demo(argv: Sequence[str] | None = None) -> int:
-    """`clarity-demo`: see `clarity-demo --help`."""
-    config = parse_demo_args(argv)
-    result = run_demo(config)
-    print(
-        json.dumps(
-            {
-                "report_markdown": str(result.report_markdown),
-                "report_json": str(result.report_json),
-                "figures": [str(p) for p in result.figures],
-                "model_dir": str(result.model_dir),
-                "reload_ok": result.reload.get("ok"),
-                "verdict_met": result.verdict["passed"],
-                "seconds": result.timings.get("total"),
-            },
-            indent=2,
-        )
-    )
-    return 0 if (result.reload.get("ok") is not False) else 1
-
-
 def build_predict_parser() -> argparse.ArgumentParser:
-    from ..inference.predict import build_parser
+    from .predict import build_parser
 
     return build_parser()
 
 
 def demo_main(argv: Sequence[str] | None = None) -> int:
     """`clarity demo` / `clarity-demo`: see `clarity demo --help`."""
-    return run_with_boundary("clarity demo", _demo, argv)
+    return run_command("demo", argv)
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +40,7 @@ def export_onnx_main(argv: Sequence[str] | None = None) -> int:
 
 # name -> (module in clarity_hf.commands with a `main(argv)`, one line for `clarity --help`)
 COMMANDS = {
-    "demo": ("cli", "train a teacher and a student on synthetic (or NIH) data, evaluate, export, reload"),
+    "demo": ("demo", "train a teacher and a student on synthetic (or NIH) data, evaluate, export, reload"),
     "prepare": ("prepare", "build NIH ChestX-ray14 from a local download and cache it resized as Parquet"),
     "train": ("train", "train a CLARiTy student (or, with --model convnextv2, a teacher)"),
     "train-teacher": (
@@ -103,11 +81,10 @@ def usage() -> str:
 
 
 def run_command(name: str, argv: Sequence[str] | None = None) -> int:
-    """Run the command `name` with `argv` inside the error boundary."""
-    if name == "demo":
-        return run_with_boundary("clarity demo", _demo, argv)
-    module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
-    return run_with_boundary(f"clarity {name}", module.main, argv)
+    """Run the command `name` with `argv` inside the error boundary, its progress logged to stderr."""
+    with command_logging(f"clarity {name}"):
+        module = importlib.import_module(f"{__package__}.{COMMANDS[name][0]}")
+        return run_with_boundary(f"clarity {name}", module.main, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,8 @@ split (AUROC on every image; localization threshold tuned on the `tune` half of 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import math
 import shutil
 import time
@@ -62,6 +64,7 @@ from ..training.teacher_cache import add_teacher_logits
 
 __all__ = [
     "ABLATIONS",
+    "main",
     "DemoConfig",
     "DemoResult",
     "build_demo_parser",
@@ -69,6 +72,8 @@ __all__ = [
     "parse_demo_args",
     "run_demo",
 ]
+
+logger = logging.getLogger(__name__)
 
 # One switch per CLARiTy component: name -> (row label, ClarityConfig overrides).
 ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -429,7 +434,7 @@ def reload_in_fresh_process(model_dir: Path, model, pixel_values: torch.Tensor, 
 
 # ----------------------------------------------------------------------------------------------------------- steps
 def _log(message: str) -> None:
-    print(f"[clarity-demo] {message}", flush=True)
+    logger.info(message)
 
 
 class _Clock:
@@ -854,3 +859,24 @@ def run_demo(config: DemoConfig) -> DemoResult:
     if not reload.get("skipped"):
         clock.lap("reload check")
     return step_verdict(config, data, trained, evaluation, model_dir, reload, clock, out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`clarity demo` / `clarity-demo`: run the demo and print where its results are (JSON on stdout)."""
+    config = parse_demo_args(argv)
+    result = run_demo(config)
+    print(
+        json.dumps(
+            {
+                "report_markdown": str(result.report_markdown),
+                "report_json": str(result.report_json),
+                "figures": [str(p) for p in result.figures],
+                "model_dir": str(result.model_dir),
+                "reload_ok": result.reload.get("ok"),
+                "verdict_met": result.verdict["passed"],
+                "seconds": result.timings.get("total"),
+            },
+            indent=2,
+        )
+    )
+    return 0 if (result.reload.get("ok") is not False) else 1

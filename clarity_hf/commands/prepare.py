@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 
 from ..data.cache import build_cache
@@ -65,7 +64,6 @@ def main(argv=None) -> None:
 
 
 def prepare(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     start = time.perf_counter()
     dataset = build_chestxray14(
         args.root,

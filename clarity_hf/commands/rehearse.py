@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -34,6 +35,8 @@ import torch
 from PIL import Image
 
 from ..hub.reload_check import fresh_process_env, reload_command
+
+logger = logging.getLogger(__name__)
 
 TEACHER_CONFIG = "teacher_512.yaml"
 STUDENT_CONFIG = "clarity_s16_512.yaml"
@@ -103,7 +106,7 @@ def run_stage(stage: Stage, command: list[str], log_dir: Path, env: dict | None 
     stage.command = [str(c) for c in command]
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{stage.name}.log"
-    print(f"[rehearsal] {stage.name}: {' '.join(stage.command)}", flush=True)
+    logger.info("%s: %s", stage.name, " ".join(stage.command))
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as handle:
         process = subprocess.Popen(stage.command, stdout=handle, stderr=subprocess.STDOUT, env=env or _env())
@@ -239,10 +242,14 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
         stages.append(stage)
         rate = f"{stage.images_per_second:.3f} images/s" if stage.images_per_second else "-"
         step = f", {stage.seconds_per_step:.1f} s/optimizer step" if stage.seconds_per_step else ""
-        print(
-            f"[rehearsal] {stage.name}: {stage.seconds:.1f} s, {rate}{step}, peak {stage.peak_rss_mb:.0f} MB; "
-            f"{stage.figure}",
-            flush=True,
+        logger.info(
+            "%s: %.1f s, %s%s, peak %.0f MB; %s",
+            stage.name,
+            stage.seconds,
+            rate,
+            step,
+            stage.peak_rss_mb,
+            stage.figure,
         )
         (out / "stages.json").write_text(json.dumps(_table(config, stages), indent=2))
 
@@ -300,7 +307,7 @@ def rehearse(config: RehearsalConfig) -> list[Stage]:
     stages.append(
         Stage("teacher_logits_cache", figure="not used: the 512 recipe augments, the teacher runs online")
     )
-    print(f"[rehearsal] teacher_logits_cache: skipped ({stages[-1].figure})", flush=True)
+    logger.info("teacher_logits_cache: skipped (%s)", stages[-1].figure)
 
     # 5. stage 2: CLARiTy-S-16-512 from a DINO .pth, distilled from the teacher, 2 processes, bf16
     dino = write_random_dino_checkpoint(out / "dino_deitsmall16_pretrain.pth", seed=config.seed)

@@ -8,6 +8,7 @@ evaluation report fills in its tables. `clarity push --dry-run` renders the same
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from ..configuration_clarity import CLARITY_PRESETS, ClarityConfig
 from .cards import DEFAULT_REPO_ID, render_model_card
 
 __all__ = ["PRESET_CARD_ORG", "render_preset_card", "write_preset_cards"]
+
+logger = logging.getLogger(__name__)
 
 PRESET_CARD_ORG = DEFAULT_REPO_ID.split("/")[0]
 
@@ -38,5 +41,6 @@ def write_preset_cards(folder: str | Path) -> list[Path]:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     for path in write_preset_cards(sys.argv[1] if len(sys.argv) > 1 else "model_cards"):
-        print(path)
+        logger.info("wrote %s", path)

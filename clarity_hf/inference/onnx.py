@@ -12,9 +12,7 @@ only the processor's preprocessing (or `preprocessor_config.json`) beside it.
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import torch
 
 from ..image_processing_clarity import score_function
 
-__all__ = ["OnnxExportError", "check_opset", "export_onnx", "onnx_session", "run_onnx", "main"]
+__all__ = ["OnnxExportError", "check_opset", "check_output", "export_onnx", "onnx_session", "run_onnx"]
 
 ONNX_EXTRA_HINT = 'pip install "clarity_hf[onnx]"'
 INPUT_NAME = "pixel_values"
@@ -48,7 +46,7 @@ def check_opset(opset) -> int:
     return opset
 
 
-def _check_output(output: Path) -> None:
+def check_output(output: Path) -> None:
     """The .onnx target can be written: its folder exists (made) and takes a file, and it is not a folder."""
     from ..files import writable_folder
 
@@ -90,7 +88,7 @@ def export_onnx(model, output: str | Path, opset: int = 18, batch_size: int = 2)
         model = load_for_inference(model).model
     opset = check_opset(opset)
     output = Path(output)
-    _check_output(output)
+    check_output(output)
     model = model.eval().float().cpu()
     size = int(model.config.image_size)
     example = torch.zeros(batch_size, 3, size, size)
@@ -147,49 +145,3 @@ def run_onnx(session, pixel_values) -> dict[str, np.ndarray]:
     """`pixel_values` (B, 3, S, S) -> {"logits", "heatmaps"} as numpy arrays."""
     pixel_values = np.ascontiguousarray(np.asarray(pixel_values, dtype=np.float32))
     return dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: pixel_values})))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m clarity_hf export-onnx MODEL --output FILE [--check IMAGE ...]`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m clarity_hf export-onnx",
-        description="Export a CLARiTy model folder (or Hub id) to ONNX: pixel_values -> logits, heatmaps, dynamic "
-        f"batch. Needs `{ONNX_EXTRA_HINT}`.",
-    )
-    parser.add_argument("model", help="a model folder (e.g. clarity-demo-output/model) or Hub repo id")
-    parser.add_argument("--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (%(default)s)")
-    parser.add_argument(
-        "--check",
-        nargs="*",
-        default=[],
-        metavar="IMAGE",
-        help="images to run through PyTorch and onnxruntime; prints the largest differences",
-    )
-    args = parser.parse_args(argv)
-    from ..loading import load_for_inference
-
-    try:  # the options first: a wrong one fails in a second, not after loading the model
-        check_opset(args.opset)
-        _check_output(Path(args.output))
-    except ImportError as err:  # the onnx extra is missing: its message says what to install
-        raise OnnxExportError(str(err)) from err
-    pipe = load_for_inference(args.model)  # a bad folder raises InvalidModelFolderError naming it
-    # The check images are read before the export: a bad one (ImageDecodeError naming it) leaves no .onnx behind.
-    images = [str(p) for p in args.check]
-    pixel_values = pipe.image_processor(images, return_tensors="pt")["pixel_values"] if images else None
-    try:
-        path = export_onnx(pipe.model, args.output, opset=args.opset)
-    except ImportError as err:
-        raise OnnxExportError(str(err)) from err
-    report = {"onnx": str(path), "bytes": path.stat().st_size}
-    if args.check:
-        with torch.no_grad():
-            expected = pipe.model(pixel_values=pixel_values)
-        got = run_onnx(onnx_session(path), pixel_values.numpy())
-        report["max_abs_difference"] = {
-            "logits": float(np.abs(got["logits"] - expected.logits.numpy()).max()),
-            "heatmaps": float(np.abs(got["heatmaps"] - expected.heatmaps.numpy()).max()),
-        }
-    print(json.dumps(report, indent=2))
-    return 0

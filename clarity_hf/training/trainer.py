@@ -27,6 +27,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -129,6 +130,12 @@ def _trackers(config: ClarityTrainingConfig, logging_dir: str) -> list:
         elif name not in ("none", ""):
             trackers.append(name)
     return trackers
+
+
+def _report(accelerator: Accelerator, message: str) -> None:
+    """A progress line, logged at INFO by the main process only (one line per run, not one per process)."""
+    if accelerator.is_main_process:
+        logger.info(message)
 
 
 def _save_best(accelerator: Accelerator, model, output_dir: Path, processor: ClarityImageProcessor) -> Path:
@@ -354,7 +361,7 @@ def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, dat
     model, teacher, label_names, distillation_weight = _prepare_models(
         config, accelerator, datasets, model, teacher
     )
-    processor = run_processor(config, model.config.image_size, report=accelerator.print)
+    processor = run_processor(config, model.config.image_size, report=partial(_report, accelerator))
     train_set, sampler, train_loader, eval_loader = _make_loaders(
         config,
         datasets,
@@ -387,8 +394,9 @@ def _train(config, accelerator: Accelerator, run: RunFolder, model, teacher, dat
         last_checkpoint = str(checkpoint)
         if state.batches_in_epoch >= schedule.batches_per_epoch:
             state.epoch, state.batches_in_epoch = state.epoch + 1, 0
-        accelerator.print(
-            f"resumed from {checkpoint}: step {state.global_step}, epoch {state.epoch}, batch {state.batches_in_epoch}"
+        _report(
+            accelerator,
+            f"resumed from {checkpoint}: step {state.global_step}, epoch {state.epoch}, batch {state.batches_in_epoch}",
         )
     run.cut_metrics(state.global_step)
     accelerator.init_trackers(config.tracker_project_name, config=_flat_config(config))
@@ -598,9 +606,10 @@ def _count_skipped(accelerator, state: TrainState, epoch: int, epoch_skipped, ep
         state.skipped[kind] = state.skipped.get(kind, 0) + count
     state.skipped_files.extend(f for f in gathered_files if f not in state.skipped_files)
     if any(counts.values()):
-        accelerator.print(
+        _report(
+            accelerator,
             f"epoch {epoch}: skipped {sum(counts.values())} unreadable training image(s) {counts}: "
-            + "; ".join(gathered_files[:5])
+            + "; ".join(gathered_files[:5]),
         )
     return counts
 
@@ -614,9 +623,10 @@ def _log_evaluation(accelerator, metrics: dict, skipped: dict, epoch: int, step:
     log_values.update({f"eval/auroc/{k}": v for k, v in metrics["per_class"].items()})
     log_values.update({f"train/skipped_{k}": v for k, v in skipped.items()})
     accelerator.log(log_values, step=step)
-    accelerator.print(
+    _report(
+        accelerator,
         f"epoch {epoch} step {step}: validation mean AUROC {metrics['mean_auroc']:.4f} "
-        f"on {metrics['num_samples']} images ({metrics['num_invalid']} unreadable)"
+        f"on {metrics['num_samples']} images ({metrics['num_invalid']} unreadable)",
     )
 
 
