@@ -186,48 +186,6 @@ def test_rehearsal_runs_the_real_path_end_to_end(tmp_path):
     assert (out / "hub_export" / "model.safetensors").is_file()
 
 
-def test_command_line_spellings_and_the_positional_folder(tmp_path):
-    from clarity_hf.commands.make_nih_rehearsal import parse_args
-
-    dashes = parse_args(
-        ["out", "--num-images", "6", "--metadata-dir", "meta", "--num-proc", "2", "--seed", "3"]
-    )
-    underscores = parse_args(
-        ["--num_images", "6", "--metadata_dir", "meta", "--num_proc", "2", "--seed", "3", "out"]
-    )
-    assert (dashes.output, dashes.num_images, dashes.metadata_dir, dashes.num_proc, dashes.seed) == (
-        "out",
-        6,
-        "meta",
-        2,
-        3,
-    )
-    assert vars(dashes) == vars(underscores)
-    defaults = parse_args(["out", "--metadata-dir", "meta"])
-    assert (defaults.num_images, defaults.seed, defaults.num_proc) == (600, 0, None)
-
-
-@pytest.mark.parametrize(
-    "argv, needle",
-    [
-        (["out", "--num-images", "1", "--metadata-dir", "meta"], "--num-images 1: must be at least 2"),
-        (
-            ["out", "--num-images", "six", "--metadata-dir", "meta"],
-            "--num_images/--num-images: invalid int value",
-        ),
-        (["--metadata-dir", "meta"], "the following arguments are required: output"),
-        (["out"], "the following arguments are required: --metadata_dir/--metadata-dir"),
-    ],
-)
-def test_command_line_refuses_bad_values_with_a_usage_error(argv, needle, capsys):
-    from clarity_hf.commands.make_nih_rehearsal import main
-
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    assert needle in capsys.readouterr().err
-
-
 def test_command_writes_the_folder_and_prints_its_summary(folder, tmp_path, capsys):
     from clarity_hf.commands.make_nih_rehearsal import main
 
