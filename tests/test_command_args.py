@@ -3,7 +3,7 @@ positional arguments, defaults, and a refused value as a usage error (exit 2) na
 
 import pytest
 
-from clarity_hf.commands import cache_teacher_logits, make_nih_rehearsal
+from clarity_hf.commands import cache_teacher_logits, export_onnx, make_nih_rehearsal
 
 
 def test_make_nih_rehearsal_spellings_and_the_positional_folder():
@@ -73,3 +73,43 @@ def test_cache_teacher_logits_refuses_bad_values_with_a_usage_error(argv, needle
         cache_teacher_logits.main(argv)
     assert exit_info.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_export_onnx_positional_model_and_zero_or_more_check_images():
+    args = export_onnx.parse_args(
+        ["model_dir", "--output", "m.onnx", "--check", "a.png", "b.png", "--opset", "17"]
+    )
+    assert (args.model, args.output, args.opset, args.check) == (
+        "model_dir",
+        "m.onnx",
+        17,
+        ["a.png", "b.png"],
+    )
+    # `--check` with no image stays accepted (no check), as before the dataclass.
+    args = export_onnx.parse_args(["--check", "--output", "m.onnx", "model_dir"])
+    assert (args.model, args.opset, args.check) == ("model_dir", 18, [])
+    assert export_onnx.parse_args(["model_dir", "--output", "m.onnx"]).check == []
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["model_dir"], "the following arguments are required: --output"),
+        (["--output", "m.onnx"], "the following arguments are required: model"),
+        (["model_dir", "--output", "m.onnx", "--opset", "x"], "argument --opset: invalid int value: 'x'"),
+    ],
+)
+def test_export_onnx_usage_errors(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export_onnx.main(argv)
+    assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_export_onnx_help_is_argparse_plain(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export_onnx.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: clarity export-onnx [-h] --output OUTPUT [--opset OPSET]")
+    assert "--check [IMAGE ...]" in out and "ONNX opset (18)" in out and "(default:" not in out
