@@ -3,7 +3,7 @@ positional arguments, defaults, and a refused value as a usage error (exit 2) na
 
 import pytest
 
-from clarity_hf.commands import cache_teacher_logits, export_onnx, make_nih_rehearsal
+from clarity_hf.commands import cache_teacher_logits, export_onnx, make_nih_rehearsal, prepare
 
 
 def test_make_nih_rehearsal_spellings_and_the_positional_folder():
@@ -113,3 +113,110 @@ def test_export_onnx_help_is_argparse_plain(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: clarity export-onnx [-h] --output OUTPUT [--opset OPSET]")
     assert "--check [IMAGE ...]" in out and "ONNX opset (18)" in out and "(default:" not in out
+
+
+def test_prepare_positionals_flags_before_them_and_both_spellings():
+    # A flag before the positionals must not swallow ROOT (a bool field of HfArgumentParser would).
+    args = prepare.parse_args(["--skip-missing", "--overwrite", "nih", "cache", "--image-size", "512"])
+    assert (args.root, args.output, args.skip_missing, args.overwrite, args.public) == (
+        "nih",
+        "cache",
+        True,
+        True,
+        False,
+    )
+    assert args.image_size == 512
+    dashes = prepare.parse_args(
+        [
+            "nih",
+            "cache",
+            "--num-proc",
+            "8",
+            "--shard-size",
+            "4",
+            "--validation-fraction",
+            "0.25",
+            "--train-val-list",
+            "a.txt",
+            "--test-list",
+            "b.txt",
+            "--push-to-hub",
+            "u/r",
+            "--public",
+            "--resample",
+            "lanczos",
+            "--image-format",
+            "pgm",
+            "--seed",
+            "3",
+        ]
+    )
+    underscores = prepare.parse_args(
+        [
+            "nih",
+            "cache",
+            "--num_proc",
+            "8",
+            "--shard_size",
+            "4",
+            "--validation_fraction",
+            "0.25",
+            "--train_val_list",
+            "a.txt",
+            "--test_list",
+            "b.txt",
+            "--push_to_hub",
+            "u/r",
+            "--public",
+            "--resample",
+            "lanczos",
+            "--image_format",
+            "pgm",
+            "--seed",
+            "3",
+        ]
+    )
+    assert vars(dashes) == vars(underscores)
+    assert (dashes.num_proc, dashes.validation_fraction, dashes.push_to_hub, dashes.resample) == (
+        8,
+        0.25,
+        "u/r",
+        "lanczos",
+    )
+    defaults = prepare.parse_args(["nih", "cache"])
+    assert (
+        defaults.image_size,
+        defaults.num_proc,
+        defaults.shard_size,
+        defaults.resample,
+        defaults.image_format,
+    ) == (
+        224,
+        1,
+        1000,
+        "bilinear",
+        "png",
+    )
+    assert (defaults.validation_fraction, defaults.seed, defaults.skip_missing, defaults.push_to_hub) == (
+        0.1,
+        0,
+        False,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["nih", "cache", "--image-size", "0"], "--image-size 0: must be a positive integer"),
+        (["nih", "cache", "--num-proc", "-1"], "--num-proc -1: must be a positive integer"),
+        (["nih", "cache", "--validation-fraction", "1"], "--validation-fraction 1.0: must be in [0, 1)"),
+        (["nih", "cache", "--resample", "nearest"], "argument --resample: invalid choice: 'nearest'"),
+        (["nih"], "the following arguments are required: output"),
+    ],
+)
+def test_prepare_usage_errors(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare.main(argv)
+    assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err
