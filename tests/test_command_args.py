@@ -3,7 +3,7 @@ positional arguments, defaults, and a refused value as a usage error (exit 2) na
 
 import pytest
 
-from clarity_hf.commands import cache_teacher_logits, export_onnx, make_nih_rehearsal, prepare
+from clarity_hf.commands import cache_teacher_logits, evaluate, export_onnx, make_nih_rehearsal, prepare
 
 
 def test_make_nih_rehearsal_spellings_and_the_positional_folder():
@@ -218,5 +218,113 @@ def test_prepare_positionals_flags_before_them_and_both_spellings():
 def test_prepare_usage_errors(argv, needle, capsys):
     with pytest.raises(SystemExit) as exit_info:
         prepare.main(argv)
+    assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_evaluate_repeated_model_both_spellings_and_defaults():
+    args = evaluate.parse_args(
+        [
+            "--model",
+            "student=runs/s",
+            "--model",
+            "runs/t",
+            "--dataset",
+            "d",
+            "--output-dir",
+            "out",
+            "--split",
+            "val",
+        ]
+    )
+    assert (args.model, args.dataset, args.synthetic, args.output_dir, args.split) == (
+        ["student=runs/s", "runs/t"],
+        "d",
+        False,
+        "out",
+        "val",
+    )
+    assert (args.seed, args.validation_fraction, args.n_bootstrap, args.batch_size, args.device) == (
+        42,
+        0.2,
+        1000,
+        32,
+        "cpu",
+    )
+    dashes = evaluate.parse_args(
+        [
+            "--model",
+            "m",
+            "--synthetic",
+            "--synthetic-num-test",
+            "8",
+            "--synthetic-image-size",
+            "32",
+            "--synthetic-seed",
+            "1",
+            "--per-class-thresholds",
+            "--n-bootstrap",
+            "10",
+            "--batch-size",
+            "4",
+            "--validation-fraction",
+            "0.5",
+            "--output-dir",
+            "out",
+        ]
+    )
+    underscores = evaluate.parse_args(
+        [
+            "--model",
+            "m",
+            "--synthetic",
+            "--synthetic_num_test",
+            "8",
+            "--synthetic_image_size",
+            "32",
+            "--synthetic_seed",
+            "1",
+            "--per_class_thresholds",
+            "--n_bootstrap",
+            "10",
+            "--batch_size",
+            "4",
+            "--validation_fraction",
+            "0.5",
+            "--output_dir",
+            "out",
+        ]
+    )
+    assert vars(dashes) == vars(underscores)
+    assert (dashes.synthetic, dashes.per_class_thresholds, dashes.synthetic_num_test, dashes.dataset) == (
+        True,
+        True,
+        8,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--model", "m", "--output-dir", "o"], "one of the arguments --dataset --synthetic is required"),
+        (
+            ["--model", "m", "--output-dir", "o", "--dataset", "d", "--synthetic"],
+            "not allowed with argument --dataset",
+        ),
+        (["--dataset", "d", "--output-dir", "o"], "the following arguments are required: --model"),
+        (
+            ["--model", "m", "--dataset", "d"],
+            "the following arguments are required: --output_dir/--output-dir",
+        ),
+        (
+            ["--model", "m", "--synthetic", "--output-dir", "o", "--batch-size", "0"],
+            "--batch-size 0: must be at least 1",
+        ),
+    ],
+)
+def test_evaluate_usage_errors(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(argv)
     assert exit_info.value.code == 2
     assert needle in capsys.readouterr().err
