@@ -6,6 +6,23 @@ import pytest
 from clarity_hf.commands import cache_teacher_logits, evaluate, export_onnx, make_nih_rehearsal, prepare
 
 
+def assert_usage_error(main, argv, needle, capsys):
+    """`main(argv)` stops as argparse does for a usage error: exit status 2, `needle` on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def parsed_both_ways(parse_args, dashed: str):
+    """`parse_args` of `dashed` (options spelt with dashes), checked equal to the same line spelt with underscores."""
+    argv = dashed.split()
+    underscored = ["--" + arg[2:].replace("-", "_") if arg.startswith("--") else arg for arg in argv]
+    args = parse_args(argv)
+    assert vars(args) == vars(parse_args(underscored))
+    return args
+
+
 def test_make_nih_rehearsal_spellings_and_the_positional_folder():
     dashes = make_nih_rehearsal.parse_args(
         ["out", "--num-images", "6", "--metadata-dir", "meta", "--num-proc", "2", "--seed", "3"]
@@ -38,10 +55,7 @@ def test_make_nih_rehearsal_spellings_and_the_positional_folder():
     ],
 )
 def test_make_nih_rehearsal_refuses_bad_values_with_a_usage_error(argv, needle, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        make_nih_rehearsal.main(argv)
-    assert exit_info.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(make_nih_rehearsal.main, argv, needle, capsys)
 
 
 def test_cache_teacher_logits_takes_its_options_and_leaves_the_training_ones():
@@ -69,10 +83,7 @@ def test_cache_teacher_logits_takes_its_options_and_leaves_the_training_ones():
     ],
 )
 def test_cache_teacher_logits_refuses_bad_values_with_a_usage_error(argv, needle, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cache_teacher_logits.main(argv)
-    assert exit_info.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(cache_teacher_logits.main, argv, needle, capsys)
 
 
 def test_export_onnx_positional_model_and_zero_or_more_check_images():
@@ -100,10 +111,7 @@ def test_export_onnx_positional_model_and_zero_or_more_check_images():
     ],
 )
 def test_export_onnx_usage_errors(argv, needle, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        export_onnx.main(argv)
-    assert exit_info.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(export_onnx.main, argv, needle, capsys)
 
 
 def test_export_onnx_help_is_argparse_plain(capsys):
@@ -117,92 +125,23 @@ def test_export_onnx_help_is_argparse_plain(capsys):
 
 def test_prepare_positionals_flags_before_them_and_both_spellings():
     # A flag before the positionals must not swallow ROOT (a bool field of HfArgumentParser would).
-    args = prepare.parse_args(["--skip-missing", "--overwrite", "nih", "cache", "--image-size", "512"])
-    assert (args.root, args.output, args.skip_missing, args.overwrite, args.public) == (
-        "nih",
-        "cache",
-        True,
-        True,
-        False,
+    args = prepare.parse_args("--skip-missing --overwrite nih cache --image-size 512".split())
+    assert (args.root, args.output, args.skip_missing, args.overwrite, args.public, args.image_size) == (
+        "nih", "cache", True, True, False, 512,
+    )  # fmt: skip
+    args = parsed_both_ways(
+        prepare.parse_args,
+        "nih cache --num-proc 8 --shard-size 4 --validation-fraction 0.25 --train-val-list a.txt --test-list b.txt "
+        "--push-to-hub u/r --public --resample lanczos --image-format pgm --seed 3",
     )
-    assert args.image_size == 512
-    dashes = prepare.parse_args(
-        [
-            "nih",
-            "cache",
-            "--num-proc",
-            "8",
-            "--shard-size",
-            "4",
-            "--validation-fraction",
-            "0.25",
-            "--train-val-list",
-            "a.txt",
-            "--test-list",
-            "b.txt",
-            "--push-to-hub",
-            "u/r",
-            "--public",
-            "--resample",
-            "lanczos",
-            "--image-format",
-            "pgm",
-            "--seed",
-            "3",
-        ]
-    )
-    underscores = prepare.parse_args(
-        [
-            "nih",
-            "cache",
-            "--num_proc",
-            "8",
-            "--shard_size",
-            "4",
-            "--validation_fraction",
-            "0.25",
-            "--train_val_list",
-            "a.txt",
-            "--test_list",
-            "b.txt",
-            "--push_to_hub",
-            "u/r",
-            "--public",
-            "--resample",
-            "lanczos",
-            "--image_format",
-            "pgm",
-            "--seed",
-            "3",
-        ]
-    )
-    assert vars(dashes) == vars(underscores)
-    assert (dashes.num_proc, dashes.validation_fraction, dashes.push_to_hub, dashes.resample) == (
-        8,
-        0.25,
-        "u/r",
-        "lanczos",
-    )
-    defaults = prepare.parse_args(["nih", "cache"])
-    assert (
-        defaults.image_size,
-        defaults.num_proc,
-        defaults.shard_size,
-        defaults.resample,
-        defaults.image_format,
-    ) == (
-        224,
-        1,
-        1000,
-        "bilinear",
-        "png",
-    )
-    assert (defaults.validation_fraction, defaults.seed, defaults.skip_missing, defaults.push_to_hub) == (
-        0.1,
-        0,
-        False,
-        None,
-    )
+    assert (args.num_proc, args.validation_fraction, args.push_to_hub, args.resample, args.public) == (
+        8, 0.25, "u/r", "lanczos", True,
+    )  # fmt: skip
+    args = prepare.parse_args(["nih", "cache"])
+    assert (args.image_size, args.num_proc, args.shard_size, args.resample, args.image_format) == (
+        224, 1, 1000, "bilinear", "png",
+    )  # fmt: skip
+    assert (args.validation_fraction, args.seed, args.skip_missing, args.push_to_hub) == (0.1, 0, False, None)
 
 
 @pytest.mark.parametrize(
@@ -216,87 +155,24 @@ def test_prepare_positionals_flags_before_them_and_both_spellings():
     ],
 )
 def test_prepare_usage_errors(argv, needle, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        prepare.main(argv)
-    assert exit_info.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(prepare.main, argv, needle, capsys)
 
 
 def test_evaluate_repeated_model_both_spellings_and_defaults():
     args = evaluate.parse_args(
-        [
-            "--model",
-            "student=runs/s",
-            "--model",
-            "runs/t",
-            "--dataset",
-            "d",
-            "--output-dir",
-            "out",
-            "--split",
-            "val",
-        ]
+        "--model student=runs/s --model runs/t --dataset d --output-dir out --split val".split()
     )
     assert (args.model, args.dataset, args.synthetic, args.output_dir, args.split) == (
-        ["student=runs/s", "runs/t"],
-        "d",
-        False,
-        "out",
-        "val",
+        ["student=runs/s", "runs/t"], "d", False, "out", "val",
+    )  # fmt: skip
+    defaults = (args.seed, args.validation_fraction, args.n_bootstrap, args.batch_size, args.device)
+    assert defaults == (42, 0.2, 1000, 32, "cpu")
+    args = parsed_both_ways(
+        evaluate.parse_args,
+        "--model m --synthetic --synthetic-num-test 8 --synthetic-image-size 32 --synthetic-seed 1 "
+        "--per-class-thresholds --n-bootstrap 10 --batch-size 4 --validation-fraction 0.5 --output-dir out",
     )
-    assert (args.seed, args.validation_fraction, args.n_bootstrap, args.batch_size, args.device) == (
-        42,
-        0.2,
-        1000,
-        32,
-        "cpu",
-    )
-    dashes = evaluate.parse_args(
-        [
-            "--model",
-            "m",
-            "--synthetic",
-            "--synthetic-num-test",
-            "8",
-            "--synthetic-image-size",
-            "32",
-            "--synthetic-seed",
-            "1",
-            "--per-class-thresholds",
-            "--n-bootstrap",
-            "10",
-            "--batch-size",
-            "4",
-            "--validation-fraction",
-            "0.5",
-            "--output-dir",
-            "out",
-        ]
-    )
-    underscores = evaluate.parse_args(
-        [
-            "--model",
-            "m",
-            "--synthetic",
-            "--synthetic_num_test",
-            "8",
-            "--synthetic_image_size",
-            "32",
-            "--synthetic_seed",
-            "1",
-            "--per_class_thresholds",
-            "--n_bootstrap",
-            "10",
-            "--batch_size",
-            "4",
-            "--validation_fraction",
-            "0.5",
-            "--output_dir",
-            "out",
-        ]
-    )
-    assert vars(dashes) == vars(underscores)
-    assert (dashes.synthetic, dashes.per_class_thresholds, dashes.synthetic_num_test, dashes.dataset) == (
+    assert (args.synthetic, args.per_class_thresholds, args.synthetic_num_test, args.dataset) == (
         True,
         True,
         8,
@@ -324,7 +200,4 @@ def test_evaluate_repeated_model_both_spellings_and_defaults():
     ],
 )
 def test_evaluate_usage_errors(argv, needle, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        evaluate.main(argv)
-    assert exit_info.value.code == 2
-    assert needle in capsys.readouterr().err
+    assert_usage_error(evaluate.main, argv, needle, capsys)
