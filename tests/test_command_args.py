@@ -108,6 +108,7 @@ def test_export_onnx_positional_model_and_zero_or_more_check_images():
         (["model_dir"], "the following arguments are required: --output"),
         (["--output", "m.onnx"], "the following arguments are required: model"),
         (["model_dir", "--output", "m.onnx", "--opset", "x"], "argument --opset: invalid int value: 'x'"),
+        (["model_dir", "--output", "m.onnx", "--bogus"], "error: unrecognized arguments: --bogus"),
     ],
 )
 def test_export_onnx_usage_errors(argv, needle, capsys):
@@ -152,6 +153,7 @@ def test_prepare_positionals_flags_before_them_and_both_spellings():
         (["nih", "cache", "--validation-fraction", "1"], "--validation-fraction 1.0: must be in [0, 1)"),
         (["nih", "cache", "--resample", "nearest"], "argument --resample: invalid choice: 'nearest'"),
         (["nih"], "the following arguments are required: output"),
+        (["nih", "cache", "extra"], "error: unrecognized arguments: extra"),
     ],
 )
 def test_prepare_usage_errors(argv, needle, capsys):

@@ -35,6 +35,7 @@ from ..distributed import close_processes, process_state
 from ..evaluation.models import LabelMismatchError, evaluate_models
 from ..evaluation.report import evaluation_metadata
 from ..evaluation.run import write_evaluation
+from .arguments import parse_into_dataclass
 from .errors import CommandError, check_device
 
 
@@ -79,17 +80,15 @@ class EvaluateArguments:
 
 
 def parse_args(argv=None) -> EvaluateArguments:
-    parser = HfArgumentParser(
-        EvaluateArguments,
-        prog="clarity evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    return parse_into_dataclass(
+        HfArgumentParser(
+            EvaluateArguments,
+            prog="clarity evaluate",
+            description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ),
+        argv,
     )
-    try:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as error:
-        parser.error(str(error))
-    return args
 
 
 def main(argv=None) -> int:

@@ -23,6 +23,7 @@ from ..inference.onnx import (
     onnx_session,
     run_onnx,
 )
+from .arguments import parse_into_dataclass
 
 __all__ = ["main"]
 
@@ -69,9 +70,7 @@ def build_parser() -> HfArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> ExportOnnxArguments:
-    args, by_hand = build_parser().parse_args_into_dataclasses(args=argv)
-    args.model, args.check = by_hand.model, by_hand.check
-    return args
+    return parse_into_dataclass(build_parser(), argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from ..data.nih_rehearsal import write_nih_rehearsal
+from .arguments import parse_into_dataclass
 
 
 @dataclass
@@ -51,13 +52,7 @@ def build_parser() -> HfArgumentParser:
 
 
 def parse_args(argv=None) -> MakeNihRehearsalArguments:
-    parser = build_parser()
-    try:
-        args, positionals = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as error:
-        parser.error(str(error))
-    args.output = positionals.output
-    return args
+    return parse_into_dataclass(build_parser(), argv)
 
 
 def main(argv=None) -> int:

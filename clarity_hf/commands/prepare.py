@@ -21,6 +21,7 @@ from ..data.cache import build_cache
 from ..data.chestxray14 import build_chestxray14
 from ..data.features import get_build_report
 from ..hub.dataset_upload import push_dataset_to_hub
+from .arguments import parse_into_dataclass
 from .errors import as_input_errors
 
 
@@ -101,14 +102,7 @@ def build_parser() -> HfArgumentParser:
 
 
 def parse_args(argv=None) -> PrepareArguments:
-    parser = build_parser()
-    try:
-        args, by_hand = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as error:
-        parser.error(str(error))
-    for name in BY_HAND:
-        setattr(args, name, getattr(by_hand, name))
-    return args
+    return parse_into_dataclass(build_parser(), argv)
 
 
 def main(argv=None) -> None:
