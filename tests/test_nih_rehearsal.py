@@ -184,3 +184,26 @@ def test_rehearsal_runs_the_real_path_end_to_end(tmp_path):
     assert (out / "report" / "report.json").is_file() and (out / "dicom_overlay.png").is_file()
     assert (out / "runs" / "teacher" / "best_model" / "config.json").is_file()
     assert (out / "hub_export" / "model.safetensors").is_file()
+
+
+def test_command_writes_the_folder_and_prints_its_summary(folder, tmp_path, capsys):
+    from clarity_hf.commands.make_nih_rehearsal import main
+
+    out = tmp_path / "cli"
+    argv = [
+        str(out),
+        "--num-images",
+        "6",
+        "--metadata-dir",
+        str(NIH_METADATA_DIR),
+        "--seed",
+        "3",
+        "--num-proc",
+        "1",
+    ]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    expected = folder[1]
+    for key in ("images", "train_val_images", "test_images", "boxes", "num_proc"):
+        assert summary[key] == expected[key]
+    assert (out / METADATA_NAME).read_bytes() == (folder[0] / METADATA_NAME).read_bytes()

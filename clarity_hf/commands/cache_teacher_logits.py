@@ -9,10 +9,11 @@
 Takes the same options as train.py (dataset, splits, teacher_image_size / image_size, normalisation).
 """
 
-import argparse
 import sys
+from dataclasses import dataclass, field
 
 from datasets import DatasetDict
+from transformers import HfArgumentParser
 
 from ..configuration_clarity import NIH_PATHOLOGIES
 from ..training import parse_training_config
@@ -22,17 +23,38 @@ from ..training.teacher_cache import add_teacher_logits
 from .errors import CommandError
 
 
+@dataclass
+class CacheTeacherLogitsArguments:
+    """The options of `clarity cache-teacher-logits` on top of `clarity train`'s (`HfArgumentParser`;
+    `--cache-output-dir` and `--cache_output_dir` both work)."""
+
+    cache_output_dir: str = field(metadata={"help": "Folder for the DatasetDict with teacher_logits."})
+    splits: list[str] | None = field(
+        default=None, metadata={"help": "Splits to annotate (default: the train split)."}
+    )
+    cache_batch_size: int = 32
+
+    def __post_init__(self):
+        if self.cache_batch_size < 1:
+            raise ValueError(f"--cache_batch_size {self.cache_batch_size}: must be at least 1")
+
+
+def parse_args(argv=None) -> tuple[CacheTeacherLogitsArguments, list[str]]:
+    """Its own options and the rest of the command line, which `parse_training_config` reads (so `--help`
+    lists the training options)."""
+    # add_help=False: --help goes on to the training parser.
+    parser = HfArgumentParser(
+        CacheTeacherLogitsArguments, prog="clarity cache-teacher-logits", add_help=False
+    )
+    try:
+        known, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except ValueError as error:
+        parser.error(str(error))
+    return known, rest
+
+
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument(
-        "--cache_output_dir", required=True, help="Folder for the DatasetDict with teacher_logits."
-    )
-    extra.add_argument(
-        "--splits", nargs="+", default=None, help="Splits to annotate (default: the train split)."
-    )
-    extra.add_argument("--cache_batch_size", type=int, default=32)
-    known, rest = extra.parse_known_args(argv)
+    known, rest = parse_args(list(sys.argv[1:] if argv is None else argv))
     config = parse_training_config(rest + ["--output_dir", known.cache_output_dir])
     if not config.teacher_name_or_path:
         raise CommandError("--teacher_name_or_path is required")

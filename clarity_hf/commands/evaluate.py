@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import DatasetDict
+from transformers import HfArgumentParser
 
 from ..data.features import get_label_names, get_metadata
 from ..data.sources import load_training_data
@@ -33,38 +35,60 @@ from ..distributed import close_processes, process_state
 from ..evaluation.models import LabelMismatchError, evaluate_models
 from ..evaluation.report import evaluation_metadata
 from ..evaluation.run import write_evaluation
+from .arguments import parse_into_dataclass
 from .errors import CommandError, check_device
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="clarity evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclass
+class EvaluateArguments:
+    """`clarity evaluate` options (`HfArgumentParser`; `--output-dir` and `--output_dir` both work). `--model`
+    repeats (and takes several folders at once); exactly one of `--dataset` and `--synthetic` is checked on
+    construction, as argparse's mutually exclusive group did."""
+
+    model: list[str] = field(metadata={"action": "extend", "help": "model folder, or NAME=DIR (repeatable)"})
+    output_dir: str
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "a DatasetDict folder written by save_to_disk (clarity_hf data builders), or any source "
+            "training's --dataset takes (CSV, image folder, datasets name; the same --seed and "
+            "--validation-fraction give the training run's validation split)"
+        },
     )
-    parser.add_argument(
-        "--model", action="append", required=True, help="model folder, or NAME=DIR (repeatable)"
+    synthetic: bool = field(default=False, metadata={"help": "build the synthetic benchmark's test split"})
+    split: str = "test"
+    seed: int = field(default=42, metadata={"help": "seed of a validation split drawn from the data"})
+    validation_fraction: float = 0.2
+    synthetic_num_test: int = 512
+    synthetic_image_size: int = 128
+    synthetic_seed: int = 0
+    per_class_thresholds: bool = field(
+        default=False, metadata={"help": "tune one heatmap threshold per class"}
     )
-    data = parser.add_mutually_exclusive_group(required=True)
-    data.add_argument(
-        "--dataset",
-        help="a DatasetDict folder written by save_to_disk (clarity_hf data builders), or any source training's "
-        "--dataset takes (CSV, image folder, datasets name; the same --seed and --validation-fraction give the "
-        "training run's validation split)",
+    n_bootstrap: int = 1000
+    batch_size: int = 32
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.synthetic and self.dataset is not None:
+            raise ValueError("argument --synthetic: not allowed with argument --dataset")
+        if not self.synthetic and self.dataset is None:
+            raise ValueError("one of the arguments --dataset --synthetic is required")
+        for option in ("batch_size", "synthetic_num_test", "synthetic_image_size"):
+            if getattr(self, option) < 1:
+                raise ValueError(f"--{option.replace('_', '-')} {getattr(self, option)}: must be at least 1")
+
+
+def parse_args(argv=None) -> EvaluateArguments:
+    return parse_into_dataclass(
+        HfArgumentParser(
+            EvaluateArguments,
+            prog="clarity evaluate",
+            description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        ),
+        argv,
     )
-    data.add_argument("--synthetic", action="store_true", help="build the synthetic benchmark's test split")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--seed", type=int, default=42, help="seed of a validation split drawn from the data")
-    parser.add_argument("--validation-fraction", type=float, default=0.2)
-    parser.add_argument("--synthetic-num-test", type=int, default=512)
-    parser.add_argument("--synthetic-image-size", type=int, default=128)
-    parser.add_argument("--synthetic-seed", type=int, default=0)
-    parser.add_argument(
-        "--per-class-thresholds", action="store_true", help="tune one heatmap threshold per class"
-    )
-    parser.add_argument("--n-bootstrap", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output-dir", required=True)
-    return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:

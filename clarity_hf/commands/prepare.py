@@ -12,49 +12,97 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transformers import HfArgumentParser
 
 from ..data.cache import build_cache
 from ..data.chestxray14 import build_chestxray14
 from ..data.features import get_build_report
 from ..hub.dataset_upload import push_dataset_to_hub
+from .arguments import parse_into_dataclass
 from .errors import as_input_errors
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="clarity prepare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "root", help="folder of the NIH download (Data_Entry_2017*.csv, BBox_List_2017.csv, images)"
-    )
-    parser.add_argument("output", help="cache folder for the Parquet shards")
-    parser.add_argument("--image-size", type=int, default=224, help="side of the cached images (224 or 512)")
-    parser.add_argument("--num-proc", type=int, default=1, help="worker processes")
-    parser.add_argument("--shard-size", type=int, default=1000, help="rows per Parquet shard")
-    parser.add_argument(
-        "--resample",
+@dataclass
+class PrepareArguments:
+    """`clarity prepare` options (`HfArgumentParser`; `--image-size` and `--image_size` both work). The positionals
+    and the three flags are added to the parser by hand and filled in: `HfArgumentParser` makes every field an
+    option, and a bool one takes an optional value, which would swallow `ROOT` in `--skip-missing ROOT OUT`."""
+
+    image_size: int = field(default=224, metadata={"help": "side of the cached images (224 or 512)"})
+    num_proc: int = field(default=1, metadata={"help": "worker processes"})
+    shard_size: int = field(default=1000, metadata={"help": "rows per Parquet shard"})
+    resample: Literal["bilinear", "lanczos", "box", "bicubic"] = field(
         default="bilinear",
-        choices=["bilinear", "lanczos", "box", "bicubic"],
-        help="resize filter; bilinear (default) is the model processor's, so cached pixels match inference",
+        metadata={
+            "help": "resize filter; bilinear (default) is the model processor's, so cached pixels match inference"
+        },
     )
-    parser.add_argument(
-        "--image-format", default="png", choices=["png", "pgm"], help="pgm: raw, fastest reads"
+    image_format: Literal["png", "pgm"] = field(default="png", metadata={"help": "pgm: raw, fastest reads"})
+    validation_fraction: float = 0.1
+    seed: int = field(default=0, metadata={"help": "seed of the validation carve"})
+    train_val_list: str | None = field(
+        default=None, metadata={"help": "official train_val_list.txt (default: in root)"}
     )
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the validation carve")
-    parser.add_argument(
-        "--train-val-list", default=None, help="official train_val_list.txt (default: in root)"
+    test_list: str | None = field(
+        default=None, metadata={"help": "official test_list.txt (default: in root)"}
     )
-    parser.add_argument("--test-list", default=None, help="official test_list.txt (default: in root)")
-    parser.add_argument("--skip-missing", action="store_true", help="skip bad rows / images and report them")
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="rebuild a cache of other parameters found in --output (default: refuse; same parameters resume)",
+    push_to_hub: str | None = field(
+        default=None, metadata={"metavar": "REPO_ID", "help": "upload the cache as Parquet"}
     )
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the cache as Parquet")
-    parser.add_argument("--public", action="store_true", help="make the Hub repository public")
-    return parser.parse_args(argv)
+    root: str = field(
+        init=False,
+        default="",
+        metadata={"help": "folder of the NIH download (Data_Entry_2017*.csv, BBox_List_2017.csv, images)"},
+    )
+    output: str = field(init=False, default="", metadata={"help": "cache folder for the Parquet shards"})
+    skip_missing: bool = field(
+        init=False, default=False, metadata={"help": "skip bad rows / images and report them"}
+    )
+    overwrite: bool = field(
+        init=False,
+        default=False,
+        metadata={
+            "help": "rebuild a cache of other parameters found in --output (default: refuse; same parameters resume)"
+        },
+    )
+    public: bool = field(init=False, default=False, metadata={"help": "make the Hub repository public"})
+
+    def __post_init__(self):
+        # Refused before the metadata is read, naming the option.
+        for option in ("image_size", "num_proc", "shard_size"):
+            if getattr(self, option) < 1:
+                raise ValueError(
+                    f"--{option.replace('_', '-')} {getattr(self, option)}: must be a positive integer"
+                )
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"--validation-fraction {self.validation_fraction}: must be in [0, 1)")
+
+
+BY_HAND = ("root", "output", "skip_missing", "overwrite", "public")
+
+
+def build_parser() -> HfArgumentParser:
+    parser = HfArgumentParser(
+        PrepareArguments,
+        prog="clarity prepare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for name in BY_HAND:
+        help_text = PrepareArguments.__dataclass_fields__[name].metadata["help"]
+        if name in ("root", "output"):
+            parser.add_argument(name, help=help_text)
+        else:
+            spellings = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"])
+            parser.add_argument(*spellings, action="store_true", help=help_text)
+    return parser
+
+
+def parse_args(argv=None) -> PrepareArguments:
+    return parse_into_dataclass(build_parser(), argv)
 
 
 def main(argv=None) -> None:
@@ -63,7 +111,7 @@ def main(argv=None) -> None:
         prepare(parse_args(argv))
 
 
-def prepare(args: argparse.Namespace) -> None:
+def prepare(args: PrepareArguments) -> None:
     start = time.perf_counter()
     dataset = build_chestxray14(
         args.root,
