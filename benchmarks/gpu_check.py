@@ -22,6 +22,7 @@ Phases run in that order; one that would start after the time budget is skipped 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -40,6 +41,7 @@ from .measure import MIN_REPEATS, Timing, load_average, time_interleaved
 from .report import publish
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("training", "augmentation", "loader", "inference", "predict")
 
 
 @dataclass
@@ -53,10 +55,21 @@ class GpuCheckSettings:
     inference_batch_size: int = 64
     inference_batches: int = 4
     predict_images: int = 128
+    predict_workers: int = 2
     loader_images: int = 48
     compile_backend: str = "inductor"
     budget_seconds: float = 420.0
+    phases: str = "training,augmentation,loader,inference,predict"
     dry_run: bool = False
+
+    def __post_init__(self):
+        unknown = set(self.selected_phases) - set(PHASES)
+        if unknown:
+            raise ValueError(f"--phases: unknown {sorted(unknown)}; choose from {', '.join(PHASES)}")
+
+    @property
+    def selected_phases(self) -> list[str]:
+        return [name.strip() for name in self.phases.split(",") if name.strip()]
 
     @classmethod
     def dry(cls) -> GpuCheckSettings:
@@ -208,6 +221,7 @@ def measure_predict(settings: GpuCheckSettings, work: Path) -> Timing:
     command = [sys.executable, "-m", "clarity_hf", "predict", str(folder), "--model", str(model_dir)]
     command += ["--output-dir", str(out), "--overwrite", "--no-progress", "--device", settings.device]
     command += ["--batch-size", str(settings.inference_batch_size), "--bf16"]
+    command += ["--num-workers", str(settings.predict_workers)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
 
@@ -223,12 +237,24 @@ def measure_predict(settings: GpuCheckSettings, work: Path) -> Timing:
     return timing
 
 
+def _seconds(result) -> str:
+    """A phase's timings as "case: median s (min-max)"."""
+    if isinstance(result, tuple):
+        result = result[0]
+    if isinstance(result, Timing):
+        result = {"": result}
+    return "; ".join(
+        f"{name}: {t.median:.4f} s ({min(t.times):.4f}-{max(t.times):.4f})".lstrip(": ")
+        for name, t in result.items()
+    )
+
+
 def run_check(settings: GpuCheckSettings, log=print) -> dict:
     """Every phase within the budget: {"training", "augmentation", "loader", "inference", "predict", "skipped",
-    "device_name", "seconds", "load"}."""
+    "failed", "device_name", "seconds", "load"}; a phase that raises is named in "failed" and the next one runs."""
     device = torch.device(settings.device)
     start, load_start = time.perf_counter(), load_average()
-    results: dict = {"skipped": []}
+    results: dict = {"skipped": [], "failed": []}
     results["device_name"] = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     )
@@ -242,12 +268,24 @@ def run_check(settings: GpuCheckSettings, log=print) -> dict:
             ("predict", lambda: measure_predict(settings, work / "predict")),
         )
         for name, phase in phases:
+            if name not in settings.selected_phases:
+                continue
             if time.perf_counter() - start > settings.budget_seconds:
                 results["skipped"].append(name)
                 continue
             log(f"[{time.perf_counter() - start:6.1f}s] {name}")
             (work / name).mkdir(parents=True, exist_ok=True)
-            results[name] = phase()
+            try:
+                results[name] = phase()
+            except (
+                Exception
+            ) as error:  # one broken phase must not cost the others' figures on a rare GPU lease
+                first_line = (str(error).splitlines() or [""])[0][:200]
+                results["failed"].append(f"{name} ({type(error).__name__}: {first_line})")
+                log(f"[{time.perf_counter() - start:6.1f}s] {name} FAILED: {error!r}")
+                continue
+            # Each phase's seconds as soon as it ends, so a run cut short still leaves its figures in the log.
+            log(f"[{time.perf_counter() - start:6.1f}s] {name} done: {_seconds(results[name])}")
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     results["seconds"] = time.perf_counter() - start
@@ -255,7 +293,45 @@ def run_check(settings: GpuCheckSettings, log=print) -> dict:
     return results
 
 
-def section(results: dict, settings: GpuCheckSettings, command: str) -> str:
+def workers_per_gpu(results: dict, settings: GpuCheckSettings) -> str:
+    """Loader workers one GPU needs at its measured training rate (the faster of eager and compiled) for each loader
+    path of this host, and, as the ceiling, a `device` worker that also ran the batched warp on the host; "" when
+    the training or loader phase is missing."""
+    training, loader = results.get("training", {}), results.get("loader")
+    if not training or not loader:
+        return ""
+    timings, count = loader
+    batch_images = settings.train_batch_size * settings.steps_per_repeat
+    paths = [name for name in ("cpu/png", "cpu/pgm", "device/png", "device/pgm") if name in timings]
+    header = ["stage", "GPU training images/s (faster of eager / compiled)"]
+    header += [f"workers per GPU, `{name.split('/')[0]}`, {name.split('/')[1].upper()}" for name in paths]
+    warp = timings.get("warp")
+    if warp is not None and "device/pgm" in timings:
+        header.append("`device`, PGM, warp on the host too")
+    rows = []
+    for stage in ("teacher", "student + online teacher"):
+        cases = [training[key] for key in (f"{stage}, eager", f"{stage}, compiled") if key in training]
+        if not cases:
+            continue
+        gpu_rate = batch_images / min(case.median for case in cases)
+        row = [stage, f"{gpu_rate:,.1f}"]
+        row += [f"{gpu_rate / (count / timings[name].median):.2f}" for name in paths]
+        if len(header) > len(row):
+            # The decode-only worker slowed by the host-side warp of the same images.
+            per_image = timings["device/pgm"].median / count + warp.median / count
+            row.append(f"{gpu_rate * per_image:.2f}")
+        rows.append(row)
+    return "\n".join(
+        [
+            f"**Loader workers per GPU at the measured training rate (batch {settings.train_batch_size}), from the "
+            "loader rows of this host (1 thread each)**",
+            "",
+            markdown_table(header, rows, align=["", *["right"] * (len(header) - 1)]),
+        ]
+    )
+
+
+def section(results: dict, settings: GpuCheckSettings, command: str, rendered_by: str | None = None) -> str:
     size, batch, steps = settings.image_size, settings.train_batch_size, settings.steps_per_repeat
     rows = []
     training = results.get("training", {})
@@ -289,23 +365,30 @@ def section(results: dict, settings: GpuCheckSettings, command: str) -> str:
     if "predict" in results:
         rows.append(
             [
-                f"`python -m clarity_hf predict` end to end, {settings.predict_images} PNGs, images/s",
+                f"`python -m clarity_hf predict` end to end, {settings.predict_images} PNGs, "
+                f"{settings.predict_workers} decoding workers, images/s",
                 results["predict"].rate_cell(settings.predict_images),
             ]
         )
     table = markdown_table(["measured", "median (range) [load start/end]"], rows, align=["", "right"])
+    workers = workers_per_gpu(results, settings)
     lines = [
         f"## GPU check ({results['device_name']}, {size} px, bf16 autocast)",
         "",
         f"Produced by `{command}` in {results['seconds']:.0f} s; 1-min load average "
         f"{results['load'][0]:.1f} / {results['load'][1]:.1f} at start / end. Student {settings.student_preset}, "
         f"teacher {settings.teacher_preset}; each training row is {steps} optimizer steps a repeat; "
-        f"`torch.compile` backend `{settings.compile_backend}`. Rows: median of 3 repeats after a warm-up.",
+        f"`torch.compile` backend `{settings.compile_backend}`. Rows: median of 3 repeats after a warm-up."
+        + (f" Written from that run's saved figures by `{rendered_by}`." if rendered_by else ""),
         "",
     ]
     if settings.dry_run:
         lines += ["**Dry run on CPU with tiny models: the figures only show that the check runs.**", ""]
     lines.append(table)
+    if workers:
+        lines += ["", workers]
+    if results.get("failed"):
+        lines += ["", "Failed (no figure): " + "; ".join(results["failed"]) + "."]
     if results["skipped"]:
         lines += [
             "",
@@ -316,36 +399,79 @@ def section(results: dict, settings: GpuCheckSettings, command: str) -> str:
     return "\n".join(lines)
 
 
+def results_to_json(results: dict, settings: GpuCheckSettings, command: str) -> dict:
+    """`run_check`'s results as plain JSON, with the settings, command and core count that produced them."""
+
+    def plain(value):
+        if isinstance(value, Timing):
+            return value.to_dict()
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        return value
+
+    raw = {key: plain(value) for key, value in results.items() if key != "loader"}
+    if "loader" in results:
+        raw["loader"], raw["loader_count"] = plain(results["loader"][0]), results["loader"][1]
+    return raw | {"settings": dataclasses.asdict(settings), "command": command, "cores": os.cpu_count()}
+
+
+def results_from_json(raw: dict, settings: GpuCheckSettings) -> tuple[dict, GpuCheckSettings, str]:
+    """The inverse of `results_to_json`: (results, settings, command); `settings` serves where the JSON has none."""
+    if "settings" in raw:
+        settings = GpuCheckSettings(**raw["settings"])
+    cores = raw.get("cores")
+    results = {key: raw[key] for key in ("skipped", "device_name", "seconds") if key in raw}
+    results["failed"] = raw.get("failed", [])
+    results["load"] = tuple(raw["load"])
+    results["training"] = {name: Timing.from_dict(t, cores) for name, t in raw.get("training", {}).items()}
+    for name in ("augmentation", "inference", "predict"):
+        if name in raw:
+            results[name] = Timing.from_dict(raw[name], cores)
+    if raw.get("loader"):
+        timings = {name: Timing.from_dict(t, cores) for name, t in raw["loader"].items()}
+        results["loader"] = (timings, int(raw.get("loader_count", settings.loader_images)))
+    return results, settings, raw.get("command", "python -m benchmarks.gpu_check")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="tiny models on CPU: run the logic, not a benchmark"
+    """Options: `--output`, `--json`, and every `GpuCheckSettings` field (`--train_batch_size 64`, `--phases
+    training,predict`, ...); `--dry-run` starts from the tiny CPU settings, which the other options then change."""
+    from transformers import HfArgumentParser
+
+    from clarity_hf.commands.arguments import parse_into_dataclass
+
+    parser = HfArgumentParser(
+        [GpuCheckSettings], description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--output", default=str(REPO_ROOT / "BENCHMARKS.md"), help="page to update, or - to print"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the raw figures as JSON")
-    args = parser.parse_args(argv)
-    settings = GpuCheckSettings.dry() if args.dry_run else GpuCheckSettings()
+    parser.add_argument("--section", default="gpu-check", help="the page's section to write (gpu-check)")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="no measuring: write the section again from the raw figures an earlier run saved with --json",
+    )
+    args, _ = parser.parse_known_args(argv)  # --output, --json and whether to start from the dry settings
+    if args.dry_run:
+        parser.set_defaults(**dataclasses.asdict(GpuCheckSettings.dry()))
+    settings = parse_into_dataclass(parser, argv)
+    if args.from_json is not None:
+        raw = json.loads(args.from_json.read_text())
+        results, settings, command = results_from_json(raw, settings)
+        rendered = f"python -m benchmarks.gpu_check --from-json {args.from_json}"
+        publish(args.output, args.section, section(results, settings, command, rendered_by=rendered))
+        return 0
     if settings.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA GPU here: run it on a GPU machine, or give --dry-run to check its logic on CPU")
     results = run_check(settings, log=lambda message: print(message, file=sys.stderr, flush=True))
     command = " ".join(["python", "-m", "benchmarks.gpu_check", *(sys.argv[1:] if argv is None else argv)])
     body = section(results, settings, command)
     if args.json is not None:
-        raw = {k: v for k, v in results.items() if k not in ("training", "loader")}
-        raw["training"] = results.get("training", {})
-        raw["loader"] = results.get("loader", ({}, 0))[0]
-
-        def default(value):
-            if isinstance(value, Timing):
-                return value.to_dict()
-            raise TypeError(type(value).__name__)
-
-        args.json.write_text(json.dumps(raw, indent=2, default=default))
-    publish(args.output, "gpu-check", body)
+        args.json.write_text(json.dumps(results_to_json(results, settings, command), indent=2))
+    publish(args.output, args.section, body)
     return 0
 
 

@@ -187,7 +187,19 @@ class Timing:
 
     def to_dict(self) -> dict:
         """The raw figures (seconds) for JSON."""
-        return {"median": self.median, "times": self.times, "load": self.load, "noisy": self.noisy}
+        return {
+            "median": self.median,
+            "times": self.times,
+            "load": self.load,
+            "cores": self.cores,
+            "noisy": self.noisy,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict, cores: int | None = None) -> Timing:
+        """The inverse of `to_dict`; `cores` (of the machine that measured) where the dict lacks it."""
+        cores = raw.get("cores", cores) or os.cpu_count() or 1
+        return cls(times=list(raw["times"]), load=tuple(raw["load"]), cores=int(cores))
 
     def _tail(self) -> str:
         return f" [load {self.load[0]:.1f}/{self.load[1]:.1f}]" + (" noisy" if self.noisy else "")

@@ -133,14 +133,14 @@ def test_prepare_positionals_flags_before_them_and_both_spellings():
     args = parsed_both_ways(
         prepare.parse_args,
         "nih cache --num-proc 8 --shard-size 4 --validation-fraction 0.25 --train-val-list a.txt --test-list b.txt "
-        "--push-to-hub u/r --public --resample lanczos --image-format pgm --seed 3",
+        "--push-to-hub u/r --public --resample lanczos --image-format png --seed 3",
     )
-    assert (args.num_proc, args.validation_fraction, args.push_to_hub, args.resample, args.public) == (
-        8, 0.25, "u/r", "lanczos", True,
+    assert (args.num_proc, args.validation_fraction, args.push_to_hub, args.resample, args.public, args.image_format) == (
+        8, 0.25, "u/r", "lanczos", True, "png",
     )  # fmt: skip
     args = prepare.parse_args(["nih", "cache"])
     assert (args.image_size, args.num_proc, args.shard_size, args.resample, args.image_format) == (
-        224, 1, 1000, "bilinear", "png",
+        224, 1, 1000, "bilinear", "pgm",
     )  # fmt: skip
     assert (args.validation_fraction, args.seed, args.skip_missing, args.push_to_hub) == (0.1, 0, False, None)
 

@@ -40,7 +40,13 @@ class PrepareArguments:
             "help": "resize filter; bilinear (default) is the model processor's, so cached pixels match inference"
         },
     )
-    image_format: Literal["png", "pgm"] = field(default="png", metadata={"help": "pgm: raw, fastest reads"})
+    image_format: Literal["pgm", "png"] = field(
+        default="pgm",
+        metadata={
+            "help": "pgm (default): raw uint8, the fastest reads, for the decode-only loader workers of `augment_on:"
+            " device`; png: lossless and ~0.6x the disk, but inflating it bounds a worker (BENCHMARKS.md, loader)"
+        },
+    )
     validation_fraction: float = 0.1
     seed: int = field(default=0, metadata={"help": "seed of the validation carve"})
     train_val_list: str | None = field(
