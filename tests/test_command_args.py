@@ -3,7 +3,18 @@ positional arguments, defaults, and a refused value as a usage error (exit 2) na
 
 import pytest
 
-from clarity_hf.commands import cache_teacher_logits, evaluate, export_onnx, make_nih_rehearsal, prepare
+from clarity_hf.checks import check_positive_integers
+from clarity_hf.commands import (
+    cache_teacher_logits,
+    convert_dino,
+    demo,
+    evaluate,
+    export_onnx,
+    make_nih_rehearsal,
+    prepare,
+    push,
+    rehearse,
+)
 
 
 def assert_usage_error(main, argv, needle, capsys):
@@ -148,8 +159,8 @@ def test_prepare_positionals_flags_before_them_and_both_spellings():
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["nih", "cache", "--image-size", "0"], "--image-size 0: must be a positive integer"),
-        (["nih", "cache", "--num-proc", "-1"], "--num-proc -1: must be a positive integer"),
+        (["nih", "cache", "--image-size", "0"], "--image-size must be a positive integer, got 0"),
+        (["nih", "cache", "--num-proc", "-1"], "--num-proc must be a positive integer, got -1"),
         (["nih", "cache", "--validation-fraction", "1"], "--validation-fraction 1.0: must be in [0, 1)"),
         (["nih", "cache", "--resample", "nearest"], "argument --resample: invalid choice: 'nearest'"),
         (["nih"], "the following arguments are required: output"),
@@ -203,3 +214,40 @@ def test_evaluate_repeated_model_both_spellings_and_defaults():
 )
 def test_evaluate_usage_errors(argv, needle, capsys):
     assert_usage_error(evaluate.main, argv, needle, capsys)
+
+
+@pytest.mark.parametrize(
+    "main, argv, needle",
+    [
+        (push.main, ["--model", "m", "--repo-id", "u/r", "--nope", "1"], "unrecognized arguments: --nope 1"),
+        (
+            convert_dino.main,
+            ["--checkpoint", "c.pth", "--output", "o", "--nope"],
+            "unrecognized arguments: --nope",
+        ),
+        (
+            rehearse.main,
+            ["--output-dir", "o", "--metadata-dir", "m", "--dicom", "d.dcm", "--nope"],
+            "unrecognized arguments: --nope",
+        ),
+        (demo.main, ["--quick", "--teacher-steps", "0"], "--teacher-steps must be a positive integer, got 0"),
+        (demo.main, ["--nope"], "unrecognized arguments: --nope"),
+    ],
+)
+def test_every_dataclass_command_answers_a_bad_line_as_argparse_does(main, argv, needle, capsys):
+    """One parse for all of them: an unknown option or a refused value is exit 2 with the usage, not a traceback."""
+    assert_usage_error(main, argv, needle, capsys)
+
+
+@pytest.mark.parametrize("value", [0, -3, True, 2.0, "4"])
+def test_positive_integer_check_refuses_what_is_not_an_integer_of_at_least_one(value):
+    with pytest.raises(ValueError, match=rf"^--batch-size must be a positive integer, got {value!r}$"):
+        check_positive_integers(
+            {"epochs": 2, "batch_size": value}, lambda name: "--" + name.replace("_", "-")
+        )
+
+
+def test_positive_integer_check_passes_integers_and_unset_values():
+    check_positive_integers({"a": 1, "b": 10**9, "c": None})
+    with pytest.raises(ValueError, match="^steps must be a positive integer, got 0$"):
+        check_positive_integers({"steps": 0})

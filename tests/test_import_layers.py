@@ -26,7 +26,13 @@ LAYERS = [
     ),
     (
         "support",
-        ("clarity_hf.files", "clarity_hf.visualization", "clarity_hf.loading", "clarity_hf.distributed"),
+        (
+            "clarity_hf.files",
+            "clarity_hf.checks",
+            "clarity_hf.visualization",
+            "clarity_hf.loading",
+            "clarity_hf.distributed",
+        ),
     ),
     ("data", ("clarity_hf.data",)),
     ("models", ("clarity_hf.baselines", "clarity_hf.convert")),

@@ -29,3 +29,15 @@ def test_ci_runs_the_readme_test_command():
     ci_line = next(line for line in ci.splitlines() if "pytest" in line)
     for step in steps:
         assert step in ci_line, step
+
+
+def test_ci_also_runs_the_slow_tests_the_readme_command_leaves_out():
+    readme_pytest = readme_commands()[1].split("&&")[-1]
+    assert '-m "not slow"' in readme_pytest
+    ci_pytest = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if "pytest" in line]
+    ci_pytest = [line for line in ci_pytest if not line.lstrip().startswith("#")]
+    # The quick part first (the README's command), then exactly the slow part, so together they are the suite.
+    assert len(ci_pytest) == 2 and '-m "not slow"' in ci_pytest[0]
+    assert ci_pytest[1].startswith("HF_HUB_OFFLINE=1 python -m pytest -q -m slow")
+    marker = (ROOT / "pyproject.toml").read_text()
+    assert '"slow:' in marker

@@ -8,12 +8,18 @@ from collections.abc import Sequence
 from transformers import HfArgumentParser
 
 
-def parse_into_dataclass(parser: HfArgumentParser, argv: Sequence[str] | None = None):
+def parse_into_dataclass(
+    parser: HfArgumentParser, argv: Sequence[str] | None = None, remaining: bool = False
+):
     """The parser's one dataclass from `argv`. argparse's own parse (so an unknown option is its usual
     "unrecognized arguments" error); a value the dataclass's `__post_init__` refuses (`ValueError` naming the
-    option) is a usage error too: exit 2. The `init=False` fields are filled from the arguments added by hand."""
+    option) is a usage error too: exit 2. The `init=False` fields are filled from the arguments added by hand.
+    With `remaining`, the arguments it does not know are returned too, `(dataclass, rest)`, for another parser."""
     (dtype,) = parser.dataclass_types
-    namespace = parser.parse_args(argv)
+    if remaining:
+        namespace, rest = parser.parse_known_args(argv)
+    else:
+        namespace, rest = parser.parse_args(argv), []
     fields = dataclasses.fields(dtype)
     try:
         args = dtype(**{f.name: getattr(namespace, f.name) for f in fields if f.init})
@@ -22,4 +28,4 @@ def parse_into_dataclass(parser: HfArgumentParser, argv: Sequence[str] | None = 
     for f in fields:
         if not f.init:
             setattr(args, f.name, getattr(namespace, f.name))
-    return args
+    return (args, rest) if remaining else args

@@ -20,6 +20,7 @@ from ..training import parse_training_config
 from ..training.data import get_dataset_label_names, load_datasets
 from ..training.models import load_teacher
 from ..training.teacher_cache import add_teacher_logits
+from .arguments import parse_into_dataclass
 from .errors import CommandError
 
 
@@ -46,11 +47,7 @@ def parse_args(argv=None) -> tuple[CacheTeacherLogitsArguments, list[str]]:
     parser = HfArgumentParser(
         CacheTeacherLogitsArguments, prog="clarity cache-teacher-logits", add_help=False
     )
-    try:
-        known, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    except ValueError as error:
-        parser.error(str(error))
-    return known, rest
+    return parse_into_dataclass(parser, argv, remaining=True)
 
 
 def main(argv=None) -> int:

@@ -19,6 +19,7 @@ from .. import ClarityConfig
 from ..configuration_clarity import CLARITY_PRESETS
 from ..convert import convert_dino_checkpoint
 from ..data.transforms import build_processor
+from .arguments import parse_into_dataclass
 
 
 @dataclass
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    args = parse_into_dataclass(parser, argv)
     args.checkpoint, args.output = Path(args.checkpoint), Path(args.output)
 
     overrides = {}

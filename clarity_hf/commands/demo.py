@@ -40,6 +40,7 @@ import torch
 from transformers import AutoModelForImageClassification, HfArgumentParser
 
 from ..baselines import PlainViTForMultiLabelClassification, plain_vit_config
+from ..checks import check_positive_integers
 from ..configuration_clarity import ClarityConfig
 from ..data.chestxray14 import build_chestxray14
 from ..data.features import get_label_names, get_metadata
@@ -61,6 +62,7 @@ from ..hub.reload_check import check_reload, save_reference
 from ..training import ClarityTrainingConfig, train
 from ..training.models import build_model
 from ..training.teacher_cache import add_teacher_logits
+from .arguments import parse_into_dataclass
 
 __all__ = [
     "ABLATIONS",
@@ -226,10 +228,7 @@ class DemoConfig:
         self.ablation_seeds = list(dict.fromkeys(self.ablation_seeds))
         if self.preset not in PRESET_CONFIGS:
             raise ValueError(f"--preset must be one of {', '.join(PRESET_CONFIGS)}, got {self.preset!r}")
-        for name in _POSITIVE_INTS:
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{_option(name)} must be a positive integer, got {value!r}")
+        check_positive_integers({name: getattr(self, name) for name in _POSITIVE_INTS}, _option)
         for name, values in (("seed", [self.seed]), ("ablation_seeds", self.ablation_seeds)):
             if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
                 raise ValueError(f"{_option(name)} must be 0 or more, got {getattr(self, name)!r}")
@@ -344,11 +343,7 @@ def parse_demo_args(argv: Sequence[str] | None = None) -> DemoConfig:
     known, _ = parser.parse_known_args(argv)
     if known.quick:
         parser.set_defaults(**QUICK_VALUES)
-    try:
-        (config,) = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as error:
-        parser.error(str(error))
-    return config
+    return parse_into_dataclass(parser, argv)
 
 
 # ----------------------------------------------------------------------------------------------------------- data

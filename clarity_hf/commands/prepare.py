@@ -17,6 +17,7 @@ from typing import Literal
 
 from transformers import HfArgumentParser
 
+from ..checks import check_positive_integers
 from ..data.cache import build_cache
 from ..data.chestxray14 import build_chestxray14
 from ..data.features import get_build_report
@@ -78,11 +79,10 @@ class PrepareArguments:
 
     def __post_init__(self):
         # Refused before the metadata is read, naming the option.
-        for option in ("image_size", "num_proc", "shard_size"):
-            if getattr(self, option) < 1:
-                raise ValueError(
-                    f"--{option.replace('_', '-')} {getattr(self, option)}: must be a positive integer"
-                )
+        check_positive_integers(
+            {name: getattr(self, name) for name in ("image_size", "num_proc", "shard_size")},
+            lambda name: "--" + name.replace("_", "-"),
+        )
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"--validation-fraction {self.validation_fraction}: must be in [0, 1)")
 

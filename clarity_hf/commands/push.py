@@ -26,6 +26,7 @@ from ..hub import (
     resolve_model_folder,
     save_for_hub,
 )
+from .arguments import parse_into_dataclass
 from .errors import CommandError
 
 
@@ -68,8 +69,7 @@ def parse_args(argv=None) -> PushArguments:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    (args,) = parser.parse_args_into_dataclasses(args=argv)
-    return args
+    return parse_into_dataclass(parser, argv)
 
 
 def main(argv=None) -> int:

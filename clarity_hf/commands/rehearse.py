@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from ..hub.reload_check import fresh_process_env, reload_command
+from .arguments import parse_into_dataclass
 
 logger = logging.getLogger(__name__)
 
@@ -444,7 +445,7 @@ def main(argv=None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    config = parse_into_dataclass(parser, argv)
     try:
         stages = rehearse(config)
     except StageError as error:

@@ -59,6 +59,7 @@ from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..checks import check_positive_integers
 from ..files import atomic_output, atomic_write_json, exclusive_lock, fsync_directory
 from ..image_processing_clarity import resize_unit_gray
 from ..xray_io import ImageDecodeError, MissingImageError, load_unit_gray
@@ -365,9 +366,7 @@ def build_cache(
         raise ValueError(f"image_format must be one of {sorted(IMAGE_FORMATS)}, got {image_format!r}")
     if resample not in RESAMPLE:
         raise ValueError(f"resample must be one of {sorted(RESAMPLE)}, got {resample!r}")
-    for option, value in (("image_size", image_size), ("shard_size", shard_size), ("num_proc", num_proc)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{option} must be a positive integer, got {value!r}")
+    check_positive_integers({"image_size": image_size, "shard_size": shard_size, "num_proc": num_proc})
     if isinstance(dataset, Dataset):
         dataset = DatasetDict({"train": dataset})
     output = Path(output_dir)

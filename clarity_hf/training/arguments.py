@@ -14,6 +14,8 @@ from typing import Union
 import yaml
 from transformers import HfArgumentParser
 
+from ..checks import check_positive_integers
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODEL_TYPES = ("clarity", "convnextv2")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -292,10 +294,7 @@ class ClarityTrainingConfig:
             "num_train_epochs",
             "logging_steps",
         )
-        for name in positive_ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_positive_integers({name: getattr(self, name) for name in positive_ints})
         non_negative = (
             "checkpointing_steps",
             "save_total_limit",
