@@ -537,10 +537,10 @@ def measure_gradcam(
             }
             log(f"Grad-CAM full backward: {resolution}px")
             more = time_interleaved(full_cases, device, settings.gradcam_full_backward_repeats, warmup=0)
-            # One CLARiTy reference per resolution: the two runs' CLARiTy times are pooled.
-            timings[GRADCAM_REFERENCE] = Timing(
-                timings[GRADCAM_REFERENCE].times + more.pop(GRADCAM_REFERENCE).times
-            )
+            # One CLARiTy reference per resolution: the two runs' CLARiTy times are pooled, and so are their loads
+            # (the first run's start, the second's end).
+            first, second = timings[GRADCAM_REFERENCE], more.pop(GRADCAM_REFERENCE)
+            timings[GRADCAM_REFERENCE] = Timing(first.times + second.times, (first.load[0], second.load[1]))
             timings.update(more)
         rows += [
             {"resolution": resolution, "case": name, "timing": timing} for name, timing in timings.items()

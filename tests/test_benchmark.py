@@ -66,6 +66,8 @@ def test_quick_benchmark_writes_report(tmp_path):
         assert f"| 64 | {case} |" in text
     for case in ("plain ViT (sdpa)", "full attention in map layers (eager)", "output_attentions=True"):
         assert case in text
+    # Every timed cell carries the load it was taken at (the pooled Grad-CAM reference too).
+    assert "[load nan" not in text and text.count("[load ") > 20
     figures = json.loads(raw.read_text())
     assert len(figures["speed"]) == 6
     assert all(row["plain"]["median"] > 0 and row["clarity"]["median"] > 0 for row in figures["speed"])
