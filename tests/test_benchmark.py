@@ -141,28 +141,43 @@ def test_archive_section_reads_its_own_numbers():
     import argparse
 
     from benchmarks.archive import BEGIN, END, render
+    from benchmarks.measure import Timing
+
+    def timing(median, spread=0.0):
+        return Timing([median * (1 - spread), median, median * (1 + spread)], (0.2, 0.4), cores=2)
 
     rows = {
-        "throughput": (0.6, 0.2),
+        "throughput": (timing(200 / 0.6), timing(20 / 0.2, spread=0.2)),
         "batch1": {
-            "forward": 1.0,
-            "fast": 1.1,
-            "exact": 1.5,
-            "decode": 0.05,
-            "post_fast": 0.08,
-            "post_exact": 0.4,
+            "forward": timing(1.0),
+            "fast": timing(1.1),
+            "exact": timing(1.5),
+            "decode": timing(0.05),
+            "post_fast": timing(0.08),
+            "post_exact": timing(0.4),
         },
         "classes_boxed": 3,
         "onnx": "onnxruntime is not installed",
     }
-    args = argparse.Namespace(num_images=200, loop_images=20, batch_size=8, num_workers=2, repeats=5)
+    args = argparse.Namespace(num_images=200, loop_images=20, batch_size=8, num_workers=2, repeats=3)
     threads = torch.get_num_threads()
     idle = render(rows, args, 0.2, 0.4)
     assert idle.startswith(BEGIN) and idle.endswith(END)
     assert "no other job ran" in idle and "shared with other jobs" not in idle
-    assert "| end to end, exact post-processing (`box_resolution=None`) | 1500 | 1.50x |" in idle
+    # Every timed row is median (slowest-fastest) [load]; a range over 25% of the median is marked noisy.
+    assert (
+        "| end to end, exact post-processing (`box_resolution=None`) | 1500.0 (1500.0-1500.0) [load 0.2/0.4] |"
+        in idle
+    )
+    assert "| 0.60 (0.60-0.60) [load 0.2/0.4] | 3.00x |" in idle
+    assert "| 0.20 (0.17-0.25) [load 0.2/0.4] noisy | 1.00x |" in idle
     assert "the forward plus +0.10x of it with the fast boxes (+0.50x with the exact ones)" in idle
     assert "5.0x cheaper than the exact ones" in idle and "3.0 times as many images per second" in idle
     assert "ONNX: not measured (onnxruntime is not installed)." in idle
     loaded = render(rows, args, threads + 5.0, threads + 6.0)
     assert "shared with other jobs" in loaded and "no other job ran" not in loaded
+    rows["onnx"] = [(1, timing(0.3), timing(0.2), 1e-6)]
+    assert (
+        "| 1 | 300.0 (300.0-300.0) [load 0.2/0.4] | 200.0 (200.0-200.0) [load 0.2/0.4] | 1.50x | 1.0e-06 |"
+        in (render(rows, args, 0.2, 0.4))
+    )
