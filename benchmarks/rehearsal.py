@@ -45,16 +45,16 @@ METHOD = """\
 work is not counted, which is one reason the sustained fraction is below 1): the teacher's forward + backward; the
 student's forward + backward plus the frozen teacher's forward on the same augmented view (the 512 recipe augments,
 so the teacher runs online). {peak:.0f} TFLOP/s is the bf16 dense tensor-core peak of an H100 SXM (H200: the same
-compute; NVIDIA data sheets). MFU (model FLOPs utilisation) {lo:.0%}-{hi:.0%} is an assumption, not measured here: the
-published training MFUs of large dense transformers are 46% (PaLM 540B, Chowdhery et al. 2022, TPU v4) and 55%
+compute; NVIDIA data sheets). MFU (model FLOPs utilisation) {lo:.0%}-{hi:.0%} is an assumption (the measured one is in
+the table after this note): the published training MFUs of large dense transformers are 46% (PaLM 540B, Chowdhery et al. 2022, TPU v4) and 55%
 (ViT-22B, Dehghani et al. 2023, TPU v4); a 22M-parameter ViT-S at batch 16 per GPU and a ConvNeXt with depthwise
 convolutions sit below those, so we take {lo:.0%}-{hi:.0%} (the table shows both ends). 8 GPUs assume linear data-parallel
 scaling (all-reduce of 22M / 88M parameters overlaps with the backward pass). Training images = (112,120 - 25,596
 official test) x (1 - {val:.0%} validation carve) = {train:,}. Cache build = 112,120 x the measured seconds per image
 per process (decode the 1024 px PNG, resize, encode) / cores (reading ~45 GB of PNGs is assumed not to be the
 bottleneck). Loader workers per GPU = one GPU's projected training images/s / the measured images/s of one loader worker at 512
-from the PNG cache, for the per-sample CPU augmentation path and the device path (the worker only decodes to uint8
-and draws the parameters; the warp runs batched on the GPU). This busy CPU is slower than a data-centre host core,
+from the PGM cache (`clarity prepare`'s default), for the per-sample CPU augmentation path and the device path (the worker only decodes to uint8
+and draws the parameters; the warp runs batched on the GPU). This CPU may be slower than a data-centre host core,
 so both are upper bounds; the device path's batched warp, timed on this CPU, is what a worker no longer pays. The
 ConvNeXt's depthwise convolutions and LayerNorms are memory-bound, so its sustained fraction is likely at or below
 the low end: read the teacher's row as a lower bound on time."""
@@ -146,9 +146,7 @@ def loader_rates(caches: dict[str, str], num_images: int) -> dict[str, dict]:
 
     from clarity_hf.data.cache import load_cache
 
-    if str(REPO_ROOT) not in sys.path:  # run as a script: `benchmarks` is the repository's folder
-        sys.path.insert(0, str(REPO_ROOT))
-    from benchmarks.loader import loader_timings
+    from .loader import loader_timings
 
     splits = {
         fmt: load_cache(folder)["train"].cast_column("image", DatasetImage(decode=False))
@@ -165,7 +163,7 @@ def loader_rates(caches: dict[str, str], num_images: int) -> dict[str, dict]:
 
 
 def _timing(row: dict):
-    from benchmarks.measure import Timing
+    from .measure import Timing
 
     return Timing(row["times"], tuple(row["load"]))
 
@@ -176,7 +174,8 @@ def _hours(seconds: float) -> str:
 
 def projection(flops: dict, configs: dict, cache: dict, rates: dict[str, float]) -> list[str]:
     """Training time of both stages, and the loader workers per GPU that feed them: GPU images/s / one worker's
-    images/s, for the CPU augmentation path and the device path (`rates`: {"cpu": ..., "device": ...}, PNG cache)."""
+    images/s, for the CPU augmentation path and the device path (`rates`: {"cpu": ..., "device": ...}, from the
+    PGM cache `clarity prepare` writes by default)."""
     train_images = round(OFFICIAL_TRAIN_VAL * (1 - VALIDATION_FRACTION))
     val_images = OFFICIAL_TRAIN_VAL - train_images
     stages = {
@@ -210,17 +209,63 @@ def projection(flops: dict, configs: dict, cache: dict, rates: dict[str, float])
         )
     lines += [
         "",
-        "| cache build, 112,120 images at 512 (PNG) | "
-        + " | ".join(f"{c} cores" for c in CORE_COUNTS)
-        + " |",
+        "| cache build, 112,120 images at 512 | " + " | ".join(f"{c} cores" for c in CORE_COUNTS) + " |",
         "|---|" + "---:|" * len(CORE_COUNTS),
-        "| projected wall time | "
-        + " | ".join(_hours(NIH_IMAGES * cache["512_png_s_per_image"] / c) for c in CORE_COUNTS)
-        + " |",
-        "| projected disk | "
+        *(
+            f"| projected wall time, {fmt.upper()} | "
+            + " | ".join(_hours(NIH_IMAGES * cache[f"512_{fmt}_s_per_image"] / c) for c in CORE_COUNTS)
+            + " |"
+            for fmt in ("pgm", "png")
+        ),
+        "| projected disk, PGM (prepare's default) / PNG | "
+        + f"{NIH_IMAGES / 1000 * cache['512_pgm_mb_per_1000'] / 1000:.1f} GB / "
         + f"{NIH_IMAGES / 1000 * cache['512_png_mb_per_1000'] / 1000:.1f} GB"
         + " |" * len(CORE_COUNTS),
     ]
+    return lines
+
+
+GPU_CHECK_FIGURES = REPO_ROOT / "benchmarks" / "results" / "gpu-check-h200.json"
+
+
+def measured_on_gpu(flops: dict, configs: dict, figures: Path = GPU_CHECK_FIGURES) -> list[str]:
+    """The projection's inputs as measured by the GPU check (`benchmarks.gpu_check --json`): each stage's faster
+    training images/s (eager or compiled), the model FLOP rate it implies, that rate as a fraction of the assumed
+    peak (the MFU the projection assumes), and the training time at that rate; [] when there are no figures."""
+    if not figures.is_file():
+        return []
+    raw = json.loads(figures.read_text())
+    settings, training = raw["settings"], raw.get("training", {})
+    batch_images = settings["train_batch_size"] * settings["steps_per_repeat"]
+    train_images = round(OFFICIAL_TRAIN_VAL * (1 - VALIDATION_FRACTION))
+    stages = {
+        "teacher": ("teacher", flops["teacher_train_used"], configs["teacher"]),
+        "student + online teacher": (
+            "student",
+            flops["student_train_used"] + flops["teacher_forward"],
+            configs["student"],
+        ),
+    }
+    lines = [
+        f"**Measured on one {raw['device_name']} (GPU check section, batch {settings['train_batch_size']}, bf16 autocast, "
+        f"`{GPU_CHECK_FIGURES.relative_to(REPO_ROOT)}`)**",
+        "",
+        "| stage | training images/s (faster of eager / compiled) | model TFLOP/s | MFU (of "
+        f"{GPU_BF16_DENSE_PEAK / 1e12:.0f}) | 1 GPU / 8 GPUs at this rate (training images only) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for stage, (name, per_image, epochs) in stages.items():
+        cases = [
+            training[key]["median"] for key in (f"{stage}, eager", f"{stage}, compiled") if key in training
+        ]
+        if not cases:
+            continue
+        rate = batch_images / min(cases)
+        seconds = epochs * train_images / rate
+        lines.append(
+            f"| {name} | {rate:,.0f} | {rate * per_image / 1e12:,.0f} | {rate * per_image / GPU_BF16_DENSE_PEAK:.1%} | "
+            f"{_hours(seconds)} / {_hours(seconds / 8)} |"
+        )
     return lines
 
 
@@ -258,13 +303,16 @@ def main(argv=None) -> int:
     cache, rates, flops = measured["cache"], measured["rates"], measured["flops"]
     timings = {name: _timing(row) for name, row in rates.items()}
     images = next(iter(rates.values()))["images"]
-    worker_rate = {path: images / timings[f"{path}/png"].median for path in ("cpu", "device")}
+    # The projection's workers read the cache `clarity prepare` writes by default (PGM).
+    worker_rate = {path: images / timings[f"{path}/pgm"].median for path in ("cpu", "device")}
     configs = {
         name: parse_training_config(["--config", file]).num_train_epochs
         for name, file in (("teacher", "teacher_512.yaml"), ("student", "clarity_s16_512.yaml"))
     }
     rc = table["config"]
-    command = " ".join(["python", "benchmarks/rehearsal.py", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(
+        ["python", "-m", "benchmarks.rehearsal", *(argv if argv is not None else sys.argv[1:])]
+    )
     lines = [
         "## NIH rehearsal at the paper's shapes (CPU) and a projection to the full data set",
         "",
@@ -274,7 +322,7 @@ def main(argv=None) -> int:
         f"`clarity_s16_512.yaml` (full-size models at 512, bf16 autocast) and schedule overrides only: {rc['steps']} "
         f"optimizer steps of {rc['train_batch_size']} images x {rc['gradient_accumulation_steps']} accumulation per "
         f"process, the student on {rc['num_processes']} CPU processes (torchrun, gloo). Machine: {table['cpu_count']} "
-        f"cores shared with other jobs, 1/5/15-min load average at the end of the rehearsal "
+        f"cores, 1/5/15-min load average at the end of the rehearsal "
         f"{', '.join(f'{x:.1f}' for x in table['load_average'])}; torch {table['torch']}. Wall times include process "
         "start, model build and the per-stage validation, so images/s is a floor.",
         "",
@@ -311,6 +359,8 @@ def main(argv=None) -> int:
         "",
         *projection(flops, configs, cache, worker_rate),
         "",
+        *measured_on_gpu(flops, configs),
+        "",
         METHOD.format(
             peak=GPU_BF16_DENSE_PEAK / 1e12,
             lo=MFU_RANGE[0],
@@ -320,8 +370,9 @@ def main(argv=None) -> int:
         ),
         "",
         "Memory at the configs' full batch (16 per device at 512) was not run here: the 2-core machine has 23 GB "
-        "shared by other jobs; the stage table's peak RSS is at the rehearsal's batch. No GPU was available to "
-        "this run, so there is no measured GPU images/s beside the projection.",
+        "shared by other jobs; the stage table's peak RSS is at the rehearsal's batch. Measured GPU rows (one H200, "
+        "the same models at 512 in bf16) and the loader workers per GPU at those measured rates are in the GPU "
+        "check section below: read them beside this projection.",
         "",
         f"(benchmark run {time.perf_counter() - start:.0f} s; 1-min load average {load_start:.1f} at its start)",
     ]

@@ -96,7 +96,7 @@ def test_rehearsal_section_reports_both_loader_paths_and_workers_per_gpu(tmp_pat
     }
     rates["warp"] = {"times": [0.1, 0.1, 0.1], "load": [0.5, 0.6], "images": 16}
     cache = {f"{size}_{fmt}_mb_per_1000": 1.0 for size in (224, 512) for fmt in ("png", "pgm")}
-    cache.update({"images": 16, "512_png_s_per_image": 0.2})
+    cache.update({"images": 16, "512_png_s_per_image": 0.2, "512_pgm_s_per_image": 0.1})
     flops = dict(teacher_train=3e11, teacher_train_used=4.8e11, teacher_forward=1.6e11)
     flops.update(student_train=1.37e11, student_train_used=1.37e11, student_forward=4.6e10)
     measurements = tmp_path / "measured.json"
@@ -113,3 +113,36 @@ def test_rehearsal_section_reports_both_loader_paths_and_workers_per_gpu(tmp_pat
     assert "the device path's batched warp run on this CPU, ms per image | 6.25 |" in text
     # teacher: 989e12 * 0.4 / 4.8e11 = 824 images/s per GPU -> 10.3 cpu workers, 1.0 device worker
     assert "| 824 | 10.3 / 1.0 |" in text
+    # The projection's cache table: both formats, PGM (prepare's default) first.
+    assert "| projected wall time, PGM | 1.6 h |" in text and "| projected wall time, PNG | 3.1 h |" in text
+
+
+def test_measured_gpu_rows_give_the_mfu_the_projection_assumes(tmp_path):
+    import json
+
+    from benchmarks import rehearsal
+
+    # 16 x 5 images a repeat: teacher compiled 0.4 s -> 200 images/s; at 4.8e11 FLOPs each, 96 TFLOP/s = 9.7% of
+    # 989; 77,872 images x 30 epochs / 200 = 3.2 h on one GPU.
+    training = {
+        "teacher, eager": {"median": 0.8},
+        "teacher, compiled": {"median": 0.4},
+        "student + online teacher, eager": {"median": 0.5},
+    }
+    figures = tmp_path / "gpu.json"
+    figures.write_text(
+        json.dumps(
+            {
+                "device_name": "GPU X",
+                "settings": {"train_batch_size": 16, "steps_per_repeat": 5},
+                "training": training,
+            }
+        )
+    )
+    flops = dict(teacher_train_used=4.8e11, student_train_used=1.37e11, teacher_forward=1.6e11)
+    lines = rehearsal.measured_on_gpu(flops, {"teacher": 30, "student": 30}, figures)
+    assert lines[0].startswith("**Measured on one GPU X (GPU check section, batch 16")
+    assert "| teacher | 200 | 96 | 9.7% | 3.2 h / 24 min |" in lines
+    # student + its online teacher: 160 images/s x 2.97e11 = 48 TFLOP/s
+    assert "| student | 160 | 48 | 4.8% | 4.1 h / 30 min |" in lines
+    assert rehearsal.measured_on_gpu(flops, {}, tmp_path / "absent.json") == []
