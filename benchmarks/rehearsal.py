@@ -79,19 +79,11 @@ def replace_section(path: Path, body: str) -> None:
 def training_flops(image_size: int = 512) -> dict[str, float]:
     """FLOPs per image: teacher forward + backward, student forward + backward, teacher forward (batch 1, fp32)."""
     from torch.utils.flop_counter import FlopCounterMode
-    from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
 
     from clarity_hf import ClarityConfig, ClarityForMultiLabelLocalization
-    from clarity_hf.training.models import CONVNEXTV2_PRESETS
+    from clarity_hf.baselines import build_teacher
 
-    teacher = ConvNextV2ForImageClassification(
-        ConvNextV2Config(
-            **CONVNEXTV2_PRESETS["convnextv2-base"],
-            num_labels=14,
-            image_size=image_size,
-            problem_type="multi_label_classification",
-        )
-    )
+    teacher = build_teacher("convnextv2-base", image_size=image_size)
     student = ClarityForMultiLabelLocalization(ClarityConfig.from_preset(f"clarity-s-16-{image_size}"))
     pixels, labels = torch.randn(1, 3, image_size, image_size), torch.zeros(1, 14)
     result = {}

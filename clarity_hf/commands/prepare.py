@@ -45,7 +45,7 @@ class PrepareArguments:
         default="pgm",
         metadata={
             "help": "pgm (default): raw uint8, the fastest reads, for the decode-only loader workers of `augment_on:"
-            " device`; png: lossless and ~0.6x the disk, but inflating it bounds a worker (BENCHMARKS.md, loader)"
+            " device`; png: lossless and about half the disk, but inflating it bounds a worker (BENCHMARKS.md, loader)"
         },
     )
     validation_fraction: float = 0.1
