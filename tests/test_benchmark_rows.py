@@ -146,3 +146,15 @@ def test_measured_gpu_rows_give_the_mfu_the_projection_assumes(tmp_path):
     # student + its online teacher: 160 images/s x 2.97e11 = 48 TFLOP/s
     assert "| student | 160 | 48 | 4.8% | 4.1 h / 30 min |" in lines
     assert rehearsal.measured_on_gpu(flops, {}, tmp_path / "absent.json") == []
+
+
+def test_training_flops_count_both_models_and_use_three_forwards_for_the_teacher():
+    from benchmarks import rehearsal
+
+    flops = rehearsal.training_flops(224)
+    # ConvNeXtV2-B at 224: ~15.4 GMACs a forward (its published figure), counted as 2 FLOPs per MAC.
+    assert 29e9 < flops["teacher_forward"] < 33e9
+    assert flops["teacher_train_used"] == 3 * flops["teacher_forward"]
+    # The ViT's backward is counted exactly: about twice its forward.
+    assert 2.5 < flops["student_train"] / flops["student_forward"] < 3.5
+    assert flops["student_train_used"] == flops["student_train"]
