@@ -41,3 +41,27 @@ def test_ci_also_runs_the_slow_tests_the_readme_command_leaves_out():
     assert ci_pytest[1].startswith("HF_HUB_OFFLINE=1 python -m pytest -q -m slow")
     marker = (ROOT / "pyproject.toml").read_text()
     assert '"slow:' in marker
+
+
+def test_layout_names_every_package_module_and_top_level_folder_and_nothing_else():
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    named = set()
+    for line in block.splitlines():
+        for token in line.split():
+            named.add(token.strip("(),:"))
+    package = ROOT / "clarity_hf"
+    modules = {p.name for p in package.glob("*.py") if p.name not in ("__init__.py", "__main__.py")}
+    subpackages = {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    folders = {f"{p.name}/" for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
+    folders -= {"build/", "dist/", "clarity_hf.egg-info/"}  # build outputs, ignored by git
+    assert modules - named == set(), "modules missing from README's Layout"
+    assert subpackages - named == set(), "sub-packages missing from README's Layout"
+    assert folders - named == set(), "top-level folders missing from README's Layout"
+    # Every file or folder it names exists somewhere in the tree (a name like `fixtures/` sits under its parent).
+    present = set()
+    for path in ROOT.rglob("*"):
+        if ".git" not in path.relative_to(ROOT).parts:
+            present.add(path.name + ("/" if path.is_dir() else ""))
+    listed = {t for t in named if t.endswith((".py", "/")) and len(t) > 1 and "/" not in t[:-1]}
+    assert listed - present == set(), "README's Layout names what is not there"
