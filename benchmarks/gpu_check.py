@@ -277,9 +277,8 @@ def run_check(settings: GpuCheckSettings, log=print) -> dict:
             (work / name).mkdir(parents=True, exist_ok=True)
             try:
                 results[name] = phase()
-            except (
-                Exception
-            ) as error:  # one broken phase must not cost the others' figures on a rare GPU lease
+            # One broken phase must not cost the others' figures on a rare GPU lease.
+            except Exception as error:
                 first_line = (str(error).splitlines() or [""])[0][:200]
                 results["failed"].append(f"{name} ({type(error).__name__}: {first_line})")
                 log(f"[{time.perf_counter() - start:6.1f}s] {name} FAILED: {error!r}")

@@ -45,16 +45,16 @@ METHOD = """\
 work is not counted, which is one reason the sustained fraction is below 1): the teacher's forward + backward; the
 student's forward + backward plus the frozen teacher's forward on the same augmented view (the 512 recipe augments,
 so the teacher runs online). {peak:.0f} TFLOP/s is the bf16 dense tensor-core peak of an H100 SXM (H200: the same
-compute; NVIDIA data sheets). MFU (model FLOPs utilisation) {lo:.0%}-{hi:.0%} is an assumption (the measured one is in
-the table after this note): the published training MFUs of large dense transformers are 46% (PaLM 540B, Chowdhery et al. 2022, TPU v4) and 55%
-(ViT-22B, Dehghani et al. 2023, TPU v4); a 22M-parameter ViT-S at batch 16 per GPU and a ConvNeXt with depthwise
+compute; NVIDIA data sheets). MFU (model FLOPs utilisation) {lo:.0%}-{hi:.0%} is an assumption (the measured one is
+in the table above this note): the published training MFUs of large dense transformers are 46% (PaLM 540B,
+Chowdhery et al. 2022, TPU v4) and 55% (ViT-22B, Dehghani et al. 2023, TPU v4); a 22M-parameter ViT-S at batch 16 per GPU and a ConvNeXt with depthwise
 convolutions sit below those, so we take {lo:.0%}-{hi:.0%} (the table shows both ends). 8 GPUs assume linear data-parallel
 scaling (all-reduce of 22M / 88M parameters overlaps with the backward pass). Training images = (112,120 - 25,596
 official test) x (1 - {val:.0%} validation carve) = {train:,}. Cache build = 112,120 x the measured seconds per image
 per process (decode the 1024 px PNG, resize, encode) / cores (reading ~45 GB of PNGs is assumed not to be the
-bottleneck). Loader workers per GPU = one GPU's projected training images/s / the measured images/s of one loader worker at 512
-from the PGM cache (`clarity prepare`'s default), for the per-sample CPU augmentation path and the device path (the worker only decodes to uint8
-and draws the parameters; the warp runs batched on the GPU). This CPU may be slower than a data-centre host core,
+bottleneck). Loader workers per GPU = one GPU's projected training images/s / the measured images/s of one loader
+worker at 512 from the PGM cache (`clarity prepare`'s default), for the per-sample CPU augmentation path and the
+device path (the worker only decodes to uint8 and draws the parameters; the warp runs batched on the GPU). This CPU may be slower than a data-centre host core,
 so both are upper bounds; the device path's batched warp, timed on this CPU, is what a worker no longer pays. The
 ConvNeXt's depthwise convolutions and LayerNorms are memory-bound, so its sustained fraction is likely at or below
 the low end: read the teacher's row as a lower bound on time."""
@@ -240,7 +240,7 @@ def measured_on_gpu(flops: dict, configs: dict, figures: Path = GPU_CHECK_FIGURE
     }
     lines = [
         f"**Measured on one {raw['device_name']} (GPU check section, batch {settings['train_batch_size']}, bf16 autocast, "
-        f"`{GPU_CHECK_FIGURES.relative_to(REPO_ROOT)}`)**",
+        f"`{figures.relative_to(REPO_ROOT) if figures.is_relative_to(REPO_ROOT) else figures}`)**",
         "",
         "| stage | training images/s (faster of eager / compiled) | model TFLOP/s | MFU (of "
         f"{GPU_BF16_DENSE_PEAK / 1e12:.0f}) | 1 GPU / 8 GPUs at this rate (training images only) |",
@@ -290,6 +290,7 @@ def main(argv=None) -> int:
             cache = cache_measurements(run / "nih", args.images, Path(work))
             rates = loader_rates(cache["cache_512"], args.images)
         measured = {"cache": cache, "rates": rates, "flops": training_flops(512), "folder": str(run / "nih")}
+        measured["run"] = {"seconds": time.perf_counter() - start, "load_start": load_start}
         if saved is not None:
             saved.write_text(json.dumps(measured, indent=2))
     cache, rates, flops = measured["cache"], measured["rates"], measured["flops"]
@@ -361,12 +362,15 @@ def main(argv=None) -> int:
             train=round(OFFICIAL_TRAIN_VAL * (1 - VALIDATION_FRACTION)),
         ),
         "",
-        "Memory at the configs' full batch (16 per device at 512) was not run here: the 2-core machine has 23 GB "
-        "shared by other jobs; the stage table's peak RSS is at the rehearsal's batch. Measured GPU rows (one H200, "
-        "the same models at 512 in bf16) and the loader workers per GPU at those measured rates are in the GPU "
-        "check section below: read them beside this projection.",
+        "Memory at the configs' full batch (16 per device at 512) was not run here (the 2-core machine has 23 "
+        "GB); the stage table's peak RSS is at the rehearsal's batch. Measured GPU rows (one H200, the same models "
+        "at 512 in bf16) and the loader workers per GPU at those measured rates are in the GPU check section "
+        "below: read them beside this projection.",
         "",
-        f"(benchmark run {time.perf_counter() - start:.0f} s; 1-min load average {load_start:.1f} at its start)",
+        # The measuring run's own time and load, also when the measurements are read back from --measurements.
+        "(benchmark run {seconds:.0f} s; 1-min load average {load_start:.1f} at its start)".format(
+            **measured.get("run", {"seconds": time.perf_counter() - start, "load_start": load_start})
+        ),
     ]
     replace_section(Path(args.output), _section(lines))
     print(f"wrote the rehearsal section of {args.output}")

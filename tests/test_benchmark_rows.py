@@ -100,7 +100,10 @@ def test_rehearsal_section_reports_both_loader_paths_and_workers_per_gpu(tmp_pat
     flops = dict(teacher_train=3e11, teacher_train_used=4.8e11, teacher_forward=1.6e11)
     flops.update(student_train=1.37e11, student_train_used=1.37e11, student_forward=4.6e10)
     measurements = tmp_path / "measured.json"
-    measurements.write_text(json.dumps({"cache": cache, "rates": rates, "flops": flops, "folder": "nih"}))
+    run_info = {"seconds": 42.0, "load_start": 0.3}  # the measuring run's, kept with its figures
+    measurements.write_text(
+        json.dumps({"cache": cache, "rates": rates, "flops": flops, "folder": "nih", "run": run_info})
+    )
     page = tmp_path / "BENCH.md"
     argv = ["--rehearsal-dir", str(run), "--output", str(page), "--measurements", str(measurements)]
     assert rehearsal.main(argv) == 0
@@ -113,6 +116,7 @@ def test_rehearsal_section_reports_both_loader_paths_and_workers_per_gpu(tmp_pat
     assert "the device path's batched warp run on this CPU, ms per image | 6.25 |" in text
     # teacher: 989e12 * 0.4 / 4.8e11 = 824 images/s per GPU -> 10.3 cpu workers, 1.0 device worker
     assert "| 824 | 10.3 / 1.0 |" in text
+    assert "(benchmark run 42 s; 1-min load average 0.3 at its start)" in text
     # The projection's cache table: both formats, PGM (prepare's default) first.
     assert "| projected wall time, PGM | 1.6 h |" in text and "| projected wall time, PNG | 3.1 h |" in text
 
