@@ -71,7 +71,7 @@ def real_xrays(size: int) -> list[bytes]:
 
 def cache_split(num_images: int, size: int, work: Path, image_format: str = "png"):
     """A `size` px cache (`clarity_hf.data.cache.build_cache`) of `num_images` images in `image_format` ("png",
-    prepare's default, or "pgm", raw)."""
+    compact, or "pgm", raw: `clarity prepare`'s default)."""
     from datasets import Image as DatasetImage
 
     from clarity_hf.data.cache import build_cache
@@ -193,7 +193,7 @@ def section(timings: dict[str, Timing], count: int, size: int, command: str, thr
             f"## Loader workers at {size}: CPU augmentation path vs device path",
             "",
             f"Produced by `{command}` ({count} images of {size} px PNG and PGM caches of real chest X-rays, "
-            f"{threads} torch thread, {cores} cores shared with other jobs). Each row: one round over the {count} "
+            f"{threads} torch thread, {cores} cores). Each row: one round over the {count} "
             f"images, a warm-up round then {len(cpu.times)} timed rounds interleaved across the rows; median, "
             "range (slowest-fastest round) and the 1-minute load average at the start/end of the rounds; `noisy` "
             f"when the range exceeds 25% of the median or the load average exceeded the {cores} cores. A noisy row "
@@ -213,8 +213,9 @@ def section(timings: dict[str, Timing], count: int, size: int, command: str, thr
             "",
             "GPU images/s = 989 TFLOP/s (H100/H200 bf16 dense peak) x 40% MFU / training FLOPs per image (the "
             "rehearsal section's counts: the teacher's forward + backward; the student's forward + backward plus the "
-            "online teacher's forward). Workers per GPU = that / one worker's images/s above. This 2-core machine "
-            "is shared and its cores are slower than a data-centre host's, so the worker counts are upper bounds.",
+            "online teacher's forward). Workers per GPU = that / one worker's images/s above; a data-centre host's "
+            "core may be faster than this machine's, so the worker counts are upper bounds. The GPU check section has "
+            "the same count at an H200's measured training rate, from its own host's loader rows.",
         ]
     )
 
