@@ -292,6 +292,17 @@ def run_check(settings: GpuCheckSettings, log=print) -> dict:
     return results
 
 
+def training_rates(training: dict[str, Timing], settings: GpuCheckSettings) -> dict[str, float]:
+    """{stage: training images/s of one GPU}, the faster of its eager and compiled rows, for the stages measured."""
+    batch_images = settings.train_batch_size * settings.steps_per_repeat
+    rates = {}
+    for stage in ("teacher", "student + online teacher"):
+        cases = [training[key] for key in (f"{stage}, eager", f"{stage}, compiled") if key in training]
+        if cases:
+            rates[stage] = batch_images / min(case.median for case in cases)
+    return rates
+
+
 def workers_per_gpu(results: dict, settings: GpuCheckSettings) -> str:
     """Loader workers one GPU needs at its measured training rate (the faster of eager and compiled) for each loader
     path of this host, and, as the ceiling, a `device` worker that also ran the batched warp on the host; "" when
@@ -300,7 +311,6 @@ def workers_per_gpu(results: dict, settings: GpuCheckSettings) -> str:
     if not training or not loader:
         return ""
     timings, count = loader
-    batch_images = settings.train_batch_size * settings.steps_per_repeat
     paths = [name for name in ("cpu/png", "cpu/pgm", "device/png", "device/pgm") if name in timings]
     header = ["stage", "GPU training images/s (faster of eager / compiled)"]
     header += [f"workers per GPU, `{name.split('/')[0]}`, {name.split('/')[1].upper()}" for name in paths]
@@ -308,11 +318,7 @@ def workers_per_gpu(results: dict, settings: GpuCheckSettings) -> str:
     if warp is not None and "device/pgm" in timings:
         header.append("`device`, PGM, warp on the host too")
     rows = []
-    for stage in ("teacher", "student + online teacher"):
-        cases = [training[key] for key in (f"{stage}, eager", f"{stage}, compiled") if key in training]
-        if not cases:
-            continue
-        gpu_rate = batch_images / min(case.median for case in cases)
+    for stage, gpu_rate in training_rates(training, settings).items():
         row = [stage, f"{gpu_rate:,.1f}"]
         row += [f"{gpu_rate / (count / timings[name].median):.2f}" for name in paths]
         if len(header) > len(row):

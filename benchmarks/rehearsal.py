@@ -154,12 +154,6 @@ def loader_rates(caches: dict[str, str], num_images: int) -> dict[str, dict]:
     return {name: {"times": t.times, "load": list(t.load), "images": count} for name, t in timings.items()}
 
 
-def _timing(row: dict):
-    from .measure import Timing
-
-    return Timing(row["times"], tuple(row["load"]))
-
-
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
@@ -226,9 +220,9 @@ def measured_on_gpu(flops: dict, configs: dict, figures: Path = GPU_CHECK_FIGURE
     peak (the MFU the projection assumes), and the training time at that rate; [] when there are no figures."""
     if not figures.is_file():
         return []
-    raw = json.loads(figures.read_text())
-    settings, training = raw["settings"], raw.get("training", {})
-    batch_images = settings["train_batch_size"] * settings["steps_per_repeat"]
+    from .gpu_check import GpuCheckSettings, results_from_json, training_rates
+
+    results, settings, _ = results_from_json(json.loads(figures.read_text()), GpuCheckSettings())
     train_images = round(OFFICIAL_TRAIN_VAL * (1 - VALIDATION_FRACTION))
     stages = {
         "teacher": ("teacher", flops["teacher_train_used"], configs["teacher"]),
@@ -239,20 +233,15 @@ def measured_on_gpu(flops: dict, configs: dict, figures: Path = GPU_CHECK_FIGURE
         ),
     }
     lines = [
-        f"**Measured on one {raw['device_name']} (GPU check section, batch {settings['train_batch_size']}, bf16 autocast, "
-        f"`{figures.relative_to(REPO_ROOT) if figures.is_relative_to(REPO_ROOT) else figures}`)**",
+        f"**Measured on one {results['device_name']} (GPU check section, batch {settings.train_batch_size}, bf16 "
+        f"autocast, `{figures.relative_to(REPO_ROOT) if figures.is_relative_to(REPO_ROOT) else figures}`)**",
         "",
         "| stage | training images/s (faster of eager / compiled) | model TFLOP/s | MFU (of "
         f"{GPU_BF16_DENSE_PEAK / 1e12:.0f}) | 1 GPU / 8 GPUs at this rate (training images only) |",
         "|---|---:|---:|---:|---|",
     ]
-    for stage, (name, per_image, epochs) in stages.items():
-        cases = [
-            training[key]["median"] for key in (f"{stage}, eager", f"{stage}, compiled") if key in training
-        ]
-        if not cases:
-            continue
-        rate = batch_images / min(cases)
+    for stage, rate in training_rates(results["training"], settings).items():
+        name, per_image, epochs = stages[stage]
         seconds = epochs * train_images / rate
         lines.append(
             f"| {name} | {rate:,.0f} | {rate * per_image / 1e12:,.0f} | {rate * per_image / GPU_BF16_DENSE_PEAK:.1%} | "
@@ -294,7 +283,9 @@ def main(argv=None) -> int:
         if saved is not None:
             saved.write_text(json.dumps(measured, indent=2))
     cache, rates, flops = measured["cache"], measured["rates"], measured["flops"]
-    timings = {name: _timing(row) for name, row in rates.items()}
+    from .measure import Timing
+
+    timings = {name: Timing.from_dict(row) for name, row in rates.items()}
     images = next(iter(rates.values()))["images"]
     # The projection's workers read the cache `clarity prepare` writes by default (PGM).
     worker_rate = {path: images / timings[f"{path}/pgm"].median for path in ("cpu", "device")}

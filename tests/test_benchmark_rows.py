@@ -128,21 +128,25 @@ def test_measured_gpu_rows_give_the_mfu_the_projection_assumes(tmp_path):
 
     # 16 x 5 images a repeat: teacher compiled 0.4 s -> 200 images/s; at 4.8e11 FLOPs each, 96 TFLOP/s = 9.7% of
     # 989; 77,872 images x 30 epochs / 200 = 3.2 h on one GPU.
-    training = {
-        "teacher, eager": {"median": 0.8},
-        "teacher, compiled": {"median": 0.4},
-        "student + online teacher, eager": {"median": 0.5},
+    from benchmarks.gpu_check import GpuCheckSettings, results_to_json
+    from benchmarks.measure import Timing
+
+    def timing(median):
+        return Timing([median] * 3, (0.5, 0.5), cores=16)
+
+    results = {
+        "device_name": "GPU X",
+        "load": (0.5, 0.5),
+        "training": {
+            "teacher, eager": timing(0.8),
+            "teacher, compiled": timing(0.4),
+            "student + online teacher, eager": timing(0.5),
+        },
     }
+    # The figures as the GPU check saves them (`--json`).
     figures = tmp_path / "gpu.json"
-    figures.write_text(
-        json.dumps(
-            {
-                "device_name": "GPU X",
-                "settings": {"train_batch_size": 16, "steps_per_repeat": 5},
-                "training": training,
-            }
-        )
-    )
+    settings = GpuCheckSettings(train_batch_size=16, steps_per_repeat=5)
+    figures.write_text(json.dumps(results_to_json(results, settings, "python -m benchmarks.gpu_check")))
     flops = dict(teacher_train_used=4.8e11, student_train_used=1.37e11, teacher_forward=1.6e11)
     lines = rehearsal.measured_on_gpu(flops, {"teacher": 30, "student": 30}, figures)
     assert lines[0].startswith("**Measured on one GPU X (GPU check section, batch 16")
